@@ -1,0 +1,3 @@
+from peregrine.cli import main
+
+main()

@@ -1,0 +1,92 @@
+"""The per-query context handed to every plugin: limits, deadline and cancel token.
+
+SQLite's interrupt only acts between virtual-machine steps, so a plugin stuck walking a huge tree
+or hashing a huge file must stop itself: it calls :meth:`QueryContext.check` in its loops.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
+from typing import TypeVar
+
+from peregrine.engine.errors import QueryCancelled, QueryTimeout
+
+T = TypeVar("T")
+
+#: Every permission a plugin can require; ``ALL_PERMISSIONS`` is what a local operator has.
+KNOWN_PERMISSIONS = frozenset({"EXECVE", "FILESYSTEM_READ"})
+ALL_PERMISSIONS = KNOWN_PERMISSIONS
+
+
+@dataclass
+class QueryLimits:
+    """Limits for one query. ``None`` means no limit.
+
+    ``timeout`` is soft: plugins and SQLite stop themselves. ``hard_timeout`` and ``max_memory_mb``
+    are enforced by the watchdog, which kills the worker process.
+    """
+
+    timeout: float | None = None
+    max_rows: int | None = None
+    hard_timeout: float | None = None
+    max_memory_mb: int | None = None
+
+    def effective_hard_timeout(self) -> float | None:
+        """The kill deadline: the given one, or the soft one plus a grace period."""
+        if self.hard_timeout is not None:
+            return self.hard_timeout
+        if self.timeout is not None:
+            return self.timeout * 1.5 + 5.0
+        return None
+
+
+@dataclass
+class QueryContext:
+    """What a running query knows about itself; shared by SQLite hooks and plugins."""
+
+    limits: QueryLimits = field(default_factory=QueryLimits)
+    permissions: frozenset[str] = ALL_PERMISSIONS
+    started: float = field(default_factory=time.monotonic)
+    _cancelled: threading.Event = field(default_factory=threading.Event)
+    warnings: list[str] = field(default_factory=list)
+
+    @property
+    def deadline(self) -> float | None:
+        if self.limits.timeout is None:
+            return None
+        return self.started + self.limits.timeout
+
+    def cancel(self) -> None:
+        """Ask the query to stop; safe from any thread."""
+        self._cancelled.set()
+
+    @property
+    def cancelled(self) -> bool:
+        return self._cancelled.is_set()
+
+    def expired(self) -> bool:
+        deadline = self.deadline
+        return deadline is not None and time.monotonic() > deadline
+
+    def check(self) -> None:
+        """Raise if the query was cancelled or ran past its deadline. Cheap: call it often."""
+        if self._cancelled.is_set():
+            raise QueryCancelled("the query was cancelled")
+        deadline = self.deadline
+        if deadline is not None and time.monotonic() > deadline:
+            raise QueryTimeout(f"the query ran past its time-out of {self.limits.timeout:g} s")
+
+    def checked(self, items: Iterable[T], every: int = 64) -> Iterator[T]:
+        """Iterate ``items``, checking the deadline every ``every`` items."""
+        for n, item in enumerate(items):
+            if n % every == 0:
+                self.check()
+            yield item
+
+    def warn(self, message: str) -> None:
+        """Note something skipped (unreadable file, vanished process) without failing."""
+        if len(self.warnings) < 1000:
+            self.warnings.append(message)

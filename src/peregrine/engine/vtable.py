@@ -1,0 +1,250 @@
+"""The bridge from a :class:`TablePlugin` to an SQLite eponymous virtual table (via apsw).
+
+Arguments are hidden columns. ``xBestIndex`` accepts an equality constraint on a hidden column as
+the argument's value (this is how both ``glob('/x')`` and ``WHERE pattern = '/x'`` arrive) and
+*refuses* any plan that lacks a required argument, so SQLite's planner orders joins to supply it
+(``users() u JOIN glob(u.home || '/.ssh/*')``) and a query that can never supply it fails at
+prepare time. The refusal is recorded so the error names the plugin and the argument.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from typing import TYPE_CHECKING, Any
+
+import apsw
+
+from peregrine.engine.errors import PermissionDenied, PluginError, QueryError
+from peregrine.engine.registry import Lazy, TablePlugin
+
+if TYPE_CHECKING:
+    from peregrine.engine.context import QueryContext
+
+_PLAIN_TYPES = (type(None), int, float, str, bytes)
+_CHECK_EVERY = 256
+
+
+def to_sqlite(value: Any) -> Any:
+    """Turn a plugin's Python value into one SQLite stores: JSON for containers, text otherwise."""
+    if isinstance(value, _PLAIN_TYPES):
+        return value
+    if isinstance(value, bool):
+        return int(value)
+    if isinstance(value, (dict, list, tuple)):
+        return json.dumps(value, default=str)
+    if isinstance(value, (bytearray, memoryview)):
+        return bytes(value)
+    return str(value)
+
+
+def _sql_ident(name: str) -> str:
+    return '"' + name.replace('"', '""') + '"'
+
+
+class PlanRefusals:
+    """Which plugin refused which plan, so 'no query solution' can be explained."""
+
+    def __init__(self) -> None:
+        self.missing: dict[str, set[str]] = {}
+
+    def record(self, plugin: str, args: list[str]) -> None:
+        self.missing.setdefault(plugin, set()).update(args)
+
+    def explain(self) -> str | None:
+        if not self.missing:
+            return None
+        parts = []
+        for plugin, args in sorted(self.missing.items()):
+            names = ", ".join(sorted(args))
+            first = sorted(args)[0]
+            parts.append(
+                f"{plugin}() needs its required argument {names}: give it as "
+                f"{plugin}(value) or WHERE {first} = value, or join it to a table that supplies it"
+            )
+        return "; ".join(parts)
+
+
+class PluginModule:
+    """apsw module (``VTModule``) for one plugin on one connection."""
+
+    def __init__(self, plugin: TablePlugin, ctx: QueryContext, refusals: PlanRefusals) -> None:
+        self.plugin = plugin
+        self.ctx = ctx
+        self.refusals = refusals
+        cols = [f"{_sql_ident(c.name)} {_decl_type(c.type)}" for c in plugin.columns]
+        cols += [
+            f"{_sql_ident(a.name)} {_decl_type(a.type)} HIDDEN" for a in plugin.hidden_arguments
+        ]
+        self.schema = f"CREATE TABLE x({', '.join(cols)})"
+
+    def Connect(self, connection: Any, modulename: str, databasename: str, tablename: str, *args: Any) -> tuple[str, PluginTable]:  # noqa: N802, E501
+        missing = [p for p in self.plugin.permissions if p not in self.ctx.permissions]
+        if missing:
+            raise PermissionDenied(
+                f"{self.plugin.name}() needs the {', '.join(missing)} permission, "
+                "which this query was not given"
+            )
+        return self.schema, PluginTable(self)
+
+    Create = Connect
+
+
+def _decl_type(sql_type: str) -> str:
+    return {"JSON": "TEXT", "ANY": ""}.get(sql_type, sql_type)
+
+
+class PluginTable:
+    """apsw ``VTTable``: plans (BestIndexObject) and opens cursors."""
+
+    def __init__(self, module: PluginModule) -> None:
+        self.module = module
+        self.plugin = module.plugin
+        self.ncols = len(self.plugin.columns)
+        names = [c.name for c in self.plugin.columns]
+        hidden = [a.name for a in self.plugin.hidden_arguments]
+        # SQLite column index -> argument index, for filters and hidden arguments alike.
+        self.column_to_arg: dict[int, int] = {}
+        for n, arg in enumerate(self.plugin.arguments):
+            if arg.name in names:
+                self.column_to_arg[names.index(arg.name)] = n
+            else:
+                self.column_to_arg[self.ncols + hidden.index(arg.name)] = n
+
+    def BestIndexObject(self, info: apsw.IndexInfo) -> bool:  # noqa: N802
+        given: dict[int, int] = {}  # argument index -> constraint index
+        for i in range(info.nConstraint):
+            col = info.get_aConstraint_iColumn(i)
+            if col not in self.column_to_arg or not info.get_aConstraint_usable(i):
+                continue
+            if info.get_aConstraint_op(i) != apsw.SQLITE_INDEX_CONSTRAINT_EQ:
+                continue  # SQLite applies other operators itself
+            given.setdefault(self.column_to_arg[col], i)
+        missing = [
+            a.name
+            for n, a in enumerate(self.plugin.arguments)
+            if a.required and n not in given
+        ]
+        if missing:
+            self.module.refusals.record(self.plugin.name, missing)
+            return False  # SQLITE_CONSTRAINT: this plan is unusable, try another join order
+        order = sorted(given)
+        for argv, arg_index in enumerate(order, start=1):
+            info.set_aConstraintUsage_argvIndex(given[arg_index], argv)
+            # A filter on a real column is only a hint: SQLite checks the rows again.
+            hidden = info.get_aConstraint_iColumn(given[arg_index]) >= self.ncols
+            info.set_aConstraintUsage_omit(given[arg_index], hidden)
+        info.idxStr = ",".join(str(n) for n in order)
+        # Plans that supply more arguments are narrower: prefer them.
+        info.estimatedCost = 1e6 / (1 + 10 * len(order))
+        info.estimatedRows = max(1, 100_000 // (1 + 100 * len(order)))
+        return True
+
+    def Open(self) -> PluginCursor:  # noqa: N802
+        return PluginCursor(self)
+
+    def Disconnect(self) -> None:  # noqa: N802
+        pass
+
+    Destroy = Disconnect
+
+
+class PluginCursor:
+    """apsw ``VTCursor``: runs the generator and hands SQLite one column at a time."""
+
+    def __init__(self, table: PluginTable) -> None:
+        self.plugin = table.plugin
+        self.ctx = table.module.ctx
+        self.ncols = table.ncols
+        self.names = [c.name for c in self.plugin.columns]
+        hidden = self.plugin.hidden_arguments
+        self.hidden_index = [self.plugin.arguments.index(a) for a in hidden]
+        self.arg_values: list[Any] = [a.default for a in self.plugin.arguments]
+        self.rows: Iterator[Any] = iter(())
+        self.row: list[Any] = []
+        self.rowid = 0
+        self.eof = True
+
+    def Filter(self, indexnum: int, indexname: str | None, constraintargs: tuple[Any, ...]) -> None:  # noqa: N802
+        given = [int(n) for n in indexname.split(",")] if indexname else []
+        self.arg_values = [a.default for a in self.plugin.arguments]
+        args: dict[str, Any] = {}
+        for arg_index, value in zip(given, constraintargs, strict=True):
+            arg = self.plugin.arguments[arg_index]
+            self.arg_values[arg_index] = value
+            args[arg.name] = value
+        self.ctx.check()
+        self.rowid = 0
+        try:
+            self.rows = self.plugin.rows(self.ctx, args)
+        except QueryError:
+            raise
+        except Exception as exc:
+            raise PluginError(self.plugin.name, f"{type(exc).__name__}: {exc}") from exc
+        self.Next()
+
+    def Next(self) -> None:  # noqa: N802
+        self.rowid += 1
+        if self.rowid % _CHECK_EVERY == 0:
+            self.ctx.check()
+        try:
+            raw = next(self.rows)
+        except StopIteration:
+            self.eof = True
+            return
+        except QueryError:
+            raise
+        except Exception as exc:
+            raise PluginError(self.plugin.name, f"{type(exc).__name__}: {exc}") from exc
+        self.eof = False
+        if isinstance(raw, dict):
+            self.row = [raw.get(name) for name in self.names]
+        else:
+            self.row = list(raw)
+            if len(self.row) != self.ncols:
+                raise PluginError(
+                    self.plugin.name,
+                    f"produced a row of {len(self.row)} values for {self.ncols} columns",
+                )
+
+    def Eof(self) -> bool:  # noqa: N802
+        return self.eof
+
+    def Rowid(self) -> int:  # noqa: N802
+        return self.rowid
+
+    def Column(self, n: int) -> Any:  # noqa: N802
+        if n >= self.ncols:
+            return self.arg_values[self.hidden_index[n - self.ncols]]
+        if n < 0:
+            return self.rowid
+        value = self.row[n]
+        if type(value) in _PLAIN_TYPES:
+            return value
+        if isinstance(value, Lazy):
+            try:
+                value = value()
+            except QueryError:
+                raise
+            except Exception as exc:
+                self.ctx.warn(f"{self.plugin.name}(): {self.names[n]}: {exc}")
+                value = None
+            self.row[n] = value = to_sqlite(value)
+            return value
+        return to_sqlite(value)
+
+    def Close(self) -> None:  # noqa: N802
+        close = getattr(self.rows, "close", None)
+        if close is not None:
+            close()
+
+
+def register_table(connection: apsw.Connection, plugin: TablePlugin, ctx: QueryContext, refusals: PlanRefusals) -> None:  # noqa: E501
+    connection.create_module(
+        plugin.name,
+        PluginModule(plugin, ctx, refusals),
+        use_bestindex_object=True,
+        eponymous=True,
+        eponymous_only=True,
+        read_only=True,
+    )
