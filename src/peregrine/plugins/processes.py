@@ -43,7 +43,7 @@ def _processes(ctx: QueryContext, pid: int | None) -> Iterator[psutil.Process]:
 @table(
     name="pslist",
     description="Running processes: identity, owner, command line, times and memory.",
-    arguments=[Arg("pid", "INTEGER", "Only this process id (faster than WHERE on a column).")],
+    arguments=[Arg("pid", "INTEGER", "Filter: `WHERE pid = N` reads only that process.")],
     columns=[
         Col("pid", "INTEGER", "Process id."),
         Col("ppid", "INTEGER", "Parent process id."),

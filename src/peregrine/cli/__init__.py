@@ -1,0 +1,28 @@
+"""The ``peregrine`` command. Each sub-command lives in its own module and is added here."""
+
+from __future__ import annotations
+
+import typer
+
+from peregrine import __version__
+from peregrine.cli import plugins_cmd, query_cmd
+
+app = typer.Typer(
+    name="peregrine",
+    help="Peregrine: endpoint visibility and DFIR. Ask an endpoint questions in SQL.",
+    no_args_is_help=True,
+    add_completion=False,
+    rich_markup_mode="rich",
+)
+app.command("query")(query_cmd.query)
+app.add_typer(plugins_cmd.app, name="plugins")
+
+
+@app.command("version")
+def version() -> None:
+    """Print Peregrine's version."""
+    typer.echo(__version__)
+
+
+def main() -> None:
+    app()

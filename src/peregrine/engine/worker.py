@@ -1,0 +1,370 @@
+"""Run a query in a child process that a watchdog can kill.
+
+SQLite and plugins run in the child (``python -m peregrine.engine.worker``); rows come back over a
+pipe as length-prefixed msgpack frames, in batches flushed by count and by time, so rows appear as
+they are produced and a slow reader slows the child down (the pipe applies back-pressure) instead
+of buffering. The parent's watchdog kills the child on a hard time-out or when its memory passes
+the limit; a query that was killed is recorded in the :class:`~peregrine.engine.denylist.Denylist`.
+"""
+
+from __future__ import annotations
+
+import os
+import struct
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from typing import IO, Any
+
+import msgspec
+import psutil
+
+from peregrine.engine.context import ALL_PERMISSIONS, QueryLimits
+from peregrine.engine.denylist import Denylist
+from peregrine.engine.errors import QueryError, WorkerKilled, error_from_kind
+from peregrine.engine.executor import Column, Params
+
+_FRAME = struct.Struct("!I")
+MAX_FRAME = 64 * 1024 * 1024
+BATCH_ROWS = 512
+BATCH_SECONDS = 0.1
+WATCHDOG_INTERVAL = 0.05
+
+
+class Request(msgspec.Struct, tag="request"):
+    sql: str
+    params: list[Any] | dict[str, Any] | None = None
+    timeout: float | None = None
+    max_rows: int | None = None
+    permissions: list[str] = []
+
+
+class Cancel(msgspec.Struct, tag="cancel"):
+    pass
+
+
+class Header(msgspec.Struct, tag="header"):
+    columns: list[tuple[str, str | None]]
+
+
+class Rows(msgspec.Struct, tag="rows"):
+    rows: list[tuple[Any, ...]]
+
+
+class Done(msgspec.Struct, tag="done"):
+    rows: int
+    truncated: bool
+    warnings: list[str]
+    elapsed: float
+
+
+class Failed(msgspec.Struct, tag="failed"):
+    kind: str
+    message: str
+    warnings: list[str] = []
+
+
+ToWorker = Request | Cancel
+FromWorker = Header | Rows | Done | Failed
+
+_encoder = msgspec.msgpack.Encoder()
+_to_worker = msgspec.msgpack.Decoder(ToWorker)
+_from_worker = msgspec.msgpack.Decoder(FromWorker)
+
+
+def write_frame(stream: IO[bytes], message: msgspec.Struct) -> None:
+    payload = _encoder.encode(message)
+    stream.write(_FRAME.pack(len(payload)) + payload)
+    stream.flush()
+
+
+def read_frame(stream: IO[bytes]) -> bytes | None:
+    """One frame's payload, or None at a clean end of stream."""
+    head = stream.read(_FRAME.size)
+    if not head:
+        return None
+    if len(head) < _FRAME.size:
+        raise EOFError("the stream ended inside a frame header")
+    (size,) = _FRAME.unpack(head)
+    if size > MAX_FRAME:
+        raise ValueError(f"frame of {size} bytes exceeds the {MAX_FRAME} byte limit")
+    payload = stream.read(size)
+    if len(payload) < size:
+        raise EOFError("the stream ended inside a frame")
+    return payload
+
+
+class IsolatedQuery:
+    """A query running in a worker process. Read ``columns``, then iterate rows once.
+
+    ``cancel()`` may be called from any thread. After iteration, ``truncated``, ``warnings`` and
+    ``rows_returned`` describe the run.
+    """
+
+    def __init__(
+        self,
+        sql: str,
+        params: Params = None,
+        *,
+        limits: QueryLimits | None = None,
+        permissions: frozenset[str] = ALL_PERMISSIONS,
+        denylist: Denylist | None = None,
+    ) -> None:
+        self.sql = sql
+        self.limits = limits or QueryLimits()
+        self.denylist = denylist
+        if denylist is not None:
+            denylist.check(sql)
+        self.truncated = False
+        self.warnings: list[str] = []
+        self.rows_returned = 0
+        self.elapsed = 0.0
+        self.kill_reason: str | None = None
+        self._finished = threading.Event()
+        self._write_lock = threading.Lock()
+        self._proc = subprocess.Popen(
+            [sys.executable, "-m", "peregrine.engine.worker"],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+        )
+        assert self._proc.stdin is not None and self._proc.stdout is not None
+        self._stdin: IO[bytes] = self._proc.stdin
+        self._stdout: IO[bytes] = self._proc.stdout
+        self._started = time.monotonic()
+        request = Request(
+            sql=sql,
+            params=list(params) if isinstance(params, (list, tuple)) else params,  # type: ignore[arg-type]
+            timeout=self.limits.timeout,
+            max_rows=self.limits.max_rows,
+            permissions=sorted(permissions),
+        )
+        self._send(request)
+        self._watchdog = threading.Thread(target=self._watch, name="query-watchdog", daemon=True)
+        self._watchdog.start()
+        self.columns = self._read_header()
+
+    # -- the parent's side -------------------------------------------------------------------
+
+    def _send(self, message: msgspec.Struct) -> None:
+        with self._write_lock:
+            try:
+                write_frame(self._stdin, message)
+            except (BrokenPipeError, ValueError, OSError):
+                pass  # the worker is gone; reading tells why
+
+    def _watch(self) -> None:
+        hard = self.limits.effective_hard_timeout()
+        limit_bytes = (self.limits.max_memory_mb or 0) * 1024 * 1024
+        try:
+            child = psutil.Process(self._proc.pid)
+        except psutil.NoSuchProcess:
+            return
+        while not self._finished.wait(WATCHDOG_INTERVAL):
+            if self._proc.poll() is not None:
+                return
+            elapsed = time.monotonic() - self._started
+            if hard is not None and elapsed > hard:
+                self._kill(f"it ran past the hard time-out of {hard:g} s")
+                return
+            if limit_bytes:
+                try:
+                    rss = child.memory_info().rss
+                except psutil.NoSuchProcess:
+                    return
+                if rss > limit_bytes:
+                    self._kill(
+                        f"it used {rss / 2**20:.0f} MB, over the memory limit of "
+                        f"{self.limits.max_memory_mb} MB"
+                    )
+                    return
+
+    def _kill(self, reason: str) -> None:
+        self.kill_reason = reason
+        self._proc.kill()
+
+    def _next_message(self) -> Header | Rows | Done | Failed:
+        try:
+            payload = read_frame(self._stdout)
+        except (EOFError, ValueError):
+            payload = None
+        if payload is None:
+            raise self._died()
+        return _from_worker.decode(payload)
+
+    def _died(self) -> QueryError:
+        code = self._proc.wait()
+        self._finished.set()
+        if self.kill_reason is None:
+            signal = f"signal {-code}" if code < 0 else f"exit code {code}"
+            self.kill_reason = f"the query worker died ({signal})"
+            message = f"{self.kill_reason}; the query crashed it"
+        else:
+            message = f"the watchdog killed the query worker: {self.kill_reason}"
+        if self.denylist is not None:
+            self.denylist.add(self.sql, self.kill_reason)
+        return WorkerKilled(message)
+
+    def _read_header(self) -> list[Column]:
+        message = self._next_message()
+        if isinstance(message, Failed):
+            self._finish()
+            raise error_from_kind(message.kind, message.message)
+        if not isinstance(message, Header):
+            self._finish()
+            raise QueryError(f"the query worker sent {type(message).__name__} before a header")
+        return [Column(name, decl) for name, decl in message.columns]
+
+    def __iter__(self) -> Iterator[tuple[Any, ...]]:
+        try:
+            while True:
+                message = self._next_message()
+                if isinstance(message, Rows):
+                    for row in message.rows:
+                        self.rows_returned += 1
+                        yield row
+                elif isinstance(message, Done):
+                    self.truncated = message.truncated
+                    self.warnings = message.warnings
+                    self.elapsed = message.elapsed
+                    return
+                elif isinstance(message, Failed):
+                    self.warnings = message.warnings
+                    raise error_from_kind(message.kind, message.message)
+                else:
+                    raise QueryError("the query worker sent a second header")
+        finally:
+            self._finish()
+
+    def cancel(self) -> None:
+        """Ask the worker to stop; kill it if it has not stopped within two seconds."""
+        self._send(Cancel())
+
+        def kill_later() -> None:
+            if not self._finished.wait(2.0) and self._proc.poll() is None:
+                self._proc.kill()
+
+        threading.Thread(target=kill_later, daemon=True).start()
+
+    def _finish(self) -> None:
+        self._finished.set()
+        self.elapsed = self.elapsed or time.monotonic() - self._started
+        if self._proc.poll() is None:
+            try:
+                self._stdin.close()
+            except OSError:
+                pass
+            try:
+                self._proc.wait(timeout=2)
+            except subprocess.TimeoutExpired:
+                self._proc.kill()
+                self._proc.wait()
+        self._stdout.close()
+
+
+# -- the worker's side -----------------------------------------------------------------------
+
+
+class _BatchWriter:
+    """Collects rows and flushes them by count, and by time from a background thread."""
+
+    def __init__(self, stream: IO[bytes]) -> None:
+        self.stream = stream
+        self.lock = threading.Lock()
+        self.rows: list[tuple[Any, ...]] = []
+        self.last_flush = time.monotonic()
+        self.closed = threading.Event()
+        threading.Thread(target=self._tick, name="batch-flusher", daemon=True).start()
+
+    def add(self, row: tuple[Any, ...]) -> None:
+        with self.lock:
+            self.rows.append(row)
+            if len(self.rows) >= BATCH_ROWS:
+                self._flush()
+
+    def _tick(self) -> None:
+        while not self.closed.wait(BATCH_SECONDS):
+            with self.lock:
+                if self.rows and time.monotonic() - self.last_flush >= BATCH_SECONDS:
+                    self._flush()
+
+    def _flush(self) -> None:
+        rows, self.rows = self.rows, []
+        self.last_flush = time.monotonic()
+        write_frame(self.stream, Rows(rows=rows))
+
+    def send(self, message: msgspec.Struct) -> None:
+        """Flush pending rows, then send ``message`` (header, done or failure)."""
+        with self.lock:
+            if self.rows:
+                self._flush()
+            write_frame(self.stream, message)
+
+    def close(self) -> None:
+        self.closed.set()
+
+
+def serve(stdin: IO[bytes], stdout: IO[bytes]) -> None:
+    """Run one request from ``stdin``, answering on ``stdout``."""
+    from peregrine.engine.context import QueryContext
+    from peregrine.engine.executor import Engine
+
+    payload = read_frame(stdin)
+    if payload is None:
+        return
+    request = _to_worker.decode(payload)
+    if not isinstance(request, Request):
+        return
+    ctx = QueryContext(
+        limits=QueryLimits(timeout=request.timeout, max_rows=request.max_rows),
+        permissions=frozenset(request.permissions),
+    )
+    out = _BatchWriter(stdout)
+    started = time.monotonic()
+    result = None
+
+    def listen_for_cancel() -> None:
+        while (frame := read_frame(stdin)) is not None:
+            if isinstance(_to_worker.decode(frame), Cancel):
+                if result is not None:
+                    result.cancel()
+                else:
+                    ctx.cancel()
+
+    threading.Thread(target=listen_for_cancel, name="cancel-listener", daemon=True).start()
+    try:
+        result = Engine().execute(request.sql, request.params, ctx=ctx)
+        out.send(Header(columns=[(c.name, c.type) for c in result.columns]))
+        for row in result:
+            out.add(row)
+        out.send(
+            Done(
+                rows=result.rows_returned,
+                truncated=result.truncated,
+                warnings=ctx.warnings,
+                elapsed=time.monotonic() - started,
+            )
+        )
+    except QueryError as exc:
+        out.send(Failed(kind=exc.kind, message=str(exc), warnings=ctx.warnings))
+    except Exception as exc:
+        out.send(Failed(kind="error", message=f"{type(exc).__name__}: {exc}"))
+    finally:
+        out.close()
+
+
+def main() -> None:
+    # Keep the protocol stream to ourselves: anything a library prints goes to stderr.
+    protocol_out = os.fdopen(os.dup(1), "wb")
+    os.dup2(2, 1)
+    try:
+        serve(sys.stdin.buffer, protocol_out)
+        protocol_out.flush()
+    finally:
+        # The cancel listener may be blocked reading stdin; do not wait for it at shutdown.
+        os._exit(0)
+
+
+if __name__ == "__main__":
+    main()
