@@ -121,13 +121,17 @@ def _write_table(
             table.add_row(*(_clip(c, MAX_CELL * 2) for c in cells))
         console.print(table)
         return len(buffered)
-    # Streaming: widths from what we have, then one aligned line per row as it arrives.
+    # Streaming: widths from the rows so far, then one aligned line per row as it arrives.
     widths = [
         min(MAX_CELL, max([len(name)] + [len(r[i]) for r in buffered]))
         for i, name in enumerate(columns)
     ]
 
     def line(cells: Sequence[str]) -> str:
+        # A wider value widens its column from here on (up to MAX_CELL): nothing short is cut.
+        for i, cell in enumerate(cells):
+            if len(cell) > widths[i]:
+                widths[i] = min(MAX_CELL, len(cell))
         return "  ".join(_clip(c, w).ljust(w) for c, w in zip(cells, widths, strict=False))
 
     console.print(line(columns), style="bold", markup=False, highlight=False, soft_wrap=True)

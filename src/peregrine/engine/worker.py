@@ -151,8 +151,8 @@ class IsolatedQuery:
         with self._write_lock:
             try:
                 write_frame(self._stdin, message)
-            except (BrokenPipeError, ValueError, OSError):
-                pass  # the worker is gone; reading tells why
+            except (ValueError, OSError):
+                pass  # the worker is gone (or finished); reading tells why
 
     def _watch(self) -> None:
         hard = self.limits.effective_hard_timeout()
@@ -195,7 +195,7 @@ class IsolatedQuery:
 
     def _died(self) -> QueryError:
         code = self._proc.wait()
-        self._finished.set()
+        self._finish()
         if self.kill_reason is None:
             signal = f"signal {-code}" if code < 0 else f"exit code {code}"
             self.kill_reason = f"the query worker died ({signal})"
@@ -250,16 +250,16 @@ class IsolatedQuery:
     def _finish(self) -> None:
         self._finished.set()
         self.elapsed = self.elapsed or time.monotonic() - self._started
-        if self._proc.poll() is None:
+        with self._write_lock:
             try:
                 self._stdin.close()
             except OSError:
-                pass
-            try:
-                self._proc.wait(timeout=2)
-            except subprocess.TimeoutExpired:
-                self._proc.kill()
-                self._proc.wait()
+                pass  # the worker died with unread input: nothing to flush
+        try:
+            self._proc.wait(timeout=2)
+        except subprocess.TimeoutExpired:
+            self._proc.kill()
+            self._proc.wait()
         self._stdout.close()
 
 

@@ -1,0 +1,94 @@
+"""Queries in a worker process: streaming, limits, the watchdog and the denylist (real processes)."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import pytest
+
+from peregrine.engine import (
+    QueryCancelled,
+    QueryDenied,
+    QueryLimits,
+    QuerySyntaxError,
+    QueryTimeout,
+    WorkerKilled,
+)
+from peregrine.engine.denylist import Denylist
+from peregrine.engine.worker import IsolatedQuery
+
+INFINITE = "WITH RECURSIVE c(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM c) "
+HOG = INFINITE + "SELECT group_concat(printf('%.1000c', 'x')) FROM c"
+
+
+@pytest.fixture
+def denylist(tmp_path: Path) -> Denylist:
+    return Denylist(tmp_path / "denylist.json", seconds=600)
+
+
+def test_rows_and_columns_come_back_with_types() -> None:
+    query = IsolatedQuery("SELECT 1 AS n, 'a' AS s, x'00ff' AS b, 2.5 AS f, NULL AS z")
+    assert [c.name for c in query.columns] == ["n", "s", "b", "f", "z"]
+    assert list(query) == [(1, "a", b"\x00\xff", 2.5, None)]
+
+
+def test_bound_parameters_reach_the_worker() -> None:
+    query = IsolatedQuery("SELECT :a || :b", {"a": "x'", "b": "; DROP"})
+    assert list(query) == [("x'; DROP",)]
+
+
+def test_rows_stream_from_a_query_that_never_ends() -> None:
+    query = IsolatedQuery(INFINITE + "SELECT x FROM c")
+    got = []
+    with pytest.raises(QueryCancelled):
+        for row in query:
+            got.append(row[0])
+            if len(got) == 5000:
+                query.cancel()
+    assert got[:5000] == list(range(1, 5001))
+
+
+def test_errors_cross_the_process_boundary_with_their_kind() -> None:
+    with pytest.raises(QuerySyntaxError, match="unknown table"):
+        IsolatedQuery("SELECT * FROM no_such_plugin()")
+
+
+def test_soft_timeout_is_reported_as_timeout() -> None:
+    with pytest.raises(QueryTimeout):
+        list(IsolatedQuery(INFINITE + "SELECT count(*) FROM c", limits=QueryLimits(timeout=0.3)))
+
+
+def test_max_rows_truncates() -> None:
+    query = IsolatedQuery(INFINITE + "SELECT x FROM c", limits=QueryLimits(max_rows=3))
+    assert list(query) == [(1,), (2,), (3,)]
+    assert query.truncated
+
+
+def test_hard_timeout_kills_the_worker_and_denylists_the_query(denylist: Denylist) -> None:
+    started = time.monotonic()
+    sql = INFINITE + "SELECT count(*) FROM c"
+    with pytest.raises(WorkerKilled, match="hard time-out of 0.5 s"):
+        list(IsolatedQuery(sql, limits=QueryLimits(hard_timeout=0.5), denylist=denylist))
+    assert time.monotonic() - started < 5
+    # The same query, even spaced differently, is now refused without starting a worker.
+    with pytest.raises(QueryDenied, match="killed its worker"):
+        IsolatedQuery(sql.replace(" ", "  "), denylist=denylist)
+    assert denylist.remove(sql)
+    assert denylist.entry(sql) is None
+
+
+def test_memory_limit_kills_the_worker(denylist: Denylist) -> None:
+    with pytest.raises(WorkerKilled, match="over the memory limit of 150 MB"):
+        list(IsolatedQuery(HOG, limits=QueryLimits(max_memory_mb=150), denylist=denylist))
+    entry = denylist.entry(HOG)
+    assert entry is not None and "memory limit" in entry["reason"]
+
+
+def test_denylist_entries_expire(tmp_path: Path) -> None:
+    denylist = Denylist(tmp_path / "d.json", seconds=0.2)
+    denylist.add("SELECT 1", "test")
+    with pytest.raises(QueryDenied):
+        denylist.check("SELECT 1")
+    time.sleep(0.3)
+    denylist.check("SELECT 1")
