@@ -33,7 +33,9 @@ def state(tmp_path: Path) -> Path:
 
 
 def test_jsonl_output_is_one_object_per_row(state: Path) -> None:
-    run = peregrine("query", INFINITE + "SELECT x, x * 2 AS y FROM c LIMIT 3", "-f", "jsonl", state=state)
+    run = peregrine(
+        "query", INFINITE + "SELECT x, x * 2 AS y FROM c LIMIT 3", "-f", "jsonl", state=state
+    )
     assert run.returncode == 0, run.stderr
     assert [json.loads(line) for line in run.stdout.splitlines()] == [
         {"x": 1, "y": 2},
@@ -54,7 +56,13 @@ def test_csv_output_has_a_header(state: Path) -> None:
 
 
 def test_table_output_shows_columns_and_values(state: Path) -> None:
-    run = peregrine("query", "SELECT pid, name FROM pslist() WHERE pid = :p", "-p", f"p={os.getpid()}", state=state)
+    run = peregrine(
+        "query",
+        "SELECT pid, name FROM pslist() WHERE pid = :p",
+        "-p",
+        f"p={os.getpid()}",
+        state=state,
+    )
     assert run.returncode == 0, run.stderr
     assert "pid" in run.stdout and "name" in run.stdout
     assert str(os.getpid()) in run.stdout

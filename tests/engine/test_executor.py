@@ -26,8 +26,11 @@ from peregrine.engine import (
 INFINITE = "WITH RECURSIVE c(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM c) "
 
 
-@table(name="slow", description="Yields one row, then works forever checking its deadline.",
-       columns=[Col("x", "INTEGER")])
+@table(
+    name="slow",
+    description="Yields one row, then works forever checking its deadline.",
+    columns=[Col("x", "INTEGER")],
+)
 def slow(ctx: QueryContext) -> Iterator[tuple[int]]:
     yield (1,)
     while True:  # a plugin busy inside one row: only its own check() can stop it
@@ -86,7 +89,7 @@ def test_max_rows_stops_and_says_truncated(eng: Engine) -> None:
 
 def test_timeout_interrupts_sqlite_itself(eng: Engine) -> None:
     started = time.monotonic()
-    with pytest.raises(QueryTimeout, match="time-out of 0.3 s"):
+    with pytest.raises(QueryTimeout, match=r"time-out of 0\.3 s"):
         list(eng.execute(INFINITE + "SELECT count(*) FROM c", limits=QueryLimits(timeout=0.3)))
     assert time.monotonic() - started < 3
 

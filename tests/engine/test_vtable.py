@@ -40,7 +40,10 @@ def people(ctx: QueryContext, name: str | None = None) -> Iterator[dict[str, Any
     name="listdir",
     description="Fake directory listing of a required directory.",
     columns=[Col("path")],
-    arguments=[Arg("dir", "TEXT", "directory", required=True), Arg("count", "INTEGER", "n", default=2)],
+    arguments=[
+        Arg("dir", "TEXT", "directory", required=True),
+        Arg("count", "INTEGER", "n", default=2),
+    ],
 )
 def listdir(ctx: QueryContext, dir: str, count: int) -> Iterator[tuple[str]]:
     if dir == "bad":

@@ -1,4 +1,4 @@
-"""Queries in a worker process: streaming, limits, the watchdog and the denylist (real processes)."""
+"""Queries in a worker process: streaming, limits, watchdog and denylist (real processes)."""
 
 from __future__ import annotations
 
@@ -68,7 +68,7 @@ def test_max_rows_truncates() -> None:
 def test_hard_timeout_kills_the_worker_and_denylists_the_query(denylist: Denylist) -> None:
     started = time.monotonic()
     sql = INFINITE + "SELECT count(*) FROM c"
-    with pytest.raises(WorkerKilled, match="hard time-out of 0.5 s"):
+    with pytest.raises(WorkerKilled, match=r"hard time-out of 0\.5 s"):
         list(IsolatedQuery(sql, limits=QueryLimits(hard_timeout=0.5), denylist=denylist))
     assert time.monotonic() - started < 5
     # The same query, even spaced differently, is now refused without starting a worker.

@@ -71,9 +71,10 @@ def write_rows(
 
 def _write_jsonl(rows: Iterable[Sequence[Any]], columns: Sequence[str], out: IO[str]) -> int:
     n = 0
-    for n, row in enumerate(rows, start=1):
+    for row in rows:
         out.write(_json.encode(dict(zip(columns, row, strict=False))).decode())
         out.write("\n")
+        n += 1
     return n
 
 
@@ -91,8 +92,9 @@ def _write_csv(rows: Iterable[Sequence[Any]], columns: Sequence[str], out: IO[st
     writer = csv.writer(out)
     writer.writerow(columns)
     n = 0
-    for n, row in enumerate(rows, start=1):
+    for row in rows:
         writer.writerow([cell_text(v) for v in row])
+        n += 1
     return n
 
 

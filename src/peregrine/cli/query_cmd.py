@@ -30,7 +30,7 @@ def parse_params(values: list[str]) -> dict[str, str]:
 
 
 def query(
-    sql: Annotated[str, typer.Argument(help="The SQL to run, e.g. \"SELECT * FROM pslist()\".")],
+    sql: Annotated[str, typer.Argument(help='The SQL to run, e.g. "SELECT * FROM pslist()".')],
     fmt: Annotated[
         OutputFormat, typer.Option("--format", "-f", help="How to print the rows.")
     ] = OutputFormat.table,
@@ -46,7 +46,7 @@ def query(
     ] = None,
     hard_timeout: Annotated[
         float | None,
-        typer.Option(help="Kill the worker after this many seconds (default: 1.5 × timeout + 5).")
+        typer.Option(help="Kill the worker after this many seconds (default: 1.5 * timeout + 5)."),
     ] = None,
     max_memory: Annotated[
         int | None, typer.Option(help="Kill the worker when it uses more than this many MB.")

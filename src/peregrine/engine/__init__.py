@@ -14,7 +14,16 @@ from peregrine.engine.errors import (
     WorkerKilled,
 )
 from peregrine.engine.executor import Column, Engine, QueryResult
-from peregrine.engine.registry import Arg, Col, Lazy, Registry, ScalarPlugin, TablePlugin, scalar, table
+from peregrine.engine.registry import (
+    Arg,
+    Col,
+    Lazy,
+    Registry,
+    ScalarPlugin,
+    TablePlugin,
+    scalar,
+    table,
+)
 
 __all__ = [
     "ALL_PERMISSIONS",

@@ -174,7 +174,9 @@ def _should_interrupt(ctx: QueryContext) -> bool:
     return ctx.cancelled or ctx.expired()
 
 
-def _register_function(connection: apsw.Connection, plugin: ScalarPlugin, ctx: QueryContext) -> None:  # noqa: E501
+def _register_function(
+    connection: apsw.Connection, plugin: ScalarPlugin, ctx: QueryContext
+) -> None:
     missing = [p for p in plugin.permissions if p not in ctx.permissions]
 
     def call(*args: Any) -> Any:

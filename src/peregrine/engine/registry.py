@@ -27,9 +27,8 @@ ALL_PLATFORMS = ("linux", "darwin", "win32")
 
 def current_platform() -> str:
     """The platform family of this machine, in the spelling plugins declare."""
-    if sys.platform.startswith("linux"):
-        return "linux"
-    return sys.platform
+    name: str = getattr(sys, "platform")  # noqa: B009 (keep mypy from narrowing to one OS)
+    return "linux" if name.startswith("linux") else name
 
 
 @dataclass(frozen=True)
@@ -68,7 +67,7 @@ class Col:
 class Lazy:
     """A column value computed only when SQLite reads it (hashes, file contents)."""
 
-    __slots__ = ("func", "args")
+    __slots__ = ("args", "func")
 
     def __init__(self, func: Callable[..., Any], *args: Any) -> None:
         self.func = func

@@ -78,7 +78,9 @@ class PluginModule:
         ]
         self.schema = f"CREATE TABLE x({', '.join(cols)})"
 
-    def Connect(self, connection: Any, modulename: str, databasename: str, tablename: str, *args: Any) -> tuple[str, PluginTable]:  # noqa: N802, E501
+    def Connect(
+        self, connection: Any, modulename: str, databasename: str, tablename: str, *args: Any
+    ) -> tuple[str, PluginTable]:
         missing = [p for p in self.plugin.permissions if p not in self.ctx.permissions]
         if missing:
             raise PermissionDenied(
@@ -111,7 +113,7 @@ class PluginTable:
             else:
                 self.column_to_arg[self.ncols + hidden.index(arg.name)] = n
 
-    def BestIndexObject(self, info: apsw.IndexInfo) -> bool:  # noqa: N802
+    def BestIndexObject(self, info: apsw.IndexInfo) -> bool:
         given: dict[int, int] = {}  # argument index -> constraint index
         for i in range(info.nConstraint):
             col = info.get_aConstraint_iColumn(i)
@@ -121,9 +123,7 @@ class PluginTable:
                 continue  # SQLite applies other operators itself
             given.setdefault(self.column_to_arg[col], i)
         missing = [
-            a.name
-            for n, a in enumerate(self.plugin.arguments)
-            if a.required and n not in given
+            a.name for n, a in enumerate(self.plugin.arguments) if a.required and n not in given
         ]
         if missing:
             self.module.refusals.record(self.plugin.name, missing)
@@ -140,10 +140,10 @@ class PluginTable:
         info.estimatedRows = max(1, 100_000 // (1 + 100 * len(order)))
         return True
 
-    def Open(self) -> PluginCursor:  # noqa: N802
+    def Open(self) -> PluginCursor:
         return PluginCursor(self)
 
-    def Disconnect(self) -> None:  # noqa: N802
+    def Disconnect(self) -> None:
         pass
 
     Destroy = Disconnect
@@ -165,7 +165,7 @@ class PluginCursor:
         self.rowid = 0
         self.eof = True
 
-    def Filter(self, indexnum: int, indexname: str | None, constraintargs: tuple[Any, ...]) -> None:  # noqa: N802
+    def Filter(self, indexnum: int, indexname: str | None, constraintargs: tuple[Any, ...]) -> None:
         given = [int(n) for n in indexname.split(",")] if indexname else []
         self.arg_values = [a.default for a in self.plugin.arguments]
         args: dict[str, Any] = {}
@@ -183,7 +183,7 @@ class PluginCursor:
             raise PluginError(self.plugin.name, f"{type(exc).__name__}: {exc}") from exc
         self.Next()
 
-    def Next(self) -> None:  # noqa: N802
+    def Next(self) -> None:
         self.rowid += 1
         if self.rowid % _CHECK_EVERY == 0:
             self.ctx.check()
@@ -207,13 +207,13 @@ class PluginCursor:
                     f"produced a row of {len(self.row)} values for {self.ncols} columns",
                 )
 
-    def Eof(self) -> bool:  # noqa: N802
+    def Eof(self) -> bool:
         return self.eof
 
-    def Rowid(self) -> int:  # noqa: N802
+    def Rowid(self) -> int:
         return self.rowid
 
-    def Column(self, n: int) -> Any:  # noqa: N802
+    def Column(self, n: int) -> Any:
         if n >= self.ncols:
             return self.arg_values[self.hidden_index[n - self.ncols]]
         if n < 0:
@@ -233,16 +233,19 @@ class PluginCursor:
             return value
         return to_sqlite(value)
 
-    def Close(self) -> None:  # noqa: N802
+    def Close(self) -> None:
         close = getattr(self.rows, "close", None)
         if close is not None:
             close()
 
 
-def register_table(connection: apsw.Connection, plugin: TablePlugin, ctx: QueryContext, refusals: PlanRefusals) -> None:  # noqa: E501
+def register_table(
+    connection: apsw.Connection, plugin: TablePlugin, ctx: QueryContext, refusals: PlanRefusals
+) -> None:
+    module: Any = PluginModule(plugin, ctx, refusals)  # duck-typed apsw VTModule
     connection.create_module(
         plugin.name,
-        PluginModule(plugin, ctx, refusals),
+        module,
         use_bestindex_object=True,
         eponymous=True,
         eponymous_only=True,

@@ -9,6 +9,7 @@ the limit; a query that was killed is recorded in the :class:`~peregrine.engine.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import struct
 import subprocess
@@ -148,11 +149,9 @@ class IsolatedQuery:
     # -- the parent's side -------------------------------------------------------------------
 
     def _send(self, message: msgspec.Struct) -> None:
-        with self._write_lock:
-            try:
-                write_frame(self._stdin, message)
-            except (ValueError, OSError):
-                pass  # the worker is gone (or finished); reading tells why
+        # If the worker is gone (or finished), reading its output tells why.
+        with self._write_lock, contextlib.suppress(ValueError, OSError):
+            write_frame(self._stdin, message)
 
     def _watch(self) -> None:
         hard = self.limits.effective_hard_timeout()
@@ -191,7 +190,8 @@ class IsolatedQuery:
             payload = None
         if payload is None:
             raise self._died()
-        return _from_worker.decode(payload)
+        message: FromWorker = _from_worker.decode(payload)
+        return message
 
     def _died(self) -> QueryError:
         code = self._proc.wait()
@@ -250,11 +250,8 @@ class IsolatedQuery:
     def _finish(self) -> None:
         self._finished.set()
         self.elapsed = self.elapsed or time.monotonic() - self._started
-        with self._write_lock:
-            try:
-                self._stdin.close()
-            except OSError:
-                pass  # the worker died with unread input: nothing to flush
+        with self._write_lock, contextlib.suppress(OSError):  # it may have died with unread input
+            self._stdin.close()
         try:
             self._proc.wait(timeout=2)
         except subprocess.TimeoutExpired:
@@ -308,7 +305,7 @@ class _BatchWriter:
 def serve(stdin: IO[bytes], stdout: IO[bytes]) -> None:
     """Run one request from ``stdin``, answering on ``stdout``."""
     from peregrine.engine.context import QueryContext
-    from peregrine.engine.executor import Engine
+    from peregrine.engine.executor import Engine, QueryResult
 
     payload = read_frame(stdin)
     if payload is None:
@@ -322,7 +319,7 @@ def serve(stdin: IO[bytes], stdout: IO[bytes]) -> None:
     )
     out = _BatchWriter(stdout)
     started = time.monotonic()
-    result = None
+    result: QueryResult | None = None
 
     def listen_for_cancel() -> None:
         while (frame := read_frame(stdin)) is not None:

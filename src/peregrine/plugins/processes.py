@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-import os
 from collections.abc import Iterable, Iterator
+from pathlib import Path
 from typing import Any
 
 import psutil
@@ -75,7 +75,12 @@ def pslist(ctx: QueryContext, pid: int | None = None) -> Iterator[dict[str, Any]
             info = proc.as_dict(attrs=_PROC_ATTRS, ad_value=None)
         except psutil.NoSuchProcess:
             continue  # it exited while we looked: not an error
-        mem, times, uids, cmd = info["memory_info"], info["cpu_times"], info["uids"], info["cmdline"]
+        mem, times, uids, cmd = (
+            info["memory_info"],
+            info["cpu_times"],
+            info["uids"],
+            info["cmdline"],
+        )
         exe = info["exe"] or None
         yield {
             "pid": info["pid"],
@@ -101,7 +106,7 @@ def pslist(ctx: QueryContext, pid: int | None = None) -> Iterator[dict[str, Any]
 
 def _exe_deleted(pid: int) -> int:
     try:
-        return int(os.readlink(f"/proc/{pid}/exe").endswith(" (deleted)"))
+        return int(str(Path(f"/proc/{pid}/exe").readlink()).endswith(" (deleted)"))
     except OSError:
         return 0
 

@@ -1,0 +1,86 @@
+"""info(): one row of host facts, checked against what this machine says about itself."""
+
+from __future__ import annotations
+
+import ipaddress
+import json
+import os
+import platform
+import socket
+import time
+from pathlib import Path
+
+import psutil
+import pytest
+
+import peregrine
+
+
+@pytest.fixture
+def row(query):
+    rows = query("SELECT * FROM info()")
+    assert len(rows) == 1
+    return rows[0]
+
+
+def test_identity_matches_this_host(row):
+    assert row["hostname"] == socket.gethostname()
+    assert row["kernel_release"] == platform.release()
+    assert row["kernel_version"] == platform.version()
+    assert row["arch"] == platform.machine()
+    assert row["agent_version"] == peregrine.__version__
+    assert row["python_version"] == platform.python_version()
+
+
+@pytest.mark.skipif(not Path("/etc/os-release").exists(), reason="no /etc/os-release here")
+def test_distribution_comes_from_os_release(row):
+    release = platform.freedesktop_os_release()
+    assert row["os"] == "linux"
+    assert row["platform"] == release["ID"]
+    assert row["platform_version"] == release.get("VERSION_ID")
+    assert row["platform_name"] == release.get("PRETTY_NAME", release["NAME"])
+
+
+def test_hardware_and_uptime(row):
+    assert row["cpu_count"] == psutil.cpu_count()
+    assert row["memory_total"] == psutil.virtual_memory().total
+    assert row["boot_time"] == pytest.approx(psutil.boot_time(), abs=2)
+    assert row["uptime"] == pytest.approx(time.time() - psutil.boot_time(), abs=5)
+    assert row["uptime"] > 0
+
+
+@pytest.mark.skipif(not Path("/etc/machine-id").exists(), reason="no /etc/machine-id here")
+def test_machine_id_is_systemds(row):
+    assert row["machine_id"] == Path("/etc/machine-id").read_text().strip()
+
+
+def test_addresses_are_every_non_loopback_one(row):
+    ips = json.loads(row["ip_addresses"])
+    macs = json.loads(row["mac_addresses"])
+    expected_ips = set()
+    for addrs in psutil.net_if_addrs().values():
+        for a in addrs:
+            inet = a.family in (socket.AF_INET, socket.AF_INET6)
+            if inet and not ipaddress.ip_address(a.address.split("%")[0]).is_loopback:
+                expected_ips.add(a.address)
+    assert set(ips) == expected_ips
+    assert "127.0.0.1" not in ips
+    assert "00:00:00:00:00:00" not in macs
+    assert all(len(m.split(":")) == 6 for m in macs)
+
+
+def test_timezone_is_named(row):
+    assert row["timezone"]
+    if Path("/etc/timezone").exists():
+        assert row["timezone"] == Path("/etc/timezone").read_text().strip()
+
+
+def test_fqdn_is_computed_when_asked(query):
+    assert query("SELECT fqdn FROM info()") == [{"fqdn": socket.getfqdn()}]
+
+
+def test_info_joins_with_other_tables(query):
+    rows = query(
+        "SELECT i.hostname, p.pid FROM info() i, pslist() p WHERE p.pid = ?", (os.getpid(),)
+    )
+    assert rows == [{"hostname": socket.gethostname(), "pid": os.getpid()}]
