@@ -161,3 +161,12 @@ def test_unknown_table_suggests_close_names(eng: Engine) -> None:
 def test_bad_sql_is_a_syntax_error(eng: Engine) -> None:
     with pytest.raises(QuerySyntaxError, match="bad SQL"):
         eng.execute("SELEKT 1")
+
+
+def test_null_required_argument_gives_no_rows_like_a_join(eng: Engine) -> None:
+    assert rows(eng, "SELECT * FROM listdir(NULL)") == []
+    got = rows(
+        eng,
+        "SELECT x.d, l.path FROM (SELECT NULL AS d UNION ALL SELECT '/z') x JOIN listdir(x.d) l",
+    )
+    assert got == [("/z", "/z/f0"), ("/z", "/z/f1")]

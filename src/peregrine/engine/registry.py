@@ -134,9 +134,10 @@ class TablePlugin:
                 f"it runs on: {', '.join(self.platforms)}",
             )
         values = {a.name: args.get(a.name, a.default) for a in self.arguments}
-        for name in self.required_args:
-            if values[name] is None:
-                raise PluginError(self.name, f"argument {name!r} must not be NULL")
+        if any(values[name] is None for name in self.required_args):
+            # As in a SQL join: NULL matches nothing. `pslist() p JOIN grep(p.exe, ...)` must
+            # skip kernel threads (exe is NULL), not fail.
+            return iter(())
         return iter(self.func(ctx, **values))
 
 
