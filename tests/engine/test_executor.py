@@ -131,3 +131,9 @@ def test_plugin_needing_a_permission_is_refused_without_it(eng: Engine) -> None:
 def test_result_columns_are_known_before_rows(eng: Engine) -> None:
     result = eng.execute("SELECT 1 AS one, 'x' AS two")
     assert [c.name for c in result.columns] == ["one", "two"]
+
+
+def test_columns_are_known_even_without_rows(eng: Engine) -> None:
+    result = eng.execute("SELECT 1 AS a, 2 AS b WHERE 0")
+    assert [c.name for c in result.columns] == ["a", "b"]
+    assert list(result) == []

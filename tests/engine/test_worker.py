@@ -92,3 +92,29 @@ def test_denylist_entries_expire(tmp_path: Path) -> None:
         denylist.check("SELECT 1")
     time.sleep(0.3)
     denylist.check("SELECT 1")
+
+
+def test_cpu_limit_throttles_the_worker() -> None:
+    """A CPU-bound query limited to 20% of a core takes several times longer than unlimited."""
+    sql = INFINITE + "SELECT x FROM c WHERE x = 1500000 LIMIT 1"
+
+    def wall(limits: QueryLimits) -> float:
+        started = time.monotonic()
+        assert list(IsolatedQuery(sql, limits=limits)) == [(1500000,)]
+        return time.monotonic() - started
+
+    free = wall(QueryLimits())
+    throttled = wall(QueryLimits(cpu_limit=20))
+    assert throttled > 2.5 * free, (free, throttled)
+
+
+def test_upload_dir_reaches_the_worker(tmp_path: Path) -> None:
+    from peregrine.engine.context import UploadSink
+
+    evidence = tmp_path / "evidence.txt"
+    evidence.write_text("hello")
+    sink = UploadSink(str(tmp_path / "uploads"), max_bytes=1000)
+    query = IsolatedQuery("SELECT upload(:p)", {"p": str(evidence)}, uploads=sink)
+    [(stored,)] = list(query)
+    assert '"size": 5' in stored
+    assert (tmp_path / "uploads" / "files" / str(evidence).lstrip("/")).read_text() == "hello"

@@ -26,13 +26,15 @@ class QueryLimits:
     """Limits for one query. ``None`` means no limit.
 
     ``timeout`` is soft: plugins and SQLite stop themselves. ``hard_timeout`` and ``max_memory_mb``
-    are enforced by the watchdog, which kills the worker process.
+    are enforced by the watchdog, which kills the worker process; ``cpu_limit`` (percent of one
+    core) by the watchdog pausing it.
     """
 
     timeout: float | None = None
     max_rows: int | None = None
     hard_timeout: float | None = None
     max_memory_mb: int | None = None
+    cpu_limit: float | None = None
 
     def effective_hard_timeout(self) -> float | None:
         """The kill deadline: the given one, or the soft one plus a grace period."""
@@ -44,6 +46,15 @@ class QueryLimits:
 
 
 @dataclass
+class UploadSink:
+    """Where ``upload()`` copies files for a collection, and its byte budget."""
+
+    directory: str
+    max_bytes: int | None = None
+    used: int = 0
+
+
+@dataclass
 class QueryContext:
     """What a running query knows about itself; shared by SQLite hooks and plugins."""
 
@@ -52,12 +63,26 @@ class QueryContext:
     started: float = field(default_factory=time.monotonic)
     _cancelled: threading.Event = field(default_factory=threading.Event)
     warnings: list[str] = field(default_factory=list)
+    #: Where ``upload()`` stores files; None refuses uploads. Shared with nested queries.
+    uploads: UploadSink | None = None
 
     @property
     def deadline(self) -> float | None:
         if self.limits.timeout is None:
             return None
         return self.started + self.limits.timeout
+
+    def child(self) -> QueryContext:
+        """A context for a nested query (an artifact used as a table): the same deadline,
+        cancel token, permissions and warnings, but no row limit of its own."""
+        return QueryContext(
+            limits=QueryLimits(timeout=self.limits.timeout),
+            permissions=self.permissions,
+            started=self.started,
+            _cancelled=self._cancelled,
+            warnings=self.warnings,
+            uploads=self.uploads,
+        )
 
     def cancel(self) -> None:
         """Ask the query to stop; safe from any thread."""

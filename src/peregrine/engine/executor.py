@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import apsw
+import apsw.ext
 
 from peregrine.engine.context import ALL_PERMISSIONS, QueryContext, QueryLimits
 from peregrine.engine.errors import (
@@ -48,6 +49,14 @@ class Column:
     type: str | None
 
 
+@dataclass
+class Prepared:
+    """What compiling a query tells without running it."""
+
+    columns: list[Column]
+    parameters: list[str]
+
+
 class QueryResult:
     """An open query: ``columns`` first, then iterate rows (tuples). Iterate once."""
 
@@ -57,6 +66,7 @@ class QueryResult:
         ctx: QueryContext,
         refusals: PlanRefusals,
         registry: Registry,
+        description: list[tuple[str, str | None]],
     ) -> None:
         self._cursor = cursor
         self.ctx = ctx
@@ -64,10 +74,6 @@ class QueryResult:
         self._registry = registry
         self.truncated = False
         self.rows_returned = 0
-        try:
-            description = cursor.get_description()
-        except apsw.ExecutionCompleteError:
-            description = ()
         self.columns = [Column(name, decl) for name, decl in description]
 
     @property
@@ -120,6 +126,28 @@ class Engine:
         connection.set_progress_handler(lambda: _should_interrupt(ctx), _PROGRESS_STEPS)
         return connection
 
+    def prepare(self, sql: str, permissions: frozenset[str] = ALL_PERMISSIONS) -> Prepared:
+        """Compile ``sql`` without running it: its columns and named parameters.
+
+        Everything that fails at prepare time fails here too: syntax, unknown plugins, missing
+        required arguments, plugins outside ``permissions``, more than one statement.
+        """
+        ctx = QueryContext(permissions=permissions)
+        refusals = PlanRefusals()
+        connection = self.connect(ctx, refusals)
+        try:
+            info = apsw.ext.query_info(connection, sql)
+        except apsw.Error as exc:
+            raise translate_error(exc, ctx, refusals, self.registry) from exc
+        finally:
+            connection.close()
+        if info.query_remaining and info.query_remaining.strip():
+            raise QuerySyntaxError("only one SQL statement can run per query")
+        return Prepared(
+            columns=[Column(name, decl) for name, decl in info.description or ()],
+            parameters=[name for name in info.bindings_names if name],
+        )
+
     def execute(
         self,
         sql: str,
@@ -139,6 +167,7 @@ class Engine:
         refusals = PlanRefusals()
         connection = self.connect(ctx, refusals)
         statements = 0
+        description: list[tuple[str, str | None]] = []
 
         def one_statement(cursor: apsw.Cursor, statement: str, bindings: Any) -> bool:
             nonlocal statements
@@ -150,6 +179,8 @@ class Engine:
                 )
             if not cursor.is_readonly:
                 raise QuerySyntaxError("only read-only (SELECT) statements are allowed")
+            # Known now, before the first step: a query with no rows still has columns.
+            description.extend(cursor.get_description())
             return True
 
         connection.exec_trace = one_statement
@@ -159,7 +190,7 @@ class Engine:
         except BaseException as exc:
             connection.close()
             raise translate_error(exc, ctx, refusals, self.registry) from exc
-        return QueryResult(cursor, ctx, refusals, self.registry)
+        return QueryResult(cursor, ctx, refusals, self.registry, description)
 
 
 def _authorize(action: int, a: str | None, b: str | None, c: str | None, d: str | None) -> int:

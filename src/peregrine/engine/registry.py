@@ -232,6 +232,12 @@ class Registry:
             raise ValueError(f"a plugin named {plugin.name!r} is already registered")
         self._plugins[key] = plugin
 
+    def copy(self) -> Registry:
+        """A new registry with the same plugins, to extend for one query."""
+        other = Registry()
+        other._plugins = dict(self._plugins)
+        return other
+
     def get(self, name: str) -> Plugin | None:
         return self._plugins.get(name.lower())
 

@@ -16,13 +16,13 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from typing import IO, Any
 
 import msgspec
 import psutil
 
-from peregrine.engine.context import ALL_PERMISSIONS, QueryLimits
+from peregrine.engine.context import ALL_PERMISSIONS, QueryLimits, UploadSink
 from peregrine.engine.denylist import Denylist
 from peregrine.engine.errors import QueryError, WorkerKilled, error_from_kind
 from peregrine.engine.executor import Column, Params
@@ -40,6 +40,10 @@ class Request(msgspec.Struct, tag="request"):
     timeout: float | None = None
     max_rows: int | None = None
     permissions: list[str] = []
+    #: Artifact definitions the query uses as tables (see peregrine.artifacts.composition).
+    artifacts: list[dict[str, Any]] = []
+    upload_dir: str | None = None
+    max_upload_bytes: int | None = None
 
 
 class Cancel(msgspec.Struct, tag="cancel"):
@@ -112,6 +116,8 @@ class IsolatedQuery:
         limits: QueryLimits | None = None,
         permissions: frozenset[str] = ALL_PERMISSIONS,
         denylist: Denylist | None = None,
+        artifacts: Sequence[msgspec.Struct] = (),
+        uploads: UploadSink | None = None,
     ) -> None:
         self.sql = sql
         self.limits = limits or QueryLimits()
@@ -140,6 +146,9 @@ class IsolatedQuery:
             timeout=self.limits.timeout,
             max_rows=self.limits.max_rows,
             permissions=sorted(permissions),
+            artifacts=[msgspec.to_builtins(a) for a in artifacts],
+            upload_dir=uploads.directory if uploads else None,
+            max_upload_bytes=uploads.max_bytes if uploads else None,
         )
         self._send(request)
         self._watchdog = threading.Thread(target=self._watch, name="query-watchdog", daemon=True)
@@ -167,6 +176,11 @@ class IsolatedQuery:
             if hard is not None and elapsed > hard:
                 self._kill(f"it ran past the hard time-out of {hard:g} s")
                 return
+            if self.limits.cpu_limit:
+                try:
+                    self._throttle(child, elapsed, self.limits.cpu_limit / 100)
+                except psutil.NoSuchProcess:
+                    return
             if limit_bytes:
                 try:
                     rss = child.memory_info().rss
@@ -178,6 +192,19 @@ class IsolatedQuery:
                         f"{self.limits.max_memory_mb} MB"
                     )
                     return
+
+    def _throttle(self, child: psutil.Process, elapsed: float, share: float) -> None:
+        """Pause the worker long enough to bring its average CPU use down to ``share``."""
+        times = child.cpu_times()
+        used = times.user + times.system
+        pause = used / share - elapsed
+        if pause <= 0:
+            return
+        child.suspend()
+        try:
+            self._finished.wait(min(pause, 1.0))
+        finally:
+            child.resume()
 
     def _kill(self, reason: str) -> None:
         self.kill_reason = reason
@@ -316,6 +343,9 @@ def serve(stdin: IO[bytes], stdout: IO[bytes]) -> None:
     ctx = QueryContext(
         limits=QueryLimits(timeout=request.timeout, max_rows=request.max_rows),
         permissions=frozenset(request.permissions),
+        uploads=UploadSink(request.upload_dir, request.max_upload_bytes)
+        if request.upload_dir
+        else None,
     )
     out = _BatchWriter(stdout)
     started = time.monotonic()
@@ -331,7 +361,15 @@ def serve(stdin: IO[bytes], stdout: IO[bytes]) -> None:
 
     threading.Thread(target=listen_for_cancel, name="cancel-listener", daemon=True).start()
     try:
-        result = Engine().execute(request.sql, request.params, ctx=ctx)
+        engine = Engine()
+        if request.artifacts:
+            # Lazy import: plain queries never load the artifact layer.
+            from peregrine.artifacts.composition import registry_for_artifacts
+            from peregrine.artifacts.model import Artifact
+
+            artifacts = [msgspec.convert(a, Artifact) for a in request.artifacts]
+            engine = Engine(registry_for_artifacts({a.name: a for a in artifacts}, request.sql))
+        result = engine.execute(request.sql, request.params, ctx=ctx)
         out.send(Header(columns=[(c.name, c.type) for c in result.columns]))
         for row in result:
             out.add(row)

@@ -18,4 +18,5 @@ BUILTIN_MODULES = (
     "peregrine.plugins.sqlite_files",
     "peregrine.plugins.execve",
     "peregrine.plugins.helpers",
+    "peregrine.plugins.upload",
 )

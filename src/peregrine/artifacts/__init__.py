@@ -1,0 +1,1 @@
+"""Artifacts: named, documented, typed YAML packages of queries, and their collection."""

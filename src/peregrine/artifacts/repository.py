@@ -1,0 +1,164 @@
+"""The artifacts known to this process: built-in, from configured directories, ForensicArtifacts.
+
+A later definition with the name of an earlier one replaces it *and is reported* (a warning
+naming both files), so customising a built-in artifact is possible but never silent.
+"""
+
+from __future__ import annotations
+
+import difflib
+from collections.abc import Iterable, Iterator
+from pathlib import Path
+
+from peregrine.artifacts.composition import ArtifactTables
+from peregrine.artifacts.loader import (
+    ArtifactError,
+    Definition,
+    Problem,
+    builtin_files,
+    directory_files,
+    parse_artifacts,
+)
+from peregrine.artifacts.model import Artifact
+from peregrine.engine.errors import QueryError
+from peregrine.engine.executor import Engine
+
+
+class ArtifactRepository:
+    def __init__(self, engine: Engine | None = None) -> None:
+        self.engine = engine or Engine()
+        self._definitions: dict[str, Definition] = {}
+        self.problems: list[Problem] = []
+
+    @classmethod
+    def default(cls, directories: Iterable[Path] = (), forensic: bool = True) -> ArtifactRepository:
+        """Built-in artifacts, then ForensicArtifacts, then each configured directory."""
+        repo = cls()
+        repo.load_texts(builtin_files())
+        if forensic:
+            from peregrine.artifacts.forensic import forensic_artifacts
+
+            for artifact in forensic_artifacts():
+                repo.add(Definition(artifact, {}))
+        for directory in directories:
+            repo.load_directory(directory)
+        return repo
+
+    # -- loading ------------------------------------------------------------------------------
+
+    def load_texts(self, files: Iterable[tuple[str, str]]) -> list[Definition]:
+        loaded: list[Definition] = []
+        for origin, text in files:
+            definitions, problems = parse_artifacts(text, origin)
+            self.problems += problems
+            for definition in definitions:
+                if not any(p.artifact == definition.artifact.name for p in problems):
+                    self.add(definition)
+                    loaded.append(definition)
+        return loaded
+
+    def load_directory(self, directory: Path) -> list[Definition]:
+        if not directory.is_dir():
+            self.problems.append(Problem(str(directory), None, "not a directory"))
+            return []
+        return self.load_texts(directory_files(directory))
+
+    def load_file(self, path: Path) -> list[Definition]:
+        try:
+            text = path.read_text(encoding="utf-8")
+        except OSError as exc:
+            self.problems.append(Problem(str(path), None, f"cannot read: {exc.strerror}"))
+            return []
+        return self.load_texts([(str(path), text)])
+
+    def add(self, definition: Definition) -> None:
+        name = definition.artifact.name
+        earlier = self._definitions.get(name)
+        if earlier is not None:
+            self.problems.append(
+                Problem(
+                    definition.artifact.origin,
+                    definition.line("name"),
+                    f"{name} is also defined in {earlier.artifact.origin}; this later "
+                    "definition replaces it",
+                    name,
+                    severity="warning",
+                )
+            )
+        self._definitions[name] = definition
+
+    # -- lookup -------------------------------------------------------------------------------
+
+    def __iter__(self) -> Iterator[Artifact]:
+        return iter(sorted((d.artifact for d in self._definitions.values()), key=lambda a: a.name))
+
+    def __len__(self) -> int:
+        return len(self._definitions)
+
+    def __contains__(self, name: object) -> bool:
+        return name in self._definitions
+
+    def find(self, name: str) -> Artifact | None:
+        definition = self._definitions.get(name)
+        return definition.artifact if definition else None
+
+    def get(self, name: str) -> Artifact:
+        artifact = self.find(name)
+        if artifact is None:
+            close = difflib.get_close_matches(name, list(self._definitions), n=3, cutoff=0.6)
+            hint = f"; did you mean {', '.join(close)}?" if close else ""
+            raise ArtifactError(
+                f"unknown artifact {name!r}{hint} (`peregrine artifacts list` lists them)"
+            )
+        return artifact
+
+    def search(self, word: str) -> list[Artifact]:
+        word = word.lower()
+        return [a for a in self if word in a.name.lower() or word in a.description.lower()]
+
+    def tables(self) -> ArtifactTables:
+        """Artifact-as-table support for queries run against this repository."""
+        return ArtifactTables(self.find, self.engine.registry)
+
+    # -- checking -----------------------------------------------------------------------------
+
+    def check(self, names: Iterable[str] | None = None) -> list[Problem]:
+        """Compile every query (sources and preconditions) of the named artifacts (or all)."""
+        problems: list[Problem] = []
+        tables = self.tables()
+        selected = list(names) if names is not None else list(self._definitions)
+        for name in selected:
+            definition = self._definitions[name]
+            artifact = definition.artifact
+            queries: list[tuple[tuple[str | int, ...], str]] = []
+            if artifact.precondition:
+                queries.append((("precondition",), artifact.precondition))
+            for i, source in enumerate(artifact.sources):
+                queries.append((("sources", i, "query"), source.query))
+                if source.precondition:
+                    queries.append((("sources", i, "precondition"), source.precondition))
+            declared = {p.name for p in artifact.parameters}
+            for path, sql in queries:
+                line = definition.line(*path)
+                try:
+                    parameters = compile_query(tables, sql)
+                except QueryError as exc:
+                    problems.append(Problem(artifact.origin, line, f"SQL: {exc}", name))
+                    continue
+                undeclared = sorted(set(parameters) - declared)
+                if undeclared:
+                    problems.append(
+                        Problem(
+                            artifact.origin,
+                            line,
+                            "the query uses parameters that are not declared: "
+                            + ", ".join(f":{p}" for p in undeclared),
+                            name,
+                        )
+                    )
+        return problems
+
+
+def compile_query(tables: ArtifactTables, sql: str) -> list[str]:
+    """Prepare ``sql`` against the plugins and artifacts; return its named parameters."""
+    return Engine(tables.registry_for(sql)).prepare(sql).parameters

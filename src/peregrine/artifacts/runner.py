@@ -1,0 +1,176 @@
+"""Run an artifact: check its parameters and permissions, evaluate preconditions, run sources.
+
+This is the one place that turns an artifact into queries; the offline collector and (later) the
+agent both use it. Each source runs as its own query, in a worker process by default, with the
+artifact's resource limits, its parameters bound as ``:name``, and the artifacts it uses as tables
+shipped to the worker with it.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from peregrine.artifacts.composition import ArtifactTables, dependencies
+from peregrine.artifacts.loader import ArtifactError
+from peregrine.artifacts.model import Artifact, Source
+from peregrine.artifacts.parameters import ParameterError, bind_values
+from peregrine.artifacts.repository import ArtifactRepository
+from peregrine.engine.context import ALL_PERMISSIONS, QueryContext, QueryLimits, UploadSink
+from peregrine.engine.denylist import Denylist
+from peregrine.engine.errors import QueryError
+from peregrine.engine.executor import Column, Engine
+
+
+class RunningQuery(Protocol):
+    """What a started query offers, in this process or in a worker."""
+
+    @property
+    def columns(self) -> list[Column]: ...
+
+    @property
+    def truncated(self) -> bool: ...
+
+    @property
+    def warnings(self) -> list[str]: ...
+
+    def __iter__(self) -> Iterator[tuple[Any, ...]]: ...
+
+    def cancel(self) -> None: ...
+
+
+@dataclass
+class Planned:
+    """An artifact with validated, converted parameter values and its effective limits."""
+
+    artifact: Artifact
+    values: dict[str, Any]
+    limits: QueryLimits
+
+
+@dataclass
+class SourceOutcome:
+    """How one source of a collection went; filled in as its rows stream."""
+
+    artifact: str
+    source: str
+    status: str = "pending"  # running, finished, skipped, error
+    rows: int = 0
+    columns: list[str] = field(default_factory=list)
+    error: str | None = None
+    warnings: list[str] = field(default_factory=list)
+    truncated: bool = False
+    elapsed: float = 0.0
+
+
+class ArtifactRunner:
+    def __init__(
+        self,
+        repository: ArtifactRepository,
+        *,
+        permissions: frozenset[str] = ALL_PERMISSIONS,
+        isolated: bool = True,
+        denylist: Denylist | None = None,
+    ) -> None:
+        self.repository = repository
+        self.permissions = permissions
+        self.isolated = isolated
+        self.denylist = denylist
+
+    def plan(
+        self, name: str, given: Mapping[str, Any], overrides: QueryLimits | None = None
+    ) -> Planned:
+        """Everything that can be refused before anything runs: name, permissions, values."""
+        artifact = self.repository.get(name)
+        if artifact.type not in ("CLIENT", "SERVER"):
+            raise ArtifactError(
+                f"{name} is a {artifact.type} artifact: it watches events and cannot be "
+                "collected once"
+            )
+        missing = [p for p in artifact.required_permissions if p not in self.permissions]
+        if missing:
+            raise ArtifactError(f"{name} needs the {', '.join(missing)} permission")
+        try:
+            values = bind_values(artifact.parameters, dict(given))
+        except ParameterError as exc:
+            raise ArtifactError(f"{name}: {exc}") from None
+        resources = artifact.resources
+        limits = QueryLimits(
+            timeout=resources.timeout,
+            max_rows=resources.max_rows,
+            cpu_limit=resources.cpu_limit,
+        )
+        if overrides is not None:
+            for key in ("timeout", "max_rows", "hard_timeout", "max_memory_mb", "cpu_limit"):
+                value = getattr(overrides, key)
+                if value is not None:
+                    setattr(limits, key, value)
+        return Planned(artifact, values, limits)
+
+    def query(
+        self,
+        planned: Planned,
+        sql: str,
+        *,
+        uploads: UploadSink | None = None,
+        limits: QueryLimits | None = None,
+    ) -> RunningQuery:
+        """Start ``sql`` with the artifact's values bound, in a worker or in this process."""
+        limits = limits or planned.limits
+        used = planned.values  # every parameter is bound; a query uses the ones it names
+        if self.isolated:
+            from peregrine.engine.worker import IsolatedQuery
+
+            return IsolatedQuery(
+                sql,
+                used,
+                limits=limits,
+                permissions=self.permissions,
+                denylist=self.denylist,
+                artifacts=dependencies(self.repository.find, sql),
+                uploads=uploads,
+            )
+        tables = ArtifactTables(self.repository.find, self.repository.engine.registry)
+        ctx = QueryContext(limits=limits, permissions=self.permissions, uploads=uploads)
+        return Engine(tables.registry_for(sql)).execute(sql, used, ctx=ctx)
+
+    def precondition_holds(self, planned: Planned, sql: str | None) -> bool:
+        """A precondition holds when its query returns at least one row."""
+        if not sql:
+            return True
+        quick = QueryLimits(timeout=planned.limits.timeout or 60, max_rows=1)
+        return any(True for _ in self.query(planned, sql, limits=quick))
+
+    def run_source(
+        self,
+        planned: Planned,
+        source: Source,
+        outcome: SourceOutcome,
+        uploads: UploadSink | None = None,
+    ) -> Iterator[tuple[Any, ...]]:
+        """Rows of one source; ``outcome`` says how it went once the iterator is exhausted.
+        Errors end up in ``outcome`` (status ``error``), not raised: one failing source must
+        not lose the others."""
+        started = time.monotonic()
+        outcome.status = "running"
+        try:
+            if not self.precondition_holds(planned, planned.artifact.precondition):
+                outcome.status, outcome.error = "skipped", "artifact precondition not met"
+                return
+            if not self.precondition_holds(planned, source.precondition):
+                outcome.status, outcome.error = "skipped", "source precondition not met"
+                return
+            result = self.query(planned, source.query, uploads=uploads)
+            outcome.columns = [c.name for c in result.columns]
+            for row in result:
+                outcome.rows += 1
+                yield row
+            outcome.truncated = result.truncated
+            outcome.warnings = list(result.warnings)
+            outcome.status = "finished"
+        except QueryError as exc:
+            outcome.status, outcome.error = "error", f"{type(exc).__name__}: {exc}"
+        finally:
+            outcome.elapsed = time.monotonic() - started
