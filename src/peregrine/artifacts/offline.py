@@ -103,6 +103,6 @@ def _as_dicts(
 ) -> Iterator[dict[str, Any]]:
     """Rows as column -> value (columns are known once the query started), with progress."""
     for n, row in enumerate(rows, start=1):
-        if n % 500 == 0:
+        if n == 1 or n % 500 == 0:
             notify(outcome)
         yield dict(zip(outcome.columns, row, strict=False))
