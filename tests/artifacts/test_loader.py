@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from peregrine.artifacts.loader import parse_artifacts
+from peregrine.artifacts.loader import ArtifactError, parse_artifacts
 from peregrine.artifacts.repository import ArtifactRepository
 
 GOOD = """\
@@ -110,5 +110,5 @@ def test_a_later_definition_with_the_same_name_is_reported(tmp_path: Path) -> No
 def test_unknown_artifact_suggests_names() -> None:
     repo = ArtifactRepository()
     repo.load_texts([("x.yaml", GOOD)])
-    with pytest.raises(Exception, match="did you mean Test.Good.One"):
+    with pytest.raises(ArtifactError, match=r"did you mean Test\.Good\.One"):
         repo.get("Test.Good.Onee")

@@ -122,7 +122,7 @@ def test_required_permission_is_enforced_before_running(repo: ArtifactRepository
 
 
 def test_bad_parameter_is_refused_before_running(repo: ArtifactRepository) -> None:
-    with pytest.raises(ArtifactError, match="T.Numbers: parameter Count .* expects an integer"):
+    with pytest.raises(ArtifactError, match=r"T\.Numbers: parameter Count .* expects an integer"):
         ArtifactRunner(repo).plan("T.Numbers", {"Count": "many"})
     with pytest.raises(ArtifactError, match="unknown parameter Nope"):
         ArtifactRunner(repo).plan("T.Numbers", {"Nope": 1})
