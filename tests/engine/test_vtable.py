@@ -64,7 +64,7 @@ def expensive(path: str) -> str:
 @table(
     name="files",
     description="Files with an expensive digest column.",
-    columns=[Col("path"), Col("digest", expensive=True)],
+    columns=[Col("path"), Col("digest", expensive=True, hidden=True)],
 )
 def files(ctx: QueryContext) -> Iterator[tuple[str, Lazy]]:
     for p in ("a", "b", "c"):
@@ -133,6 +133,7 @@ def test_filter_argument_is_pushed_down_and_rechecked(eng: Engine) -> None:
 def test_expensive_column_computed_only_when_used(eng: Engine) -> None:
     computed.clear()
     assert len(rows(eng, "SELECT path FROM files()")) == 3
+    assert rows(eng, "SELECT * FROM files()") == [("a",), ("b",), ("c",)]  # not in SELECT *
     assert computed == []
     assert rows(eng, "SELECT digest FROM files() WHERE path = 'b'") == [("digest:b",)]
     assert computed == ["b"]

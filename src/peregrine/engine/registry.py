@@ -52,12 +52,15 @@ class Col:
 
     ``expensive`` marks columns (hashes, contents) that a plugin computes lazily: it yields a
     :class:`Lazy` value for them, evaluated only if SQLite asks for that column of that row.
+    ``hidden`` leaves a column out of ``SELECT *`` (it is still there by name): for columns so
+    costly that selecting everything should not compute them, like the hashes of a whole tree.
     """
 
     name: str
     type: str = "TEXT"
     doc: str = ""
     expensive: bool = False
+    hidden: bool = False
 
     def __post_init__(self) -> None:
         if self.type not in SQL_TYPES:

@@ -72,11 +72,17 @@ class PluginModule:
         self.plugin = plugin
         self.ctx = ctx
         self.refusals = refusals
-        cols = [f"{_sql_ident(c.name)} {_decl_type(c.type)}" for c in plugin.columns]
-        cols += [
-            f"{_sql_ident(a.name)} {_decl_type(a.type)} HIDDEN" for a in plugin.hidden_arguments
-        ]
-        self.schema = f"CREATE TABLE x({', '.join(cols)})"
+        self.order = column_order(plugin)
+        decls = []
+        for entry in self.order:
+            if entry >= 0:
+                col = plugin.columns[entry]
+                hidden = " HIDDEN" if col.hidden else ""
+                decls.append(f"{_sql_ident(col.name)} {_decl_type(col.type)}{hidden}")
+            else:
+                arg = plugin.arguments[-1 - entry]
+                decls.append(f"{_sql_ident(arg.name)} {_decl_type(arg.type)} HIDDEN")
+        self.schema = f"CREATE TABLE x({', '.join(decls)})"
 
     def Connect(
         self, connection: Any, modulename: str, databasename: str, tablename: str, *args: Any
@@ -92,6 +98,19 @@ class PluginModule:
     Create = Connect
 
 
+def column_order(plugin: TablePlugin) -> list[int]:
+    """The SQLite column layout: entry >= 0 is a plugin column, < 0 is argument ``-1 - entry``.
+
+    Plain columns come first, then hidden arguments (positional ``name(a, b)`` maps to them in
+    order), then hidden columns: ``SELECT *`` leaves them out, so it never hashes a whole tree
+    by accident, while naming them (``SELECT path, sha256``) works.
+    """
+    plain = [i for i, c in enumerate(plugin.columns) if not c.hidden]
+    hidden = [i for i, c in enumerate(plugin.columns) if c.hidden]
+    args = [-1 - plugin.arguments.index(a) for a in plugin.hidden_arguments]
+    return plain + args + hidden
+
+
 def _decl_type(sql_type: str) -> str:
     return {"JSON": "TEXT", "ANY": ""}.get(sql_type, sql_type)
 
@@ -103,15 +122,15 @@ class PluginTable:
         self.module = module
         self.plugin = module.plugin
         self.ncols = len(self.plugin.columns)
-        names = [c.name for c in self.plugin.columns]
-        hidden = [a.name for a in self.plugin.hidden_arguments]
+        self.order = module.order
+        arg_index = {a.name: n for n, a in enumerate(self.plugin.arguments)}
         # SQLite column index -> argument index, for filters and hidden arguments alike.
         self.column_to_arg: dict[int, int] = {}
-        for n, arg in enumerate(self.plugin.arguments):
-            if arg.name in names:
-                self.column_to_arg[names.index(arg.name)] = n
-            else:
-                self.column_to_arg[self.ncols + hidden.index(arg.name)] = n
+        for sqlite_index, entry in enumerate(self.order):
+            if entry < 0:
+                self.column_to_arg[sqlite_index] = -1 - entry
+            elif self.plugin.columns[entry].name in arg_index:
+                self.column_to_arg[sqlite_index] = arg_index[self.plugin.columns[entry].name]
 
     def BestIndexObject(self, info: apsw.IndexInfo) -> bool:
         given: dict[int, int] = {}  # argument index -> constraint index
@@ -132,8 +151,8 @@ class PluginTable:
         for argv, arg_index in enumerate(order, start=1):
             info.set_aConstraintUsage_argvIndex(given[arg_index], argv)
             # A filter on a real column is only a hint: SQLite checks the rows again.
-            hidden = info.get_aConstraint_iColumn(given[arg_index]) >= self.ncols
-            info.set_aConstraintUsage_omit(given[arg_index], hidden)
+            is_argument = self.order[info.get_aConstraint_iColumn(given[arg_index])] < 0
+            info.set_aConstraintUsage_omit(given[arg_index], is_argument)
         info.idxStr = ",".join(str(n) for n in order)
         # Plans that supply more arguments are narrower: prefer them.
         info.estimatedCost = 1e6 / (1 + 10 * len(order))
@@ -156,9 +175,8 @@ class PluginCursor:
         self.plugin = table.plugin
         self.ctx = table.module.ctx
         self.ncols = table.ncols
+        self.order = table.order
         self.names = [c.name for c in self.plugin.columns]
-        hidden = self.plugin.hidden_arguments
-        self.hidden_index = [self.plugin.arguments.index(a) for a in hidden]
         self.arg_values: list[Any] = [a.default for a in self.plugin.arguments]
         self.rows: Iterator[Any] = iter(())
         self.row: list[Any] = []
@@ -214,10 +232,11 @@ class PluginCursor:
         return self.rowid
 
     def Column(self, n: int) -> Any:
-        if n >= self.ncols:
-            return self.arg_values[self.hidden_index[n - self.ncols]]
         if n < 0:
             return self.rowid
+        n = self.order[n]
+        if n < 0:
+            return self.arg_values[-1 - n]
         value = self.row[n]
         if type(value) in _PLAIN_TYPES:
             return value

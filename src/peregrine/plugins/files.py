@@ -69,7 +69,7 @@ STAT_COLUMNS = [
     Col("uid", "INTEGER", "Owner's user id."),
     Col("gid", "INTEGER", "Group id."),
     Col("owner", "TEXT", "Owner's user name (NULL if the uid has no name)."),
-    Col("group", "TEXT", "Group name (NULL if the gid has no name)."),
+    Col("group_name", "TEXT", "Group name (NULL if the gid has no name)."),
     Col("inode", "INTEGER", "Inode number."),
     Col("device", "INTEGER", "Device number of the filesystem holding it."),
     Col("nlink", "INTEGER", "Number of hard links."),
@@ -79,9 +79,15 @@ STAT_COLUMNS = [
     Col("btime", "REAL", "Creation (birth) time if the OS and filesystem record it, else NULL."),
     Col("is_link", "INTEGER", "1 for a symbolic link."),
     Col("link_target", "TEXT", "Where a symbolic link points (as written in the link)."),
-    Col("md5", "TEXT", "MD5 of the contents (regular files and links to them).", expensive=True),
-    Col("sha1", "TEXT", "SHA-1 of the contents.", expensive=True),
-    Col("sha256", "TEXT", "SHA-256 of the contents.", expensive=True),
+    Col(
+        "md5",
+        "TEXT",
+        "MD5 of the contents (regular files and links to them).",
+        expensive=True,
+        hidden=True,
+    ),
+    Col("sha1", "TEXT", "SHA-1 of the contents.", expensive=True, hidden=True),
+    Col("sha256", "TEXT", "SHA-256 of the contents.", expensive=True, hidden=True),
 ]
 
 
@@ -743,7 +749,13 @@ def _decode(data: bytes) -> str:
         Col("data_offset", "INTEGER", "File offset of the first byte in data."),
         Col("data_length", "INTEGER", "Bytes in data (fewer than asked at the end of the file)."),
         Col("data", "BLOB", "The bytes."),
-        Col("text", "TEXT", "The bytes as UTF-8, invalid bytes replaced.", expensive=True),
+        Col(
+            "text",
+            "TEXT",
+            "The bytes as UTF-8, invalid bytes replaced.",
+            expensive=True,
+            hidden=True,
+        ),
     ],
     platforms=("linux", "darwin"),
     permissions=("FILESYSTEM_READ",),
