@@ -72,7 +72,10 @@ def list_artifacts(
         ]
         typer.echo(json.dumps(rows, indent=1))
         return
-    table = Table("name", "type", "description", header_style="bold")
+    table = Table(header_style="bold")
+    table.add_column("name", no_wrap=True)
+    table.add_column("type", no_wrap=True)
+    table.add_column("description")
     for artifact in artifacts:
         table.add_row(artifact.name, artifact.type, artifact.summary)
     console.print(table)
@@ -147,22 +150,24 @@ def _problem_dict(problem: Problem) -> dict[str, Any]:
     }
 
 
-def parse_artifact_params(values: list[str], names: list[str]) -> dict[str, dict[str, str]]:
-    """``-p Param=value`` for every artifact that has Param; ``-p Artifact.Name:Param=value``
-    for one."""
-    per_artifact: dict[str, dict[str, str]] = {name: {} for name in names}
+def parse_artifact_params(
+    values: list[str], artifacts: list[Artifact]
+) -> dict[str, dict[str, str]]:
+    """``-p Param=value`` goes to every artifact that declares Param;
+    ``-p Artifact.Name:Param=value`` to that one. A parameter nobody declares is a typo."""
+    per_artifact: dict[str, dict[str, str]] = {a.name: {} for a in artifacts}
     for item in values:
         key, sep, value = item.partition("=")
         if not sep:
             raise typer.BadParameter(f"{item!r} is not Param=value", param_hint="--param")
         target, colon, param = key.rpartition(":")
-        if colon:
-            if target not in per_artifact:
-                raise typer.BadParameter(f"{target} is not being collected", param_hint="--param")
-            per_artifact[target][param] = value
-        else:
-            for params in per_artifact.values():
-                params[key] = value
+        if colon and target not in per_artifact:
+            raise ArtifactError(f"{target} is not being collected (in -p {item})")
+        chosen = [a for a in artifacts if (not colon or a.name == target) and a.parameter(param)]
+        if not chosen:
+            raise ArtifactError(f"no artifact being collected has a parameter {param!r}")
+        for artifact in chosen:
+            per_artifact[artifact.name][param] = value
     return per_artifact
 
 
@@ -201,9 +206,8 @@ def collect(
     runner = ArtifactRunner(repo, isolated=not in_process, denylist=Denylist())
     overrides = QueryLimits(timeout=timeout, max_rows=max_rows)
     try:
-        params = parse_artifact_params(param or [], names)
+        params = parse_artifact_params(param or [], [repo.get(name) for name in names])
         plans = [runner.plan(name, params[name], overrides) for name in names]
-        _check_params_used(plans, param or [])
     except ArtifactError as exc:
         raise _fail(str(exc)) from None
     if output is None:
@@ -227,15 +231,6 @@ def collect(
     )
     if failed:
         raise typer.Exit(1)
-
-
-def _check_params_used(plans: list[Planned], given: list[str]) -> None:
-    """A -p that no artifact declares is a typo: refuse it rather than ignore it."""
-    declared = {p.name for plan in plans for p in plan.artifact.parameters}
-    for item in given:
-        key = item.partition("=")[0].rpartition(":")[2]
-        if key not in declared:
-            raise ArtifactError(f"no artifact being collected has a parameter {key!r}")
 
 
 class _Progress:
