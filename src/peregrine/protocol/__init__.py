@@ -1,0 +1,1 @@
+"""The agent ↔ frontend protocol: typed messages and their encoding."""
