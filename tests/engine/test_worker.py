@@ -118,3 +118,16 @@ def test_upload_dir_reaches_the_worker(tmp_path: Path) -> None:
     [(stored,)] = list(query)
     assert '"size": 5' in stored
     assert (tmp_path / "uploads" / "files" / str(evidence).lstrip("/")).read_text() == "hello"
+
+
+def test_the_same_file_uploaded_twice_is_stored_once(tmp_path: Path) -> None:
+    from peregrine.engine.context import UploadSink
+
+    dotfile = tmp_path / ".bashrc"
+    dotfile.write_text("alias ll='ls -l'")
+    sink = UploadSink(str(tmp_path / "uploads"))
+    first = list(IsolatedQuery("SELECT upload(:p)", {"p": str(dotfile)}, uploads=sink))
+    second = list(IsolatedQuery("SELECT upload(:p)", {"p": str(dotfile)}, uploads=sink))
+    assert first == second
+    stored = list((tmp_path / "uploads" / "files").rglob("*bashrc*"))
+    assert [p.name for p in stored] == [".bashrc"]

@@ -20,7 +20,7 @@ from peregrine.artifacts.parameters import ParameterError, bind_values
 from peregrine.artifacts.repository import ArtifactRepository
 from peregrine.engine.context import ALL_PERMISSIONS, QueryContext, QueryLimits, UploadSink
 from peregrine.engine.denylist import Denylist
-from peregrine.engine.errors import QueryError
+from peregrine.engine.errors import QueryCancelled, QueryError
 from peregrine.engine.executor import Column, Engine
 
 
@@ -39,6 +39,8 @@ class RunningQuery(Protocol):
     def __iter__(self) -> Iterator[tuple[Any, ...]]: ...
 
     def cancel(self) -> None: ...
+
+    def __hash__(self) -> int: ...
 
 
 @dataclass
@@ -78,6 +80,15 @@ class ArtifactRunner:
         self.permissions = permissions
         self.isolated = isolated
         self.denylist = denylist
+        self.cancelled = False
+        self._running: set[RunningQuery] = set()
+        self._preconditions: dict[tuple[str, tuple[tuple[str, str], ...]], bool] = {}
+
+    def cancel(self) -> None:
+        """Stop every query this runner has running, and refuse to start new ones."""
+        self.cancelled = True
+        for query in list(self._running):
+            query.cancel()
 
     def plan(
         self, name: str, given: Mapping[str, Any], overrides: QueryLimits | None = None
@@ -137,11 +148,21 @@ class ArtifactRunner:
         return Engine(tables.registry_for(sql)).execute(sql, used, ctx=ctx)
 
     def precondition_holds(self, planned: Planned, sql: str | None) -> bool:
-        """A precondition holds when its query returns at least one row."""
+        """A precondition holds when its query returns at least one row.
+
+        Preconditions are small checks (which OS, is a file there), asked again and again by
+        the sources of one collection: they run in this process, and each answer is kept for
+        the life of the runner, so skipping a hundred Windows sources costs one query."""
         if not sql:
             return True
-        quick = QueryLimits(timeout=planned.limits.timeout or 60, max_rows=1)
-        return any(True for _ in self.query(planned, sql, limits=quick))
+        key = (sql, tuple(sorted((k, repr(v)) for k, v in planned.values.items())))
+        if key not in self._preconditions:
+            quick = QueryLimits(timeout=planned.limits.timeout or 60, max_rows=1)
+            tables = ArtifactTables(self.repository.find, self.repository.engine.registry)
+            ctx = QueryContext(limits=quick, permissions=self.permissions)
+            result = Engine(tables.registry_for(sql)).execute(sql, planned.values, ctx=ctx)
+            self._preconditions[key] = any(True for _ in result)
+        return self._preconditions[key]
 
     def run_source(
         self,
@@ -156,20 +177,28 @@ class ArtifactRunner:
         started = time.monotonic()
         outcome.status = "running"
         try:
-            if not self.precondition_holds(planned, planned.artifact.precondition):
-                outcome.status, outcome.error = "skipped", "artifact precondition not met"
-                return
-            if not self.precondition_holds(planned, source.precondition):
-                outcome.status, outcome.error = "skipped", "source precondition not met"
+            for condition in (planned.artifact.precondition, source.precondition):
+                if not self.precondition_holds(planned, condition):
+                    outcome.status = "skipped"
+                    outcome.error = f"precondition not met: {' '.join((condition or '').split())}"
+                    return
+            if self.cancelled:
+                outcome.status, outcome.error = "cancelled", "the collection was cancelled"
                 return
             result = self.query(planned, source.query, uploads=uploads)
-            outcome.columns = [c.name for c in result.columns]
-            for row in result:
-                outcome.rows += 1
-                yield row
+            self._running.add(result)
+            try:
+                outcome.columns = [c.name for c in result.columns]
+                for row in result:
+                    outcome.rows += 1
+                    yield row
+            finally:
+                self._running.discard(result)
             outcome.truncated = result.truncated
             outcome.warnings = list(result.warnings)
             outcome.status = "finished"
+        except QueryCancelled:
+            outcome.status, outcome.error = "cancelled", "the collection was cancelled"
         except QueryError as exc:
             outcome.status, outcome.error = "error", f"{type(exc).__name__}: {exc}"
         finally:

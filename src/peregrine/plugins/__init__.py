@@ -19,4 +19,5 @@ BUILTIN_MODULES = (
     "peregrine.plugins.execve",
     "peregrine.plugins.helpers",
     "peregrine.plugins.upload",
+    "peregrine.plugins.knowledgebase",
 )

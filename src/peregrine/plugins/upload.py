@@ -33,7 +33,7 @@ def safe_relative_name(path: str) -> Path:
     """A relative path made from an endpoint path, safe to join under a directory."""
     parts = []
     for part in re.split(r"[/\\]+", path):
-        part = _UNSAFE.sub("_", part).strip(" .")
+        part = _UNSAFE.sub("_", part).rstrip(" .")  # keep dot-files: .bashrc stays .bashrc
         if part and part not in (".", ".."):
             parts.append(part[:200])
     if not parts:
@@ -49,6 +49,18 @@ def _unique(target: Path) -> Path:
         if not candidate.exists():
             return candidate
     raise PluginError("upload", f"too many uploads named {target.name}")
+
+
+def _already_uploaded(directory: Path, path: str, size: int) -> str | None:
+    try:
+        lines = (directory / INDEX).read_text(encoding="utf-8").splitlines()
+    except FileNotFoundError:
+        return None
+    for line in lines:
+        record = json.loads(line)
+        if record["path"] == path and record["size"] == size:
+            return line
+    return None
 
 
 @scalar(
@@ -81,6 +93,9 @@ def upload(ctx: QueryContext, path: Any, name: Any = None) -> str | None:
     root = Path(sink.directory) / FILES
     with os.fdopen(fd, "rb") as source:
         size = os.fstat(source.fileno()).st_size
+        earlier = _already_uploaded(Path(sink.directory), path, size)
+        if earlier is not None and name is None:
+            return earlier  # two sources collected the same file: store it once
         if sink.max_bytes is not None and sink.used + size > sink.max_bytes:
             ctx.warn(
                 f"upload(): {path}: {size} bytes would pass the upload limit of "
