@@ -1,0 +1,310 @@
+"""The agent: one persistent connection to a frontend, collections run in threads.
+
+It picks a frontend at random, proves its identity (a signed challenge), then reads requests and
+sends whatever is in its spool, in order, until the server acknowledges it. When a connection
+fails it waits with jittered exponential backoff (at most ``poll_max``) and tries another
+frontend. Everything it owes the server survives restarts in the spool.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import random
+import threading
+import time
+from pathlib import Path
+
+import websockets
+from websockets.asyncio.client import ClientConnection, connect
+
+from peregrine import __version__
+from peregrine.agent.collection import CollectionJob
+from peregrine.agent.identity import Identity, load_or_create, reidentify
+from peregrine.agent.spool import Spool
+from peregrine.config import ClientConfig, client_ssl_context
+from peregrine.protocol.messages import (
+    MAX_MESSAGE_BYTES,
+    UPLOAD_CHUNK_BYTES,
+    Ack,
+    CancelCollection,
+    Challenge,
+    CollectionRequest,
+    FlowFinished,
+    Hello,
+    ProtocolError,
+    Reidentify,
+    Rejected,
+    StorageUnavailable,
+    UploadChunk,
+    UploadResume,
+    Welcome,
+    decode_from_server,
+    encode,
+)
+
+log = logging.getLogger(__name__)
+
+
+class AgentRejected(Exception):
+    """The server refused this agent (bad enrollment secret, ...): retry only after backoff."""
+
+
+def backoff_delay(attempt: int, poll_min: float, poll_max: float) -> float:
+    """Jittered exponential backoff: half to all of ``poll_min * 2**attempt``, capped."""
+    ceiling = min(poll_max, poll_min * (2 ** min(attempt, 30)))
+    return random.uniform(ceiling / 2, ceiling)  # noqa: S311 (jitter, not crypto)
+
+
+def choose_frontend(urls: list[str], failed: str | None) -> str:
+    """A random frontend, avoiding the one that just failed when there is another."""
+    others = [u for u in urls if u != failed] or urls
+    return random.choice(others)  # noqa: S311
+
+
+class Agent:
+    def __init__(self, config: ClientConfig) -> None:
+        self.config = config
+        self.identity: Identity = load_or_create(Path(config.writeback_path))
+        self.spool = Spool(Path(config.spool_dir) / "spool.db", config.max_spool_bytes)
+        self.work_dir = Path(config.spool_dir) / "flows"
+        self.jobs: dict[str, CollectionJob] = {}
+        self.connected = asyncio.Event()
+        self.sessions = 0
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._wake = asyncio.Event()
+        self._paused_until = 0.0
+        self._upload_tasks: dict[str, asyncio.Task[None]] = {}
+
+    @property
+    def client_id(self) -> str:
+        return self.identity.client_id
+
+    # -- lifecycle ----------------------------------------------------------------------------
+
+    async def run(self, stop: asyncio.Event | None = None) -> None:
+        """Stay connected until ``stop`` is set."""
+        self._loop = asyncio.get_running_loop()
+        stop = stop or asyncio.Event()
+        self._end_interrupted_flows()
+        attempt, failed = 0, None
+        while not stop.is_set():
+            url = choose_frontend(self.config.server_urls, failed)
+            session = asyncio.ensure_future(self._session(url))
+            stopper = asyncio.ensure_future(stop.wait())
+            done, _ = await asyncio.wait({session, stopper}, return_when=asyncio.FIRST_COMPLETED)
+            stopper.cancel()
+            if session not in done:
+                session.cancel()
+                with contextlib.suppress(asyncio.CancelledError, Exception):
+                    await session
+                break
+            try:
+                welcomed = session.result()
+                failed = None
+            except (
+                TimeoutError,
+                OSError,
+                websockets.exceptions.WebSocketException,
+                ProtocolError,
+                AgentRejected,
+            ) as exc:
+                log.warning("connection to %s failed: %s", url, exc)
+                welcomed, failed = False, url
+            attempt = 0 if welcomed else attempt + 1
+            delay = backoff_delay(attempt, self.config.poll_min, self.config.poll_max)
+            with contextlib.suppress(asyncio.TimeoutError):
+                await asyncio.wait_for(stop.wait(), delay)
+        for job in self.jobs.values():
+            job.cancel()
+
+    def close(self) -> None:
+        self.spool.close()
+
+    def _end_interrupted_flows(self) -> None:
+        """A flow that was running when the agent stopped cannot resume its query: say so,
+        keeping everything it already produced."""
+        for flow_id in self.spool.interrupted_flows():
+            if flow_id in self.jobs:
+                continue
+            self.spool.append(
+                flow_id,
+                lambda seq, f=flow_id: encode(
+                    FlowFinished(
+                        flow_id=f,
+                        seq=seq,
+                        status="error",
+                        error="the agent restarted during the collection; results sent "
+                        "before that were kept",
+                        finished=time.time(),
+                    )
+                ),
+            )
+            self.spool.finish_flow(flow_id)
+
+    # -- one connection -----------------------------------------------------------------------
+
+    async def _session(self, url: str) -> bool:
+        """Connect, authenticate, then serve until the connection ends. True if welcomed."""
+        ssl_context = client_ssl_context(self.config)
+        async with connect(
+            url,
+            ssl=ssl_context,
+            max_size=MAX_MESSAGE_BYTES,
+            open_timeout=30,
+            ping_interval=30,
+            ping_timeout=60,
+            close_timeout=5,
+        ) as ws:
+            challenge = decode_from_server(await asyncio.wait_for(ws.recv(), 30))
+            if not isinstance(challenge, Challenge):
+                raise ProtocolError(f"expected a challenge, got {type(challenge).__name__}")
+            client_id = self.identity.client_id
+            await ws.send(
+                encode(
+                    Hello(
+                        client_id=client_id,
+                        public_key=self.identity.public_key_bytes,
+                        signature=self.identity.sign(challenge.nonce + client_id.encode()),
+                        agent_version=__version__,
+                        enrollment_secret=self.config.enrollment_secret,
+                    )
+                )
+            )
+            reply = decode_from_server(await asyncio.wait_for(ws.recv(), 30))
+            if isinstance(reply, Reidentify):
+                log.warning("server says %s is a clone (%s): new identity", client_id, reply.reason)
+                self.identity = reidentify(Path(self.config.writeback_path))
+                return True  # reconnect at once with the new identity
+            if isinstance(reply, Rejected):
+                raise AgentRejected(reply.reason)
+            if not isinstance(reply, Welcome):
+                raise ProtocolError(f"expected welcome, got {type(reply).__name__}")
+            self.sessions += 1
+            self.connected.set()
+            try:
+                await self._serve(ws)
+            finally:
+                self.connected.clear()
+            return True
+
+    async def _serve(self, ws: ClientConnection) -> None:
+        sender = asyncio.ensure_future(self._send_loop(ws))
+        try:
+            async for frame in ws:
+                await self._handle(ws, decode_from_server(frame))
+        finally:
+            sender.cancel()
+            for task in self._upload_tasks.values():
+                task.cancel()
+            self._upload_tasks.clear()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await sender
+
+    async def _handle(self, ws: ClientConnection, message: object) -> None:
+        if isinstance(message, Ack):
+            await asyncio.to_thread(self.spool.ack, message.flow_id, message.seq)
+        elif isinstance(message, CollectionRequest):
+            self._start_job(message)
+        elif isinstance(message, CancelCollection):
+            job = self.jobs.get(message.flow_id)
+            if job is not None:
+                job.cancel()
+        elif isinstance(message, UploadResume):
+            self._resume_upload(ws, message)
+        elif isinstance(message, StorageUnavailable):
+            log.warning(
+                "server storage unavailable; holding results for %.0fs", message.retry_after
+            )
+            self._paused_until = time.monotonic() + message.retry_after
+        else:
+            raise ProtocolError(f"unexpected {type(message).__name__} after the handshake")
+
+    def _start_job(self, request: CollectionRequest) -> None:
+        if not self.spool.start_flow(request.flow_id, encode(request)):
+            return  # delivered twice (e.g. after a reconnect): it already ran or is running
+        job = CollectionJob(
+            request,
+            self.spool,
+            self.work_dir,
+            wake_sender=self.wake,
+            uploads_settled=lambda flow: not self.spool.incomplete_uploads(flow),
+        )
+        self.jobs[request.flow_id] = job
+
+        def run() -> None:
+            try:
+                job.run()
+            finally:
+                self.jobs.pop(request.flow_id, None)
+
+        threading.Thread(target=run, name=f"flow-{request.flow_id}", daemon=True).start()
+
+    def wake(self) -> None:
+        """Tell the sender there is something new in the spool (safe from any thread)."""
+        if self._loop is not None:
+            self._loop.call_soon_threadsafe(self._wake.set)
+
+    async def _send_loop(self, ws: ClientConnection) -> None:
+        """Send every spooled message once per connection, in order; re-announce uploads."""
+        sent: set[tuple[str, int]] = set()
+        for upload in await asyncio.to_thread(self.spool.incomplete_uploads):
+            await ws.send(upload.announce)
+        while True:
+            self._wake.clear()
+            wait = self._paused_until - time.monotonic()
+            if wait > 0:
+                await asyncio.sleep(wait)
+                sent.clear()  # the server dropped what it could not store: send it again
+            for item in await asyncio.to_thread(lambda: list(self.spool.pending())):
+                key = (item.flow_id, item.seq)
+                if key not in sent:
+                    await ws.send(item.payload)
+                    sent.add(key)
+            with contextlib.suppress(asyncio.TimeoutError):
+                await asyncio.wait_for(self._wake.wait(), 5.0)
+
+    # -- uploads ------------------------------------------------------------------------------
+
+    def _resume_upload(self, ws: ClientConnection, message: UploadResume) -> None:
+        running = self._upload_tasks.pop(message.upload_id, None)
+        if running is not None:
+            running.cancel()
+        self._upload_tasks[message.upload_id] = asyncio.ensure_future(
+            self._stream_upload(ws, message)
+        )
+
+    async def _stream_upload(self, ws: ClientConnection, message: UploadResume) -> None:
+        uploads = {u.upload_id: u for u in await asyncio.to_thread(self.spool.incomplete_uploads)}
+        upload = uploads.get(message.upload_id)
+        if upload is None:
+            return  # finished earlier; the server is repeating itself
+        if message.offset >= upload.size:
+            await asyncio.to_thread(self._upload_finished, message.upload_id)
+            return
+        offset = message.offset
+        with open(upload.local_path, "rb") as source:
+            source.seek(offset)
+            while True:
+                data = await asyncio.to_thread(source.read, UPLOAD_CHUNK_BYTES)
+                last = offset + len(data) >= upload.size or not data
+                await ws.send(
+                    encode(
+                        UploadChunk(
+                            flow_id=upload.flow_id,
+                            upload_id=upload.upload_id,
+                            offset=offset,
+                            data=data,
+                            last=last,
+                        )
+                    )
+                )
+                offset += len(data)
+                if last:
+                    return
+
+    def _upload_finished(self, upload_id: str) -> None:
+        upload = self.spool.upload_done(upload_id)
+        if upload is not None:
+            Path(upload.local_path).unlink(missing_ok=True)

@@ -1,0 +1,230 @@
+"""Run one collection request on the agent, turning its results into spooled messages.
+
+The job runs in a thread. Rows are batched by count and by time; every message goes into the
+spool first (durable) and the connection sends it from there, so a lost connection only delays
+the results. Files that ``upload()`` copied are announced with ``UploadStart``; the connection
+streams them, resumable, and the job waits for them before it reports the flow finished.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import shutil
+import threading
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import msgspec
+
+from peregrine.agent.spool import PendingUpload, Spool, SpoolFull
+from peregrine.artifacts.loader import ArtifactError, Definition
+from peregrine.artifacts.model import Artifact
+from peregrine.artifacts.repository import ArtifactRepository
+from peregrine.artifacts.runner import ArtifactRunner, SourceOutcome
+from peregrine.engine.context import QueryLimits, UploadSink
+from peregrine.protocol.messages import (
+    CollectionRequest,
+    FlowFinished,
+    FlowStarted,
+    LogBatch,
+    ResultBatch,
+    SourceFinished,
+    UploadStart,
+    encode,
+)
+
+log = logging.getLogger(__name__)
+
+#: How long a finished collection waits for its uploads to reach the server.
+UPLOAD_WAIT_SECONDS = 24 * 3600.0
+
+
+class CollectionJob:
+    def __init__(
+        self,
+        request: CollectionRequest,
+        spool: Spool,
+        work_dir: Path,
+        wake_sender: Callable[[], None],
+        uploads_settled: Callable[[str], bool],
+    ) -> None:
+        self.request = request
+        self.spool = spool
+        self.work_dir = work_dir / request.flow_id
+        self.wake_sender = wake_sender
+        self.uploads_settled = uploads_settled
+        self.cancelled = threading.Event()
+        self.runner: ArtifactRunner | None = None
+
+    # -- spooling ---------------------------------------------------------------------------
+
+    def _spool(self, build: Callable[[int], Any], wake: bool = True) -> int:
+        """Store a flow message durably, waiting while the spool is full."""
+        while True:
+            try:
+                seq = self.spool.append(self.request.flow_id, lambda s: encode(build(s)))
+                break
+            except SpoolFull:
+                if self.cancelled.wait(0.5):
+                    raise
+        if wake:
+            self.wake_sender()
+        return seq
+
+    def _log(self, level: str, message: str) -> None:
+        entry = {"time": time.time(), "level": level, "message": message}
+        self._spool(lambda seq: LogBatch(flow_id=self.request.flow_id, seq=seq, entries=[entry]))
+
+    # -- running ----------------------------------------------------------------------------
+
+    def cancel(self) -> None:
+        self.cancelled.set()
+        if self.runner is not None:
+            self.runner.cancel()
+
+    def run(self) -> None:
+        flow_id = self.request.flow_id
+        self._spool(lambda seq: FlowStarted(flow_id=flow_id, seq=seq, started=time.time()))
+        status, error = "finished", None
+        try:
+            status, error = self._collect()
+        except Exception as exc:  # a bug must still end the flow, not leave it running
+            log.exception("collection %s failed", flow_id)
+            status, error = "error", f"{type(exc).__name__}: {exc}"
+        if self.cancelled.is_set():
+            status, error = "cancelled", "cancelled by the server"
+        self._spool(
+            lambda seq: FlowFinished(
+                flow_id=flow_id, seq=seq, status=status, error=error, finished=time.time()
+            )
+        )
+        self.spool.finish_flow(flow_id)
+
+    def _collect(self) -> tuple[str, str | None]:
+        request = self.request
+        repository = ArtifactRepository()
+        for raw in request.definitions:
+            artifact = msgspec.convert(raw, Artifact)
+            repository.add(Definition(artifact, {}))
+        self.runner = runner = ArtifactRunner(
+            repository, permissions=frozenset(request.permissions), isolated=True
+        )
+        limits = QueryLimits(
+            timeout=request.timeout, max_rows=request.max_rows, cpu_limit=request.cpu_limit
+        )
+        upload_dir = self.work_dir / "uploads"
+        upload_dir.mkdir(parents=True, exist_ok=True)
+        sink = UploadSink(str(upload_dir), request.max_upload_bytes)
+        announced = 0
+        failures: list[str] = []
+        for call in request.artifacts:
+            try:
+                planned = runner.plan(call.name, call.parameters, limits)
+            except ArtifactError as exc:
+                self._log("error", str(exc))
+                failures.append(str(exc))
+                continue
+            for source in planned.artifact.sources:
+                if self.cancelled.is_set():
+                    return "cancelled", None
+                outcome = SourceOutcome(call.name, source.name)
+                self._stream(outcome, runner.run_source(planned, source, outcome, uploads=sink))
+                for warning in outcome.warnings[:100]:
+                    self._log("warning", warning)
+                if outcome.error and outcome.status == "error":
+                    failures.append(f"{call.name}/{source.name}: {outcome.error}")
+                    self._log("error", f"{call.name}/{source.name or 'default'}: {outcome.error}")
+                self._spool(
+                    lambda seq, o=outcome: SourceFinished(
+                        flow_id=request.flow_id,
+                        seq=seq,
+                        artifact=o.artifact,
+                        source=o.source,
+                        status=o.status,
+                        rows=o.rows,
+                        error=o.error,
+                        elapsed=o.elapsed,
+                    )
+                )
+                announced = self._announce_uploads(upload_dir, announced)
+        self._wait_for_uploads()
+        if failures:
+            return "error", "; ".join(failures)[:2000]
+        return "finished", None
+
+    def _stream(self, outcome: SourceOutcome, rows: Iterator[tuple[Any, ...]]) -> None:
+        """Batch rows by count and by time into ResultBatch messages."""
+        batch: list[list[Any]] = []
+        last = time.monotonic()
+
+        def flush() -> None:
+            nonlocal batch, last
+            if batch:
+                rows_out, batch = batch, []
+                self._spool(
+                    lambda seq: ResultBatch(
+                        flow_id=self.request.flow_id,
+                        seq=seq,
+                        artifact=outcome.artifact,
+                        source=outcome.source,
+                        columns=outcome.columns,
+                        rows=rows_out,
+                    )
+                )
+            last = time.monotonic()
+
+        for row in rows:
+            batch.append(list(row))
+            if (
+                len(batch) >= self.request.batch_rows
+                or time.monotonic() - last >= self.request.batch_seconds
+            ):
+                flush()
+        flush()
+
+    def _announce_uploads(self, upload_dir: Path, already: int) -> int:
+        """Announce the files ``upload()`` stored since the last call; return the new count."""
+        index = upload_dir / "uploads.jsonl"
+        if not index.exists():
+            return already
+        entries = [json.loads(line) for line in index.read_text().splitlines() if line]
+        for entry in entries[already:]:
+            upload_id = hashlib.sha256(
+                f"{self.request.flow_id}:{entry['stored']}".encode()
+            ).hexdigest()[:16]
+            local = str(upload_dir / entry["stored"])
+            holder: dict[str, bytes] = {}
+
+            def announce(seq: int, e: dict[str, Any] = entry, uid: str = upload_id) -> Any:
+                message = UploadStart(
+                    flow_id=self.request.flow_id,
+                    seq=seq,
+                    upload_id=uid,
+                    path=e["path"],
+                    size=e["size"],
+                    sha256=e["sha256"],
+                )
+                holder["bytes"] = encode(message)
+                return message
+
+            # Known to the spool's upload table before the sender is woken for it, so the
+            # file is found when the server asks for it.
+            self._spool(announce, wake=False)
+            self.spool.add_upload(
+                PendingUpload(
+                    upload_id, self.request.flow_id, local, entry["size"], holder["bytes"]
+                )
+            )
+            self.wake_sender()
+        return len(entries)
+
+    def _wait_for_uploads(self) -> None:
+        deadline = time.monotonic() + UPLOAD_WAIT_SECONDS
+        while not self.uploads_settled(self.request.flow_id):
+            if self.cancelled.wait(0.2) or time.monotonic() > deadline:
+                return
+        shutil.rmtree(self.work_dir, ignore_errors=True)

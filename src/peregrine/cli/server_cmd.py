@@ -1,0 +1,120 @@
+"""``peregrine server`` and ``peregrine agent``: run the embedded server, or an agent."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+
+from peregrine.config import (
+    CLIENT_FILE,
+    ConfigError,
+    default_server_config,
+    load_client_config,
+    load_server_config,
+)
+
+console = Console(stderr=True)
+
+
+def _logging(level: str) -> None:
+    logging.basicConfig(
+        level=level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
+
+
+async def _until_signalled(stop: asyncio.Event) -> None:
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    await stop.wait()
+
+
+def server(
+    config: Annotated[
+        Path | None, typer.Option("--config", "-c", help="server.yaml (default: make one).")
+    ] = None,
+    data_dir: Annotated[
+        Path | None,
+        typer.Option(help="Where a first start keeps its configuration and data."),
+    ] = None,
+    local_agent: Annotated[
+        bool, typer.Option(help="Also run an agent for this machine in the same process.")
+    ] = True,
+    log_level: Annotated[str, typer.Option(help="DEBUG, INFO, WARNING or ERROR.")] = "INFO",
+) -> None:
+    """Run the embedded server: one process, SQLite, a local filestore, and a local agent.
+
+    With no --config it creates a deployment in the data directory on first start (CA,
+    certificates, enrollment secret) and reuses it afterwards.
+    """
+    _logging(log_level)
+    from peregrine.server.app import Server
+
+    try:
+        if config is None:
+            config, cfg = default_server_config(data_dir)
+            console.print(f"using [bold]{config}[/bold]")
+        else:
+            cfg = load_server_config(config)
+    except ConfigError as exc:
+        console.print(f"[bold red]Error:[/bold red] {exc}")
+        raise typer.Exit(1) from None
+
+    async def main() -> None:
+        srv = Server(cfg)
+        await srv.start()
+        console.print(
+            f"[green]Peregrine server listening[/green] on {cfg.bind_address}:{srv.port} "
+            f"(agents: {', '.join(cfg.public_urls)})"
+        )
+        stop = asyncio.Event()
+        tasks = []
+        if local_agent:
+            from peregrine.agent.agent import Agent
+
+            client_path = Path(cfg.data_dir) / CLIENT_FILE
+            agent = Agent(load_client_config(client_path))
+            console.print(f"local agent {agent.client_id}")
+            tasks.append(asyncio.create_task(agent.run(stop)))
+        try:
+            await _until_signalled(stop)
+        finally:
+            for task in tasks:
+                await task
+            await srv.stop()
+
+    asyncio.run(main())
+
+
+def agent(
+    config: Annotated[Path, typer.Option("--config", "-c", help="client.yaml")],
+    log_level: Annotated[str, typer.Option(help="DEBUG, INFO, WARNING or ERROR.")] = "INFO",
+) -> None:
+    """Run an agent: stay connected to a frontend and answer collections."""
+    _logging(log_level)
+    from peregrine.agent.agent import Agent
+
+    try:
+        cfg = load_client_config(config)
+    except ConfigError as exc:
+        console.print(f"[bold red]Error:[/bold red] {exc}")
+        raise typer.Exit(1) from None
+
+    async def main() -> None:
+        runner = Agent(cfg)
+        console.print(f"agent {runner.client_id} → {', '.join(cfg.server_urls)}")
+        stop = asyncio.Event()
+        task = asyncio.create_task(runner.run(stop))
+        try:
+            await _until_signalled(stop)
+        finally:
+            await task
+            runner.close()
+
+    asyncio.run(main())

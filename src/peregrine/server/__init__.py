@@ -1,0 +1,1 @@
+"""The embedded server: agent connections, collections, ingestion into durable storage."""

@@ -1,0 +1,184 @@
+"""Creating and cancelling collections (flows) on one client.
+
+A collection is checked completely before anything is stored (the client exists, every artifact
+is known, parameters are valid, the creator has the permissions the artifacts need), then stored
+as a flow record plus a durable task, and only then pushed to the agent if it is connected. An
+agent that is offline gets the task when it next connects, so nothing depends on timing.
+"""
+
+from __future__ import annotations
+
+import secrets
+import time
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import msgspec
+
+from peregrine.artifacts.composition import dependencies
+from peregrine.artifacts.loader import ArtifactError
+from peregrine.artifacts.repository import ArtifactRepository
+from peregrine.artifacts.runner import ArtifactRunner
+from peregrine.datastore import Datastore, FlowRecord
+from peregrine.engine.context import ALL_PERMISSIONS
+from peregrine.protocol.messages import ArtifactCall, CancelCollection, CollectionRequest, encode
+from peregrine.server.connections import ConnectionRegistry
+
+FINAL_STATES = frozenset({"Finished", "Error", "Cancelled"})
+
+
+class CollectionError(Exception):
+    """A collection that cannot be created; the message says why."""
+
+
+@dataclass
+class Limits:
+    timeout: float | None = None
+    progress_timeout: float | None = None
+    max_rows: int | None = None
+    max_upload_bytes: int | None = None
+    cpu_limit: float | None = None
+
+
+def new_flow_id() -> str:
+    return "F." + secrets.token_hex(8)
+
+
+class CollectionService:
+    def __init__(
+        self,
+        datastore: Datastore,
+        repository: ArtifactRepository,
+        connections: ConnectionRegistry,
+        default_timeout: float = 600.0,
+        default_progress_timeout: float = 300.0,
+    ) -> None:
+        self.datastore = datastore
+        self.repository = repository
+        self.connections = connections
+        self.default_timeout = default_timeout
+        self.default_progress_timeout = default_progress_timeout
+
+    def prepare(
+        self,
+        client_id: str,
+        artifacts: Iterable[tuple[str, Mapping[str, Any]]],
+        creator: str,
+        permissions: frozenset[str] = ALL_PERMISSIONS,
+        limits: Limits | None = None,
+    ) -> tuple[FlowRecord, bytes]:
+        """Validate and build the flow record and the request; nothing is stored yet."""
+        limits = limits or Limits()
+        if self.datastore.clients.get(client_id) is None:
+            raise CollectionError(f"unknown client {client_id}")
+        calls = [ArtifactCall(name=name, parameters=dict(params)) for name, params in artifacts]
+        if not calls:
+            raise CollectionError("a collection needs at least one artifact")
+        runner = ArtifactRunner(self.repository, permissions=permissions)
+        try:
+            plans = [runner.plan(c.name, c.parameters) for c in calls]
+        except ArtifactError as exc:
+            raise CollectionError(str(exc)) from None
+        queries = [
+            q
+            for plan in plans
+            for q in [plan.artifact.precondition or ""]
+            + [s.query for s in plan.artifact.sources]
+            + [s.precondition or "" for s in plan.artifact.sources]
+        ]
+        used = {p.artifact.name: p.artifact for p in plans}
+        for artifact in dependencies(self.repository.find, *queries):
+            used.setdefault(artifact.name, artifact)
+        resources = [p.artifact.resources for p in plans]
+        timeout = limits.timeout or _sum_or_none(r.timeout for r in resources)
+        flow_id = new_flow_id()
+        request = CollectionRequest(
+            flow_id=flow_id,
+            artifacts=calls,
+            definitions=[msgspec.to_builtins(a) for a in used.values()],
+            permissions=sorted(permissions),
+            timeout=timeout,
+            max_rows=limits.max_rows,
+            max_upload_bytes=limits.max_upload_bytes
+            or _max_or_none(r.max_upload_bytes for r in resources),
+            cpu_limit=limits.cpu_limit or _max_or_none(r.cpu_limit for r in resources),
+        )
+        now = time.time()
+        record = FlowRecord(
+            flow_id=flow_id,
+            client_id=client_id,
+            artifacts=[{"name": c.name, "parameters": c.parameters} for c in calls],
+            request={
+                "timeout": request.timeout,
+                "max_rows": request.max_rows,
+                "max_upload_bytes": request.max_upload_bytes,
+                "cpu_limit": request.cpu_limit,
+                "permissions": request.permissions,
+            },
+            creator=creator,
+            created=now,
+            started=None,
+            finished=None,
+            state="Scheduled",
+            error=None,
+            rows=0,
+            bytes=0,
+            uploads=0,
+            upload_bytes=0,
+            logs=0,
+            last_seq=0,
+            last_activity=None,
+            sources={},
+            timeout=timeout or self.default_timeout,
+            progress_timeout=limits.progress_timeout or self.default_progress_timeout,
+        )
+        return record, encode(request)
+
+    def store(self, record: FlowRecord, payload: bytes) -> None:
+        """Durably store the flow and its task (before any push)."""
+        self.datastore.collections.create(record)
+        self.datastore.tasks.add(record.client_id, record.flow_id, payload, record.created)
+
+    async def create(
+        self,
+        client_id: str,
+        artifacts: Iterable[tuple[str, Mapping[str, Any]]],
+        creator: str,
+        permissions: frozenset[str] = ALL_PERMISSIONS,
+        limits: Limits | None = None,
+    ) -> FlowRecord:
+        import asyncio
+
+        record, payload = await asyncio.to_thread(
+            self.prepare, client_id, artifacts, creator, permissions, limits
+        )
+        await asyncio.to_thread(self.store, record, payload)
+        await self.connections.send(client_id, payload)
+        return record
+
+    async def cancel(self, flow_id: str, reason: str = "cancelled by a user") -> bool:
+        """Cancel a flow: no longer delivered, stopped on the agent if it runs there."""
+        import asyncio
+
+        record = await asyncio.to_thread(self.datastore.collections.get, flow_id)
+        if record is None or record.state in FINAL_STATES:
+            return False
+        await asyncio.to_thread(self.datastore.tasks.cancel, flow_id)
+        changed = await asyncio.to_thread(
+            self.datastore.collections.transition, flow_id, "Cancelled", time.time(), reason
+        )
+        await self.connections.send(
+            record.client_id, encode(CancelCollection(flow_id=flow_id, reason=reason))
+        )
+        return bool(changed)
+
+
+def _sum_or_none(values: Iterable[float | None]) -> float | None:
+    present = [v for v in values if v is not None]
+    return sum(present) if present else None
+
+
+def _max_or_none(values: Iterable[Any]) -> Any:
+    present = [v for v in values if v is not None]
+    return max(present) if present else None

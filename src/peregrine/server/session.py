@@ -1,0 +1,199 @@
+"""One agent connection on a frontend: the handshake, then messages until it ends.
+
+The handshake proves the agent holds the key its client id is derived from (it signs a fresh
+nonce), enrolls a new client if it knows the enrollment secret, and resolves a duplicate client
+id: if the earlier connection still answers a ping, the newcomer is a clone and is told to make a
+new identity; if not, the earlier connection was stale and is replaced. Then pending tasks are
+delivered and flow messages stored. A malformed or oversized message, or a write to a flow that
+is not the agent's, closes this connection with a logged reason; nobody else is affected.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hmac
+import logging
+import os
+import time
+from typing import TYPE_CHECKING
+
+from websockets.asyncio.server import ServerConnection
+from websockets.exceptions import ConnectionClosed
+
+from peregrine.agent.identity import client_id_for, verify
+from peregrine.datastore import KeyMismatch
+from peregrine.filestore import StorageFull
+from peregrine.protocol.messages import (
+    Ack,
+    Challenge,
+    FlowMessage,
+    Hello,
+    ProtocolError,
+    Reidentify,
+    Rejected,
+    StorageUnavailable,
+    UploadChunk,
+    UploadResume,
+    Welcome,
+    decode_from_agent,
+    encode,
+)
+from peregrine.server.ingest import NotYourFlow
+
+if TYPE_CHECKING:
+    from peregrine.server.app import Server
+
+log = logging.getLogger(__name__)
+
+HANDSHAKE_SECONDS = 30.0
+STORAGE_RETRY_SECONDS = 30.0
+POLICY_VIOLATION = 1008
+
+
+class AgentSession:
+    """Implements the registry's ``Connection`` for one websocket."""
+
+    def __init__(self, server: Server, ws: ServerConnection) -> None:
+        self.server = server
+        self.ws = ws
+        self.client_id = ""
+        peer = ws.remote_address
+        self.address: str | None = str(peer[0]) if peer else None
+        self._send_lock = asyncio.Lock()
+
+    # -- the registry's Connection protocol ------------------------------------------------
+
+    async def send(self, payload: bytes) -> None:
+        async with self._send_lock:
+            await self.ws.send(payload)
+
+    async def alive(self, timeout: float) -> bool:
+        try:
+            pong = await self.ws.ping()
+            await asyncio.wait_for(pong, timeout)
+        except (TimeoutError, ConnectionClosed, RuntimeError):
+            return False
+        return True
+
+    async def close(self, code: int, reason: str) -> None:
+        await self.ws.close(code, reason)
+
+    # -- lifecycle --------------------------------------------------------------------------
+
+    async def run(self) -> None:
+        try:
+            if not await self._handshake():
+                return
+        except (TimeoutError, ProtocolError) as exc:
+            log.warning("handshake from %s failed: %s", self.address, exc)
+            await self.ws.close(POLICY_VIOLATION, str(exc)[:120])
+            return
+        self.server.connections.add(self)
+        self.server.events.client_connected(self.client_id)
+        try:
+            await self._deliver_pending()
+            await self._serve()
+        except ConnectionClosed:
+            pass
+        except (ProtocolError, NotYourFlow) as exc:
+            log.warning("closing %s (%s): %s", self.client_id, self.address, exc)
+            await self.ws.close(POLICY_VIOLATION, str(exc)[:120])
+        finally:
+            self.server.connections.remove(self)
+            self.server.events.client_disconnected(self.client_id)
+            await asyncio.to_thread(
+                self.server.datastore.clients.seen, self.client_id, time.time(), self.address
+            )
+
+    async def _handshake(self) -> bool:
+        nonce = os.urandom(32)
+        await self.ws.send(encode(Challenge(nonce=nonce, server_time=time.time())))
+        frame = await asyncio.wait_for(self.ws.recv(), HANDSHAKE_SECONDS)
+        hello = decode_from_agent(frame)
+        if not isinstance(hello, Hello):
+            raise ProtocolError(f"expected hello, got {type(hello).__name__}")
+        if client_id_for(hello.public_key) != hello.client_id:
+            raise ProtocolError("the client id does not belong to the public key")
+        if not verify(hello.public_key, hello.signature, nonce + hello.client_id.encode()):
+            raise ProtocolError("the challenge signature is invalid")
+        client_id = hello.client_id
+        clients = self.server.datastore.clients
+        record = await asyncio.to_thread(clients.get, client_id)
+        enrolled = False
+        if record is None:
+            secret = self.server.enrollment_secret
+            given = (hello.enrollment_secret or "").encode()
+            if not hmac.compare_digest(given, secret.encode()):
+                log.warning(
+                    "refused enrollment of %s from %s: wrong secret", client_id, self.address
+                )
+                await self._reject("enrollment refused: the enrollment secret is wrong")
+                return False
+            try:
+                enrolled = await asyncio.to_thread(
+                    clients.enroll, client_id, hello.public_key, time.time()
+                )
+            except KeyMismatch:
+                await self._reject("this client id is enrolled with another key")
+                return False
+        elif record.public_key != hello.public_key:
+            await self._reject("this client id is enrolled with another key")
+            return False
+        earlier = self.server.connections.get(client_id)
+        if earlier is not None and await earlier.alive(timeout=3.0):
+            log.warning(
+                "duplicate client id %s: connected from %s and %s; telling the newcomer to "
+                "make a new identity (cloned machine?)",
+                client_id, earlier.address, self.address,
+            )  # fmt: skip
+            await self.ws.send(encode(Reidentify(reason="another agent is connected as this id")))
+            await self.ws.close(1000, "re-identify")
+            self.server.events.clone_detected(client_id)
+            return False
+        if earlier is not None:
+            await earlier.close(1000, "replaced by a new connection")
+        self.client_id = client_id
+        await asyncio.to_thread(clients.seen, client_id, time.time(), self.address)
+        await self.ws.send(
+            encode(Welcome(client_id=client_id, server_time=time.time(), enrolled=enrolled))
+        )
+        if enrolled:
+            log.info("enrolled %s from %s", client_id, self.address)
+            await self.server.interrogate(client_id)
+        return True
+
+    async def _reject(self, reason: str) -> None:
+        await self.ws.send(encode(Rejected(reason=reason, retry_after=300)))
+        await self.ws.close(1000, reason[:120])
+
+    async def _deliver_pending(self) -> None:
+        tasks = await asyncio.to_thread(self.server.datastore.tasks.pending, self.client_id)
+        for _flow_id, payload in tasks:
+            await self.send(payload)
+
+    async def _serve(self) -> None:
+        ingest = self.server.ingestor
+        async for frame in self.ws:
+            message = decode_from_agent(frame)
+            try:
+                if isinstance(message, UploadChunk):
+                    outcome = await asyncio.to_thread(ingest.upload_chunk, self.client_id, message)
+                elif isinstance(message, FlowMessage):
+                    outcome = await asyncio.to_thread(ingest.flow_message, self.client_id, message)
+                else:
+                    raise ProtocolError(f"unexpected {type(message).__name__}")
+            except StorageFull as exc:
+                log.error("filestore full, holding %s's results: %s", self.client_id, exc)
+                await self.send(encode(StorageUnavailable(retry_after=STORAGE_RETRY_SECONDS)))
+                continue
+            if outcome.resume is not None:
+                flow_id, upload_id, offset = outcome.resume
+                await self.send(
+                    encode(UploadResume(flow_id=flow_id, upload_id=upload_id, offset=offset))
+                )
+            if outcome.ack is not None:
+                await self.send(encode(Ack(flow_id=message.flow_id, seq=outcome.ack)))
+            if outcome.state_changed or outcome.finished_flow:
+                self.server.events.flow_changed(message.flow_id)
+            if outcome.finished_flow:
+                await self.server.flow_finished(self.client_id, outcome.finished_flow)
