@@ -16,8 +16,8 @@ import threading
 import time
 from pathlib import Path
 
-import websockets
 from websockets.asyncio.client import ClientConnection, connect
+from websockets.exceptions import WebSocketException
 
 from peregrine import __version__
 from peregrine.agent.collection import CollectionJob
@@ -106,7 +106,7 @@ class Agent:
             except (
                 TimeoutError,
                 OSError,
-                websockets.exceptions.WebSocketException,
+                WebSocketException,
                 ProtocolError,
                 AgentRejected,
             ) as exc:

@@ -199,7 +199,12 @@ class CollectionJob:
             local = str(upload_dir / entry["stored"])
             holder: dict[str, bytes] = {}
 
-            def announce(seq: int, e: dict[str, Any] = entry, uid: str = upload_id) -> Any:
+            def announce(
+                seq: int,
+                e: dict[str, Any] = entry,
+                uid: str = upload_id,
+                holder: dict[str, bytes] = holder,
+            ) -> Any:
                 message = UploadStart(
                     flow_id=self.request.flow_id,
                     seq=seq,

@@ -7,6 +7,7 @@ stored state when woken, so a notification can never be "missed": the state is t
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections import Counter
 from collections.abc import Awaitable, Callable
 from typing import TypeVar
@@ -51,7 +52,5 @@ class ServerEvents:
                 if value:
                     return value
                 async with self._changed:
-                    try:
+                    with contextlib.suppress(TimeoutError):
                         await asyncio.wait_for(self._changed.wait(), poll)
-                    except TimeoutError:
-                        pass
