@@ -76,6 +76,7 @@ class Agent:
         self._wake = asyncio.Event()
         self._paused_until = 0.0
         self._upload_tasks: dict[str, asyncio.Task[None]] = {}
+        self._threads: set[threading.Thread] = set()
 
     @property
     def client_id(self) -> str:
@@ -116,8 +117,14 @@ class Agent:
             delay = backoff_delay(attempt, self.config.poll_min, self.config.poll_max)
             with contextlib.suppress(asyncio.TimeoutError):
                 await asyncio.wait_for(stop.wait(), delay)
-        for job in self.jobs.values():
-            job.cancel()
+        for job in list(self.jobs.values()):
+            job.cancel(shutdown=True)
+        await asyncio.to_thread(self._join_jobs, 15.0)
+
+    def _join_jobs(self, timeout: float) -> None:
+        deadline = time.monotonic() + timeout
+        for thread in list(self._threads):
+            thread.join(max(0.0, deadline - time.monotonic()))
 
     def close(self) -> None:
         self.spool.close()
@@ -128,9 +135,9 @@ class Agent:
         for flow_id in self.spool.interrupted_flows():
             if flow_id in self.jobs:
                 continue
-            self.spool.append(
-                flow_id,
-                lambda seq, f=flow_id: encode(
+
+            def interrupted(seq: int, f: str = flow_id) -> bytes:
+                return encode(
                     FlowFinished(
                         flow_id=f,
                         seq=seq,
@@ -139,8 +146,9 @@ class Agent:
                         "before that were kept",
                         finished=time.time(),
                     )
-                ),
-            )
+                )
+
+            self.spool.append(flow_id, interrupted)
             self.spool.finish_flow(flow_id)
 
     # -- one connection -----------------------------------------------------------------------
@@ -176,6 +184,12 @@ class Agent:
             if isinstance(reply, Reidentify):
                 log.warning("server says %s is a clone (%s): new identity", client_id, reply.reason)
                 self.identity = reidentify(Path(self.config.writeback_path))
+                # What the spool holds was copied from the original machine, which sends it
+                # itself; under the new identity it would be writing to flows not ours.
+                for job in list(self.jobs.values()):
+                    job.cancel(shutdown=True)
+                await asyncio.to_thread(self._join_jobs, 15.0)
+                await asyncio.to_thread(self.spool.clear)
                 return True  # reconnect at once with the new identity
             if isinstance(reply, Rejected):
                 raise AgentRejected(reply.reason)
@@ -238,8 +252,11 @@ class Agent:
                 job.run()
             finally:
                 self.jobs.pop(request.flow_id, None)
+                self._threads.discard(threading.current_thread())
 
-        threading.Thread(target=run, name=f"flow-{request.flow_id}", daemon=True).start()
+        thread = threading.Thread(target=run, name=f"flow-{request.flow_id}", daemon=True)
+        self._threads.add(thread)
+        thread.start()
 
     def wake(self) -> None:
         """Tell the sender there is something new in the spool (safe from any thread)."""

@@ -58,6 +58,7 @@ class CollectionJob:
         self.wake_sender = wake_sender
         self.uploads_settled = uploads_settled
         self.cancelled = threading.Event()
+        self.shutting_down = False
         self.runner: ArtifactRunner | None = None
 
     # -- spooling ---------------------------------------------------------------------------
@@ -81,7 +82,10 @@ class CollectionJob:
 
     # -- running ----------------------------------------------------------------------------
 
-    def cancel(self) -> None:
+    def cancel(self, shutdown: bool = False) -> None:
+        """Stop the collection. ``shutdown``: the agent is stopping, so the flow is not
+        reported at all now; the next start reports it as interrupted."""
+        self.shutting_down = shutdown
         self.cancelled.set()
         if self.runner is not None:
             self.runner.cancel()
@@ -95,6 +99,8 @@ class CollectionJob:
         except Exception as exc:  # a bug must still end the flow, not leave it running
             log.exception("collection %s failed", flow_id)
             status, error = "error", f"{type(exc).__name__}: {exc}"
+        if self.shutting_down:
+            return
         if self.cancelled.is_set():
             status, error = "cancelled", "cancelled by the server"
         self._spool(
@@ -138,8 +144,9 @@ class CollectionJob:
                 if outcome.error and outcome.status == "error":
                     failures.append(f"{call.name}/{source.name}: {outcome.error}")
                     self._log("error", f"{call.name}/{source.name or 'default'}: {outcome.error}")
-                self._spool(
-                    lambda seq, o=outcome: SourceFinished(
+
+                def finished(seq: int, o: SourceOutcome = outcome) -> SourceFinished:
+                    return SourceFinished(
                         flow_id=request.flow_id,
                         seq=seq,
                         artifact=o.artifact,
@@ -149,7 +156,8 @@ class CollectionJob:
                         error=o.error,
                         elapsed=o.elapsed,
                     )
-                )
+
+                self._spool(finished)
                 announced = self._announce_uploads(upload_dir, announced)
         self._wait_for_uploads()
         if failures:

@@ -186,6 +186,14 @@ class Spool:
             self._db.execute("DELETE FROM uploads WHERE upload_id = ?", (upload_id,))
         return PendingUpload(*row) if row else None
 
+    def clear(self) -> None:
+        """Forget everything (a cloned machine's copy of another agent's spool)."""
+        with self._lock:
+            self._db.execute("DELETE FROM messages")
+            self._db.execute("DELETE FROM flows")
+            self._db.execute("DELETE FROM uploads")
+            self._bytes = 0
+
     def close(self) -> None:
         with self._lock:
             self._db.close()

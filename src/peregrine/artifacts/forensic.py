@@ -27,10 +27,10 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
+from artifacts import definitions as fa_definitions  # type: ignore[import-untyped]
 from artifacts.reader import YamlArtifactsReader  # type: ignore[import-untyped]
 from artifacts.registry import ArtifactDefinitionsRegistry  # type: ignore[import-untyped]
 
-from artifacts import definitions as fa_definitions  # type: ignore[import-untyped]
 from peregrine.artifacts.model import Artifact, Parameter, Source
 
 PREFIX = "ForensicArtifacts."

@@ -5,7 +5,7 @@ from __future__ import annotations
 import typer
 
 from peregrine import __version__
-from peregrine.cli import artifacts_cmd, plugins_cmd, query_cmd
+from peregrine.cli import artifacts_cmd, config_cmd, plugins_cmd, query_cmd, server_cmd
 
 app = typer.Typer(
     name="peregrine",
@@ -17,6 +17,9 @@ app = typer.Typer(
 app.command("query")(query_cmd.query)
 app.add_typer(plugins_cmd.app, name="plugins")
 app.add_typer(artifacts_cmd.app, name="artifacts")
+app.add_typer(config_cmd.app, name="config")
+app.command("server")(server_cmd.server)
+app.command("agent")(server_cmd.agent)
 
 
 @app.command("version")

@@ -112,7 +112,7 @@ class AgentSession:
         hello = decode_from_agent(frame)
         if not isinstance(hello, Hello):
             raise ProtocolError(f"expected hello, got {type(hello).__name__}")
-        if client_id_for(hello.public_key) != hello.client_id:
+        if len(hello.public_key) != 32 or client_id_for(hello.public_key) != hello.client_id:
             raise ProtocolError("the client id does not belong to the public key")
         if not verify(hello.public_key, hello.signature, nonce + hello.client_id.encode()):
             raise ProtocolError("the challenge signature is invalid")

@@ -1,0 +1,1 @@
+"""The Peregrine agent: identity, connection to the frontends, collections and the spool."""

@@ -1,0 +1,217 @@
+"""The agent's identity: an Ed25519 key made on first start, and the client id derived from it.
+
+The client id is ``C.`` followed by the first 16 hex digits of the SHA-256 of the raw public key,
+so an id cannot be claimed without the key: on every connection the agent signs the server's
+challenge, and the server checks the signature against the key whose hash is the id.
+
+The key lives in the writeback file (YAML, owner-only, created atomically). A writeback that
+cannot be read is an error, never silently replaced: replacing it would make the endpoint a new
+client and orphan its history, which an operator should decide, not the agent.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import logging
+import os
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+from cryptography.exceptions import InvalidSignature
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
+
+from peregrine.config.files import SECRET_MODE, create_exclusive, ensure_private_dir, write_atomic
+
+log = logging.getLogger(__name__)
+
+CLIENT_ID_RE = re.compile(r"^C\.[0-9a-f]{16}$")
+PUBLIC_KEY_BYTES = 32
+
+WRITEBACK_HEADER = """\
+# Peregrine agent writeback: this agent's identity (private key and client id) and state.
+# Keep it owner-only. Deleting it makes this endpoint enroll as a new client.
+"""
+
+
+class IdentityError(Exception):
+    """The writeback cannot be used; the message says what is wrong and what to do."""
+
+
+def client_id_for(public_key_bytes: bytes) -> str:
+    """The client id of a raw 32-byte Ed25519 public key."""
+    if len(public_key_bytes) != PUBLIC_KEY_BYTES:
+        raise ValueError(f"an Ed25519 public key is 32 bytes, got {len(public_key_bytes)}")
+    return "C." + hashlib.sha256(public_key_bytes).hexdigest()[:16]
+
+
+def is_client_id(value: str) -> bool:
+    """Whether ``value`` looks like a client id (``C.`` + 16 lower-case hex digits)."""
+    return bool(CLIENT_ID_RE.match(value))
+
+
+def verify(public_key_bytes: bytes, signature: bytes, data: bytes) -> bool:
+    """Whether ``signature`` is the key's signature of ``data``; False for any malformed input."""
+    try:
+        Ed25519PublicKey.from_public_bytes(public_key_bytes).verify(signature, data)
+    except (InvalidSignature, ValueError, TypeError):
+        return False
+    return True
+
+
+@dataclass(frozen=True)
+class Identity:
+    """An agent's key pair and client id."""
+
+    private_key: Ed25519PrivateKey = field(repr=False)
+    public_key_bytes: bytes
+    client_id: str
+
+    @classmethod
+    def from_private_key(cls, key: Ed25519PrivateKey) -> Identity:
+        raw = key.public_key().public_bytes(
+            serialization.Encoding.Raw, serialization.PublicFormat.Raw
+        )
+        return cls(key, raw, client_id_for(raw))
+
+    @classmethod
+    def generate(cls) -> Identity:
+        return cls.from_private_key(Ed25519PrivateKey.generate())
+
+    def sign(self, data: bytes) -> bytes:
+        """Sign ``data`` (the server's challenge) with the agent's key."""
+        return self.private_key.sign(data)
+
+    def private_key_pem(self) -> str:
+        return self.private_key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        ).decode()
+
+
+class _Dumper(yaml.SafeDumper):
+    """The private key as a literal block, readable like a PEM file."""
+
+
+def _literal(dumper: yaml.SafeDumper, value: str) -> yaml.ScalarNode:
+    style = "|" if "\n" in value else None
+    return dumper.represent_scalar("tag:yaml.org,2002:str", value, style=style)
+
+
+_Dumper.add_representer(str, _literal)
+
+
+def _render(data: dict[str, Any]) -> str:
+    return WRITEBACK_HEADER + yaml.dump(data, Dumper=_Dumper, sort_keys=False)
+
+
+def _new_writeback(identity: Identity) -> dict[str, Any]:
+    return {
+        "client_id": identity.client_id,
+        "private_key": identity.private_key_pem(),
+        "created": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
+    }
+
+
+def _corrupt(path: Path, problem: str) -> IdentityError:
+    return IdentityError(
+        f"{path}: the agent's writeback is unusable ({problem}). It holds this endpoint's "
+        "identity: restore it from a backup if you can; otherwise move it away and the agent "
+        "will enroll as a new client on its next start."
+    )
+
+
+def read_writeback(path: Path) -> dict[str, Any]:
+    """The writeback's contents as a mapping (identity and any state the agent keeps there)."""
+    try:
+        text = path.read_text()
+    except UnicodeDecodeError as exc:
+        raise _corrupt(path, f"not text: {exc}") from None
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        raise _corrupt(path, f"not valid YAML: {exc}") from None
+    if not isinstance(data, dict):
+        raise _corrupt(path, "expected a mapping with client_id and private_key")
+    return data
+
+
+def _identity_from(path: Path, data: dict[str, Any]) -> Identity:
+    pem = data.get("private_key")
+    if not isinstance(pem, str):
+        raise _corrupt(path, "private_key is missing")
+    try:
+        key = serialization.load_pem_private_key(pem.encode(), password=None)
+    except (ValueError, TypeError) as exc:
+        raise _corrupt(path, f"private_key cannot be read: {exc}") from None
+    if not isinstance(key, Ed25519PrivateKey):
+        raise _corrupt(path, f"private_key is a {type(key).__name__}, not an Ed25519 key")
+    identity = Identity.from_private_key(key)
+    stored = data.get("client_id")
+    if stored is not None and stored != identity.client_id:
+        raise _corrupt(
+            path, f"client_id {stored!r} does not match the key (which is {identity.client_id})"
+        )
+    return identity
+
+
+def _tighten(path: Path) -> None:
+    st = path.stat()
+    if st.st_mode & 0o077 and st.st_uid == os.geteuid():
+        log.warning(
+            "%s was readable by others (mode %o): made owner-only", path, st.st_mode & 0o777
+        )
+        path.chmod(SECRET_MODE)
+
+
+def load_or_create(writeback: Path) -> Identity:
+    """The agent's identity: read from ``writeback``, or made and saved there on first start.
+
+    Creation is atomic and exclusive (two agents starting at once end with one identity).
+    Raises IdentityError when the file exists but cannot be used.
+    """
+    if not writeback.exists():
+        ensure_private_dir(writeback.parent)
+        identity = Identity.generate()
+        if create_exclusive(writeback, _render(_new_writeback(identity)), SECRET_MODE):
+            log.info("new agent identity %s in %s", identity.client_id, writeback)
+            return identity
+        # Another process created it first: use theirs.
+    try:
+        _tighten(writeback)
+        return _identity_from(writeback, read_writeback(writeback))
+    except OSError as exc:
+        raise IdentityError(f"{writeback}: cannot read the agent's writeback: {exc}") from None
+
+
+def update_writeback(writeback: Path, **values: Any) -> None:
+    """Store agent state next to the identity (atomic rewrite); the identity keys are kept."""
+    data = read_writeback(writeback)
+    for reserved in ("client_id", "private_key"):
+        if reserved in values:
+            raise ValueError(f"{reserved} belongs to the identity and cannot be updated")
+    data.update(values)
+    write_atomic(writeback, _render(data), SECRET_MODE)
+
+
+def reidentify(writeback: Path) -> Identity:
+    """Make a new identity (the server found another live agent with this one: a clone).
+
+    The old writeback is kept as ``<name>.old-<UTC time>`` for forensics: it shows which
+    identity the machine was cloned with.
+    """
+    if writeback.exists():
+        stamp = dt.datetime.now(dt.UTC).strftime("%Y%m%dT%H%M%SZ")
+        target = writeback.with_name(f"{writeback.name}.old-{stamp}")
+        n = 1
+        while target.exists():
+            target = writeback.with_name(f"{writeback.name}.old-{stamp}-{n}")
+            n += 1
+        writeback.rename(target)
+        log.warning("identity replaced; the old writeback is kept as %s", target)
+    return load_or_create(writeback)

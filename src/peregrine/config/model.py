@@ -1,0 +1,333 @@
+"""The server and client configuration files: YAML on disk, typed structs in memory.
+
+A configuration is read once at start-up and every mistake is reported then, with the file and
+the field (``server.yaml: flows.timeout: expected a number, got a string``), instead of
+surfacing later as a strange failure. Unknown keys are refused: a misspelt ``poll_max`` silently
+ignored would leave the default in force without anyone noticing. Relative paths are relative to
+the directory of the file, so a configuration directory can be moved as a whole.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Annotated, Any, Literal, TypeVar
+from urllib.parse import urlsplit, urlunsplit
+
+import msgspec
+import yaml
+
+from peregrine.config.files import SECRET_MODE, write_atomic
+from peregrine.config.pki import PKIError, fingerprint
+
+#: Where the frontends serve agents; a URL given without a path gets it.
+AGENT_PATH = "/agent"
+DEFAULT_PORT = 8443
+
+PositiveFloat = Annotated[float, msgspec.Meta(gt=0)]
+Port = Annotated[int, msgspec.Meta(ge=1, le=65535)]
+NonNegativeInt = Annotated[int, msgspec.Meta(ge=0)]
+
+
+class ConfigError(Exception):
+    """A configuration that cannot be used. ``str()`` names the file and the field."""
+
+    def __init__(self, path: Path | str | None, field: str | None, problem: str) -> None:
+        self.path = str(path) if path is not None else None
+        self.field = field
+        self.problem = problem
+        where = ": ".join(p for p in (self.path, field) if p)
+        super().__init__(f"{where}: {problem}" if where else problem)
+
+
+def normalize_frontend_url(url: str) -> str:
+    """Check a frontend URL and give its canonical form (``wss://host[:port]/agent``).
+
+    Only ``wss://`` is accepted: agents never talk to a frontend without TLS.
+    """
+    parts = urlsplit(url.strip())
+    if parts.scheme != "wss":
+        raise ValueError(f"{url!r} must start with wss:// (agents only connect over TLS)")
+    if not parts.hostname:
+        raise ValueError(f"{url!r} has no host name")
+    try:
+        _ = parts.port
+    except ValueError as exc:
+        raise ValueError(f"{url!r} has a bad port: {exc}") from None
+    if parts.query or parts.fragment or parts.username or parts.password:
+        raise ValueError(f"{url!r}: no user, query or fragment allowed in a frontend URL")
+    path = parts.path if parts.path not in ("", "/") else AGENT_PATH
+    return urlunsplit(("wss", parts.netloc.lower(), path, "", ""))
+
+
+def _check_urls(field: str, urls: list[str]) -> list[str]:
+    if not urls:
+        raise ValueError(f"{field}: give at least one frontend URL (wss://host:port/agent)")
+    out = []
+    for i, url in enumerate(urls):
+        try:
+            out.append(normalize_frontend_url(url))
+        except ValueError as exc:
+            raise ValueError(f"{field}[{i}]: {exc}") from None
+    return out
+
+
+class _Section(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
+    """Base of every configuration struct: unknown keys are errors."""
+
+
+class FlowDefaults(_Section):
+    """Resource limits a collection gets when its request does not set them."""
+
+    #: Seconds a whole collection may run on the client.
+    timeout: PositiveFloat = 600.0
+    #: Seconds without any progress (rows, logs, upload chunks) before a collection is failed.
+    progress_timeout: PositiveFloat = 300.0
+
+
+class LogSettings(_Section):
+    level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+    #: A log file; empty: standard error.
+    file: str = ""
+    #: One JSON object a line instead of text (for log shippers).
+    json: bool = False
+
+
+class ServerConfig(_Section):
+    """An embedded server: its frontends, TLS material, secrets and storage."""
+
+    #: Where the server keeps its state; the other paths default to places inside it.
+    data_dir: str
+    #: The URLs agents use to reach the frontends (they pick one at random).
+    public_urls: list[str]
+    #: The deployment CA certificate (PEM file). Agents pin it.
+    ca_cert_path: str
+    #: The frontend's TLS certificate and key (PEM files; the key is owner-only).
+    server_cert_path: str
+    server_key_path: str
+    #: Clients must present this on first contact to enroll.
+    enrollment_secret: Annotated[str, msgspec.Meta(min_length=16)]
+    #: The CA key (owner-only file). Only needed to issue certificates; may be kept offline.
+    ca_key_path: str = ""
+    bind_address: str = "127.0.0.1"
+    port: Port = DEFAULT_PORT
+    #: SQLAlchemy URL; empty: SQLite at ``<data_dir>/peregrine.db``.
+    datastore_url: str = ""
+    #: Results, logs and uploads; empty: ``<data_dir>/filestore``.
+    filestore_dir: str = ""
+    #: Below this much free space on the filestore, agents are told to hold their data.
+    min_free_bytes: NonNegativeInt = 1 << 30
+    workers: Annotated[int, msgspec.Meta(ge=1)] = 1
+    flows: FlowDefaults = msgspec.field(default_factory=FlowDefaults)
+    logging: LogSettings = msgspec.field(default_factory=LogSettings)
+
+    def __post_init__(self) -> None:
+        self.public_urls = _check_urls("public_urls", self.public_urls)
+        if not self.data_dir:
+            raise ValueError("data_dir: must not be empty")
+
+    def resolved(self, base_dir: Path) -> ServerConfig:
+        """A copy with relative paths made absolute against ``base_dir`` and defaults filled."""
+        data_dir = _absolute(base_dir, self.data_dir)
+        datastore = self.datastore_url or f"sqlite:///{Path(data_dir) / 'peregrine.db'}"
+        logging = self.logging
+        if logging.file:
+            logging = msgspec.structs.replace(logging, file=_absolute(base_dir, logging.file))
+        return msgspec.structs.replace(
+            self,
+            data_dir=data_dir,
+            ca_cert_path=_absolute(base_dir, self.ca_cert_path),
+            ca_key_path=_absolute(base_dir, self.ca_key_path) if self.ca_key_path else "",
+            server_cert_path=_absolute(base_dir, self.server_cert_path),
+            server_key_path=_absolute(base_dir, self.server_key_path),
+            datastore_url=datastore,
+            filestore_dir=_absolute(
+                base_dir, self.filestore_dir or str(Path(data_dir) / "filestore")
+            ),
+            logging=logging,
+        )
+
+    def ca_cert_pem(self) -> str:
+        """The CA certificate text (what a client configuration pins)."""
+        return _read_text(self.ca_cert_path, "ca_cert_path")
+
+
+class ClientConfig(_Section):
+    """An agent: where the frontends are, the pinned CA, and where it keeps its state."""
+
+    #: Frontend URLs; the agent picks one at random and moves to another when one fails.
+    server_urls: list[str]
+    #: The deployment CA certificate (PEM text). The only CA the agent trusts.
+    ca_cert: str
+    #: Presented on first contact to enroll.
+    enrollment_secret: Annotated[str, msgspec.Meta(min_length=16)]
+    #: The agent's identity (private key, client id) and state. Owner-only.
+    writeback_path: str = "agent/writeback.yaml"
+    #: Results not yet acknowledged by the server wait here.
+    spool_dir: str = "agent/spool"
+    #: Reconnect backoff: first delay and ceiling, in seconds (jittered, exponential).
+    poll_min: PositiveFloat = 1.0
+    poll_max: PositiveFloat = 600.0
+    #: The spool stops taking new results (the collection waits) beyond this size.
+    max_spool_bytes: Annotated[int, msgspec.Meta(ge=1 << 20)] = 1 << 30
+    #: Labels the client reports at enrollment (for targeting hunts).
+    labels: list[str] = []
+
+    def __post_init__(self) -> None:
+        self.server_urls = _check_urls("server_urls", self.server_urls)
+        if self.poll_max < self.poll_min:
+            raise ValueError(f"poll_max: {self.poll_max} is less than poll_min {self.poll_min}")
+        if "-----BEGIN CERTIFICATE-----" not in self.ca_cert:
+            raise ValueError("ca_cert: expected the deployment CA certificate in PEM form")
+
+    def resolved(self, base_dir: Path) -> ClientConfig:
+        """A copy with relative paths made absolute against ``base_dir``."""
+        return msgspec.structs.replace(
+            self,
+            writeback_path=_absolute(base_dir, self.writeback_path),
+            spool_dir=_absolute(base_dir, self.spool_dir),
+        )
+
+
+def _absolute(base_dir: Path, value: str) -> str:
+    path = Path(value).expanduser()
+    return str(path if path.is_absolute() else (base_dir / path).absolute())
+
+
+def _read_text(path: str, field: str) -> str:
+    try:
+        return Path(path).read_text()
+    except OSError as exc:
+        raise ConfigError(path, field, f"cannot read: {exc.strerror or exc}") from exc
+
+
+# -- reading ----------------------------------------------------------------------------------
+
+_AT = re.compile(r"^(?P<msg>.*?) - at `\$(?P<path>[^`]*)`$")
+_UNKNOWN = re.compile(r"^Object contains unknown field `(?P<name>[^`]+)`$")
+_MISSING = re.compile(r"^Object missing required field `(?P<name>[^`]+)`$")
+_OWN = re.compile(r"^(?P<field>[a-z_][\w.\[\]]*): (?P<msg>.+)$", re.S)
+
+S = TypeVar("S", bound=_Section)
+
+
+def _fields_at(cls: type[Any], path: str) -> list[str]:
+    """The field names a struct accepts at a dotted path (to suggest them for a typo)."""
+    for part in filter(None, re.sub(r"\[\d+\]", "", path).split(".")):
+        info = msgspec.inspect.type_info(cls)
+        if not isinstance(info, msgspec.inspect.StructType):
+            return []
+        match = [f for f in info.fields if f.name == part]
+        if not match or not isinstance(match[0].type, msgspec.inspect.StructType):
+            return []
+        cls = match[0].type.cls
+    return list(getattr(cls, "__struct_fields__", ()))
+
+
+def _explain(cls: type[Any], error: msgspec.ValidationError) -> tuple[str | None, str]:
+    """Turn msgspec's message into (field, problem) in the words of a configuration file."""
+    text = str(error)
+    m = _AT.match(text)
+    path, msg = (m["path"].lstrip("."), m["msg"]) if m else ("", text)
+    if u := _UNKNOWN.match(msg):
+        allowed = ", ".join(_fields_at(cls, path))
+        field = f"{path}.{u['name']}" if path else u["name"]
+        return field, f"unknown field (allowed here: {allowed})"
+    if r := _MISSING.match(msg):
+        return (f"{path}.{r['name']}" if path else r["name"]), "required field is missing"
+    if not path and (o := _OWN.match(msg)):
+        return o["field"], o["msg"]
+    msg = msg.replace("Expected `", "expected `")
+    msg = msg.replace("`array`", "`list`").replace("`object`", "`mapping`")
+    return path or None, msg
+
+
+def parse_config(cls: type[S], data: Any, source: Path | str | None = None) -> S:
+    """Validate plain data (decoded YAML) into a config struct; ConfigError names the field."""
+    if not isinstance(data, dict):
+        kind = "empty" if data is None else f"a {type(data).__name__}"
+        raise ConfigError(source, None, f"expected a mapping of settings, the file is {kind}")
+    try:
+        return msgspec.convert(data, cls, strict=True)
+    except msgspec.ValidationError as exc:
+        field, problem = _explain(cls, exc)
+        raise ConfigError(source, field, problem) from None
+
+
+def _load_yaml(path: Path, kind: str) -> Any:
+    try:
+        text = path.read_text()
+    except FileNotFoundError:
+        raise ConfigError(
+            path,
+            None,
+            f"{kind} configuration file not found (create one with `peregrine config generate`)",
+        ) from None
+    except OSError as exc:
+        raise ConfigError(path, None, f"cannot read: {exc.strerror or exc}") from None
+    try:
+        return yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        problem = getattr(exc, "problem", None) or str(exc)
+        raise ConfigError(path, None, f"not valid YAML{where}: {problem}") from None
+
+
+def load_server_config(path: Path) -> ServerConfig:
+    """Read and check a server configuration; paths in it come back absolute."""
+    cfg = parse_config(ServerConfig, _load_yaml(path, "server"), path)
+    return cfg.resolved(path.absolute().parent)
+
+
+def load_client_config(path: Path) -> ClientConfig:
+    """Read and check a client configuration; paths in it come back absolute."""
+    cfg = parse_config(ClientConfig, _load_yaml(path, "client"), path)
+    return cfg.resolved(path.absolute().parent)
+
+
+# -- writing ----------------------------------------------------------------------------------
+
+
+class _Dumper(yaml.SafeDumper):
+    """Multi-line strings (PEM) as literal blocks, so the file stays readable and diffable."""
+
+
+def _str_representer(dumper: yaml.SafeDumper, value: str) -> yaml.ScalarNode:
+    style = "|" if "\n" in value else None
+    return dumper.represent_scalar("tag:yaml.org,2002:str", value, style=style)
+
+
+_Dumper.add_representer(str, _str_representer)
+
+
+def to_yaml(cfg: msgspec.Struct, header: str = "") -> str:
+    """A configuration as YAML text, fields in declaration order, with an optional comment."""
+    body = yaml.dump(
+        msgspec.to_builtins(cfg), Dumper=_Dumper, sort_keys=False, default_flow_style=False
+    )
+    comment = "".join(f"# {line}".rstrip() + "\n" for line in header.splitlines())
+    return comment + body
+
+
+def save_config(cfg: msgspec.Struct, path: Path, header: str = "") -> None:
+    """Write a configuration atomically, owner-only (it holds the enrollment secret)."""
+    write_atomic(path, to_yaml(cfg, header), SECRET_MODE)
+
+
+#: Field names whose values are secrets (masked by ``peregrine config show``).
+SECRET_FIELDS = frozenset({"enrollment_secret"})
+
+
+def masked(cfg: msgspec.Struct) -> dict[str, Any]:
+    """A configuration as plain data with secrets hidden and PEM blocks abbreviated."""
+    data: dict[str, Any] = msgspec.to_builtins(cfg)
+    for key, value in data.items():
+        if key in SECRET_FIELDS and value:
+            data[key] = "********"
+        elif isinstance(value, str) and "-----BEGIN CERTIFICATE" in value:
+            try:
+                data[key] = f"<PEM certificate, SHA-256 {fingerprint(value)}>"
+            except PKIError:
+                data[key] = "<PEM certificate (unreadable)>"
+    return data

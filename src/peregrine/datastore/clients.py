@@ -1,0 +1,114 @@
+"""Clients: enrollment (one public key per client id), last contact, interrogation results."""
+
+from __future__ import annotations
+
+import builtins
+from collections.abc import Mapping
+from typing import Any
+
+from sqlalchemy import Row, delete, func, select, update
+
+from .database import Database
+from .errors import KeyMismatch, NotFound
+from .records import CLIENT_INFO_LISTS, CLIENT_INFO_TEXT, ClientRecord
+from .schema import clients
+
+
+class ClientStore:
+    """Every enrolled client, keyed by client id."""
+
+    def __init__(self, db: Database) -> None:
+        self._db = db
+
+    def enroll(self, client_id: str, public_key: bytes, now: float) -> bool:
+        """Record a new client; True if it is new, False if it is already enrolled with this key.
+
+        Raises KeyMismatch when the id is enrolled with another key: the caller must refuse the
+        connection, since ids derive from keys and only a forger presents a second one.
+        """
+        insert = (
+            self._db.insert_ignore(clients)
+            .returning(clients.c.client_id)
+            .values(
+                client_id=client_id,
+                public_key=public_key,
+                first_seen=now,
+                last_seen=now,
+                ip_addresses=[],
+                mac_addresses=[],
+                users=[],
+                labels=[],
+            )
+        )
+        with self._db.write() as conn:
+            # RETURNING, not rowcount: drivers differ in what rowcount says for a skipped row.
+            if conn.execute(insert).first() is not None:
+                return True
+            stored = conn.execute(
+                select(clients.c.public_key).where(clients.c.client_id == client_id)
+            ).scalar_one()
+        if bytes(stored) != public_key:
+            raise KeyMismatch(f"client {client_id} is enrolled with a different public key")
+        return False
+
+    def get(self, client_id: str) -> ClientRecord | None:
+        """The client's record, or None if it never enrolled."""
+        with self._db.read() as conn:
+            row = conn.execute(select(clients).where(clients.c.client_id == client_id)).first()
+        return None if row is None else _record(row)
+
+    def seen(self, client_id: str, now: float, address: str | None) -> None:
+        """Note a contact from the client (a connection or a message) and where it came from."""
+        self._update(client_id, last_seen=now, last_address=address)
+
+    def set_info(self, client_id: str, info: Mapping[str, Any], now: float) -> None:
+        """Store an interrogation result; keys this store does not know are ignored."""
+        values: dict[str, Any] = {"interrogated": now}
+        for key in CLIENT_INFO_TEXT:
+            if key in info:
+                values[key] = None if info[key] is None else str(info[key])
+        for key in CLIENT_INFO_LISTS:
+            if key in info:
+                values[key] = [str(item) for item in info[key] or ()]
+        if "boot_time" in info:
+            values["boot_time"] = None if info["boot_time"] is None else float(info["boot_time"])
+        self._update(client_id, **values)
+
+    def set_labels(self, client_id: str, labels: builtins.list[str]) -> None:
+        """Replace the client's labels (kept sorted and unique)."""
+        self._update(client_id, labels=sorted(set(labels)))
+
+    def list(self, limit: int = 100, offset: int = 0) -> builtins.list[ClientRecord]:
+        """A page of clients in enrollment order, so new clients never shift earlier pages."""
+        query = (
+            select(clients)
+            .order_by(clients.c.first_seen, clients.c.client_id)
+            .limit(limit)
+            .offset(offset)
+        )
+        with self._db.read() as conn:
+            return [_record(row) for row in conn.execute(query)]
+
+    def count(self) -> int:
+        """How many clients are enrolled."""
+        with self._db.read() as conn:
+            return int(conn.execute(select(func.count()).select_from(clients)).scalar_one())
+
+    def forget(self, client_id: str) -> None:
+        """Remove a client with its collections and tasks; it must enroll again to come back."""
+        with self._db.write() as conn:
+            conn.execute(delete(clients).where(clients.c.client_id == client_id))
+
+    def _update(self, client_id: str, **values: Any) -> None:
+        with self._db.write() as conn:
+            result = conn.execute(
+                update(clients).where(clients.c.client_id == client_id).values(**values)
+            )
+        if result.rowcount != 1:
+            raise NotFound(f"no client {client_id}")
+
+
+def _record(row: Row[Any]) -> ClientRecord:
+    data = row._asdict()
+    data["public_key"] = bytes(data["public_key"])
+    return ClientRecord(**data)

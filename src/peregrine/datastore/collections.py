@@ -1,0 +1,183 @@
+"""Collections (flows): what was asked of a client, its state, and statistics kept exact.
+
+The agent numbers each message of a flow (``seq`` 1, 2, 3, ...) and resends what the server has
+not acknowledged, so ``apply`` sees duplicates after every reconnect. It counts a message only
+when its ``seq`` is above the flow's ``last_seq``, in the same UPDATE that raises ``last_seq``:
+the check and the change are one atomic step, however many threads or processes race.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from sqlalchemy import Connection, Row, exists, func, select, update
+from sqlalchemy.exc import IntegrityError
+
+from .database import Database
+from .errors import Conflict, NotFound
+from .records import FINAL_STATES, FLOW_STATES, IN_FLIGHT_STATES, IN_PROGRESS, FlowRecord
+from .schema import clients, flows, tasks
+
+#: Record field -> column, where they differ.
+_COLUMNS = {
+    "rows": "row_count",
+    "bytes": "byte_count",
+    "uploads": "upload_count",
+    "logs": "log_count",
+}
+_FIELDS = {column: name for name, column in _COLUMNS.items()}
+
+
+class CollectionStore:
+    """Every collection, keyed by flow id."""
+
+    def __init__(self, db: Database) -> None:
+        self._db = db
+
+    def create(self, record: FlowRecord, *, task: bytes | None = None) -> None:
+        """Store a new collection and, given ``task``, its request for the client, atomically.
+
+        Storing both in one transaction means a collection can never exist without the task
+        that delivers it. Raises NotFound for an unknown client, Conflict for a used flow id.
+        """
+        values = {_COLUMNS.get(name, name): getattr(record, name) for name in _RECORD_FIELDS}
+        try:
+            with self._db.write() as conn:
+                _require_client(conn, record.client_id)
+                conn.execute(flows.insert().values(**values))
+                if task is not None:
+                    conn.execute(
+                        tasks.insert().values(
+                            flow_id=record.flow_id,
+                            client_id=record.client_id,
+                            payload=task,
+                            created=record.created,
+                        )
+                    )
+        except IntegrityError as exc:
+            raise Conflict(f"flow {record.flow_id} already exists") from exc
+
+    def get(self, flow_id: str) -> FlowRecord | None:
+        """The collection's record, or None."""
+        with self._db.read() as conn:
+            row = conn.execute(select(flows).where(flows.c.flow_id == flow_id)).first()
+        return None if row is None else _record(row)
+
+    def list_for_client(
+        self, client_id: str, limit: int = 100, offset: int = 0
+    ) -> list[FlowRecord]:
+        """A page of the client's collections, newest first."""
+        query = (
+            select(flows)
+            .where(flows.c.client_id == client_id)
+            .order_by(flows.c.created.desc(), flows.c.flow_id.desc())
+            .limit(limit)
+            .offset(offset)
+        )
+        with self._db.read() as conn:
+            return [_record(row) for row in conn.execute(query)]
+
+    def transition(self, flow_id: str, to_state: str, now: float, error: str | None = None) -> bool:
+        """Move a collection to ``to_state``; False if it is already in a final state.
+
+        Entering "In progress" stamps ``started`` (once); entering a final state stamps
+        ``finished``. Unresponsive is not final: a client that comes back can still finish.
+        """
+        if to_state not in FLOW_STATES:
+            raise ValueError(f"unknown collection state {to_state!r}; one of {FLOW_STATES}")
+        values: dict[str, Any] = {"state": to_state}
+        if error is not None:
+            values["error"] = error
+        if to_state == IN_PROGRESS:
+            values["started"] = func.coalesce(flows.c.started, now)
+            values["last_activity"] = now
+        if to_state in FINAL_STATES:
+            values["finished"] = now
+        statement = (
+            update(flows)
+            .where(flows.c.flow_id == flow_id, flows.c.state.not_in(FINAL_STATES))
+            .values(**values)
+        )
+        with self._db.write() as conn:
+            if conn.execute(statement).rowcount == 1:
+                return True
+            _require_flow(conn, flow_id)
+        return False
+
+    def apply(
+        self,
+        flow_id: str,
+        seq: int,
+        now: float,
+        *,
+        rows: int = 0,
+        bytes: int = 0,
+        logs: int = 0,
+        uploads: int = 0,
+        upload_bytes: int = 0,
+        source: tuple[str, dict[str, Any]] | None = None,
+    ) -> bool:
+        """Count agent message ``seq`` of the flow; False (and no change) for a duplicate.
+
+        Any ``seq`` above ``last_seq`` is accepted and becomes the new ``last_seq`` (the agent
+        sends in order, so a gap only means a message carried nothing to count). ``source``
+        is ``("Artifact/source", {"status": ..., "rows": ..., ...})``, merged into that
+        source's entry. Raises NotFound for an unknown flow.
+        """
+        statement = (
+            update(flows)
+            .where(flows.c.flow_id == flow_id, flows.c.last_seq < seq)
+            .values(
+                last_seq=seq,
+                last_activity=now,
+                row_count=flows.c.row_count + rows,
+                byte_count=flows.c.byte_count + bytes,
+                log_count=flows.c.log_count + logs,
+                upload_count=flows.c.upload_count + uploads,
+                upload_bytes=flows.c.upload_bytes + upload_bytes,
+            )
+        )
+        with self._db.write() as conn:
+            if conn.execute(statement).rowcount != 1:
+                _require_flow(conn, flow_id)
+                return False
+            if source is not None:
+                # The UPDATE above holds the row (PostgreSQL row lock, SQLite write lock) until
+                # commit, so this read-modify-write cannot interleave with another.
+                name, status = source
+                current = conn.execute(
+                    select(flows.c.sources).where(flows.c.flow_id == flow_id)
+                ).scalar_one()
+                current[name] = {**current.get(name, {}), **status}
+                conn.execute(
+                    update(flows).where(flows.c.flow_id == flow_id).values(sources=current)
+                )
+        return True
+
+    def in_flight(self) -> list[FlowRecord]:
+        """Collections not yet in a final state, oldest first, for the time-out monitor."""
+        query = (
+            select(flows)
+            .where(flows.c.state.in_(IN_FLIGHT_STATES))
+            .order_by(flows.c.created, flows.c.flow_id)
+        )
+        with self._db.read() as conn:
+            return [_record(row) for row in conn.execute(query)]
+
+
+_RECORD_FIELDS = tuple(FlowRecord.__dataclass_fields__)
+
+
+def _require_client(conn: Connection, client_id: str) -> None:
+    if not conn.execute(select(exists().where(clients.c.client_id == client_id))).scalar():
+        raise NotFound(f"no client {client_id}")
+
+
+def _require_flow(conn: Connection, flow_id: str) -> None:
+    if not conn.execute(select(exists().where(flows.c.flow_id == flow_id))).scalar():
+        raise NotFound(f"no flow {flow_id}")
+
+
+def _record(row: Row[Any]) -> FlowRecord:
+    data = {_FIELDS.get(key, key): value for key, value in row._asdict().items()}
+    return FlowRecord(**data)

@@ -1,0 +1,144 @@
+"""The tables, as SQLAlchemy Core metadata: what the code queries and what migrations must build.
+
+Portable types only, so one schema serves SQLite and PostgreSQL: timestamps are float epoch
+seconds (``Double``), JSON-shaped fields are JSON text. A test compares this metadata with the
+database the migrations build, so the two cannot drift apart.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from sqlalchemy import (
+    BigInteger,
+    CheckConstraint,
+    Column,
+    Dialect,
+    Double,
+    ForeignKey,
+    Index,
+    Integer,
+    LargeBinary,
+    MetaData,
+    String,
+    Table,
+    Text,
+)
+from sqlalchemy.types import TypeDecorator
+
+from .records import FLOW_STATES
+
+#: Deterministic constraint names, the same on both backends, so later migrations can name them.
+NAMING_CONVENTION = {
+    "ix": "ix_%(column_0_label)s",
+    "uq": "uq_%(table_name)s_%(column_0_name)s",
+    "ck": "ck_%(table_name)s_%(constraint_name)s",
+    "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+    "pk": "pk_%(table_name)s",
+}
+
+metadata = MetaData(naming_convention=NAMING_CONVENTION)
+
+#: SQLite only aliases the rowid (and so auto-increments) for a column typed exactly INTEGER.
+AutoId = BigInteger().with_variant(Integer(), "sqlite")
+
+
+class JSONText(TypeDecorator[Any]):
+    """JSON stored as text: the same on both backends and readable with any SQL client."""
+
+    impl = Text
+    cache_ok = True
+
+    def process_bind_param(self, value: Any, dialect: Dialect) -> str | None:
+        if value is None:
+            return None
+        return json.dumps(value, separators=(",", ":"), ensure_ascii=False)
+
+    def process_result_value(self, value: Any, dialect: Dialect) -> Any:
+        return None if value is None else json.loads(value)
+
+
+def _state_check() -> CheckConstraint:
+    states = ", ".join(f"'{state}'" for state in FLOW_STATES)
+    return CheckConstraint(f"state IN ({states})", name="state")
+
+
+clients = Table(
+    "clients",
+    metadata,
+    Column("client_id", String(64), primary_key=True),
+    Column("public_key", LargeBinary, nullable=False),
+    Column("first_seen", Double, nullable=False),
+    Column("last_seen", Double, nullable=False),
+    Column("last_address", Text),
+    Column("hostname", Text),
+    Column("fqdn", Text),
+    Column("os", Text),
+    Column("release", Text),
+    Column("kernel", Text),
+    Column("arch", Text),
+    Column("ip_addresses", JSONText, nullable=False),
+    Column("mac_addresses", JSONText, nullable=False),
+    Column("users", JSONText, nullable=False),
+    Column("agent_version", Text),
+    Column("boot_time", Double),
+    Column("labels", JSONText, nullable=False),
+    Column("interrogated", Double),
+    Index("ix_clients_first_seen", "first_seen", "client_id"),
+)
+
+flows = Table(
+    "flows",
+    metadata,
+    Column("flow_id", String(64), primary_key=True),
+    Column(
+        "client_id",
+        String(64),
+        ForeignKey("clients.client_id", ondelete="CASCADE"),
+        nullable=False,
+    ),
+    Column("artifacts", JSONText, nullable=False),
+    Column("request", JSONText, nullable=False),
+    Column("creator", Text, nullable=False),
+    Column("created", Double, nullable=False),
+    Column("started", Double),
+    Column("finished", Double),
+    Column("state", String(16), nullable=False),
+    Column("error", Text),
+    Column("row_count", BigInteger, nullable=False, server_default="0"),
+    Column("byte_count", BigInteger, nullable=False, server_default="0"),
+    Column("upload_count", BigInteger, nullable=False, server_default="0"),
+    Column("upload_bytes", BigInteger, nullable=False, server_default="0"),
+    Column("log_count", BigInteger, nullable=False, server_default="0"),
+    Column("last_seq", BigInteger, nullable=False, server_default="0"),
+    Column("last_activity", Double),
+    Column("sources", JSONText, nullable=False),
+    Column("timeout", Double),
+    Column("progress_timeout", Double),
+    _state_check(),
+    Index("ix_flows_client_created", "client_id", "created"),
+    Index("ix_flows_state", "state"),
+)
+
+tasks = Table(
+    "tasks",
+    metadata,
+    Column("task_id", AutoId, primary_key=True, autoincrement=True),
+    Column(
+        "flow_id",
+        String(64),
+        ForeignKey("flows.flow_id", ondelete="CASCADE"),
+        nullable=False,
+        unique=True,
+    ),
+    Column(
+        "client_id",
+        String(64),
+        ForeignKey("clients.client_id", ondelete="CASCADE"),
+        nullable=False,
+    ),
+    Column("payload", LargeBinary, nullable=False),
+    Column("created", Double, nullable=False),
+    Index("ix_tasks_client", "client_id", "task_id"),
+)

@@ -1,0 +1,66 @@
+"""The datastore: one object per database, with a small store per domain."""
+
+from __future__ import annotations
+
+from types import TracebackType
+
+from . import migrate
+from .clients import ClientStore
+from .collections import CollectionStore
+from .database import Database
+from .tasks import TaskStore
+
+
+class Datastore:
+    """Clients, collections and tasks in one database (SQLite or PostgreSQL).
+
+    Thread-safe: the server calls it from worker threads. Hunts, users and the audit log
+    will be further stores beside these.
+    """
+
+    def __init__(self, db: Database) -> None:
+        self._db = db
+        self.url = db.url
+        self.backend = db.backend
+        self.clients = ClientStore(db)
+        self.collections = CollectionStore(db)
+        self.tasks = TaskStore(db)
+
+    def revision(self) -> str | None:
+        """The schema revision the database is at."""
+        with self._db.read() as conn:
+            return migrate.current_revision(conn)
+
+    def close(self) -> None:
+        """Close every connection; the object is unusable afterwards."""
+        self._db.close()
+
+    def __enter__(self) -> Datastore:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        return f"<Datastore {self.url}>"
+
+
+def open_datastore(url: str) -> Datastore:
+    """Open the datastore at ``url`` and migrate its schema to the newest revision.
+
+    ``sqlite:///absolute/path.db`` (the file and its folder are created, owner-only),
+    ``sqlite://`` (in memory, for tests) or ``postgresql://user@host:port/database``.
+    """
+    db = Database(url)
+    try:
+        with db.write() as conn:
+            migrate.upgrade(conn)
+    except BaseException:
+        db.close()
+        raise
+    return Datastore(db)

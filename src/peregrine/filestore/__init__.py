@@ -1,0 +1,21 @@
+"""Durable storage of flow results, logs and uploads in a directory (see ``store.py``)."""
+
+from __future__ import annotations
+
+from .errors import StorageFull, UnknownUpload, UploadCorrupt
+from .names import CLIENT_ID_RE, FLOW_ID_RE, UPLOAD_ID_RE
+from .rowlog import INDEX_EVERY
+from .store import Filestore
+from .uploads import UploadRecord
+
+__all__ = [
+    "CLIENT_ID_RE",
+    "FLOW_ID_RE",
+    "INDEX_EVERY",
+    "UPLOAD_ID_RE",
+    "Filestore",
+    "StorageFull",
+    "UnknownUpload",
+    "UploadCorrupt",
+    "UploadRecord",
+]

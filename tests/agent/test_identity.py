@@ -1,0 +1,180 @@
+"""The agent identity: a real Ed25519 key in a real writeback file."""
+
+from __future__ import annotations
+
+import hashlib
+import re
+import stat
+import threading
+from pathlib import Path
+
+import pytest
+import yaml
+
+from peregrine.agent.identity import (
+    Identity,
+    IdentityError,
+    client_id_for,
+    is_client_id,
+    load_or_create,
+    reidentify,
+    update_writeback,
+    verify,
+)
+
+
+def mode(path: Path) -> int:
+    return stat.S_IMODE(path.stat().st_mode)
+
+
+def test_first_start_creates_an_owner_only_writeback(tmp_path: Path) -> None:
+    wb = tmp_path / "state" / "writeback.yaml"
+    identity = load_or_create(wb)
+    assert mode(wb) == 0o600
+    assert mode(wb.parent) == 0o700
+    data = yaml.safe_load(wb.read_text())
+    assert data["client_id"] == identity.client_id
+    assert "BEGIN PRIVATE KEY" in data["private_key"]
+    assert [p.name for p in wb.parent.iterdir()] == ["writeback.yaml"]  # no temp file left
+
+
+def test_reload_gives_the_same_identity(tmp_path: Path) -> None:
+    wb = tmp_path / "wb.yaml"
+    first = load_or_create(wb)
+    second = load_or_create(wb)
+    assert second.client_id == first.client_id
+    assert second.public_key_bytes == first.public_key_bytes
+
+
+def test_client_id_is_c_dot_16_hex_of_sha256_of_the_public_key(tmp_path: Path) -> None:
+    identity = load_or_create(tmp_path / "wb.yaml")
+    assert re.fullmatch(r"C\.[0-9a-f]{16}", identity.client_id)
+    assert len(identity.public_key_bytes) == 32
+    expected = "C." + hashlib.sha256(identity.public_key_bytes).hexdigest()[:16]
+    assert identity.client_id == expected == client_id_for(identity.public_key_bytes)
+    assert is_client_id(identity.client_id)
+    assert not is_client_id("C.XYZ")
+
+
+def test_client_id_for_known_key() -> None:
+    key = bytes(range(32))
+    assert client_id_for(key) == "C." + hashlib.sha256(key).hexdigest()[:16]
+    with pytest.raises(ValueError, match="32 bytes"):
+        client_id_for(b"short")
+
+
+def test_sign_and_verify(tmp_path: Path) -> None:
+    identity = load_or_create(tmp_path / "wb.yaml")
+    nonce = b"challenge-nonce" + identity.client_id.encode()
+    signature = identity.sign(nonce)
+    assert verify(identity.public_key_bytes, signature, nonce)
+
+
+def test_tampered_signature_or_data_fails(tmp_path: Path) -> None:
+    identity = load_or_create(tmp_path / "wb.yaml")
+    signature = identity.sign(b"nonce")
+    tampered = bytes([signature[0] ^ 1]) + signature[1:]
+    assert not verify(identity.public_key_bytes, tampered, b"nonce")
+    assert not verify(identity.public_key_bytes, signature, b"nonce2")
+    other = Identity.generate()
+    assert not verify(other.public_key_bytes, signature, b"nonce")
+    assert not verify(b"not a key", signature, b"nonce")
+    assert not verify(identity.public_key_bytes, b"short", b"nonce")
+
+
+@pytest.mark.parametrize(
+    ("content", "problem"),
+    [
+        ("client_id: [unclosed\n", "not valid YAML"),
+        ("- a list\n", "expected a mapping"),
+        ("client_id: C.0000000000000000\n", "private_key is missing"),
+        ("private_key: 'not a pem'\n", "private_key cannot be read"),
+    ],
+)
+def test_corrupt_writeback_is_a_clear_error_and_left_alone(
+    tmp_path: Path, content: str, problem: str
+) -> None:
+    wb = tmp_path / "wb.yaml"
+    wb.write_text(content)
+    with pytest.raises(IdentityError) as info:
+        load_or_create(wb)
+    message = str(info.value)
+    assert str(wb) in message
+    assert problem in message
+    assert "move it away" in message  # says what to do
+    assert wb.read_text() == content  # never silently replaced
+
+
+def test_writeback_whose_id_does_not_match_its_key(tmp_path: Path) -> None:
+    wb = tmp_path / "wb.yaml"
+    load_or_create(wb)
+    data = yaml.safe_load(wb.read_text())
+    data["client_id"] = "C.0123456789abcdef"
+    wb.write_text(yaml.safe_dump(data))
+    with pytest.raises(IdentityError, match="does not match the key"):
+        load_or_create(wb)
+
+
+def test_binary_garbage_writeback(tmp_path: Path) -> None:
+    wb = tmp_path / "wb.yaml"
+    wb.write_bytes(b"\xff\xfe\x00garbage")
+    with pytest.raises(IdentityError, match="unusable"):
+        load_or_create(wb)
+
+
+def test_loose_permissions_are_tightened(tmp_path: Path) -> None:
+    wb = tmp_path / "wb.yaml"
+    first = load_or_create(wb)
+    wb.chmod(0o644)
+    assert load_or_create(wb).client_id == first.client_id
+    assert mode(wb) == 0o600
+
+
+def test_reidentify_gives_a_new_id_and_keeps_the_old_file(tmp_path: Path) -> None:
+    wb = tmp_path / "wb.yaml"
+    old = load_or_create(wb)
+    old_text = wb.read_text()
+    new = reidentify(wb)
+    assert new.client_id != old.client_id
+    assert load_or_create(wb).client_id == new.client_id
+    (kept,) = tmp_path.glob("wb.yaml.old-*")
+    assert kept.read_text() == old_text
+    assert re.fullmatch(r"wb\.yaml\.old-\d{8}T\d{6}Z", kept.name)
+    # twice in the same second: both old files survive
+    newer = reidentify(wb)
+    assert newer.client_id not in (old.client_id, new.client_id)
+    assert len(list(tmp_path.glob("wb.yaml.old-*"))) == 2
+
+
+def test_update_writeback_keeps_the_identity(tmp_path: Path) -> None:
+    wb = tmp_path / "wb.yaml"
+    identity = load_or_create(wb)
+    update_writeback(wb, enrolled=True, seen_hunts=["H.1"])
+    assert load_or_create(wb).client_id == identity.client_id
+    assert yaml.safe_load(wb.read_text())["seen_hunts"] == ["H.1"]
+    assert mode(wb) == 0o600
+    with pytest.raises(ValueError, match="identity"):
+        update_writeback(wb, client_id="C.0000000000000000")
+
+
+def test_identity_repr_does_not_show_the_key(tmp_path: Path) -> None:
+    identity = load_or_create(tmp_path / "wb.yaml")
+    assert "private_key" not in repr(identity)
+
+
+def test_simultaneous_first_starts_agree_on_one_identity(tmp_path: Path) -> None:
+    wb = tmp_path / "wb.yaml"
+    barrier = threading.Barrier(8)
+    ids: list[str] = []
+
+    def start() -> None:
+        barrier.wait()
+        ids.append(load_or_create(wb).client_id)
+
+    threads = [threading.Thread(target=start) for _ in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(30)
+    assert len(ids) == 8
+    assert set(ids) == {load_or_create(wb).client_id}

@@ -1,0 +1,130 @@
+"""Clients: enrollment keyed to one public key, contact times, interrogation results."""
+
+from __future__ import annotations
+
+import threading
+
+import pytest
+
+from peregrine.datastore import Datastore, FlowRecord, KeyMismatch, NotFound
+
+CLIENT = "C.00000000000000aa"
+KEY = bytes(range(32))
+
+INFO = {
+    "hostname": "web1",
+    "fqdn": "web1.example.org",
+    "os": "linux",
+    "release": "Debian GNU/Linux 12",
+    "kernel": "6.1.0-18-amd64",
+    "arch": "x86_64",
+    "ip_addresses": ["192.0.2.10", "2001:db8::10", "127.0.0.1"],
+    "mac_addresses": ["02:00:00:00:00:01"],
+    "users": ["root", "alice", "bob"],
+    "agent_version": "0.1.0",
+    "boot_time": 1700000000.5,
+    "unknown_key": "ignored",
+}
+
+
+def test_enroll_is_new_once_then_known(datastore: Datastore) -> None:
+    assert datastore.clients.enroll(CLIENT, KEY, 10.0) is True
+    assert datastore.clients.enroll(CLIENT, KEY, 20.0) is False
+    record = datastore.clients.get(CLIENT)
+    assert record is not None
+    assert record.public_key == KEY
+    assert record.first_seen == record.last_seen == 10.0
+
+
+def test_enroll_with_another_key_raises_and_keeps_the_first(datastore: Datastore) -> None:
+    datastore.clients.enroll(CLIENT, KEY, 10.0)
+    with pytest.raises(KeyMismatch):
+        datastore.clients.enroll(CLIENT, b"another key", 11.0)
+    record = datastore.clients.get(CLIENT)
+    assert record is not None and record.public_key == KEY
+
+
+def test_concurrent_enrollment_is_new_exactly_once(datastore: Datastore) -> None:
+    barrier = threading.Barrier(8)
+    results: list[bool] = []
+
+    def enroll() -> None:
+        barrier.wait()
+        results.append(datastore.clients.enroll(CLIENT, KEY, 1.0))
+
+    threads = [threading.Thread(target=enroll) for _ in range(8)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert sorted(results) == [False] * 7 + [True]
+
+
+def test_get_unknown_client_is_none(datastore: Datastore) -> None:
+    assert datastore.clients.get("C.ffffffffffffffff") is None
+
+
+def test_seen_moves_last_seen_only(datastore: Datastore) -> None:
+    datastore.clients.enroll(CLIENT, KEY, 10.0)
+    datastore.clients.seen(CLIENT, 25.5, "192.0.2.7:51234")
+    record = datastore.clients.get(CLIENT)
+    assert record is not None
+    assert (record.first_seen, record.last_seen) == (10.0, 25.5)
+    assert record.last_address == "192.0.2.7:51234"
+
+
+def test_set_info_round_trips_every_field(datastore: Datastore) -> None:
+    datastore.clients.enroll(CLIENT, KEY, 10.0)
+    datastore.clients.set_info(CLIENT, INFO, 30.0)
+    record = datastore.clients.get(CLIENT)
+    assert record is not None
+    for key, value in INFO.items():
+        if key != "unknown_key":
+            assert getattr(record, key) == value, key
+    assert record.interrogated == 30.0
+    assert record.last_seen == 10.0
+
+
+def test_set_info_keeps_fields_it_is_not_given(datastore: Datastore) -> None:
+    datastore.clients.enroll(CLIENT, KEY, 10.0)
+    datastore.clients.set_info(CLIENT, INFO, 30.0)
+    datastore.clients.set_info(CLIENT, {"hostname": "web2", "users": []}, 40.0)
+    record = datastore.clients.get(CLIENT)
+    assert record is not None
+    assert (record.hostname, record.users, record.fqdn) == ("web2", [], "web1.example.org")
+    assert record.ip_addresses == INFO["ip_addresses"]
+
+
+def test_labels_are_sorted_and_unique(datastore: Datastore) -> None:
+    datastore.clients.enroll(CLIENT, KEY, 10.0)
+    datastore.clients.set_labels(CLIENT, ["web", "dmz", "web"])
+    record = datastore.clients.get(CLIENT)
+    assert record is not None and record.labels == ["dmz", "web"]
+
+
+def test_updating_an_unknown_client_raises(datastore: Datastore) -> None:
+    with pytest.raises(NotFound):
+        datastore.clients.seen(CLIENT, 1.0, None)
+    with pytest.raises(NotFound):
+        datastore.clients.set_info(CLIENT, INFO, 1.0)
+
+
+def test_list_pages_in_enrollment_order(datastore: Datastore) -> None:
+    ids = [f"C.{n:016x}" for n in range(7)]
+    for n, client_id in enumerate(reversed(ids)):
+        datastore.clients.enroll(client_id, client_id.encode(), float(n))
+    expected = list(reversed(ids))
+    assert datastore.clients.count() == 7
+    assert [c.client_id for c in datastore.clients.list()] == expected
+    assert [c.client_id for c in datastore.clients.list(limit=3, offset=3)] == expected[3:6]
+    assert datastore.clients.list(limit=5, offset=7) == []
+
+
+def test_forget_removes_the_client_with_its_flows_and_tasks(datastore: Datastore) -> None:
+    datastore.clients.enroll(CLIENT, KEY, 10.0)
+    flow = FlowRecord("F.0000000000000001", CLIENT, [], {}, "alice", 11.0)
+    datastore.collections.create(flow, task=b"request")
+    datastore.clients.forget(CLIENT)
+    assert datastore.clients.get(CLIENT) is None
+    assert datastore.collections.get(flow.flow_id) is None
+    assert datastore.tasks.pending(CLIENT) == []

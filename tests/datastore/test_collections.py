@@ -1,0 +1,239 @@
+"""Collections: records, state rules, and statistics that stay exact under duplicates and races."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable
+
+import pytest
+
+from peregrine.datastore import (
+    CANCELLED,
+    ERROR,
+    FINISHED,
+    IN_PROGRESS,
+    SCHEDULED,
+    UNRESPONSIVE,
+    Conflict,
+    Datastore,
+    FlowRecord,
+    NotFound,
+)
+
+CLIENT = "C.00000000000000aa"
+FLOW = "F.0000000000000001"
+ARTIFACTS = [
+    {"name": "Linux.Sys.Users", "parameters": {}},
+    {"name": "Generic.Files.Glob", "parameters": {"Glob": "/etc/**/*.conf", "Depth": 3}},
+]
+REQUEST = {"max_rows": 1_000_000, "max_bytes": 1 << 30, "cpu_limit": 50.0, "urgent": False}
+
+
+@pytest.fixture
+def store(datastore: Datastore) -> Datastore:
+    datastore.clients.enroll(CLIENT, b"key", 1.0)
+    return datastore
+
+
+def flow(flow_id: str = FLOW, created: float = 100.0, client_id: str = CLIENT) -> FlowRecord:
+    return FlowRecord(
+        flow_id=flow_id,
+        client_id=client_id,
+        artifacts=ARTIFACTS,
+        request=REQUEST,
+        creator="alice",
+        created=created,
+        timeout=600.0,
+        progress_timeout=120.0,
+    )
+
+
+def run_together(count: int, work: Callable[[], None]) -> None:
+    """Start ``count`` threads at one barrier so their calls really overlap."""
+    barrier = threading.Barrier(count)
+    errors: list[BaseException] = []
+
+    def run() -> None:
+        barrier.wait()
+        try:
+            work()
+        except BaseException as exc:
+            errors.append(exc)
+
+    threads = [threading.Thread(target=run) for _ in range(count)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert errors == []
+
+
+def test_create_and_get_round_trip(store: Datastore) -> None:
+    store.collections.create(flow())
+    assert store.collections.get(FLOW) == flow()
+    assert store.collections.get("F.ffffffffffffffff") is None
+
+
+def test_create_needs_a_known_client_and_a_new_id(store: Datastore) -> None:
+    with pytest.raises(NotFound):
+        store.collections.create(flow(client_id="C.ffffffffffffffff"))
+    store.collections.create(flow())
+    with pytest.raises(Conflict):
+        store.collections.create(flow(created=200.0))
+    assert store.collections.get(FLOW) == flow()
+
+
+def test_create_with_a_task_queues_it_in_the_same_step(store: Datastore) -> None:
+    store.collections.create(flow(), task=b"\x00request\xff")
+    assert store.tasks.pending(CLIENT) == [(FLOW, b"\x00request\xff")]
+
+
+def test_list_for_client_is_newest_first_and_paged(store: Datastore) -> None:
+    store.clients.enroll("C.00000000000000bb", b"other", 1.0)
+    for n in range(5):
+        store.collections.create(flow(f"F.{n:016x}", created=100.0 + n))
+    store.collections.create(
+        flow("F.00000000000000ff", created=500.0, client_id="C.00000000000000bb")
+    )
+    newest_first = [f"F.{n:016x}" for n in reversed(range(5))]
+    assert [f.flow_id for f in store.collections.list_for_client(CLIENT)] == newest_first
+    page = store.collections.list_for_client(CLIENT, limit=2, offset=2)
+    assert [f.flow_id for f in page] == newest_first[2:4]
+
+
+def test_in_progress_stamps_started_once(store: Datastore) -> None:
+    store.collections.create(flow())
+    assert store.collections.transition(FLOW, IN_PROGRESS, 110.0)
+    assert store.collections.transition(FLOW, UNRESPONSIVE, 300.0)
+    assert store.collections.transition(FLOW, IN_PROGRESS, 310.0)
+    record = store.collections.get(FLOW)
+    assert record is not None
+    assert (record.state, record.started, record.finished) == (IN_PROGRESS, 110.0, None)
+    assert record.last_activity == 310.0
+
+
+def test_final_state_stamps_finished_and_is_never_left(store: Datastore) -> None:
+    store.collections.create(flow())
+    store.collections.transition(FLOW, IN_PROGRESS, 110.0)
+    assert store.collections.transition(FLOW, ERROR, 150.0, error="disk full")
+    for state in (SCHEDULED, IN_PROGRESS, UNRESPONSIVE, FINISHED, CANCELLED, ERROR):
+        assert store.collections.transition(FLOW, state, 200.0, error="late") is False
+    record = store.collections.get(FLOW)
+    assert record is not None
+    assert (record.state, record.error, record.finished) == (ERROR, "disk full", 150.0)
+    assert record.duration == 40.0
+
+
+def test_unresponsive_can_still_finish(store: Datastore) -> None:
+    store.collections.create(flow())
+    store.collections.transition(FLOW, UNRESPONSIVE, 700.0)
+    assert store.collections.transition(FLOW, FINISHED, 800.0)
+    record = store.collections.get(FLOW)
+    assert record is not None and (record.state, record.finished) == (FINISHED, 800.0)
+
+
+def test_transition_rejects_unknown_states_and_flows(store: Datastore) -> None:
+    store.collections.create(flow())
+    with pytest.raises(ValueError, match="unknown collection state"):
+        store.collections.transition(FLOW, "Done", 1.0)
+    with pytest.raises(NotFound):
+        store.collections.transition("F.ffffffffffffffff", FINISHED, 1.0)
+
+
+def test_apply_counts_each_seq_once(store: Datastore) -> None:
+    store.collections.create(flow())
+    apply = store.collections.apply
+    assert apply(FLOW, 1, 120.0, rows=10, bytes=1000)
+    assert apply(FLOW, 2, 121.0, logs=3)
+    assert not apply(FLOW, 2, 122.0, logs=3)  # resent after a reconnect
+    assert not apply(FLOW, 1, 123.0, rows=10, bytes=1000)
+    assert apply(FLOW, 3, 124.0, uploads=1, upload_bytes=4096)
+    assert apply(FLOW, 5, 125.0, rows=5, bytes=50)  # a gap is accepted
+    assert not apply(FLOW, 4, 126.0, rows=99)
+    record = store.collections.get(FLOW)
+    assert record is not None
+    counters = (record.rows, record.bytes, record.logs, record.uploads, record.upload_bytes)
+    assert counters == (15, 1050, 3, 1, 4096)
+    assert (record.last_seq, record.last_activity) == (5, 125.0)
+
+
+def test_apply_merges_source_status(store: Datastore) -> None:
+    store.collections.create(flow())
+    source = "Linux.Sys.Users/users"
+    store.collections.apply(FLOW, 1, 1.0, rows=4, source=(source, {"status": "running"}))
+    done = {"status": "finished", "rows": 4, "error": None, "elapsed": 0.25}
+    store.collections.apply(FLOW, 2, 2.0, source=(source, done))
+    store.collections.apply(FLOW, 2, 3.0, source=(source, {"status": "duplicate"}))
+    store.collections.apply(FLOW, 3, 4.0, source=("Other/x", {"status": "skipped"}))
+    record = store.collections.get(FLOW)
+    assert record is not None
+    assert record.sources == {source: done, "Other/x": {"status": "skipped"}}
+
+
+def test_apply_to_an_unknown_flow_raises(store: Datastore) -> None:
+    with pytest.raises(NotFound):
+        store.collections.apply("F.ffffffffffffffff", 1, 1.0, rows=1)
+
+
+def test_concurrent_duplicates_count_once(store: Datastore) -> None:
+    store.collections.create(flow())
+    results: list[bool] = []
+    run_together(8, lambda: results.append(store.collections.apply(FLOW, 1, 1.0, rows=7)))
+    assert sorted(results) == [False] * 7 + [True]
+    record = store.collections.get(FLOW)
+    assert record is not None and (record.rows, record.last_seq) == (7, 1)
+
+
+def test_concurrent_resent_streams_stay_exact(store: Datastore) -> None:
+    """Eight threads replay the same 25-message stream: every message is counted exactly once."""
+    store.collections.create(flow())
+    accepted: list[int] = []
+
+    def replay() -> None:
+        for seq in range(1, 26):
+            if store.collections.apply(FLOW, seq, float(seq), rows=seq, logs=1):
+                accepted.append(seq)
+
+    run_together(8, replay)
+    assert sorted(accepted) == list(range(1, 26))
+    record = store.collections.get(FLOW)
+    assert record is not None
+    assert (record.rows, record.logs, record.last_seq) == (sum(range(1, 26)), 25, 25)
+
+
+def test_in_flight_lists_only_unfinished_collections(store: Datastore) -> None:
+    states = [SCHEDULED, IN_PROGRESS, UNRESPONSIVE, FINISHED, ERROR, CANCELLED]
+    for n, state in enumerate(states):
+        store.collections.create(flow(f"F.{n:016x}", created=float(n)))
+        if state != SCHEDULED:
+            store.collections.transition(f"F.{n:016x}", state, 10.0)
+    in_flight = store.collections.in_flight()
+    assert [f.state for f in in_flight] == [SCHEDULED, IN_PROGRESS, UNRESPONSIVE]
+
+
+def test_reads_do_not_wait_for_a_writer(store: Datastore) -> None:
+    """A long write transaction (held open here) must not stall reads on either backend."""
+    store.collections.create(flow())
+    holding = threading.Event()
+    release = threading.Event()
+
+    def hold_write() -> None:
+        with store._db.write() as conn:  # the same path every store write takes
+            conn.exec_driver_sql("UPDATE flows SET creator = 'writer'")
+            holding.set()
+            release.wait(10)
+
+    writer = threading.Thread(target=hold_write)
+    writer.start()
+    try:
+        assert holding.wait(10)
+        began = time.monotonic()
+        record = store.collections.get(FLOW)
+        assert time.monotonic() - began < 1.0
+        assert record is not None and record.creator == "alice"  # not the uncommitted write
+    finally:
+        release.set()
+        writer.join()
+    record = store.collections.get(FLOW)
+    assert record is not None and record.creator == "writer"

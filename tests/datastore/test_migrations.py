@@ -1,0 +1,49 @@
+"""Migrations build the schema on an empty database, match the models, and re-run as no-ops."""
+
+from __future__ import annotations
+
+from alembic.autogenerate import compare_metadata
+from alembic.runtime.migration import MigrationContext
+from sqlalchemy import create_engine, inspect
+
+from peregrine.datastore import open_datastore
+from peregrine.datastore.database import parse_url
+from peregrine.datastore.migrate import head_revision
+from peregrine.datastore.schema import metadata
+
+
+def test_head_is_the_initial_revision_until_a_second_one_exists() -> None:
+    assert head_revision() == "0001"
+
+
+def test_open_builds_the_schema_on_an_empty_database(datastore_url: str) -> None:
+    engine = create_engine(parse_url(datastore_url))
+    try:
+        assert inspect(engine).get_table_names() == []
+        with open_datastore(datastore_url) as store:
+            assert store.revision() == head_revision()
+        tables = set(inspect(engine).get_table_names())
+        assert tables == {"alembic_version", "clients", "flows", "tasks"}
+        indexes = {index["name"] for index in inspect(engine).get_indexes("flows")}
+        assert {"ix_flows_client_created", "ix_flows_state"} <= indexes
+    finally:
+        engine.dispose()
+
+
+def test_second_open_keeps_data_and_revision(datastore_url: str) -> None:
+    with open_datastore(datastore_url) as store:
+        store.clients.enroll("C.0000000000000001", b"key", 1.0)
+    with open_datastore(datastore_url) as store:
+        assert store.revision() == head_revision()
+        assert store.clients.count() == 1
+
+
+def test_migrated_schema_matches_the_models(datastore_url: str) -> None:
+    open_datastore(datastore_url).close()
+    engine = create_engine(parse_url(datastore_url))
+    try:
+        with engine.connect() as conn:
+            context = MigrationContext.configure(conn, opts={"compare_type": True})
+            assert compare_metadata(context, metadata) == []
+    finally:
+        engine.dispose()

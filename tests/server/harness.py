@@ -1,0 +1,143 @@
+"""Real servers and agents for tests: throw-away deployments on free loopback ports.
+
+In-process: ``running_server`` / ``running_agent`` (async context managers) for behaviour.
+Out of process: ``ServerProcess`` / ``AgentProcess`` (``python -m peregrine ...``) for the
+kill -9 tests. Both use real TLS with a deployment CA made for the test.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import msgspec
+
+from peregrine.agent.agent import Agent
+from peregrine.config import ClientConfig, GeneratedConfig, generate, write_client_config
+from peregrine.server.app import Server
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def make_deployment(directory: Path) -> GeneratedConfig:
+    port = free_port()
+    return generate(directory, [f"wss://127.0.0.1:{port}/agent"], port=port, force=True)
+
+
+def agent_config(deployment: GeneratedConfig, home: Path, **changes: object) -> ClientConfig:
+    """A client config whose identity and spool live in ``home`` (one per simulated host)."""
+    return msgspec.structs.replace(
+        deployment.client,
+        writeback_path=str(home / "writeback.yaml"),
+        spool_dir=str(home / "spool"),
+        poll_min=0.2,
+        poll_max=1.0,
+        **changes,
+    )
+
+
+@contextlib.asynccontextmanager
+async def running_server(deployment: GeneratedConfig) -> AsyncIterator[Server]:
+    server = Server(deployment.server)
+    await server.start()
+    try:
+        yield server
+    finally:
+        await server.stop()
+
+
+@contextlib.asynccontextmanager
+async def running_agent(
+    config: ClientConfig, connect_timeout: float = 20.0
+) -> AsyncIterator[Agent]:
+    agent = Agent(config)
+    stop = asyncio.Event()
+    task = asyncio.create_task(agent.run(stop))
+    try:
+        await asyncio.wait_for(agent.connected.wait(), connect_timeout)
+        yield agent
+    finally:
+        stop.set()
+        await asyncio.wait_for(task, 20)
+        agent.close()
+
+
+async def wait_until(check, timeout: float = 30.0, interval: float = 0.1):  # type: ignore[no-untyped-def]
+    """Poll ``check()`` (sync or async) until it returns something truthy."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = check()
+        if asyncio.iscoroutine(value):
+            value = await value
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"condition not met within {timeout} s")
+        await asyncio.sleep(interval)
+
+
+class Process:
+    """A ``python -m peregrine`` child that a test can kill -9 and start again."""
+
+    def __init__(self, args: list[str], log: Path) -> None:
+        self.args = args
+        self.log = log
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> None:
+        out = open(self.log, "ab")  # noqa: SIM115 (the child keeps it)
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "peregrine", *self.args],
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            env={**os.environ, "PYTHONUNBUFFERED": "1"},
+            start_new_session=True,
+        )
+        out.close()
+
+    def kill(self) -> None:
+        """kill -9, of the whole process group (query workers too)."""
+        assert self.proc is not None
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(self.proc.pid, signal.SIGKILL)
+        self.proc.wait()
+
+    def stop(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(15)
+            except subprocess.TimeoutExpired:
+                self.kill()
+
+    def output(self) -> str:
+        return self.log.read_text(errors="replace")
+
+
+def server_process(deployment: GeneratedConfig, log: Path) -> Process:
+    return Process(
+        ["server", "--config", str(deployment.server_config_path), "--no-local-agent"], log
+    )
+
+
+def agent_process(config: ClientConfig, path: Path, log: Path) -> Process:
+    write_client_config(config, path)
+    return Process(["agent", "--config", str(path)], log)
+
+
+def port_open(port: int) -> bool:
+    with socket.socket() as s:
+        s.settimeout(0.2)
+        return s.connect_ex(("127.0.0.1", port)) == 0
