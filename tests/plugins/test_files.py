@@ -481,3 +481,7 @@ def test_hashes_are_not_in_select_star_but_can_be_named(query: Query, tmp_path: 
     assert "sha256" not in row and "md5" not in row
     [named] = query("SELECT *, sha256 FROM glob(?)", [f"{tmp_path}/f"])
     assert named["sha256"] == "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"
+
+
+def test_an_empty_json_list_of_patterns_finds_nothing(query: Query) -> None:
+    assert query("SELECT path FROM glob('[]')") == []

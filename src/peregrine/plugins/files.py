@@ -565,6 +565,8 @@ def _patterns_argument(pattern: Any) -> list[str]:
             raise PluginError("glob", f"pattern looks like a JSON array but is not: {exc}") from exc
         if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
             raise PluginError("glob", "a JSON pattern must be an array of strings")
+        if not value:
+            return []  # an empty list (e.g. an artifact's list parameter left empty) finds nothing
         patterns = value
     else:
         patterns = [text]
