@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 from pathlib import Path
 
@@ -202,5 +203,34 @@ def test_uploads_arrive_verified_under_a_safe_name(deployment, tmp_path: Path) -
                 await wait_until(lambda: not agent.spool.incomplete_uploads())
         finally:
             await server.stop()
+
+    asyncio.run(scenario())
+
+
+def test_several_agents_at_once(deployment, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    """Five endpoints connected together, each collecting a real artifact in parallel."""
+
+    async def scenario() -> None:
+        async with running_server(deployment) as server:
+            async with contextlib.AsyncExitStack() as stack:
+                agents = [
+                    await stack.enter_async_context(
+                        running_agent(agent_config(deployment, tmp_path / f"host{i}"))
+                    )
+                    for i in range(5)
+                ]
+                ids = {a.client_id for a in agents}
+                assert len(ids) == 5
+                await wait_until(lambda: ids <= set(server.connections.client_ids()))
+                flows = [
+                    await server.collect(a.client_id, [("Linux.Sys.Users", {})], "t")
+                    for a in agents
+                ]
+                done = await asyncio.gather(
+                    *(server.wait_for_flow(f.flow_id, ["Finished", "Error"], 60) for f in flows)
+                )
+                assert [d.state for d in done] == ["Finished"] * 5
+                assert len({d.rows for d in done}) == 1  # the same machine: the same users
+                assert {d.client_id for d in done} == ids
 
     asyncio.run(scenario())
