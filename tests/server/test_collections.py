@@ -88,7 +88,7 @@ def test_results_stream_into_storage_with_statistics(deployment, tmp_path: Path)
                 ]
                 logs = fs.read_logs(agent.client_id, flow.flow_id, 0, 100)
                 assert any("regex_extract" in entry["message"] for entry in logs)
-                assert agent.spool.size == 0  # everything acknowledged
+                await wait_until(lambda: agent.spool.size == 0)  # everything acknowledged
         finally:
             await server.stop()
 

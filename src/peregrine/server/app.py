@@ -29,6 +29,8 @@ from peregrine.protocol.messages import MAX_MESSAGE_BYTES
 from peregrine.server.collections import CollectionService, Limits
 from peregrine.server.connections import ConnectionRegistry
 from peregrine.server.events import ServerEvents
+from peregrine.server.hunt_results import HuntResults
+from peregrine.server.hunts import HuntManager
 from peregrine.server.ingest import Ingestor
 from peregrine.server.monitor import FlowMonitor
 from peregrine.server.session import AgentSession
@@ -58,8 +60,11 @@ class Server:
         )
         self.ingestor = Ingestor(self.datastore, self.filestore)
         self.monitor = FlowMonitor(self)
+        self.hunts = HuntManager(self)
+        self.hunt_results = HuntResults(self.datastore, self.filestore)
         self._listener: WebSocketServer | None = None
         self._monitor_task: asyncio.Task[None] | None = None
+        self._hunt_task: asyncio.Task[None] | None = None
         self.port: int | None = None
 
     # -- lifecycle ----------------------------------------------------------------------------
@@ -80,6 +85,8 @@ class Server:
         sockets = list(self._listener.sockets)
         self.port = sockets[0].getsockname()[1] if sockets else self.config.port
         self._monitor_task = asyncio.create_task(self.monitor.run())
+        await self.hunts.load()
+        self._hunt_task = asyncio.create_task(self.hunts.run(load=False))
         log.info("listening for agents on %s:%s", self.config.bind_address, self.port)
 
     async def stop(self) -> None:
@@ -88,10 +95,12 @@ class Server:
         await self.connections.shutdown()
         if self._listener is not None:
             await self._listener.wait_closed()
-        if self._monitor_task is not None:
-            self._monitor_task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._monitor_task
+        for task in (self._monitor_task, self._hunt_task):
+            if task is not None:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
+        await self.hunts.close()
         self.datastore.close()
 
     async def serve_forever(self) -> None:
@@ -151,14 +160,41 @@ class Server:
         record = await asyncio.to_thread(self.datastore.collections.get, flow_id)
         if record is None or record.creator != INTERROGATOR or record.state != "Finished":
             return
-        await asyncio.to_thread(self._apply_interrogation, client_id, flow_id)
+        info = await asyncio.to_thread(self._apply_interrogation, client_id, flow_id)
         self.events.flow_changed(flow_id)
+        if info is not None:
+            # The OS is known now: hunts that target it may apply to this client.
+            await self.hunts.client_changed(client_id, os=info["os"], hostname=info["hostname"])
 
-    def _apply_interrogation(self, client_id: str, flow_id: str) -> None:
+    async def client_connected(self, client_id: str, seen_hunts: Iterable[str] = ()) -> None:
+        """A client checked in: it gets every running hunt it matches and has not had."""
+        if client_id not in self.hunts.index.clients:
+            record = await asyncio.to_thread(self.datastore.clients.get, client_id)
+            if record is not None:
+                self.hunts.index.update(client_id, record.labels, record.os, record.hostname)
+        await self.hunts.client_checked_in(client_id, seen_hunts)
+
+    async def label(
+        self, client_id: str, add: Iterable[str] = (), remove: Iterable[str] = ()
+    ) -> list[str]:
+        """Change a client's labels; a hunt that now matches it is scheduled on it."""
+        labels: list[str] = []
+        if add:
+            labels = await asyncio.to_thread(
+                self.datastore.clients.add_labels, client_id, list(add)
+            )
+        if remove:
+            labels = await asyncio.to_thread(
+                self.datastore.clients.remove_labels, client_id, list(remove)
+            )
+        await self.hunts.client_changed(client_id, labels=labels)
+        return labels
+
+    def _apply_interrogation(self, client_id: str, flow_id: str) -> dict[str, Any] | None:
         host = self.filestore.read_rows(client_id, flow_id, INTERROGATION, "host", 0, 1)
         users = self.filestore.read_rows(client_id, flow_id, INTERROGATION, "users", 0, 10_000)
         if not host:
-            return
+            return None
         facts = dict(host[0])
         info = {
             "hostname": facts.get("hostname"),
@@ -174,6 +210,7 @@ class Server:
             "boot_time": facts.get("boot_time"),
         }
         self.datastore.clients.set_info(client_id, info, time.time())
+        return info
 
 
 def _json_list(value: Any) -> list[str]:

@@ -29,6 +29,7 @@ class ConnectionRegistry:
     def __init__(self) -> None:
         self._connections: dict[str, Connection] = {}
         self._tasks: set[asyncio.Task[None]] = set()
+        self._claims: dict[str, asyncio.Lock] = {}
         self.accepting = True
 
     def __len__(self) -> int:
@@ -40,12 +41,20 @@ class ConnectionRegistry:
     def get(self, client_id: str) -> Connection | None:
         return self._connections.get(client_id)
 
+    def claim(self, client_id: str) -> asyncio.Lock:
+        """Held while a connection checks for a duplicate of ``client_id`` and registers, so
+        two connections with one id cannot both find the other absent."""
+        return self._claims.setdefault(client_id, asyncio.Lock())
+
     def add(self, connection: Connection) -> None:
         self._connections[connection.client_id] = connection
 
     def remove(self, connection: Connection) -> None:
         if self._connections.get(connection.client_id) is connection:
             del self._connections[connection.client_id]
+            lock = self._claims.get(connection.client_id)
+            if lock is not None and not lock.locked():
+                del self._claims[connection.client_id]
 
     def client_ids(self) -> list[str]:
         return list(self._connections)

@@ -71,6 +71,16 @@ class Ingestor:
         self.check_owner(client_id, message.flow_id)
         flow_id, seq, now = message.flow_id, message.seq, time.time()
         collections = self.datastore.collections
+        record = collections.get(flow_id)
+        if record is not None and seq > record.last_seq + 1:
+            # An earlier message was refused (the filestore was full): storing this one would
+            # raise last_seq past it, so its resend would be dropped as a duplicate and the
+            # ack would free it from the agent's spool. Not stored, not acknowledged: the agent
+            # sends everything again, in order, after its pause or reconnect.
+            log.debug(
+                "flow %s: seq %d out of order (stored up to %d)", flow_id, seq, record.last_seq
+            )
+            return Outcome()
         outcome = Outcome(ack=seq)
         if isinstance(message, ResultBatch):
             self.filestore.check_space()

@@ -48,6 +48,7 @@ log = logging.getLogger(__name__)
 HANDSHAKE_SECONDS = 30.0
 STORAGE_RETRY_SECONDS = 30.0
 POLICY_VIOLATION = 1008
+MESSAGE_TOO_BIG = 1009
 
 
 class AgentSession:
@@ -57,6 +58,7 @@ class AgentSession:
         self.server = server
         self.ws = ws
         self.client_id = ""
+        self.seen_hunts: list[str] = []
         peer = ws.remote_address
         self.address: str | None = str(peer[0]) if peer else None
         self._send_lock = asyncio.Lock()
@@ -84,17 +86,22 @@ class AgentSession:
         try:
             if not await self._handshake():
                 return
+        except ConnectionClosed as exc:
+            self.server.connections.remove(self)  # it may have registered before the welcome
+            _log_closed(exc, self.address)
+            return
         except (TimeoutError, ProtocolError) as exc:
+            self.server.connections.remove(self)
             log.warning("handshake from %s failed: %s", self.address, exc)
             await self.ws.close(POLICY_VIOLATION, str(exc)[:120])
             return
-        self.server.connections.add(self)
         self.server.events.client_connected(self.client_id)
         try:
             await self._deliver_pending()
+            await self.server.client_connected(self.client_id, self.seen_hunts)
             await self._serve()
-        except ConnectionClosed:
-            pass
+        except ConnectionClosed as exc:
+            _log_closed(exc, f"{self.client_id} ({self.address})")
         except (ProtocolError, NotYourFlow) as exc:
             log.warning("closing %s (%s): %s", self.client_id, self.address, exc)
             await self.ws.close(POLICY_VIOLATION, str(exc)[:120])
@@ -139,20 +146,26 @@ class AgentSession:
         elif record.public_key != hello.public_key:
             await self._reject("this client id is enrolled with another key")
             return False
-        earlier = self.server.connections.get(client_id)
-        if earlier is not None and await earlier.alive(timeout=3.0):
-            log.warning(
-                "duplicate client id %s: connected from %s and %s; telling the newcomer to "
-                "make a new identity (cloned machine?)",
-                client_id, earlier.address, self.address,
-            )  # fmt: skip
-            await self.ws.send(encode(Reidentify(reason="another agent is connected as this id")))
-            await self.ws.close(1000, "re-identify")
-            self.server.events.clone_detected(client_id)
-            return False
-        if earlier is not None:
-            await earlier.close(1000, "replaced by a new connection")
-        self.client_id = client_id
+        connections = self.server.connections
+        async with connections.claim(client_id):
+            earlier = connections.get(client_id)
+            if earlier is not None and await earlier.alive(timeout=3.0):
+                log.warning(
+                    "duplicate client id %s: connected from %s and %s; telling the newcomer "
+                    "to make a new identity (cloned machine?)",
+                    client_id, earlier.address, self.address,
+                )  # fmt: skip
+                await self.ws.send(
+                    encode(Reidentify(reason="another agent is connected as this id"))
+                )
+                await self.ws.close(1000, "re-identify")
+                self.server.events.clone_detected(client_id)
+                return False
+            if earlier is not None:
+                await earlier.close(1000, "replaced by a new connection")
+            self.client_id = client_id
+            connections.add(self)  # before the welcome: a second comer now finds us
+        self.seen_hunts = list(hello.seen_hunts)
         await asyncio.to_thread(clients.seen, client_id, time.time(), self.address)
         await self.ws.send(
             encode(Welcome(client_id=client_id, server_time=time.time(), enrolled=enrolled))
@@ -182,6 +195,10 @@ class AgentSession:
                     outcome = await asyncio.to_thread(ingest.flow_message, self.client_id, message)
                 else:
                     raise ProtocolError(f"unexpected {type(message).__name__}")
+            except (ValueError, LookupError) as exc:
+                # Content the stores refuse (rows wider than their columns, a chunk past the
+                # declared size, an upload never started): the agent is broken or hostile.
+                raise ProtocolError(f"invalid {type(message).__name__}: {exc}") from None
             except StorageFull as exc:
                 log.error("filestore full, holding %s's results: %s", self.client_id, exc)
                 await self.send(encode(StorageUnavailable(retry_after=STORAGE_RETRY_SECONDS)))
@@ -197,3 +214,12 @@ class AgentSession:
                 self.server.events.flow_changed(message.flow_id)
             if outcome.finished_flow:
                 await self.server.flow_finished(self.client_id, outcome.finished_flow)
+
+
+def _log_closed(exc: ConnectionClosed, who: str | None) -> None:
+    """A connection that ended; one closed by us for a frame over the size limit is logged
+    like any other protocol violation (websockets closes those itself, with 1009)."""
+    if exc.sent is not None and exc.sent.code == MESSAGE_TOO_BIG:
+        log.warning("closing %s: %s", who, exc.sent.reason or "a message over the size limit")
+    else:
+        log.debug("connection of %s ended: %s", who, exc)

@@ -1,0 +1,411 @@
+"""Hunts: one collection scheduled on every client that matches, now and as clients come online.
+
+The guarantee that matters most — a hunt is scheduled on a client at most once — is the
+datastore's: ``schedule_client`` inserts the (hunt, client) pair, the flow and its task in one
+transaction keyed by the pair, so concurrent check-ins, a label added while the hunt starts, two
+frontends or a restart mid-scheduling can only ever create one flow. Everything here may
+therefore retry freely. Statistics are computed from stored flows, so they cannot drift.
+
+The manager (leader work) keeps an in-memory index of clients (labels, OS) to find matches
+quickly, pushes a starting hunt to connected clients at ``notifications_per_second`` (no
+thundering herd), schedules clients that connect later or gain a matching label, expires hunts,
+and creates the iterations of recurring hunts.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import dataclasses
+import logging
+import secrets
+import time
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from peregrine.artifacts.loader import ArtifactError
+from peregrine.artifacts.runner import ArtifactRunner
+from peregrine.engine.context import ALL_PERMISSIONS
+from peregrine.server.collections import CollectionError, Limits
+
+if TYPE_CHECKING:
+    from peregrine.datastore import ClientSummary, HuntRecord
+    from peregrine.server.app import Server
+
+log = logging.getLogger(__name__)
+
+DEFAULT_EXPIRY_SECONDS = 7 * 24 * 3600.0
+MANAGER_INTERVAL_SECONDS = 2.0
+
+
+class HuntError(Exception):
+    """A hunt request that cannot be done; the message says why."""
+
+
+@dataclass
+class HuntSpec:
+    """What an analyst asks for when creating a hunt."""
+
+    artifacts: list[tuple[str, dict[str, Any]]]
+    description: str = ""
+    tags: list[str] = field(default_factory=list)
+    include_labels: list[str] = field(default_factory=list)
+    exclude_labels: list[str] = field(default_factory=list)
+    os: list[str] = field(default_factory=list)
+    client_limit: int | None = None
+    expires_in: float = DEFAULT_EXPIRY_SECONDS
+    notifications_per_second: float | None = None
+    limits: Limits = field(default_factory=Limits)
+    #: Recurring: create a new hunt every N seconds (each expires before the next starts).
+    every_seconds: float | None = None
+
+
+def new_hunt_id() -> str:
+    return "H." + secrets.token_hex(8)
+
+
+@dataclass
+class IndexedClient:
+    labels: frozenset[str]
+    os: str | None
+    hostname: str | None
+
+
+class ClientIndex:
+    """Labels and OS of every client, in memory, so matching a hunt is a scan of a dict."""
+
+    def __init__(self) -> None:
+        self.clients: dict[str, IndexedClient] = {}
+
+    def load(self, summaries: Iterable[ClientSummary]) -> None:
+        for s in summaries:
+            self.clients[s.client_id] = IndexedClient(frozenset(s.labels), s.os, s.hostname)
+
+    def update(
+        self,
+        client_id: str,
+        labels: Iterable[str] | None = None,
+        os: str | None = None,
+        hostname: str | None = None,
+    ) -> None:
+        entry = self.clients.get(client_id) or IndexedClient(frozenset(), None, None)
+        self.clients[client_id] = IndexedClient(
+            frozenset(labels) if labels is not None else entry.labels,
+            os if os is not None else entry.os,
+            hostname if hostname is not None else entry.hostname,
+        )
+
+    def matches(self, hunt: HuntRecord, client_id: str) -> bool:
+        entry = self.clients.get(client_id)
+        if entry is None:
+            return False
+        if hunt.include_labels and not entry.labels.intersection(hunt.include_labels):
+            return False
+        if entry.labels.intersection(hunt.exclude_labels):
+            return False
+        return not hunt.os or (entry.os or "") in hunt.os
+
+    def matching(self, hunt: HuntRecord) -> list[str]:
+        return [cid for cid in self.clients if self.matches(hunt, cid)]
+
+
+class HuntManager:
+    def __init__(self, server: Server) -> None:
+        self.server = server
+        self.index = ClientIndex()
+        self._pushers: dict[str, asyncio.Task[None]] = {}
+        self._lock = asyncio.Lock()
+
+    @property
+    def datastore(self) -> Any:
+        return self.server.datastore
+
+    # -- creating and changing hunts ----------------------------------------------------------
+
+    def validate(self, spec: HuntSpec, permissions: frozenset[str]) -> None:
+        """Refuse a hunt that could never run: unknown artifacts, bad parameters, rights."""
+        if not spec.artifacts:
+            raise HuntError("a hunt needs at least one artifact")
+        runner = ArtifactRunner(self.server.repository, permissions=permissions)
+        for name, params in spec.artifacts:
+            try:
+                runner.plan(name, params)
+            except ArtifactError as exc:
+                raise HuntError(str(exc)) from None
+        if spec.client_limit is not None and spec.client_limit < 1:
+            raise HuntError("client_limit must be at least 1")
+        if spec.expires_in <= 0:
+            raise HuntError("expires must be in the future")
+        if spec.every_seconds is not None and spec.every_seconds < 60:
+            raise HuntError("a recurring hunt runs at most once a minute")
+
+    async def create(
+        self, spec: HuntSpec, creator: str, permissions: frozenset[str] = ALL_PERMISSIONS
+    ) -> HuntRecord:
+        from peregrine.datastore import HuntRecord
+
+        await asyncio.to_thread(self.validate, spec, permissions)
+        now = time.time()
+        record = HuntRecord(
+            hunt_id=new_hunt_id(),
+            description=spec.description,
+            tags=list(spec.tags),
+            artifacts=[{"name": n, "parameters": dict(p)} for n, p in spec.artifacts],
+            limits=dataclasses.asdict(spec.limits),
+            include_labels=list(spec.include_labels),
+            exclude_labels=list(spec.exclude_labels),
+            os=list(spec.os),
+            client_limit=spec.client_limit,
+            expires=now + spec.expires_in,
+            creator=creator,
+            created=now,
+            started=None,
+            stopped=None,
+            state="Paused",
+            notifications_per_second=spec.notifications_per_second,
+            permissions=sorted(permissions),
+            schedule={"every_seconds": spec.every_seconds} if spec.every_seconds else None,
+            parent_id=None,
+            last_run=None,
+        )
+        await asyncio.to_thread(self.datastore.hunts.create, record)
+        return record
+
+    async def start(self, hunt_id: str) -> HuntRecord:
+        hunt = await self._get(hunt_id)
+        if hunt.expires <= time.time():
+            raise HuntError(f"{hunt_id} has expired; create a new hunt (or use hunt_add)")
+        if not await asyncio.to_thread(
+            self.datastore.hunts.set_state, hunt_id, "Running", time.time()
+        ):
+            raise HuntError(f"{hunt_id} is {hunt.state} and cannot start")
+        hunt = await self._get(hunt_id)
+        if hunt.schedule is None:
+            self._start_pushing(hunt)
+        return hunt
+
+    async def pause(self, hunt_id: str) -> HuntRecord:
+        await self._set(hunt_id, "Paused")
+        self._stop_pushing(hunt_id)
+        return await self._get(hunt_id)
+
+    async def stop(self, hunt_id: str, cancel_running: bool = False) -> HuntRecord:
+        """Stop scheduling; with ``cancel_running`` also cancel what has not finished."""
+        await self._set(hunt_id, "Stopped")
+        self._stop_pushing(hunt_id)
+        if cancel_running:
+            changed = await asyncio.to_thread(
+                self.datastore.hunts.cancel_unfinished, hunt_id, time.time(), "hunt stopped"
+            )
+            from peregrine.protocol.messages import CancelCollection, encode
+
+            for client_id, flow_id in changed:
+                await self.server.connections.send(
+                    client_id, encode(CancelCollection(flow_id=flow_id, reason="hunt stopped"))
+                )
+                self.server.events.flow_changed(flow_id)
+        return await self._get(hunt_id)
+
+    async def archive(self, hunt_id: str) -> HuntRecord:
+        await self._set(hunt_id, "Archived")
+        self._stop_pushing(hunt_id)
+        return await self._get(hunt_id)
+
+    async def hunt_add(self, hunt_id: str, client_id: str) -> bool:
+        """Schedule one client now, even on a paused or expired hunt (still at most once)."""
+        hunt = await self._get(hunt_id)
+        if hunt.state == "Archived":
+            raise HuntError(f"{hunt_id} is archived")
+        if await asyncio.to_thread(self.datastore.clients.get, client_id) is None:
+            raise HuntError(f"unknown client {client_id}")
+        return await self.schedule(hunt, client_id, respect_limit=False)
+
+    async def _get(self, hunt_id: str) -> HuntRecord:
+        hunt = await asyncio.to_thread(self.datastore.hunts.get, hunt_id)
+        if hunt is None:
+            raise HuntError(f"unknown hunt {hunt_id}")
+        return hunt  # type: ignore[no-any-return]
+
+    async def _set(self, hunt_id: str, state: str) -> None:
+        hunt = await self._get(hunt_id)
+        if not await asyncio.to_thread(self.datastore.hunts.set_state, hunt_id, state, time.time()):
+            raise HuntError(f"{hunt_id} is {hunt.state} and cannot become {state}")
+
+    # -- scheduling ---------------------------------------------------------------------------
+
+    async def schedule(self, hunt: HuntRecord, client_id: str, respect_limit: bool = True) -> bool:
+        """Create the hunt's flow on one client, at most once; push it if connected."""
+        try:
+            record, payload = await asyncio.to_thread(
+                self.server.collections.prepare,
+                client_id,
+                [(a["name"], a["parameters"]) for a in hunt.artifacts],
+                f"hunt:{hunt.hunt_id}",
+                frozenset(hunt.permissions),
+                Limits(**hunt.limits),
+            )
+        except CollectionError as exc:
+            log.warning("hunt %s cannot run on %s: %s", hunt.hunt_id, client_id, exc)
+            return False
+        record = dataclasses.replace(record, hunt_id=hunt.hunt_id)
+        scheduled = await asyncio.to_thread(
+            self.datastore.hunts.schedule_client,
+            hunt.hunt_id,
+            record,
+            payload,
+            time.time(),
+            respect_limit=respect_limit,
+        )
+        if scheduled:
+            await self.server.connections.send(client_id, payload)
+            self.server.events.flow_changed(record.flow_id)
+        return bool(scheduled)
+
+    def _start_pushing(self, hunt: HuntRecord) -> None:
+        self._stop_pushing(hunt.hunt_id)
+        task = asyncio.create_task(self._push(hunt))
+        self._pushers[hunt.hunt_id] = task
+        task.add_done_callback(lambda t, h=hunt.hunt_id: self._pushers.pop(h, None))
+
+    def _stop_pushing(self, hunt_id: str) -> None:
+        task = self._pushers.pop(hunt_id, None)
+        if task is not None:
+            task.cancel()
+
+    async def _push(self, hunt: HuntRecord) -> None:
+        """Schedule the currently connected matching clients, at the hunt's rate."""
+        rate = hunt.notifications_per_second or 0
+        interval = 1.0 / rate if rate > 0 else 0.0
+        already = await asyncio.to_thread(self._scheduled_clients, hunt.hunt_id)
+        candidates = [
+            cid
+            for cid in self.server.connections.client_ids()
+            if cid not in already and self.index.matches(hunt, cid)
+        ]
+        for client_id in candidates:
+            current = await asyncio.to_thread(self.datastore.hunts.get, hunt.hunt_id)
+            if current is None or current.state != "Running":
+                return
+            if client_id not in self.server.connections:
+                continue  # it went away; it is scheduled when it checks in again
+            await self.schedule(current, client_id)
+            if interval:
+                await asyncio.sleep(interval)
+
+    def _scheduled_clients(self, hunt_id: str) -> set[str]:
+        scheduled: set[str] = set()
+        offset, page_size = 0, 5000
+        while True:
+            page = self.datastore.hunts.clients(hunt_id, limit=page_size, offset=offset)
+            scheduled.update(c.client_id for c in page)
+            if len(page) < page_size:
+                return scheduled
+            offset += page_size
+
+    # -- events from sessions and interrogation -----------------------------------------------
+
+    async def client_checked_in(self, client_id: str, seen_hunts: Iterable[str] = ()) -> None:
+        """A client connected: schedule every running hunt it matches and does not have."""
+        running = await asyncio.to_thread(self.datastore.hunts.running, time.time())
+        if not running:
+            return
+        have = set(seen_hunts) | await asyncio.to_thread(
+            self.datastore.hunts.scheduled_hunts, client_id
+        )
+        for hunt in running:
+            if (
+                hunt.schedule is None
+                and hunt.hunt_id not in have
+                and self.index.matches(hunt, client_id)
+            ):
+                await self.schedule(hunt, client_id)
+
+    async def client_changed(
+        self,
+        client_id: str,
+        labels: Iterable[str] | None = None,
+        os: str | None = None,
+        hostname: str | None = None,
+    ) -> None:
+        """Labels or OS changed (or became known): the client may now match running hunts."""
+        self.index.update(client_id, labels, os, hostname)
+        if client_id in self.server.connections:
+            await self.client_checked_in(client_id)
+
+    # -- the leader loop ----------------------------------------------------------------------
+
+    async def load(self) -> None:
+        if not hasattr(self.datastore, "hunts"):
+            return  # a datastore without hunts (being migrated)
+        after: str | None = None
+        while True:
+            page = await asyncio.to_thread(self.datastore.clients.all_for_index, after, 5000)
+            self.index.load(page)
+            if len(page) < 5000:
+                break
+            after = page[-1].client_id
+        for hunt in await asyncio.to_thread(self.datastore.hunts.running, time.time()):
+            if hunt.schedule is None:
+                self._start_pushing(hunt)  # resumes scheduling after a restart: at most once
+
+    async def run(self, interval: float = MANAGER_INTERVAL_SECONDS, load: bool = True) -> None:
+        if load:
+            await self.load()
+        while True:
+            try:
+                await self.tick()
+            except Exception:
+                log.exception("hunt manager pass failed")
+            await asyncio.sleep(interval)
+
+    async def tick(self, now: float | None = None) -> None:
+        """Expire hunts and start due iterations of recurring hunts."""
+        now = now or time.time()
+        hunts = await asyncio.to_thread(self.datastore.hunts.list, ["Running"], 10_000, 0)
+        for hunt in hunts:
+            if hunt.expires <= now:
+                await asyncio.to_thread(
+                    self.datastore.hunts.set_state, hunt.hunt_id, "Stopped", now
+                )
+                self._stop_pushing(hunt.hunt_id)
+                log.info("hunt %s expired", hunt.hunt_id)
+            elif hunt.schedule is not None:
+                await self._maybe_iterate(hunt, now)
+
+    async def _maybe_iterate(self, template: HuntRecord, now: float) -> None:
+        every = float((template.schedule or {}).get("every_seconds") or 0)
+        if not every or (template.last_run is not None and now - template.last_run < every):
+            return
+        child = dataclasses.replace(
+            template,
+            hunt_id=new_hunt_id(),
+            created=now,
+            started=None,
+            stopped=None,
+            state="Paused",
+            schedule=None,
+            parent_id=template.hunt_id,
+            last_run=None,
+            # Each iteration ends before the next begins: a client never piles them up.
+            expires=min(template.expires, now + every * 0.95),
+            description=f"{template.description} (every {every:g} s)".strip(),
+        )
+        await asyncio.to_thread(self.datastore.hunts.create, child)
+        await asyncio.to_thread(self.datastore.hunts.set_last_run, template.hunt_id, now)
+        await self.start(child.hunt_id)
+
+    async def close(self) -> None:
+        for hunt_id in list(self._pushers):
+            self._stop_pushing(hunt_id)
+        await asyncio.sleep(0)
+
+
+def spec_from_mapping(data: Mapping[str, Any]) -> HuntSpec:
+    """A HuntSpec from plain data (API requests, tests)."""
+    artifacts = [(a["name"], dict(a.get("parameters", {}))) for a in data.get("artifacts", [])]
+    limits = Limits(**data.get("limits", {}))
+    fields = {k: v for k, v in data.items() if k not in ("artifacts", "limits")}
+    with contextlib.suppress(KeyError):
+        fields["expires_in"] = float(fields.pop("expires_in"))
+    return HuntSpec(artifacts=artifacts, limits=limits, **fields)
