@@ -12,8 +12,8 @@ from peregrine.datastore.migrate import head_revision
 from peregrine.datastore.schema import metadata
 
 
-def test_head_is_the_initial_revision_until_a_second_one_exists() -> None:
-    assert head_revision() == "0001"
+def test_head_is_the_newest_revision() -> None:
+    assert head_revision() == "0002"
 
 
 def test_open_builds_the_schema_on_an_empty_database(datastore_url: str) -> None:
@@ -23,9 +23,9 @@ def test_open_builds_the_schema_on_an_empty_database(datastore_url: str) -> None
         with open_datastore(datastore_url) as store:
             assert store.revision() == head_revision()
         tables = set(inspect(engine).get_table_names())
-        assert tables == {"alembic_version", "clients", "flows", "tasks"}
+        assert tables == {"alembic_version", "clients", "flows", "tasks", "hunts", "hunt_clients"}
         indexes = {index["name"] for index in inspect(engine).get_indexes("flows")}
-        assert {"ix_flows_client_created", "ix_flows_state"} <= indexes
+        assert {"ix_flows_client_created", "ix_flows_state", "ix_flows_hunt_id"} <= indexes
     finally:
         engine.dispose()
 

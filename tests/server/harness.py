@@ -21,8 +21,18 @@ from pathlib import Path
 import msgspec
 
 from peregrine.agent.agent import Agent
-from peregrine.config import ClientConfig, GeneratedConfig, generate, write_client_config
+from peregrine.artifacts.repository import ArtifactRepository
+from peregrine.config import (
+    ClientConfig,
+    GeneratedConfig,
+    ServerConfig,
+    generate,
+    write_client_config,
+)
+from peregrine.datastore import FlowRecord
+from peregrine.protocol.messages import CollectionRequest, decode_from_server, encode
 from peregrine.server.app import Server
+from peregrine.server.collections import CollectionService, Limits
 
 
 def free_port() -> int:
@@ -141,3 +151,70 @@ def port_open(port: int) -> bool:
     with socket.socket() as s:
         s.settimeout(0.2)
         return s.connect_ex(("127.0.0.1", port)) == 0
+
+
+# -- fault tests: custom servers, test artifacts, flows with chosen batching ------------------
+
+
+@contextlib.asynccontextmanager
+async def running_server_with(
+    config: ServerConfig, repository: ArtifactRepository | None = None
+) -> AsyncIterator[Server]:
+    """Like ``running_server``, with a changed configuration or artifact repository."""
+    server = Server(config, repository=repository)
+    await server.start()
+    try:
+        yield server
+    finally:
+        await server.stop()
+
+
+def repository_with(*texts: str) -> ArtifactRepository:
+    """The built-in artifacts (no ForensicArtifacts, for speed) plus test artifacts (YAML)."""
+    repository = ArtifactRepository.default(forensic=False)
+    loaded = repository.load_texts([(f"test:{i}", text) for i, text in enumerate(texts)])
+    assert loaded and not repository.problems, repository.problems
+    return repository
+
+
+def schedule_flow(
+    service: CollectionService,
+    client_id: str,
+    artifacts: list[tuple[str, dict[str, object]]],
+    *,
+    batch_rows: int = 1000,
+    batch_seconds: float = 1.0,
+    limits: Limits | None = None,
+) -> tuple[FlowRecord, bytes]:
+    """Validate and durably store a collection whose rows come in batches of ``batch_rows``.
+
+    Works on any datastore the service holds, including the one a server *process* uses: that
+    server delivers the stored task when the agent next connects. Returns the record and the
+    request to push to a connected agent (``server.connections.send``)."""
+    record, payload = service.prepare(client_id, artifacts, "test", limits=limits)
+    request = decode_from_server(payload)
+    assert isinstance(request, CollectionRequest)
+    payload = encode(
+        msgspec.structs.replace(request, batch_rows=batch_rows, batch_seconds=batch_seconds)
+    )
+    service.store(record, payload)
+    return record, payload
+
+
+async def start_flow(
+    server: Server,
+    client_id: str,
+    artifacts: list[tuple[str, dict[str, object]]],
+    **options: object,
+) -> FlowRecord:
+    """``schedule_flow`` on an in-process server, then push it to the agent if connected."""
+    record, payload = await asyncio.to_thread(
+        schedule_flow,
+        server.collections,
+        client_id,
+        artifacts,
+        **options,  # type: ignore[arg-type]
+    )
+    await server.connections.send(client_id, payload)
+    server.events.flow_changed(record.flow_id)
+    return record

@@ -75,6 +75,9 @@ class Agent:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._wake = asyncio.Event()
         self._paused_until = 0.0
+        #: Set when the server refused to store something: everything unacknowledged is sent
+        #: again after the pause (the server stores a flow's messages only in order).
+        self._resend = False
         self._upload_tasks: dict[str, asyncio.Task[None]] = {}
         self._threads: set[threading.Thread] = set()
 
@@ -232,6 +235,8 @@ class Agent:
                 "server storage unavailable; holding results for %.0fs", message.retry_after
             )
             self._paused_until = time.monotonic() + message.retry_after
+            self._resend = True
+            self._wake.set()
         else:
             raise ProtocolError(f"unexpected {type(message).__name__} after the handshake")
 
@@ -273,6 +278,8 @@ class Agent:
             wait = self._paused_until - time.monotonic()
             if wait > 0:
                 await asyncio.sleep(wait)
+            if self._resend:
+                self._resend = False
                 sent.clear()  # the server dropped what it could not store: send it again
             for item in await asyncio.to_thread(lambda: list(self.spool.pending())):
                 key = (item.flow_id, item.seq)

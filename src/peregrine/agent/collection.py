@@ -27,6 +27,7 @@ from peregrine.artifacts.repository import ArtifactRepository
 from peregrine.artifacts.runner import ArtifactRunner, SourceOutcome
 from peregrine.engine.context import QueryLimits, UploadSink
 from peregrine.protocol.messages import (
+    MAX_MESSAGE_BYTES,
     CollectionRequest,
     FlowFinished,
     FlowStarted,
@@ -41,6 +42,13 @@ log = logging.getLogger(__name__)
 
 #: How long a finished collection waits for its uploads to reach the server.
 UPLOAD_WAIT_SECONDS = 24 * 3600.0
+#: A batch is cut once its rows reach this many bytes, so every message stays well under the
+#: protocol's frame limit (a larger one would be refused by the server again and again).
+BATCH_BYTES = 1024 * 1024
+#: A single row larger than this cannot fit in a message at all; it is left out, with an error.
+MAX_ROW_BYTES = MAX_MESSAGE_BYTES - 64 * 1024
+
+_row_encoder = msgspec.msgpack.Encoder()
 
 
 class CollectionJob:
@@ -167,12 +175,13 @@ class CollectionJob:
     def _stream(self, outcome: SourceOutcome, rows: Iterator[tuple[Any, ...]]) -> None:
         """Batch rows by count and by time into ResultBatch messages."""
         batch: list[list[Any]] = []
+        size = 0
         last = time.monotonic()
 
         def flush() -> None:
-            nonlocal batch, last
+            nonlocal batch, last, size
             if batch:
-                rows_out, batch = batch, []
+                rows_out, batch, size = batch, [], 0
                 self._spool(
                     lambda seq: ResultBatch(
                         flow_id=self.request.flow_id,
@@ -186,7 +195,20 @@ class CollectionJob:
             last = time.monotonic()
 
         for row in rows:
-            batch.append(list(row))
+            values = list(row)
+            row_bytes = len(_row_encoder.encode(values))
+            if row_bytes > MAX_ROW_BYTES:
+                self._log(
+                    "error",
+                    f"{outcome.artifact}/{outcome.source or 'default'}: a row of {row_bytes} "
+                    f"bytes is over the {MAX_ROW_BYTES} byte message limit and was not sent "
+                    "(collect large data with upload())",
+                )
+                continue
+            if size + row_bytes > BATCH_BYTES:
+                flush()
+            batch.append(values)
+            size += row_bytes
             if (
                 len(batch) >= self.request.batch_rows
                 or time.monotonic() - last >= self.request.batch_seconds

@@ -90,6 +90,13 @@ class ArtifactRunner:
         for query in list(self._running):
             query.cancel()
 
+    def _track(self, query: RunningQuery) -> None:
+        """Remember a running query for cancel(); a cancel that came while the query was
+        starting (before it was remembered) stops it now."""
+        self._running.add(query)
+        if self.cancelled:
+            query.cancel()
+
     def plan(
         self, name: str, given: Mapping[str, Any], overrides: QueryLimits | None = None
     ) -> Planned:
@@ -186,7 +193,7 @@ class ArtifactRunner:
                 outcome.status, outcome.error = "cancelled", "the collection was cancelled"
                 return
             result = self.query(planned, source.query, uploads=uploads)
-            self._running.add(result)
+            self._track(result)
             try:
                 outcome.columns = [c.name for c in result.columns]
                 for row in result:

@@ -1,4 +1,4 @@
-"""The datastore: clients, collections and tasks, in SQLite (embedded) or PostgreSQL.
+"""The datastore: clients, collections, tasks and hunts, in SQLite (embedded) or PostgreSQL.
 
 ``open_datastore(url)`` picks the backend from the URL and migrates the schema to head.
 
@@ -6,7 +6,7 @@ Exceptions::
 
     DatastoreError        anything the datastore raises on purpose
     ├── KeyMismatch       a client id enrolled with another key
-    ├── NotFound          the client or flow named does not exist (also a LookupError)
+    ├── NotFound          the client, flow or hunt named does not exist (also a LookupError)
     └── Conflict          the record to create already exists
 """
 
@@ -15,18 +15,28 @@ from __future__ import annotations
 from .clients import ClientStore
 from .collections import CollectionStore
 from .errors import Conflict, DatastoreError, KeyMismatch, NotFound
+from .hunts import HuntStore, new_hunt_id
 from .records import (
     CANCELLED,
     ERROR,
     FINAL_STATES,
     FINISHED,
     FLOW_STATES,
+    HUNT_ARCHIVED,
+    HUNT_PAUSED,
+    HUNT_RUNNING,
+    HUNT_STATES,
+    HUNT_STOPPED,
     IN_FLIGHT_STATES,
     IN_PROGRESS,
     SCHEDULED,
     UNRESPONSIVE,
     ClientRecord,
+    ClientSummary,
     FlowRecord,
+    HuntClient,
+    HuntRecord,
+    HuntStats,
 )
 from .store import Datastore, open_datastore
 from .tasks import TaskStore
@@ -37,19 +47,30 @@ __all__ = [
     "FINAL_STATES",
     "FINISHED",
     "FLOW_STATES",
+    "HUNT_ARCHIVED",
+    "HUNT_PAUSED",
+    "HUNT_RUNNING",
+    "HUNT_STATES",
+    "HUNT_STOPPED",
     "IN_FLIGHT_STATES",
     "IN_PROGRESS",
     "SCHEDULED",
     "UNRESPONSIVE",
     "ClientRecord",
     "ClientStore",
+    "ClientSummary",
     "CollectionStore",
     "Conflict",
     "Datastore",
     "DatastoreError",
     "FlowRecord",
+    "HuntClient",
+    "HuntRecord",
+    "HuntStats",
+    "HuntStore",
     "KeyMismatch",
     "NotFound",
     "TaskStore",
+    "new_hunt_id",
     "open_datastore",
 ]

@@ -3,14 +3,14 @@
 from __future__ import annotations
 
 import builtins
-from collections.abc import Mapping
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
 from sqlalchemy import Row, delete, func, select, update
 
 from .database import Database
 from .errors import KeyMismatch, NotFound
-from .records import CLIENT_INFO_LISTS, CLIENT_INFO_TEXT, ClientRecord
+from .records import CLIENT_INFO_LISTS, CLIENT_INFO_TEXT, ClientRecord, ClientSummary
 from .schema import clients
 
 
@@ -78,6 +78,55 @@ class ClientStore:
         """Replace the client's labels (kept sorted and unique)."""
         self._update(client_id, labels=sorted(set(labels)))
 
+    def add_labels(self, client_id: str, labels: Iterable[str]) -> builtins.list[str]:
+        """Add labels to the client's (atomically, however many callers race); the new labels."""
+        wanted = _label_set(labels)
+        return self._change_labels(client_id, lambda have: have | wanted)
+
+    def remove_labels(self, client_id: str, labels: Iterable[str]) -> builtins.list[str]:
+        """Remove labels from the client's (atomically); the labels it has left."""
+        unwanted = _label_set(labels)
+        return self._change_labels(client_id, lambda have: have - unwanted)
+
+    def _change_labels(
+        self, client_id: str, change: Callable[[set[str]], set[str]]
+    ) -> builtins.list[str]:
+        with self._db.write() as conn:
+            # FOR UPDATE holds the row on PostgreSQL until commit (SQLite: the write lock), so
+            # this read-modify-write cannot lose a concurrent caller's labels.
+            current = conn.execute(
+                select(clients.c.labels).where(clients.c.client_id == client_id).with_for_update()
+            ).first()
+            if current is None:
+                raise NotFound(f"no client {client_id}")
+            labels = sorted(change(set(current.labels)))
+            if labels != current.labels:
+                conn.execute(
+                    update(clients).where(clients.c.client_id == client_id).values(labels=labels)
+                )
+        return labels
+
+    def all_for_index(
+        self, after: str | None = None, limit: int = 5000
+    ) -> builtins.list[ClientSummary]:
+        """A page of what hunt matching needs of every client, by client id after ``after``.
+
+        Keyset paging (pass the last client id of one page to get the next) stays fast however
+        many clients there are, and a client enrolling meanwhile never shifts a page.
+        """
+        query = select(
+            clients.c.client_id,
+            clients.c.hostname,
+            clients.c.os,
+            clients.c.labels,
+            clients.c.last_seen,
+            clients.c.ip_addresses,
+        ).order_by(clients.c.client_id)
+        if after is not None:
+            query = query.where(clients.c.client_id > after)
+        with self._db.read() as conn:
+            return [ClientSummary(*row) for row in conn.execute(query.limit(limit))]
+
     def list(self, limit: int = 100, offset: int = 0) -> builtins.list[ClientRecord]:
         """A page of clients in enrollment order, so new clients never shift earlier pages."""
         query = (
@@ -106,6 +155,12 @@ class ClientStore:
             )
         if result.rowcount != 1:
             raise NotFound(f"no client {client_id}")
+
+
+def _label_set(labels: Iterable[str]) -> set[str]:
+    if isinstance(labels, str):
+        raise TypeError("labels must be a list of labels, not one string")
+    return {str(label) for label in labels}
 
 
 def _record(row: Row[Any]) -> ClientRecord:

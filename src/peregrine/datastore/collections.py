@@ -40,20 +40,10 @@ class CollectionStore:
         Storing both in one transaction means a collection can never exist without the task
         that delivers it. Raises NotFound for an unknown client, Conflict for a used flow id.
         """
-        values = {_COLUMNS.get(name, name): getattr(record, name) for name in _RECORD_FIELDS}
         try:
             with self._db.write() as conn:
                 _require_client(conn, record.client_id)
-                conn.execute(flows.insert().values(**values))
-                if task is not None:
-                    conn.execute(
-                        tasks.insert().values(
-                            flow_id=record.flow_id,
-                            client_id=record.client_id,
-                            payload=task,
-                            created=record.created,
-                        )
-                    )
+                insert_flow(conn, record, task)
         except IntegrityError as exc:
             raise Conflict(f"flow {record.flow_id} already exists") from exc
 
@@ -166,6 +156,21 @@ class CollectionStore:
 
 
 _RECORD_FIELDS = tuple(FlowRecord.__dataclass_fields__)
+
+
+def insert_flow(conn: Connection, record: FlowRecord, task: bytes | None) -> None:
+    """Insert the flow and, given ``task``, its request, inside the caller's transaction."""
+    values = {_COLUMNS.get(name, name): getattr(record, name) for name in _RECORD_FIELDS}
+    conn.execute(flows.insert().values(**values))
+    if task is not None:
+        conn.execute(
+            tasks.insert().values(
+                flow_id=record.flow_id,
+                client_id=record.client_id,
+                payload=task,
+                created=record.created,
+            )
+        )
 
 
 def _require_client(conn: Connection, client_id: str) -> None:

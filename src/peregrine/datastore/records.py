@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -76,6 +77,8 @@ class FlowRecord:
     sources: dict[str, dict[str, Any]] = field(default_factory=dict)
     timeout: float | None = None
     progress_timeout: float | None = None
+    #: The hunt that scheduled this collection, or None for one asked of this client alone.
+    hunt_id: str | None = None
 
     @property
     def duration(self) -> float | None:
@@ -83,3 +86,122 @@ class FlowRecord:
         if self.started is None or self.finished is None:
             return None
         return self.finished - self.started
+
+
+@dataclass(frozen=True, slots=True)
+class ClientSummary:
+    """What the server's in-memory client index needs to match hunts, without the heavy fields."""
+
+    client_id: str
+    hostname: str | None
+    os: str | None
+    labels: list[str]
+    last_seen: float
+    ip_addresses: list[str]
+
+
+HUNT_PAUSED = "Paused"
+HUNT_RUNNING = "Running"
+HUNT_STOPPED = "Stopped"
+HUNT_ARCHIVED = "Archived"
+
+#: Every state a hunt can be in.
+HUNT_STATES = (HUNT_PAUSED, HUNT_RUNNING, HUNT_STOPPED, HUNT_ARCHIVED)
+
+
+@dataclass(frozen=True, slots=True)
+class HuntRecord:
+    """One hunt: what to collect, on which clients, until when; or a recurring hunt's template.
+
+    ``artifacts`` is ``[{"name": ..., "parameters": {...}}]``; ``limits`` holds the resource
+    limits (``timeout``, ``max_rows``, ``max_upload_bytes``, ``cpu_limit``,
+    ``progress_timeout``). A template has a ``schedule`` (``{"every_seconds": N}`` or
+    ``{"cron": "..."}``) and never runs on clients itself: each run is a new hunt whose
+    ``parent_id`` names the template.
+    """
+
+    hunt_id: str
+    description: str
+    tags: list[str]
+    artifacts: list[dict[str, Any]]
+    limits: dict[str, Any]
+    include_labels: list[str]
+    exclude_labels: list[str]
+    #: Operating systems to run on (as interrogation reports them); empty means any.
+    os: list[str]
+    client_limit: int | None
+    expires: float
+    creator: str
+    created: float
+    started: float | None = None
+    stopped: float | None = None
+    state: str = HUNT_PAUSED
+    #: How fast to push the collection to connected clients when it starts; None or 0: no limit.
+    notifications_per_second: float | None = None
+    #: What the creator was allowed when creating it: its collections get these permissions.
+    permissions: list[str] = field(default_factory=list)
+    schedule: dict[str, Any] | None = None
+    parent_id: str | None = None
+    #: For a template: when the scheduler last created a hunt from it.
+    last_run: float | None = None
+
+    @property
+    def is_template(self) -> bool:
+        """True for a recurring hunt's template (it creates hunts, it is not run on clients)."""
+        return self.schedule is not None
+
+    def matches(self, labels: Iterable[str], os: str | None) -> bool:
+        """Whether a client with these labels and OS is one this hunt targets.
+
+        A client qualifies with any one of ``include_labels`` (when there are some), none of
+        ``exclude_labels``, and an OS in ``os`` (compared without case; when the hunt names
+        operating systems, a client whose OS is not yet known does not qualify until
+        interrogation finds it).
+        """
+        have = set(labels)
+        if self.include_labels and have.isdisjoint(self.include_labels):
+            return False
+        if not have.isdisjoint(self.exclude_labels):
+            return False
+        if self.os:
+            return os is not None and os.lower() in {name.lower() for name in self.os}
+        return True
+
+
+@dataclass(frozen=True, slots=True)
+class HuntClient:
+    """One client of a hunt: its collection's state and counters, and its hostname."""
+
+    client_id: str
+    flow_id: str
+    scheduled: float
+    #: The collection's state (Scheduled, In progress, Finished, Error, Cancelled, Unresponsive).
+    state: str
+    rows: int
+    bytes: int
+    error: str | None
+    hostname: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class HuntStats:
+    """A hunt's statistics, computed from its collections each time (never stored, never stale).
+
+    ``scheduled`` counts every client the hunt was scheduled on; ``waiting`` those whose
+    collection has not started; ``with_results``/``without_results`` split ``finished`` by
+    whether any rows came back.
+    """
+
+    scheduled: int = 0
+    in_progress: int = 0
+    finished: int = 0
+    with_results: int = 0
+    without_results: int = 0
+    errors: int = 0
+    cancelled: int = 0
+    unresponsive: int = 0
+    rows: int = 0
+    bytes: int = 0
+    waiting: int = 0
+    uploads: int = 0
+    upload_bytes: int = 0

@@ -27,7 +27,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.types import TypeDecorator
 
-from .records import FLOW_STATES
+from .records import FLOW_STATES, HUNT_STATES
 
 #: Deterministic constraint names, the same on both backends, so later migrations can name them.
 NAMING_CONVENTION = {
@@ -59,8 +59,8 @@ class JSONText(TypeDecorator[Any]):
         return None if value is None else json.loads(value)
 
 
-def _state_check() -> CheckConstraint:
-    states = ", ".join(f"'{state}'" for state in FLOW_STATES)
+def _state_check(allowed: tuple[str, ...] = FLOW_STATES) -> CheckConstraint:
+    states = ", ".join(f"'{state}'" for state in allowed)
     return CheckConstraint(f"state IN ({states})", name="state")
 
 
@@ -116,9 +116,13 @@ flows = Table(
     Column("sources", JSONText, nullable=False),
     Column("timeout", Double),
     Column("progress_timeout", Double),
+    # Added by 0002; no foreign key (SQLite cannot add one without rebuilding the table), but
+    # hunt_clients links each hunt's flows with foreign keys both ways.
+    Column("hunt_id", String(64)),
     _state_check(),
     Index("ix_flows_client_created", "client_id", "created"),
     Index("ix_flows_state", "state"),
+    Index("ix_flows_hunt_id", "hunt_id"),
 )
 
 tasks = Table(
@@ -141,4 +145,62 @@ tasks = Table(
     Column("payload", LargeBinary, nullable=False),
     Column("created", Double, nullable=False),
     Index("ix_tasks_client", "client_id", "task_id"),
+)
+
+hunts = Table(
+    "hunts",
+    metadata,
+    Column("hunt_id", String(64), primary_key=True),
+    Column("description", Text, nullable=False),
+    Column("tags", JSONText, nullable=False),
+    Column("artifacts", JSONText, nullable=False),
+    Column("limits", JSONText, nullable=False),
+    Column("include_labels", JSONText, nullable=False),
+    Column("exclude_labels", JSONText, nullable=False),
+    Column("os", JSONText, nullable=False),
+    Column("client_limit", BigInteger),
+    Column("expires", Double, nullable=False),
+    Column("creator", Text, nullable=False),
+    Column("created", Double, nullable=False),
+    Column("started", Double),
+    Column("stopped", Double),
+    Column("state", String(16), nullable=False),
+    Column("notifications_per_second", Double),
+    Column("permissions", JSONText, nullable=False),
+    Column("schedule", JSONText),
+    Column("parent_id", String(64), ForeignKey("hunts.hunt_id", ondelete="SET NULL")),
+    Column("last_run", Double),
+    _state_check(HUNT_STATES),
+    Index("ix_hunts_created", "created", "hunt_id"),
+    Index("ix_hunts_state", "state"),
+    Index("ix_hunts_parent_id", "parent_id"),
+)
+
+#: The hunt manager's index: one row per (hunt, client) ever scheduled. Its primary key is what
+#: makes "at most once per client" hold across threads, frontends and restarts.
+hunt_clients = Table(
+    "hunt_clients",
+    metadata,
+    Column(
+        "hunt_id",
+        String(64),
+        ForeignKey("hunts.hunt_id", ondelete="CASCADE"),
+        primary_key=True,
+    ),
+    Column(
+        "client_id",
+        String(64),
+        ForeignKey("clients.client_id", ondelete="CASCADE"),
+        primary_key=True,
+    ),
+    Column(
+        "flow_id",
+        String(64),
+        ForeignKey("flows.flow_id", ondelete="CASCADE"),
+        nullable=False,
+        unique=True,
+    ),
+    Column("scheduled", Double, nullable=False),
+    Index("ix_hunt_clients_client_id", "client_id"),
+    Index("ix_hunt_clients_hunt_scheduled", "hunt_id", "scheduled", "client_id"),
 )

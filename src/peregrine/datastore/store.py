@@ -8,14 +8,15 @@ from . import migrate
 from .clients import ClientStore
 from .collections import CollectionStore
 from .database import Database
+from .hunts import HuntStore
 from .tasks import TaskStore
 
 
 class Datastore:
-    """Clients, collections and tasks in one database (SQLite or PostgreSQL).
+    """Clients, collections, tasks and hunts in one database (SQLite or PostgreSQL).
 
-    Thread-safe: the server calls it from worker threads. Hunts, users and the audit log
-    will be further stores beside these.
+    Thread-safe: the server calls it from worker threads. Users and the audit log will be
+    further stores beside these.
     """
 
     def __init__(self, db: Database) -> None:
@@ -25,6 +26,7 @@ class Datastore:
         self.clients = ClientStore(db)
         self.collections = CollectionStore(db)
         self.tasks = TaskStore(db)
+        self.hunts = HuntStore(db)
 
     def revision(self) -> str | None:
         """The schema revision the database is at."""

@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 import time
 from collections.abc import Iterable, Mapping
 from pathlib import Path
@@ -46,7 +47,7 @@ class Server:
     def __init__(self, config: ServerConfig, repository: ArtifactRepository | None = None) -> None:
         self.config = config
         self.enrollment_secret = config.enrollment_secret
-        self.repository = repository or ArtifactRepository.default()
+        self.repository = repository or ArtifactRepository.default(artifact_directories())
         self.datastore: Datastore = open_datastore(config.datastore_url)
         self.filestore = Filestore(Path(config.filestore_dir), config.min_free_bytes)
         self.connections = ConnectionRegistry()
@@ -211,6 +212,13 @@ class Server:
         }
         self.datastore.clients.set_info(client_id, info, time.time())
         return info
+
+
+def artifact_directories() -> list[Path]:
+    """Extra artifact directories from ``$PEREGRINE_ARTIFACT_DIRS`` (``os.pathsep``-separated),
+    read as the CLI reads them, so the server collects the same artifacts."""
+    configured = os.environ.get("PEREGRINE_ARTIFACT_DIRS", "")
+    return [Path(d) for d in configured.split(os.pathsep) if d]
 
 
 def _json_list(value: Any) -> list[str]:

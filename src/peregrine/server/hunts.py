@@ -266,7 +266,12 @@ class HuntManager:
         self._stop_pushing(hunt.hunt_id)
         task = asyncio.create_task(self._push(hunt))
         self._pushers[hunt.hunt_id] = task
-        task.add_done_callback(lambda t, h=hunt.hunt_id: self._pushers.pop(h, None))
+
+        def forget(done: asyncio.Task[None], hunt_id: str = hunt.hunt_id) -> None:
+            if self._pushers.get(hunt_id) is done:
+                del self._pushers[hunt_id]
+
+        task.add_done_callback(forget)
 
     def _stop_pushing(self, hunt_id: str) -> None:
         task = self._pushers.pop(hunt_id, None)
@@ -391,9 +396,16 @@ class HuntManager:
             expires=min(template.expires, now + every * 0.95),
             description=f"{template.description} (every {every:g} s)".strip(),
         )
-        await asyncio.to_thread(self.datastore.hunts.create, child)
-        await asyncio.to_thread(self.datastore.hunts.set_last_run, template.hunt_id, now)
-        await self.start(child.hunt_id)
+        # One transaction that also moves the template's last run on: a crash or a second
+        # frontend cannot create the same iteration twice.
+        created = await asyncio.to_thread(
+            self.datastore.hunts.create_recurrence,
+            template.hunt_id,
+            child,
+            last_run=template.last_run,
+        )
+        if created:
+            await self.start(child.hunt_id)
 
     async def close(self) -> None:
         for hunt_id in list(self._pushers):

@@ -164,12 +164,17 @@ class AgentSession:
             if earlier is not None:
                 await earlier.close(1000, "replaced by a new connection")
             self.client_id = client_id
+            # Pushes (send) wait until the welcome is out: it must be the first message.
+            await self._send_lock.acquire()
             connections.add(self)  # before the welcome: a second comer now finds us
-        self.seen_hunts = list(hello.seen_hunts)
-        await asyncio.to_thread(clients.seen, client_id, time.time(), self.address)
-        await self.ws.send(
-            encode(Welcome(client_id=client_id, server_time=time.time(), enrolled=enrolled))
-        )
+        try:
+            self.seen_hunts = list(hello.seen_hunts)
+            await asyncio.to_thread(clients.seen, client_id, time.time(), self.address)
+            await self.ws.send(
+                encode(Welcome(client_id=client_id, server_time=time.time(), enrolled=enrolled))
+            )
+        finally:
+            self._send_lock.release()
         if enrolled:
             log.info("enrolled %s from %s", client_id, self.address)
             await self.server.interrogate(client_id)
