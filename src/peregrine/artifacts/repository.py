@@ -7,6 +7,7 @@ naming both files), so customising a built-in artifact is possible but never sil
 from __future__ import annotations
 
 import difflib
+import os
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 
@@ -22,6 +23,13 @@ from peregrine.artifacts.loader import (
 from peregrine.artifacts.model import Artifact
 from peregrine.engine.errors import QueryError
 from peregrine.engine.executor import Engine
+
+
+def configured_directories(extra: Iterable[Path] = ()) -> list[Path]:
+    """Artifact directories from ``$PEREGRINE_ARTIFACT_DIRS`` (``os.pathsep``-separated),
+    then ``extra``: the CLI and the server read the same ones."""
+    configured = os.environ.get("PEREGRINE_ARTIFACT_DIRS", "")
+    return [Path(d) for d in configured.split(os.pathsep) if d] + list(extra)
 
 
 class ArtifactRepository:

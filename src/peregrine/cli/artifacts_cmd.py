@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 import time
 from pathlib import Path
 from typing import Annotated, Any
@@ -17,7 +16,7 @@ from rich.table import Table
 
 from peregrine.artifacts.loader import ArtifactError, Problem
 from peregrine.artifacts.model import Artifact
-from peregrine.artifacts.repository import ArtifactRepository
+from peregrine.artifacts.repository import ArtifactRepository, configured_directories
 from peregrine.artifacts.runner import ArtifactRunner, Planned, SourceOutcome
 from peregrine.engine.context import QueryLimits
 from peregrine.engine.denylist import Denylist
@@ -35,13 +34,8 @@ DirsOption = Annotated[
 ]
 
 
-def _directories(given: list[Path] | None) -> list[Path]:
-    configured = os.environ.get("PEREGRINE_ARTIFACT_DIRS", "")
-    return [Path(d) for d in configured.split(os.pathsep) if d] + list(given or [])
-
-
 def _repository(dirs: list[Path] | None) -> ArtifactRepository:
-    repo = ArtifactRepository.default(_directories(dirs))
+    repo = ArtifactRepository.default(configured_directories(dirs or []))
     for problem in repo.problems:
         style = "yellow" if problem.severity == "warning" else "red"
         err.print(f"[{style}]{problem}[/{style}]", highlight=False, markup=True)

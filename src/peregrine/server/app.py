@@ -11,7 +11,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import os
 import time
 from collections.abc import Iterable, Mapping
 from pathlib import Path
@@ -21,7 +20,7 @@ from websockets.asyncio.server import Server as WebSocketServer
 from websockets.asyncio.server import ServerConnection, serve
 from websockets.http11 import Request, Response
 
-from peregrine.artifacts.repository import ArtifactRepository
+from peregrine.artifacts.repository import ArtifactRepository, configured_directories
 from peregrine.config import ServerConfig, server_ssl_context
 from peregrine.datastore import Datastore, FlowRecord, open_datastore
 from peregrine.engine.context import ALL_PERMISSIONS
@@ -47,7 +46,7 @@ class Server:
     def __init__(self, config: ServerConfig, repository: ArtifactRepository | None = None) -> None:
         self.config = config
         self.enrollment_secret = config.enrollment_secret
-        self.repository = repository or ArtifactRepository.default(artifact_directories())
+        self.repository = repository or ArtifactRepository.default(configured_directories())
         self.datastore: Datastore = open_datastore(config.datastore_url)
         self.filestore = Filestore(Path(config.filestore_dir), config.min_free_bytes)
         self.connections = ConnectionRegistry()
@@ -212,13 +211,6 @@ class Server:
         }
         self.datastore.clients.set_info(client_id, info, time.time())
         return info
-
-
-def artifact_directories() -> list[Path]:
-    """Extra artifact directories from ``$PEREGRINE_ARTIFACT_DIRS`` (``os.pathsep``-separated),
-    read as the CLI reads them, so the server collects the same artifacts."""
-    configured = os.environ.get("PEREGRINE_ARTIFACT_DIRS", "")
-    return [Path(d) for d in configured.split(os.pathsep) if d]
 
 
 def _json_list(value: Any) -> list[str]:
