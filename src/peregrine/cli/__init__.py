@@ -5,7 +5,14 @@ from __future__ import annotations
 import typer
 
 from peregrine import __version__
-from peregrine.cli import artifacts_cmd, config_cmd, plugins_cmd, query_cmd, server_cmd
+from peregrine.cli import (
+    artifacts_cmd,
+    config_cmd,
+    loadtest_cmd,
+    plugins_cmd,
+    query_cmd,
+    server_cmd,
+)
 
 app = typer.Typer(
     name="peregrine",
@@ -20,6 +27,7 @@ app.add_typer(artifacts_cmd.app, name="artifacts")
 app.add_typer(config_cmd.app, name="config")
 app.command("server")(server_cmd.server)
 app.command("agent")(server_cmd.agent)
+app.command("loadtest")(loadtest_cmd.loadtest)
 
 
 @app.command("version")

@@ -24,7 +24,12 @@ from peregrine.config.model import (
     masked,
     normalize_frontend_url,
 )
-from peregrine.config.tls import client_ssl_context, pinned_ssl_context, server_ssl_context
+from peregrine.config.tls import (
+    client_ssl_context,
+    pinned_ssl_context,
+    server_ssl_context,
+    shrink_tls_read_buffers,
+)
 
 __all__ = [
     "CLIENT_FILE",
@@ -49,5 +54,6 @@ __all__ = [
     "normalize_frontend_url",
     "pinned_ssl_context",
     "server_ssl_context",
+    "shrink_tls_read_buffers",
     "write_client_config",
 ]

@@ -21,7 +21,7 @@ from websockets.asyncio.server import ServerConnection, serve
 from websockets.http11 import Request, Response
 
 from peregrine.artifacts.repository import ArtifactRepository, configured_directories
-from peregrine.config import ServerConfig, server_ssl_context
+from peregrine.config import ServerConfig, server_ssl_context, shrink_tls_read_buffers
 from peregrine.datastore import Datastore, FlowRecord, open_datastore
 from peregrine.engine.context import ALL_PERMISSIONS
 from peregrine.filestore import Filestore
@@ -70,6 +70,7 @@ class Server:
     # -- lifecycle ----------------------------------------------------------------------------
 
     async def start(self) -> None:
+        shrink_tls_read_buffers()  # a frontend holds thousands of idle TLS connections
         self._listener = await serve(
             self._handle,
             self.config.bind_address,
