@@ -138,6 +138,8 @@ def test_stop_cancels_what_is_still_running(deployment, tmp_path: Path) -> None:
                 hunt = await server.hunts.create(HuntSpec(artifacts=[slow]), creator="alice")
                 await server.hunts.start(hunt.hunt_id)
                 await wait_until(lambda: server.datastore.hunts.stats(hunt.hunt_id).in_progress)
+                # The agent remembers the hunt, and names it when it next checks in.
+                assert agent.spool.seen_hunts() == [hunt.hunt_id]
                 await server.hunts.stop(hunt.hunt_id, cancel_running=True)
                 stats = server.datastore.hunts.stats(hunt.hunt_id)
                 assert stats.cancelled == 1 and stats.in_progress == 0

@@ -180,6 +180,7 @@ class Agent:
                         signature=self.identity.sign(challenge.nonce + client_id.encode()),
                         agent_version=__version__,
                         enrollment_secret=self.config.enrollment_secret,
+                        seen_hunts=await asyncio.to_thread(self.spool.seen_hunts),
                     )
                 )
             )
@@ -241,6 +242,8 @@ class Agent:
             raise ProtocolError(f"unexpected {type(message).__name__} after the handshake")
 
     def _start_job(self, request: CollectionRequest) -> None:
+        if request.hunt_id:
+            self.spool.saw_hunt(request.hunt_id, time.time())
         if not self.spool.start_flow(request.flow_id, encode(request)):
             return  # delivered twice (e.g. after a reconnect): it already ran or is running
         job = CollectionJob(

@@ -30,6 +30,10 @@ CREATE TABLE IF NOT EXISTS uploads (
     size INTEGER NOT NULL,
     announce BLOB NOT NULL        -- the spooled UploadStart, sent again after a reconnect
 );
+CREATE TABLE IF NOT EXISTS seen_hunts (
+    hunt_id TEXT PRIMARY KEY,
+    seen REAL NOT NULL
+);
 CREATE TABLE IF NOT EXISTS flows (
     flow_id TEXT PRIMARY KEY,
     next_seq INTEGER NOT NULL,
@@ -186,12 +190,25 @@ class Spool:
             self._db.execute("DELETE FROM uploads WHERE upload_id = ?", (upload_id,))
         return PendingUpload(*row) if row else None
 
+    def saw_hunt(self, hunt_id: str, now: float) -> None:
+        with self._lock:
+            self._db.execute("INSERT OR IGNORE INTO seen_hunts VALUES (?, ?)", (hunt_id, now))
+
+    def seen_hunts(self, limit: int = 1000) -> list[str]:
+        """The hunts this agent has been given (newest first), for its Hello."""
+        with self._lock:
+            rows = self._db.execute(
+                "SELECT hunt_id FROM seen_hunts ORDER BY seen DESC LIMIT ?", (limit,)
+            )
+            return [r[0] for r in rows]
+
     def clear(self) -> None:
         """Forget everything (a cloned machine's copy of another agent's spool)."""
         with self._lock:
             self._db.execute("DELETE FROM messages")
             self._db.execute("DELETE FROM flows")
             self._db.execute("DELETE FROM uploads")
+            self._db.execute("DELETE FROM seen_hunts")
             self._bytes = 0
 
     def close(self) -> None:

@@ -96,6 +96,8 @@ class CollectionRequest(Message, tag="collect"):
     #: Rows per batch and seconds between batches (whichever comes first).
     batch_rows: int = 1000
     batch_seconds: float = 1.0
+    #: The hunt this collection belongs to; the agent remembers it and names it in its Hello.
+    hunt_id: str | None = None
 
 
 class CancelCollection(Message, tag="cancel"):

@@ -67,6 +67,7 @@ class CollectionService:
         creator: str,
         permissions: frozenset[str] = ALL_PERMISSIONS,
         limits: Limits | None = None,
+        hunt_id: str | None = None,
     ) -> tuple[FlowRecord, bytes]:
         """Validate and build the flow record and the request; nothing is stored yet."""
         limits = limits or Limits()
@@ -95,6 +96,7 @@ class CollectionService:
         flow_id = new_flow_id()
         request = CollectionRequest(
             flow_id=flow_id,
+            hunt_id=hunt_id,
             artifacts=calls,
             definitions=[msgspec.to_builtins(a) for a in used.values()],
             permissions=sorted(permissions),
@@ -107,6 +109,7 @@ class CollectionService:
         now = time.time()
         record = FlowRecord(
             flow_id=flow_id,
+            hunt_id=hunt_id,
             client_id=client_id,
             artifacts=[{"name": c.name, "parameters": c.parameters} for c in calls],
             request={

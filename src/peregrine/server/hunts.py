@@ -244,11 +244,11 @@ class HuntManager:
                 f"hunt:{hunt.hunt_id}",
                 frozenset(hunt.permissions),
                 Limits(**hunt.limits),
+                hunt.hunt_id,
             )
         except CollectionError as exc:
             log.warning("hunt %s cannot run on %s: %s", hunt.hunt_id, client_id, exc)
             return False
-        record = dataclasses.replace(record, hunt_id=hunt.hunt_id)
         scheduled = await asyncio.to_thread(
             self.datastore.hunts.schedule_client,
             hunt.hunt_id,
