@@ -218,5 +218,19 @@ def test_recurring_hunts_and_expiry(deployment, tmp_path: Path) -> None:  # type
             assert len(children) == 2
             # The first iteration expired before the second began.
             assert server.datastore.hunts.get(child.hunt_id).state == "Stopped"
+            # The same with a cron schedule: at 03:00 UTC every day.
+            nightly = await server.hunts.create(
+                HuntSpec(artifacts=[USERS], cron="0 3 * * *"), creator="alice"
+            )
+            await server.hunts.start(nightly.hunt_id)
+            three_am = (int(now) // 86400 + 1) * 86400 + 3 * 3600
+            await server.hunts.tick(three_am - 60)  # the first iteration starts at once
+            await server.hunts.tick(three_am - 30)
+            await server.hunts.tick(three_am + 1)
+            runs = [h for h in server.datastore.hunts.list() if h.parent_id == nightly.hunt_id]
+            assert len(runs) == 2
+            assert max(r.expires for r in runs) <= three_am + 1 + 86400
+            with pytest.raises(HuntError, match="cron: minute"):
+                await server.hunts.create(HuntSpec(artifacts=[USERS], cron="99 * * * *"), "x")
 
     asyncio.run(scenario())

@@ -27,6 +27,7 @@ from typing import TYPE_CHECKING, Any
 from peregrine.artifacts.loader import ArtifactError
 from peregrine.artifacts.runner import ArtifactRunner
 from peregrine.engine.context import ALL_PERMISSIONS
+from peregrine.server import cron
 from peregrine.server.collections import CollectionError, Limits
 
 if TYPE_CHECKING:
@@ -57,8 +58,10 @@ class HuntSpec:
     expires_in: float = DEFAULT_EXPIRY_SECONDS
     notifications_per_second: float | None = None
     limits: Limits = field(default_factory=Limits)
-    #: Recurring: create a new hunt every N seconds (each expires before the next starts).
+    #: Recurring: create a new hunt every N seconds, or at the times of a cron expression
+    #: (UTC); each iteration expires before the next starts.
     every_seconds: float | None = None
+    cron: str | None = None
 
 
 def new_hunt_id() -> str:
@@ -139,6 +142,13 @@ class HuntManager:
             raise HuntError("expires must be in the future")
         if spec.every_seconds is not None and spec.every_seconds < 60:
             raise HuntError("a recurring hunt runs at most once a minute")
+        if spec.every_seconds is not None and spec.cron is not None:
+            raise HuntError("give every_seconds or cron, not both")
+        if spec.cron is not None:
+            try:
+                cron.parse(spec.cron)
+            except cron.CronError as exc:
+                raise HuntError(f"cron: {exc}") from None
 
     async def create(
         self, spec: HuntSpec, creator: str, permissions: frozenset[str] = ALL_PERMISSIONS
@@ -165,7 +175,7 @@ class HuntManager:
             state="Paused",
             notifications_per_second=spec.notifications_per_second,
             permissions=sorted(permissions),
-            schedule={"every_seconds": spec.every_seconds} if spec.every_seconds else None,
+            schedule=_schedule(spec),
             parent_id=None,
             last_run=None,
         )
@@ -379,8 +389,8 @@ class HuntManager:
                 await self._maybe_iterate(hunt, now)
 
     async def _maybe_iterate(self, template: HuntRecord, now: float) -> None:
-        every = float((template.schedule or {}).get("every_seconds") or 0)
-        if not every or (template.last_run is not None and now - template.last_run < every):
+        due, next_run = next_iteration(template, now)
+        if not due:
             return
         child = dataclasses.replace(
             template,
@@ -393,8 +403,8 @@ class HuntManager:
             parent_id=template.hunt_id,
             last_run=None,
             # Each iteration ends before the next begins: a client never piles them up.
-            expires=min(template.expires, now + every * 0.95),
-            description=f"{template.description} (every {every:g} s)".strip(),
+            expires=min(template.expires, now + (next_run - now) * 0.95),
+            description=template.description,
         )
         # One transaction that also moves the template's last run on: a crash or a second
         # frontend cannot create the same iteration twice.
@@ -411,6 +421,29 @@ class HuntManager:
         for hunt_id in list(self._pushers):
             self._stop_pushing(hunt_id)
         await asyncio.sleep(0)
+
+
+def _schedule(spec: HuntSpec) -> dict[str, Any] | None:
+    if spec.every_seconds:
+        return {"every_seconds": spec.every_seconds}
+    if spec.cron:
+        return {"cron": spec.cron}
+    return None
+
+
+def next_iteration(template: HuntRecord, now: float) -> tuple[bool, float]:
+    """Whether a recurring hunt is due at ``now``, and when the run after that one is."""
+    schedule = template.schedule or {}
+    since = template.last_run if template.last_run is not None else template.started or now
+    if schedule.get("cron"):
+        expression = cron.parse(str(schedule["cron"]))
+        due = template.last_run is None or expression.next_after(since) <= now
+        return due, expression.next_after(now)
+    every = float(schedule.get("every_seconds") or 0)
+    if not every:
+        return False, now
+    due = template.last_run is None or now - template.last_run >= every
+    return due, now + every
 
 
 def spec_from_mapping(data: Mapping[str, Any]) -> HuntSpec:
