@@ -26,6 +26,7 @@ from peregrine.datastore import Datastore, FlowRecord, open_datastore
 from peregrine.engine.context import ALL_PERMISSIONS
 from peregrine.filestore import Filestore
 from peregrine.protocol.messages import MAX_MESSAGE_BYTES
+from peregrine.server.client_index import ClientIndex
 from peregrine.server.collections import CollectionService, Limits
 from peregrine.server.connections import ConnectionRegistry
 from peregrine.server.events import ServerEvents
@@ -60,6 +61,7 @@ class Server:
         )
         self.ingestor = Ingestor(self.datastore, self.filestore)
         self.monitor = FlowMonitor(self)
+        self.client_index = ClientIndex()
         self.hunts = HuntManager(self)
         self.hunt_results = HuntResults(self.datastore, self.filestore)
         self._listener: WebSocketServer | None = None
@@ -86,9 +88,19 @@ class Server:
         sockets = list(self._listener.sockets)
         self.port = sockets[0].getsockname()[1] if sockets else self.config.port
         self._monitor_task = asyncio.create_task(self.monitor.run())
+        await self._load_client_index()
         await self.hunts.load()
         self._hunt_task = asyncio.create_task(self.hunts.run(load=False))
         log.info("listening for agents on %s:%s", self.config.bind_address, self.port)
+
+    async def _load_client_index(self) -> None:
+        after: str | None = None
+        while True:
+            page = await asyncio.to_thread(self.datastore.clients.all_for_index, after, 5000)
+            self.client_index.load(page)
+            if len(page) < 5000:
+                return
+            after = page[-1].client_id
 
     async def stop(self) -> None:
         if self._listener is not None:
@@ -165,14 +177,22 @@ class Server:
         self.events.flow_changed(flow_id)
         if info is not None:
             # The OS is known now: hunts that target it may apply to this client.
-            await self.hunts.client_changed(client_id, os=info["os"], hostname=info["hostname"])
+            await self.hunts.client_changed(
+                client_id,
+                os=info["os"],
+                hostname=info["hostname"],
+                ip_addresses=info["ip_addresses"],
+            )
 
     async def client_connected(self, client_id: str, seen_hunts: Iterable[str] = ()) -> None:
         """A client checked in: it gets every running hunt it matches and has not had."""
-        if client_id not in self.hunts.index.clients:
+        if client_id not in self.client_index.clients:
             record = await asyncio.to_thread(self.datastore.clients.get, client_id)
             if record is not None:
-                self.hunts.index.update(client_id, record.labels, record.os, record.hostname)
+                self.client_index.update(
+                    client_id, record.labels, record.os, record.hostname, record.ip_addresses
+                )
+        self.client_index.update(client_id, last_seen=time.time())
         await self.hunts.client_checked_in(client_id, seen_hunts)
 
     async def label(

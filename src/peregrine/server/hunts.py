@@ -31,7 +31,7 @@ from peregrine.server import cron
 from peregrine.server.collections import CollectionError, Limits
 
 if TYPE_CHECKING:
-    from peregrine.datastore import ClientSummary, HuntRecord
+    from peregrine.datastore import HuntRecord
     from peregrine.server.app import Server
 
 log = logging.getLogger(__name__)
@@ -68,55 +68,10 @@ def new_hunt_id() -> str:
     return "H." + secrets.token_hex(8)
 
 
-@dataclass
-class IndexedClient:
-    labels: frozenset[str]
-    os: str | None
-    hostname: str | None
-
-
-class ClientIndex:
-    """Labels and OS of every client, in memory, so matching a hunt is a scan of a dict."""
-
-    def __init__(self) -> None:
-        self.clients: dict[str, IndexedClient] = {}
-
-    def load(self, summaries: Iterable[ClientSummary]) -> None:
-        for s in summaries:
-            self.clients[s.client_id] = IndexedClient(frozenset(s.labels), s.os, s.hostname)
-
-    def update(
-        self,
-        client_id: str,
-        labels: Iterable[str] | None = None,
-        os: str | None = None,
-        hostname: str | None = None,
-    ) -> None:
-        entry = self.clients.get(client_id) or IndexedClient(frozenset(), None, None)
-        self.clients[client_id] = IndexedClient(
-            frozenset(labels) if labels is not None else entry.labels,
-            os if os is not None else entry.os,
-            hostname if hostname is not None else entry.hostname,
-        )
-
-    def matches(self, hunt: HuntRecord, client_id: str) -> bool:
-        entry = self.clients.get(client_id)
-        if entry is None:
-            return False
-        if hunt.include_labels and not entry.labels.intersection(hunt.include_labels):
-            return False
-        if entry.labels.intersection(hunt.exclude_labels):
-            return False
-        return not hunt.os or (entry.os or "") in hunt.os
-
-    def matching(self, hunt: HuntRecord) -> list[str]:
-        return [cid for cid in self.clients if self.matches(hunt, cid)]
-
-
 class HuntManager:
     def __init__(self, server: Server) -> None:
         self.server = server
-        self.index = ClientIndex()
+        self.index = server.client_index
         self._pushers: dict[str, asyncio.Task[None]] = {}
         self._lock = asyncio.Lock()
 
@@ -342,24 +297,17 @@ class HuntManager:
         labels: Iterable[str] | None = None,
         os: str | None = None,
         hostname: str | None = None,
+        ip_addresses: Iterable[str] | None = None,
     ) -> None:
         """Labels or OS changed (or became known): the client may now match running hunts."""
-        self.index.update(client_id, labels, os, hostname)
+        self.index.update(client_id, labels, os, hostname, ip_addresses)
         if client_id in self.server.connections:
             await self.client_checked_in(client_id)
 
     # -- the leader loop ----------------------------------------------------------------------
 
     async def load(self) -> None:
-        if not hasattr(self.datastore, "hunts"):
-            return  # a datastore without hunts (being migrated)
-        after: str | None = None
-        while True:
-            page = await asyncio.to_thread(self.datastore.clients.all_for_index, after, 5000)
-            self.index.load(page)
-            if len(page) < 5000:
-                break
-            after = page[-1].client_id
+        """Resume the hunts that were running (after a restart: still at most once)."""
         for hunt in await asyncio.to_thread(self.datastore.hunts.running, time.time()):
             if hunt.schedule is None:
                 self._start_pushing(hunt)  # resumes scheduling after a restart: at most once
