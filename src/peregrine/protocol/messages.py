@@ -30,8 +30,11 @@ MAX_MESSAGE_BYTES = 4 * 1024 * 1024
 UPLOAD_CHUNK_BYTES = 1024 * 1024
 
 
-class Message(msgspec.Struct, tag_field="kind", forbid_unknown_fields=True):
-    """Base of every message."""
+class Message(msgspec.Struct, tag_field="kind"):
+    """Base of every message.
+
+    Unknown fields are ignored, so a newer peer can add optional fields without breaking an
+    older one; unknown kinds, missing fields and wrong types are refused."""
 
 
 # -- handshake --------------------------------------------------------------------------------
@@ -77,7 +80,7 @@ class Reidentify(Message, tag="reidentify"):
 # -- server → agent ---------------------------------------------------------------------------
 
 
-class ArtifactCall(msgspec.Struct, forbid_unknown_fields=True):
+class ArtifactCall(msgspec.Struct):
     name: str
     parameters: dict[str, Any] = {}
 
