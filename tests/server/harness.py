@@ -43,7 +43,9 @@ def free_port() -> int:
 
 def make_deployment(directory: Path) -> GeneratedConfig:
     port = free_port()
-    return generate(directory, [f"wss://127.0.0.1:{port}/agent"], port=port, force=True)
+    return generate(
+        directory, [f"wss://127.0.0.1:{port}/agent"], port=port, api_port=free_port(), force=True
+    )
 
 
 def agent_config(deployment: GeneratedConfig, home: Path, **changes: object) -> ClientConfig:

@@ -124,6 +124,7 @@ def generate(
     public_urls: Sequence[str] | None = None,
     *,
     port: int = DEFAULT_PORT,
+    api_port: int | None = None,
     data_dir: Path | None = None,
     bind_address: str | None = None,
     hostnames: Sequence[str] = (),
@@ -182,6 +183,7 @@ def generate(
         enrollment_secret=secrets.token_urlsafe(32),
         bind_address=bind_address,
         port=port,
+        api_port=port + 1 if api_port is None else api_port,
     )
     client = ClientConfig(
         server_urls=urls,

@@ -111,6 +111,10 @@ class ServerConfig(_Section):
     ca_key_path: str = ""
     bind_address: str = "127.0.0.1"
     port: Port = DEFAULT_PORT
+    #: The REST API (HTTPS, the same certificate): where analysts and scripts connect.
+    #: Port 0 turns it off.
+    api_bind_address: str = "127.0.0.1"
+    api_port: Annotated[int, msgspec.Meta(ge=0, le=65535)] = DEFAULT_PORT + 1
     #: SQLAlchemy URL; empty: SQLite at ``<data_dir>/peregrine.db``.
     datastore_url: str = ""
     #: Results, logs and uploads; empty: ``<data_dir>/filestore``.

@@ -1,4 +1,5 @@
-"""The datastore: clients, collections, tasks and hunts, in SQLite (embedded) or PostgreSQL.
+"""The datastore: clients, collections, tasks, hunts, users and the audit log, in SQLite
+(embedded) or PostgreSQL.
 
 ``open_datastore(url)`` picks the backend from the URL and migrates the schema to head.
 
@@ -6,17 +7,23 @@ Exceptions::
 
     DatastoreError        anything the datastore raises on purpose
     ├── KeyMismatch       a client id enrolled with another key
-    ├── NotFound          the client, flow or hunt named does not exist (also a LookupError)
+    ├── NotFound          the client, flow, hunt, user or token named does not exist
+    │                     (also a LookupError)
     └── Conflict          the record to create already exists
 """
 
 from __future__ import annotations
 
+from .audit import AuditStore
 from .clients import ClientStore
 from .collections import CollectionStore
 from .errors import Conflict, DatastoreError, KeyMismatch, NotFound
 from .hunts import HuntStore, new_hunt_id
 from .records import (
+    AUDIT_ERROR,
+    AUDIT_OK,
+    AUDIT_REFUSED,
+    AUDIT_RESULTS,
     CANCELLED,
     ERROR,
     FINAL_STATES,
@@ -31,17 +38,26 @@ from .records import (
     IN_PROGRESS,
     SCHEDULED,
     UNRESPONSIVE,
+    AuditEntry,
     ClientRecord,
     ClientSummary,
     FlowRecord,
     HuntClient,
     HuntRecord,
     HuntStats,
+    SessionRecord,
+    TokenRecord,
+    UserRecord,
 )
 from .store import Datastore, open_datastore
 from .tasks import TaskStore
+from .users import SessionStore, TokenStore, UserStore
 
 __all__ = [
+    "AUDIT_ERROR",
+    "AUDIT_OK",
+    "AUDIT_REFUSED",
+    "AUDIT_RESULTS",
     "CANCELLED",
     "ERROR",
     "FINAL_STATES",
@@ -56,6 +72,8 @@ __all__ = [
     "IN_PROGRESS",
     "SCHEDULED",
     "UNRESPONSIVE",
+    "AuditEntry",
+    "AuditStore",
     "ClientRecord",
     "ClientStore",
     "ClientSummary",
@@ -70,7 +88,13 @@ __all__ = [
     "HuntStore",
     "KeyMismatch",
     "NotFound",
+    "SessionRecord",
+    "SessionStore",
     "TaskStore",
+    "TokenRecord",
+    "TokenStore",
+    "UserRecord",
+    "UserStore",
     "new_hunt_id",
     "open_datastore",
 ]

@@ -205,3 +205,74 @@ class HuntStats:
     waiting: int = 0
     uploads: int = 0
     upload_bytes: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class UserRecord:
+    """One user: what they hold (roles and individual permissions) and how they log in.
+
+    ``password_hash`` is None for a user who only uses API tokens; it never shows in a repr.
+    """
+
+    name: str
+    roles: list[str]
+    #: Permissions granted individually, beside those the roles give.
+    permissions: list[str]
+    created: float
+    password_hash: str | None = field(default=None, repr=False)
+    #: When the user was disabled; None while enabled.
+    disabled: float | None = None
+    last_login: float | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class TokenRecord:
+    """One API token, without its secret (only a hash of that is stored)."""
+
+    token_id: str
+    username: str
+    name: str
+    created: float
+    expires: float
+    last_used: float | None = None
+    #: When it was revoked; None while it is not.
+    revoked: float | None = None
+
+    def usable(self, now: float) -> bool:
+        """Not revoked and not expired at ``now``."""
+        return self.revoked is None and now < self.expires
+
+
+@dataclass(frozen=True, slots=True)
+class SessionRecord:
+    """One browser session (its id is only stored hashed)."""
+
+    username: str
+    created: float
+    expires: float
+    csrf_token: str = field(repr=False)
+    address: str | None = None
+
+
+AUDIT_OK = "ok"
+AUDIT_REFUSED = "refused"
+AUDIT_ERROR = "error"
+#: What an audited action came to: done, refused (permissions, validation), or failed.
+AUDIT_RESULTS = (AUDIT_OK, AUDIT_REFUSED, AUDIT_ERROR)
+
+
+@dataclass(frozen=True, slots=True)
+class AuditEntry:
+    """One audited action: who did what to which target, from where, and how it ended."""
+
+    audit_id: int
+    time: float
+    actor: str
+    action: str
+    target: str | None = None
+    address: str | None = None
+    parameters: dict[str, Any] = field(default_factory=dict)
+    result: str = AUDIT_OK
+    reason: str | None = None
+    #: How the actor authenticated: "password", "session", "token <id> (<name>)", "local".
+    credential: str | None = None

@@ -27,7 +27,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.types import TypeDecorator
 
-from .records import FLOW_STATES, HUNT_STATES
+from .records import AUDIT_RESULTS, FLOW_STATES, HUNT_STATES
 
 #: Deterministic constraint names, the same on both backends, so later migrations can name them.
 NAMING_CONVENTION = {
@@ -203,4 +203,79 @@ hunt_clients = Table(
     Column("scheduled", Double, nullable=False),
     Index("ix_hunt_clients_client_id", "client_id"),
     Index("ix_hunt_clients_hunt_scheduled", "hunt_id", "scheduled", "client_id"),
+)
+
+users = Table(
+    "users",
+    metadata,
+    Column("name", String(128), primary_key=True),
+    Column("password_hash", Text),
+    Column("roles", JSONText, nullable=False),
+    Column("permissions", JSONText, nullable=False),
+    Column("created", Double, nullable=False),
+    Column("disabled", Double),
+    Column("last_login", Double),
+)
+
+#: API tokens: only the SHA-256 of each secret is stored.
+tokens = Table(
+    "tokens",
+    metadata,
+    Column("token_id", String(32), primary_key=True),
+    Column(
+        "username",
+        String(128),
+        ForeignKey("users.name", ondelete="CASCADE"),
+        nullable=False,
+    ),
+    Column("name", Text, nullable=False),
+    Column("secret_hash", String(64), nullable=False),
+    Column("created", Double, nullable=False),
+    Column("expires", Double, nullable=False),
+    Column("last_used", Double),
+    Column("revoked", Double),
+    Index("ix_tokens_username", "username", "created"),
+)
+
+#: Browser sessions, keyed by the SHA-256 of the session id.
+sessions = Table(
+    "sessions",
+    metadata,
+    Column("session_hash", String(64), primary_key=True),
+    Column(
+        "username",
+        String(128),
+        ForeignKey("users.name", ondelete="CASCADE"),
+        nullable=False,
+    ),
+    Column("created", Double, nullable=False),
+    Column("expires", Double, nullable=False),
+    Column("csrf_token", String(64), nullable=False),
+    Column("address", Text),
+    Index("ix_sessions_username", "username"),
+    Index("ix_sessions_expires", "expires"),
+)
+
+#: The audit log. ``actor`` is plain text, not a foreign key: deleting a user keeps their history.
+audit = Table(
+    "audit",
+    metadata,
+    Column("audit_id", AutoId, primary_key=True, autoincrement=True),
+    Column("time", Double, nullable=False),
+    Column("actor", Text, nullable=False),
+    Column("credential", Text),
+    Column("address", Text),
+    Column("action", String(64), nullable=False),
+    Column("target", Text),
+    Column("parameters", JSONText, nullable=False),
+    Column("result", String(16), nullable=False),
+    Column("reason", Text),
+    CheckConstraint(
+        "result IN ({})".format(", ".join(f"'{result}'" for result in AUDIT_RESULTS)),
+        name="result",
+    ),
+    Index("ix_audit_time", "time", "audit_id"),
+    Index("ix_audit_actor", "actor", "audit_id"),
+    Index("ix_audit_action", "action", "audit_id"),
+    Index("ix_audit_target", "target", "audit_id"),
 )

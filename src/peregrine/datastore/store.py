@@ -5,18 +5,20 @@ from __future__ import annotations
 from types import TracebackType
 
 from . import migrate
+from .audit import AuditStore
 from .clients import ClientStore
 from .collections import CollectionStore
 from .database import Database
 from .hunts import HuntStore
 from .tasks import TaskStore
+from .users import SessionStore, TokenStore, UserStore
 
 
 class Datastore:
-    """Clients, collections, tasks and hunts in one database (SQLite or PostgreSQL).
+    """Clients, collections, tasks, hunts, users and the audit log in one database (SQLite or
+    PostgreSQL).
 
-    Thread-safe: the server calls it from worker threads. Users and the audit log will be
-    further stores beside these.
+    Thread-safe: the server calls it from worker threads.
     """
 
     def __init__(self, db: Database) -> None:
@@ -27,6 +29,10 @@ class Datastore:
         self.collections = CollectionStore(db)
         self.tasks = TaskStore(db)
         self.hunts = HuntStore(db)
+        self.users = UserStore(db)
+        self.tokens = TokenStore(db)
+        self.sessions = SessionStore(db)
+        self.audit = AuditStore(db)
 
     def revision(self) -> str | None:
         """The schema revision the database is at."""

@@ -24,6 +24,7 @@ log = logging.getLogger(__name__)
 
 RowsFor = Callable[[int, str, str], int]
 
+
 class Fleet:
     """``count`` simulated clients of the deployment ``config`` points at.
 

@@ -21,11 +21,14 @@ from websockets.asyncio.server import ServerConnection, serve
 from websockets.http11 import Request, Response
 
 from peregrine.artifacts.repository import ArtifactRepository, configured_directories
+from peregrine.auth.accounts import Accounts
+from peregrine.auth.audit import AuditLog, default_audit_path
 from peregrine.config import ServerConfig, server_ssl_context, shrink_tls_read_buffers
 from peregrine.datastore import Datastore, FlowRecord, open_datastore
 from peregrine.engine.context import ALL_PERMISSIONS
 from peregrine.filestore import Filestore
 from peregrine.protocol.messages import MAX_MESSAGE_BYTES
+from peregrine.server.api_server import ApiServer
 from peregrine.server.client_index import ClientIndex
 from peregrine.server.collections import CollectionService, Limits
 from peregrine.server.connections import ConnectionRegistry
@@ -47,7 +50,10 @@ class Server:
     def __init__(self, config: ServerConfig, repository: ArtifactRepository | None = None) -> None:
         self.config = config
         self.enrollment_secret = config.enrollment_secret
-        self.repository = repository or ArtifactRepository.default(configured_directories())
+        # Custom artifacts added through the API live in <data_dir>/artifacts.
+        custom = Path(config.data_dir) / "artifacts"
+        directories = configured_directories([custom] if custom.is_dir() else [])
+        self.repository = repository or ArtifactRepository.default(directories)
         self.datastore: Datastore = open_datastore(config.datastore_url)
         self.filestore = Filestore(Path(config.filestore_dir), config.min_free_bytes)
         self.connections = ConnectionRegistry()
@@ -64,7 +70,10 @@ class Server:
         self.client_index = ClientIndex()
         self.hunts = HuntManager(self)
         self.hunt_results = HuntResults(self.datastore, self.filestore)
+        self.accounts = Accounts(self.datastore)
+        self.audit = AuditLog(self.datastore.audit, default_audit_path(config.data_dir))
         self._listener: WebSocketServer | None = None
+        self._api: ApiServer | None = None
         self._monitor_task: asyncio.Task[None] | None = None
         self._hunt_task: asyncio.Task[None] | None = None
         self.port: int | None = None
@@ -87,6 +96,9 @@ class Server:
         )
         sockets = list(self._listener.sockets)
         self.port = sockets[0].getsockname()[1] if sockets else self.config.port
+        if self.config.api_port:
+            self._api = ApiServer(self)
+            await self._api.start()
         self._monitor_task = asyncio.create_task(self.monitor.run())
         await self._load_client_index()
         await self.hunts.load()
@@ -102,7 +114,13 @@ class Server:
                 return
             after = page[-1].client_id
 
+    @property
+    def api_port(self) -> int | None:
+        return self._api.port if self._api is not None else None
+
     async def stop(self) -> None:
+        if self._api is not None:
+            await self._api.stop()
         if self._listener is not None:
             self._listener.close()
         await self.connections.shutdown()

@@ -41,6 +41,15 @@ class ServerEvents:
     def flow_changed(self, flow_id: str) -> None:
         self._notify("flow")
 
+    async def wait_changed(self, timeout: float) -> bool:
+        """Sleep until something changes or ``timeout`` passes; True if something changed."""
+        async with self._changed:
+            try:
+                await asyncio.wait_for(self._changed.wait(), timeout)
+            except TimeoutError:
+                return False
+        return True
+
     async def wait_for(
         self, check: Callable[[], Awaitable[T | None]], timeout: float, poll: float = 0.5
     ) -> T:

@@ -1,0 +1,1 @@
+"""The public REST API (FastAPI), served by every frontend beside the agent listener."""

@@ -1,0 +1,54 @@
+"""The public REST API: ``/api/v1``, documented by its OpenAPI document at
+``/api/v1/openapi.json`` and interactive docs at ``/api/docs``.
+
+Versioned by path: ``/api/v1`` only ever gains endpoints and optional fields; anything that
+would break a script goes to ``/api/v2``.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from fastapi import FastAPI, Request
+from fastapi.responses import JSONResponse
+
+from peregrine import __version__
+from peregrine.api.deps import ApiContext
+from peregrine.api.routes import admin, artifacts, clients, collections, events, hunts
+from peregrine.auth.accounts import Accounts
+from peregrine.auth.audit import AuditLog
+from peregrine.datastore import DatastoreError, NotFound
+
+if TYPE_CHECKING:
+    from peregrine.server.app import Server
+
+API_PREFIX = "/api/v1"
+
+
+def create_app(server: Server, accounts: Accounts, audit: AuditLog) -> FastAPI:
+    app = FastAPI(
+        title="Peregrine API",
+        version="1",
+        summary="Endpoint visibility and DFIR: clients, collections, hunts, artifacts.",
+        description=(
+            f"Peregrine {__version__}. Authenticate with `Authorization: Bearer <token>` "
+            "(`peregrine users token NAME`) or a session from `POST /api/v1/auth/login` (then "
+            "send `X-CSRF-Token` on state-changing requests). Every change is audited."
+        ),
+        openapi_url=f"{API_PREFIX}/openapi.json",
+        docs_url="/api/docs",
+        redoc_url=None,
+    )
+    app.state.ctx = ApiContext(server=server, accounts=accounts, audit=audit)
+    for module in (clients, collections, hunts, artifacts, admin, events):
+        app.include_router(module.router, prefix=API_PREFIX)
+
+    @app.exception_handler(NotFound)
+    async def not_found(request: Request, exc: NotFound) -> JSONResponse:
+        return JSONResponse({"detail": str(exc)}, status_code=404)
+
+    @app.exception_handler(DatastoreError)
+    async def datastore_error(request: Request, exc: DatastoreError) -> JSONResponse:
+        return JSONResponse({"detail": str(exc)}, status_code=409)
+
+    return app

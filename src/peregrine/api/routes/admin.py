@@ -1,0 +1,264 @@
+"""Logging in and out, the caller, users and tokens, the audit log, and server status."""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import time
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Depends, HTTPException, Path, Query, Request, Response
+
+from peregrine import __version__
+from peregrine.api.deps import SESSION_COOKIE, Audit, authenticate, context, require
+from peregrine.api.schemas import (
+    AuditEntry,
+    GrantIn,
+    IssuedToken,
+    LoginIn,
+    Me,
+    Status,
+    Token,
+    TokenIn,
+    User,
+    UserIn,
+)
+from peregrine.auth.accounts import AccountError, Principal, permissions_of
+from peregrine.auth.roles import READ_RESULTS, SERVER_ADMIN
+from peregrine.datastore import DatastoreError
+
+router = APIRouter()
+UserName = Annotated[
+    str, Path(min_length=1, max_length=128, pattern=r"^[A-Za-z0-9][A-Za-z0-9._@-]*$")
+]
+TokenId = Annotated[str, Path(pattern=r"^[0-9a-f]{16}$")]
+
+
+def user_out(record: Any) -> User:
+    return User(
+        name=record.name,
+        roles=record.roles,
+        permissions=record.permissions,
+        effective_permissions=sorted(permissions_of(record)),
+        created=record.created,
+        disabled=record.disabled,
+        last_login=record.last_login,
+    )
+
+
+def token_out(record: Any) -> Token:
+    data = dataclasses.asdict(record)
+    return Token(**{k: v for k, v in data.items() if k in Token.model_fields})
+
+
+# -- sessions -------------------------------------------------------------------------------
+
+
+@router.post("/auth/login", response_model=Me, tags=["auth"], summary="Log in (browser session)")
+async def login(request: Request, body: LoginIn, response: Response) -> Me:
+    """Sets a secure, HTTP-only session cookie; send the returned `csrf_token` as the
+    `X-CSRF-Token` header on every state-changing request of this session."""
+    ctx = context(request)
+    address = request.client.host if request.client else None
+    session = await asyncio.to_thread(ctx.accounts.login, body.username, body.password, address)
+    if session is None:
+        await asyncio.to_thread(
+            ctx.audit.record, body.username, "auth.login", address=address, result="refused",
+            reason="wrong user name or password",
+        )  # fmt: skip
+        raise HTTPException(401, "wrong user name or password")
+    principal = await asyncio.to_thread(ctx.accounts.authenticate_session, session.session_id)
+    assert principal is not None
+    response.set_cookie(
+        SESSION_COOKIE, session.session_id, httponly=True, secure=True, samesite="strict",
+        max_age=int(session.record.expires - session.record.created), path="/api",
+    )  # fmt: skip
+    await Audit(request, principal).record("auth.login")
+    return Me(
+        name=principal.name,
+        permissions=sorted(principal.permissions),
+        credential=principal.credential,
+        csrf_token=session.csrf_token,
+    )
+
+
+@router.post("/auth/logout", status_code=204, tags=["auth"], summary="Log out")
+async def logout(
+    request: Request, response: Response, principal: Principal = Depends(authenticate)
+) -> None:
+    cookie = request.cookies.get(SESSION_COOKIE)
+    if cookie:
+        await asyncio.to_thread(context(request).accounts.end_session, cookie)
+    response.delete_cookie(SESSION_COOKIE, path="/api")
+    await Audit(request, principal).record("auth.logout")
+
+
+@router.get("/me", response_model=Me, tags=["auth"], summary="Who am I")
+async def me(principal: Principal = Depends(authenticate)) -> Me:
+    return Me(
+        name=principal.name,
+        permissions=sorted(principal.permissions),
+        credential=principal.credential,
+    )
+
+
+# -- users and tokens -----------------------------------------------------------------------
+
+
+@router.get("/users", response_model=list[User], tags=["users"], summary="List users")
+async def list_users(request: Request, _: Principal = Depends(require(SERVER_ADMIN))) -> list[User]:
+    users = await asyncio.to_thread(context(request).accounts.list_users)
+    return [user_out(u) for u in users]
+
+
+@router.post("/users", response_model=User, status_code=201, tags=["users"], summary="Add a user")
+async def add_user(
+    request: Request, body: UserIn, principal: Principal = Depends(require(SERVER_ADMIN))
+) -> User:
+    audit = Audit(request, principal)
+    try:
+        record = await asyncio.to_thread(
+            context(request).accounts.create_user, body.name, body.password, body.roles
+        )
+    except (AccountError, DatastoreError) as exc:
+        await audit.record("user.create", target=body.name, result="refused", reason=str(exc))
+        raise HTTPException(400, str(exc)) from None
+    await audit.record("user.create", target=record.name, parameters={"roles": body.roles})
+    return user_out(record)
+
+
+@router.post(
+    "/users/{name}/grant", response_model=User, tags=["users"], summary="Grant a role or permission"
+)
+async def grant(
+    name: UserName,
+    request: Request,
+    body: GrantIn,
+    principal: Principal = Depends(require(SERVER_ADMIN)),
+) -> User:
+    return await _change_user(request, principal, name, "grant", body.grant)
+
+
+@router.post(
+    "/users/{name}/revoke",
+    response_model=User,
+    tags=["users"],
+    summary="Revoke a role or permission",
+)
+async def revoke(
+    name: UserName,
+    request: Request,
+    body: GrantIn,
+    principal: Principal = Depends(require(SERVER_ADMIN)),
+) -> User:
+    return await _change_user(request, principal, name, "revoke", body.grant)
+
+
+@router.post("/users/{name}/disable", response_model=User, tags=["users"], summary="Disable a user")
+async def disable(
+    name: UserName, request: Request, principal: Principal = Depends(require(SERVER_ADMIN))
+) -> User:
+    return await _change_user(request, principal, name, "disable")
+
+
+async def _change_user(
+    request: Request, principal: Principal, name: str, action: str, *args: str
+) -> User:
+    accounts = context(request).accounts
+    audit = Audit(request, principal)
+    try:
+        record = await asyncio.to_thread(getattr(accounts, action), name, *args)
+    except (AccountError, DatastoreError) as exc:
+        status = 404 if "no user" in str(exc).lower() or "not found" in str(exc).lower() else 400
+        await audit.record(f"user.{action}", target=name, result="refused", reason=str(exc))
+        raise HTTPException(status, str(exc)) from None
+    await audit.record(
+        f"user.{action}", target=name, parameters={"item": args[0]} if args else None
+    )
+    return user_out(record)
+
+
+@router.get("/me/tokens", response_model=list[Token], tags=["tokens"], summary="My API tokens")
+async def my_tokens(request: Request, principal: Principal = Depends(authenticate)) -> list[Token]:
+    tokens = await asyncio.to_thread(context(request).accounts.list_tokens, principal.name)
+    return [token_out(t) for t in tokens]
+
+
+@router.post(
+    "/me/tokens",
+    response_model=IssuedToken,
+    status_code=201,
+    tags=["tokens"],
+    summary="Make an API token",
+)
+async def make_token(
+    request: Request, body: TokenIn, principal: Principal = Depends(authenticate)
+) -> IssuedToken:
+    """The token text is in this response only; Peregrine stores its hash."""
+    if principal.name.startswith("local:"):
+        raise HTTPException(400, "local principals cannot hold tokens")
+    issued = await asyncio.to_thread(
+        context(request).accounts.create_token, principal.name, body.name, body.expires_in
+    )
+    await Audit(request, principal).record(
+        "token.create", target=issued.record.token_id, parameters={"token_name": body.name}
+    )
+    return IssuedToken(token=issued.token, **token_out(issued.record).model_dump())
+
+
+@router.delete("/tokens/{token_id}", status_code=204, tags=["tokens"], summary="Revoke a token")
+async def revoke_token(
+    token_id: TokenId, request: Request, principal: Principal = Depends(authenticate)
+) -> None:
+    """Your own tokens; administrators can revoke anyone's."""
+    accounts = context(request).accounts
+    record = await asyncio.to_thread(accounts.get_token, token_id)
+    if record is None:
+        raise HTTPException(404, f"no token {token_id}")
+    if record.username != principal.name and not principal.has(SERVER_ADMIN):
+        raise HTTPException(403, "only administrators revoke other users' tokens")
+    await asyncio.to_thread(accounts.revoke_token, token_id)
+    await Audit(request, principal).record("token.revoke", target=token_id)
+
+
+# -- audit and status -----------------------------------------------------------------------
+
+
+@router.get("/audit", response_model=list[AuditEntry], tags=["audit"], summary="The audit log")
+async def audit_log(
+    request: Request,
+    since: float | None = Query(None, ge=0),
+    until: float | None = Query(None, ge=0),
+    actor: str | None = Query(None, max_length=200),
+    action: str | None = Query(None, max_length=200),
+    target: str | None = Query(None, max_length=500),
+    limit: int = Query(100, ge=1, le=1000),
+    offset: int = Query(0, ge=0),
+    _: Principal = Depends(require(SERVER_ADMIN)),
+) -> list[AuditEntry]:
+    entries = await asyncio.to_thread(
+        context(request).audit.query, since=since, until=until, actor=actor, action=action,
+        target=target, limit=limit, offset=offset,
+    )  # fmt: skip
+    return [
+        AuditEntry(
+            **{k: v for k, v in dataclasses.asdict(e).items() if k in AuditEntry.model_fields}
+        )
+        for e in entries
+    ]
+
+
+@router.get("/status", response_model=Status, tags=["status"], summary="Server status")
+async def status(request: Request, _: Principal = Depends(require(READ_RESULTS))) -> Status:
+    server = context(request).server
+    in_flight = await asyncio.to_thread(server.datastore.collections.in_flight)
+    running = await asyncio.to_thread(server.datastore.hunts.running, time.time())
+    return Status(
+        version=__version__,
+        clients=len(server.client_index),
+        connected=len(server.connections),
+        flows_in_flight=len(in_flight),
+        running_hunts=len(running),
+        datastore=server.datastore.backend,
+        leader=True,
+    )

@@ -1,0 +1,277 @@
+"""Hunts: create, start/pause/stop/archive, hunt_add, clients, statistics, results, exports."""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import io
+import threading
+from collections.abc import Iterator
+from typing import Annotated
+
+from fastapi import APIRouter, Depends, HTTPException, Path, Query, Request
+from fastapi.responses import StreamingResponse
+
+from peregrine.api.deps import Audit, context, require
+from peregrine.api.routes.clients import ClientId
+from peregrine.api.schemas import Hunt, HuntClient, HuntIn, HuntStats, RowsPage
+from peregrine.auth.accounts import Principal
+from peregrine.auth.roles import READ_RESULTS, START_HUNT
+from peregrine.datastore import HuntRecord
+from peregrine.server.collections import Limits
+from peregrine.server.hunts import HuntError, HuntSpec
+
+router = APIRouter(prefix="/hunts", tags=["hunts"])
+HuntId = Annotated[str, Path(pattern=r"^H\.[0-9a-f]{16}$", examples=["H.0123456789abcdef"])]
+MEDIA = {
+    "csv": "text/csv",
+    "jsonl": "application/x-ndjson",
+    "parquet": "application/vnd.apache.parquet",
+}
+
+
+def hunt_out(record: HuntRecord) -> Hunt:
+    data = dataclasses.asdict(record)
+    return Hunt(**{k: v for k, v in data.items() if k in Hunt.model_fields})
+
+
+async def _hunt(request: Request, hunt_id: str) -> HuntRecord:
+    record = await asyncio.to_thread(context(request).server.datastore.hunts.get, hunt_id)
+    if record is None:
+        raise HTTPException(404, f"no hunt {hunt_id}")
+    return record
+
+
+@router.post("", response_model=Hunt, status_code=201, summary="Create a hunt (paused)")
+async def create_hunt(
+    request: Request, body: HuntIn, principal: Principal = Depends(require(START_HUNT))
+) -> Hunt:
+    server = context(request).server
+    data = body.model_dump()
+    spec = HuntSpec(
+        artifacts=[(a.name, a.parameters) for a in body.artifacts],
+        description=body.description,
+        tags=body.tags,
+        include_labels=body.include_labels,
+        exclude_labels=body.exclude_labels,
+        os=body.os,
+        client_limit=body.client_limit,
+        expires_in=body.expires_in,
+        notifications_per_second=body.notifications_per_second,
+        limits=Limits(**body.limits.model_dump()),
+        every_seconds=body.every_seconds,
+        cron=body.cron,
+    )
+    audit = Audit(request, principal)
+    try:
+        record = await server.hunts.create(spec, principal.name, principal.query_permissions)
+    except HuntError as exc:
+        await audit.record("hunt.create", parameters=data, result="refused", reason=str(exc))
+        raise HTTPException(400, str(exc)) from None
+    await audit.record("hunt.create", target=record.hunt_id, parameters=data)
+    return hunt_out(record)
+
+
+@router.get("", response_model=list[Hunt], summary="List hunts")
+async def list_hunts(
+    request: Request,
+    state: list[str] | None = Query(None, description="Paused, Running, Stopped, Archived"),
+    limit: int = Query(100, ge=1, le=1000),
+    offset: int = Query(0, ge=0),
+    _: Principal = Depends(require(READ_RESULTS)),
+) -> list[Hunt]:
+    known = {"Paused", "Running", "Stopped", "Archived"}
+    if state and not set(state) <= known:
+        raise HTTPException(400, f"state must be among {', '.join(sorted(known))}")
+    store = context(request).server.datastore.hunts
+    return [hunt_out(h) for h in await asyncio.to_thread(store.list, state, limit, offset)]
+
+
+@router.get("/{hunt_id}", response_model=Hunt, summary="One hunt")
+async def get_hunt(
+    hunt_id: HuntId, request: Request, _: Principal = Depends(require(READ_RESULTS))
+) -> Hunt:
+    return hunt_out(await _hunt(request, hunt_id))
+
+
+async def _change(
+    request: Request, principal: Principal, hunt_id: str, action: str, **kw: bool
+) -> Hunt:
+    manager = context(request).server.hunts
+    await _hunt(request, hunt_id)
+    audit = Audit(request, principal)
+    try:
+        record = await getattr(manager, action)(hunt_id, **kw)
+    except HuntError as exc:
+        await audit.record(f"hunt.{action}", target=hunt_id, result="refused", reason=str(exc))
+        raise HTTPException(409, str(exc)) from None
+    await audit.record(f"hunt.{action}", target=hunt_id, parameters=kw or None)
+    return hunt_out(record)
+
+
+@router.post("/{hunt_id}/start", response_model=Hunt, summary="Start (or resume) a hunt")
+async def start_hunt(
+    hunt_id: HuntId, request: Request, principal: Principal = Depends(require(START_HUNT))
+) -> Hunt:
+    return await _change(request, principal, hunt_id, "start")
+
+
+@router.post("/{hunt_id}/pause", response_model=Hunt, summary="Pause a hunt")
+async def pause_hunt(
+    hunt_id: HuntId, request: Request, principal: Principal = Depends(require(START_HUNT))
+) -> Hunt:
+    return await _change(request, principal, hunt_id, "pause")
+
+
+@router.post("/{hunt_id}/stop", response_model=Hunt, summary="Stop a hunt")
+async def stop_hunt(
+    hunt_id: HuntId,
+    request: Request,
+    cancel: bool = Query(False, description="Also cancel the collections still running."),
+    principal: Principal = Depends(require(START_HUNT)),
+) -> Hunt:
+    return await _change(request, principal, hunt_id, "stop", cancel_running=cancel)
+
+
+@router.post("/{hunt_id}/archive", response_model=Hunt, summary="Archive a hunt")
+async def archive_hunt(
+    hunt_id: HuntId, request: Request, principal: Principal = Depends(require(START_HUNT))
+) -> Hunt:
+    return await _change(request, principal, hunt_id, "archive")
+
+
+@router.post(
+    "/{hunt_id}/clients/{client_id}", response_model=bool, summary="hunt_add: add a client"
+)
+async def hunt_add(
+    hunt_id: HuntId,
+    client_id: ClientId,
+    request: Request,
+    principal: Principal = Depends(require(START_HUNT)),
+) -> bool:
+    """Schedules the hunt on this client now, even if the hunt is paused or expired; false if
+    the client already has it (a hunt runs on a client at most once)."""
+    manager = context(request).server.hunts
+    await _hunt(request, hunt_id)
+    audit = Audit(request, principal)
+    try:
+        added = await manager.hunt_add(hunt_id, client_id)
+    except HuntError as exc:
+        await audit.record("hunt.add_client", target=hunt_id, result="refused", reason=str(exc))
+        raise HTTPException(409, str(exc)) from None
+    await audit.record("hunt.add_client", target=f"{hunt_id}/{client_id}")
+    return bool(added)
+
+
+@router.get("/{hunt_id}/stats", response_model=HuntStats, summary="Hunt statistics")
+async def hunt_stats(
+    hunt_id: HuntId, request: Request, _: Principal = Depends(require(READ_RESULTS))
+) -> HuntStats:
+    """Computed from the stored collections each time: they cannot drift."""
+    await _hunt(request, hunt_id)
+    stats = await asyncio.to_thread(context(request).server.datastore.hunts.stats, hunt_id)
+    data = dataclasses.asdict(stats)
+    return HuntStats(**{k: v for k, v in data.items() if k in HuntStats.model_fields})
+
+
+@router.get("/{hunt_id}/clients", response_model=list[HuntClient], summary="Clients of a hunt")
+async def hunt_clients(
+    hunt_id: HuntId,
+    request: Request,
+    state: str | None = Query(None, description="e.g. Finished, Error, In progress"),
+    limit: int = Query(100, ge=1, le=1000),
+    offset: int = Query(0, ge=0),
+    _: Principal = Depends(require(READ_RESULTS)),
+) -> list[HuntClient]:
+    await _hunt(request, hunt_id)
+    store = context(request).server.datastore.hunts
+    try:
+        clients = await asyncio.to_thread(store.clients, hunt_id, limit, offset, state)
+    except ValueError as exc:
+        raise HTTPException(400, str(exc)) from None
+    return [
+        HuntClient(
+            **{k: v for k, v in dataclasses.asdict(c).items() if k in HuntClient.model_fields}
+        )
+        for c in clients
+    ]
+
+
+@router.get("/{hunt_id}/results", response_model=RowsPage, summary="A page of a hunt's results")
+async def hunt_results(
+    hunt_id: HuntId,
+    request: Request,
+    artifact: str = Query(..., min_length=1, max_length=200),
+    source: str = Query("", max_length=200),
+    offset: int = Query(0, ge=0),
+    limit: int = Query(100, ge=1, le=10_000),
+    _: Principal = Depends(require(READ_RESULTS)),
+) -> RowsPage:
+    """One combined result set across the hunt's clients, each row with `client_id` and
+    `hostname`."""
+    await _hunt(request, hunt_id)
+    results = context(request).server.hunt_results
+    rows = await asyncio.to_thread(results.page, hunt_id, artifact, source, offset, limit)
+    total = await asyncio.to_thread(results.count, hunt_id, artifact, source)
+    return RowsPage(offset=offset, rows=rows, total=total)
+
+
+@router.get(
+    "/{hunt_id}/export",
+    summary="Export a hunt's results (streamed)",
+    response_class=StreamingResponse,
+)
+async def export_hunt(
+    hunt_id: HuntId,
+    request: Request,
+    artifact: str = Query(..., min_length=1, max_length=200),
+    source: str = Query("", max_length=200),
+    format: str = Query("csv", pattern="^(csv|jsonl|parquet)$"),
+    principal: Principal = Depends(require(READ_RESULTS)),
+) -> StreamingResponse:
+    """Streams as it is produced, whatever the size: no time-out, flat memory."""
+    await _hunt(request, hunt_id)
+    results = context(request).server.hunt_results
+    await Audit(request, principal).record(
+        "hunt.export",
+        target=hunt_id,
+        parameters={"artifact": artifact, "source": source, "format": format},
+    )
+    return StreamingResponse(
+        _stream_export(results, hunt_id, artifact, source, format),
+        media_type=MEDIA[format],
+        headers={"Content-Disposition": f'attachment; filename="{hunt_id}.{format}"'},
+    )
+
+
+def _stream_export(
+    results: object, hunt_id: str, artifact: str, source: str, fmt: str
+) -> Iterator[bytes]:
+    """Run the export in a thread writing into a pipe of bounded chunks; yield them."""
+    import queue
+
+    chunks: queue.Queue[bytes | None] = queue.Queue(maxsize=16)
+
+    class Sink(io.RawIOBase):
+        position = 0
+
+        def writable(self) -> bool:
+            return True
+
+        def tell(self) -> int:
+            return self.position
+
+        def write(self, data: bytes) -> int:  # type: ignore[override]
+            chunks.put(bytes(data))
+            self.position += len(data)
+            return len(data)
+
+    def produce() -> None:
+        try:
+            results.export(hunt_id, artifact, source, fmt, Sink())  # type: ignore[attr-defined]
+        finally:
+            chunks.put(None)
+
+    threading.Thread(target=produce, daemon=True).start()
+    while (chunk := chunks.get()) is not None:
+        yield chunk

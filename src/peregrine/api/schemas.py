@@ -1,0 +1,245 @@
+"""Request and response bodies of the public API (they make the OpenAPI document)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class ArtifactCallIn(Strict):
+    name: str = Field(min_length=1, max_length=200, examples=["Linux.Sys.Users"])
+    parameters: dict[str, Any] = Field(default_factory=dict)
+
+
+class LimitsIn(Strict):
+    timeout: float | None = Field(default=None, gt=0, le=7 * 86400)
+    progress_timeout: float | None = Field(default=None, gt=0, le=7 * 86400)
+    max_rows: int | None = Field(default=None, ge=1)
+    max_upload_bytes: int | None = Field(default=None, ge=0)
+    cpu_limit: float | None = Field(default=None, gt=0, le=100)
+
+
+class CollectionIn(Strict):
+    client_id: str = Field(pattern=r"^C\.[0-9a-f]{16}$")
+    artifacts: list[ArtifactCallIn] = Field(min_length=1, max_length=50)
+    limits: LimitsIn = Field(default_factory=LimitsIn)
+
+
+class Flow(BaseModel):
+    flow_id: str
+    client_id: str
+    hunt_id: str | None
+    artifacts: list[dict[str, Any]]
+    creator: str
+    state: str
+    error: str | None
+    created: float
+    started: float | None
+    finished: float | None
+    rows: int
+    bytes: int
+    uploads: int
+    upload_bytes: int
+    logs: int
+    sources: dict[str, dict[str, Any]]
+
+
+class Client(BaseModel):
+    client_id: str
+    hostname: str | None
+    os: str | None
+    labels: list[str]
+    ip_addresses: list[str]
+    last_seen: float
+    online: bool
+
+
+class ClientDetail(Client):
+    fqdn: str | None
+    release: str | None
+    kernel: str | None
+    arch: str | None
+    mac_addresses: list[str]
+    users: list[str]
+    agent_version: str | None
+    boot_time: float | None
+    first_seen: float
+    interrogated: float | None
+
+
+class ClientPage(BaseModel):
+    total: int
+    items: list[Client]
+
+
+class LabelsIn(Strict):
+    add: list[str] = Field(default_factory=list, max_length=100)
+    remove: list[str] = Field(default_factory=list, max_length=100)
+
+
+class RowsPage(BaseModel):
+    offset: int
+    rows: list[dict[str, Any]]
+    total: int
+
+
+class Upload(BaseModel):
+    upload_id: str
+    path: str
+    stored_name: str
+    size: int
+    sha256: str
+
+
+class HuntIn(Strict):
+    artifacts: list[ArtifactCallIn] = Field(min_length=1, max_length=50)
+    description: str = Field(default="", max_length=2000)
+    tags: list[str] = Field(default_factory=list, max_length=50)
+    include_labels: list[str] = Field(default_factory=list, max_length=50)
+    exclude_labels: list[str] = Field(default_factory=list, max_length=50)
+    os: list[str] = Field(default_factory=list, max_length=10)
+    client_limit: int | None = Field(default=None, ge=1)
+    expires_in: float = Field(default=7 * 86400, gt=0, le=365 * 86400)
+    notifications_per_second: float | None = Field(default=None, ge=0)
+    limits: LimitsIn = Field(default_factory=LimitsIn)
+    every_seconds: float | None = Field(default=None, ge=60)
+    cron: str | None = Field(default=None, max_length=100)
+
+
+class Hunt(BaseModel):
+    hunt_id: str
+    description: str
+    tags: list[str]
+    artifacts: list[dict[str, Any]]
+    include_labels: list[str]
+    exclude_labels: list[str]
+    os: list[str]
+    client_limit: int | None
+    expires: float
+    creator: str
+    created: float
+    started: float | None
+    stopped: float | None
+    state: str
+    notifications_per_second: float | None
+    schedule: dict[str, Any] | None
+    parent_id: str | None
+
+
+class HuntStats(BaseModel):
+    scheduled: int
+    in_progress: int
+    finished: int
+    with_results: int
+    without_results: int
+    errors: int
+    cancelled: int
+    unresponsive: int
+    rows: int
+    bytes: int
+
+
+class HuntClient(BaseModel):
+    client_id: str
+    flow_id: str
+    hostname: str | None
+    state: str
+    scheduled: float
+    rows: int
+    error: str | None
+
+
+class ArtifactSummary(BaseModel):
+    name: str
+    type: str
+    summary: str
+    origin: str
+
+
+class ArtifactText(Strict):
+    yaml: str = Field(min_length=1, max_length=1_000_000)
+
+
+class Problem(BaseModel):
+    file: str
+    line: int | None
+    artifact: str | None
+    severity: str
+    message: str
+
+
+class LoginIn(Strict):
+    username: str = Field(min_length=1, max_length=128)
+    password: str = Field(min_length=1, max_length=1024)
+
+
+class Me(BaseModel):
+    name: str
+    permissions: list[str]
+    credential: str
+    csrf_token: str | None = None
+
+
+class UserIn(Strict):
+    name: str = Field(min_length=1, max_length=128)
+    roles: list[str] = Field(default_factory=list)
+    password: str | None = Field(default=None, max_length=1024)
+
+
+class User(BaseModel):
+    name: str
+    roles: list[str]
+    permissions: list[str]
+    effective_permissions: list[str]
+    created: float
+    disabled: float | None
+    last_login: float | None
+
+
+class GrantIn(Strict):
+    grant: str = Field(min_length=1, max_length=64, examples=["investigator", "EXECVE"])
+
+
+class TokenIn(Strict):
+    name: str = Field(default="api", min_length=1, max_length=100)
+    expires_in: float = Field(default=90 * 86400, gt=0, le=5 * 365 * 86400)
+
+
+class Token(BaseModel):
+    token_id: str
+    username: str
+    name: str
+    created: float
+    expires: float
+    last_used: float | None
+    revoked: float | None
+
+
+class IssuedToken(Token):
+    token: str = Field(description="Shown once; store it now. Peregrine keeps only its hash.")
+
+
+class AuditEntry(BaseModel):
+    time: float
+    actor: str
+    action: str
+    target: str | None
+    address: str | None
+    parameters: dict[str, Any] | None
+    result: str
+    reason: str | None
+
+
+class Status(BaseModel):
+    version: str
+    clients: int
+    connected: int
+    flows_in_flight: int
+    running_hunts: int
+    datastore: str
+    leader: bool

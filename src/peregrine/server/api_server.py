@@ -1,0 +1,64 @@
+"""Serve the REST API from the frontend's own event loop (uvicorn, HTTPS)."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Iterator
+from typing import TYPE_CHECKING
+
+import uvicorn
+
+if TYPE_CHECKING:
+    from peregrine.server.app import Server
+
+log = logging.getLogger(__name__)
+
+
+class _EmbeddedUvicorn(uvicorn.Server):
+    """uvicorn without its signal handlers: the frontend process owns SIGINT/SIGTERM."""
+
+    @contextlib.contextmanager
+    def capture_signals(self) -> Iterator[None]:
+        yield
+
+
+class ApiServer:
+    def __init__(self, server: Server) -> None:
+        from peregrine.api.app import create_app
+
+        self.server = server
+        config = server.config
+        app = create_app(server, server.accounts, server.audit)
+        self._uvicorn = _EmbeddedUvicorn(
+            uvicorn.Config(
+                app,
+                host=config.api_bind_address,
+                port=config.api_port,
+                ssl_certfile=config.server_cert_path,
+                ssl_keyfile=config.server_key_path,
+                log_level="warning",
+                access_log=False,
+                lifespan="off",
+                timeout_graceful_shutdown=5,
+            )
+        )
+        self._task: asyncio.Task[None] | None = None
+        self.port: int | None = None
+
+    async def start(self) -> None:
+        self._task = asyncio.create_task(self._uvicorn.serve())
+        while not self._uvicorn.started:
+            if self._task.done():
+                self._task.result()  # raises why it could not start (port in use...)
+            await asyncio.sleep(0.02)
+        sockets = [s for server in self._uvicorn.servers for s in server.sockets]
+        self.port = sockets[0].getsockname()[1] if sockets else self.server.config.api_port
+        log.info("API on https://%s:%s/api/v1", self.server.config.api_bind_address, self.port)
+
+    async def stop(self) -> None:
+        self._uvicorn.should_exit = True
+        if self._task is not None:
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
