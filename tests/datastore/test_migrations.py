@@ -13,7 +13,7 @@ from peregrine.datastore.schema import metadata
 
 
 def test_head_is_the_newest_revision() -> None:
-    assert head_revision() == "0002"
+    assert head_revision() == "0003"
 
 
 def test_open_builds_the_schema_on_an_empty_database(datastore_url: str) -> None:
@@ -23,9 +23,22 @@ def test_open_builds_the_schema_on_an_empty_database(datastore_url: str) -> None
         with open_datastore(datastore_url) as store:
             assert store.revision() == head_revision()
         tables = set(inspect(engine).get_table_names())
-        assert tables == {"alembic_version", "clients", "flows", "tasks", "hunts", "hunt_clients"}
+        assert tables == {
+            "alembic_version",
+            "clients",
+            "flows",
+            "tasks",
+            "hunts",
+            "hunt_clients",
+            "users",
+            "tokens",
+            "sessions",
+            "audit",
+        }
         indexes = {index["name"] for index in inspect(engine).get_indexes("flows")}
         assert {"ix_flows_client_created", "ix_flows_state", "ix_flows_hunt_id"} <= indexes
+        indexes = {index["name"] for index in inspect(engine).get_indexes("audit")}
+        assert {"ix_audit_time", "ix_audit_actor", "ix_audit_action", "ix_audit_target"} <= indexes
     finally:
         engine.dispose()
 

@@ -12,6 +12,7 @@ from peregrine.cli import (
     plugins_cmd,
     query_cmd,
     server_cmd,
+    users_cmd,
 )
 
 app = typer.Typer(
@@ -28,6 +29,7 @@ app.add_typer(config_cmd.app, name="config")
 app.command("server")(server_cmd.server)
 app.command("agent")(server_cmd.agent)
 app.command("loadtest")(loadtest_cmd.loadtest)
+app.add_typer(users_cmd.app, name="users")
 
 
 @app.command("version")
