@@ -8,7 +8,15 @@ from pydantic import BaseModel, ConfigDict, Field
 
 
 class Strict(BaseModel):
+    """A request body: unknown fields are refused, not ignored."""
+
     model_config = ConfigDict(extra="forbid")
+
+
+class Out(BaseModel):
+    """A response body, built straight from a datastore record (``Model.model_validate(r)``)."""
+
+    model_config = ConfigDict(from_attributes=True)
 
 
 class ArtifactCallIn(Strict):
@@ -30,7 +38,7 @@ class CollectionIn(Strict):
     limits: LimitsIn = Field(default_factory=LimitsIn)
 
 
-class Flow(BaseModel):
+class Flow(Out):
     flow_id: str
     client_id: str
     hunt_id: str | None
@@ -49,7 +57,7 @@ class Flow(BaseModel):
     sources: dict[str, dict[str, Any]]
 
 
-class Client(BaseModel):
+class Client(Out):
     client_id: str
     hostname: str | None
     os: str | None
@@ -72,7 +80,7 @@ class ClientDetail(Client):
     interrogated: float | None
 
 
-class ClientPage(BaseModel):
+class ClientPage(Out):
     total: int
     items: list[Client]
 
@@ -82,13 +90,13 @@ class LabelsIn(Strict):
     remove: list[str] = Field(default_factory=list, max_length=100)
 
 
-class RowsPage(BaseModel):
+class RowsPage(Out):
     offset: int
     rows: list[dict[str, Any]]
     total: int
 
 
-class Upload(BaseModel):
+class Upload(Out):
     upload_id: str
     path: str
     stored_name: str
@@ -111,7 +119,7 @@ class HuntIn(Strict):
     cron: str | None = Field(default=None, max_length=100)
 
 
-class Hunt(BaseModel):
+class Hunt(Out):
     hunt_id: str
     description: str
     tags: list[str]
@@ -131,7 +139,7 @@ class Hunt(BaseModel):
     parent_id: str | None
 
 
-class HuntStats(BaseModel):
+class HuntStats(Out):
     scheduled: int
     in_progress: int
     finished: int
@@ -144,7 +152,7 @@ class HuntStats(BaseModel):
     bytes: int
 
 
-class HuntClient(BaseModel):
+class HuntClient(Out):
     client_id: str
     flow_id: str
     hostname: str | None
@@ -154,7 +162,7 @@ class HuntClient(BaseModel):
     error: str | None
 
 
-class ArtifactSummary(BaseModel):
+class ArtifactSummary(Out):
     name: str
     type: str
     summary: str
@@ -165,7 +173,7 @@ class ArtifactText(Strict):
     yaml: str = Field(min_length=1, max_length=1_000_000)
 
 
-class Problem(BaseModel):
+class Problem(Out):
     file: str
     line: int | None
     artifact: str | None
@@ -178,7 +186,7 @@ class LoginIn(Strict):
     password: str = Field(min_length=1, max_length=1024)
 
 
-class Me(BaseModel):
+class Me(Out):
     name: str
     permissions: list[str]
     credential: str
@@ -191,7 +199,7 @@ class UserIn(Strict):
     password: str | None = Field(default=None, max_length=1024)
 
 
-class User(BaseModel):
+class User(Out):
     name: str
     roles: list[str]
     permissions: list[str]
@@ -210,7 +218,7 @@ class TokenIn(Strict):
     expires_in: float = Field(default=90 * 86400, gt=0, le=5 * 365 * 86400)
 
 
-class Token(BaseModel):
+class Token(Out):
     token_id: str
     username: str
     name: str
@@ -224,7 +232,7 @@ class IssuedToken(Token):
     token: str = Field(description="Shown once; store it now. Peregrine keeps only its hash.")
 
 
-class AuditEntry(BaseModel):
+class AuditEntry(Out):
     time: float
     actor: str
     action: str
@@ -235,7 +243,7 @@ class AuditEntry(BaseModel):
     reason: str | None
 
 
-class Status(BaseModel):
+class Status(Out):
     version: str
     clients: int
     connected: int

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import dataclasses
 import time
 from typing import Annotated, Any
 
@@ -47,8 +46,7 @@ def user_out(record: Any) -> User:
 
 
 def token_out(record: Any) -> Token:
-    data = dataclasses.asdict(record)
-    return Token(**{k: v for k, v in data.items() if k in Token.model_fields})
+    return Token.model_validate(record)
 
 
 # -- sessions -------------------------------------------------------------------------------
@@ -240,12 +238,7 @@ async def audit_log(
         context(request).audit.query, since=since, until=until, actor=actor, action=action,
         target=target, limit=limit, offset=offset,
     )  # fmt: skip
-    return [
-        AuditEntry(
-            **{k: v for k, v in dataclasses.asdict(e).items() if k in AuditEntry.model_fields}
-        )
-        for e in entries
-    ]
+    return [AuditEntry.model_validate(e) for e in entries]
 
 
 @router.get("/status", response_model=Status, tags=["status"], summary="Server status")

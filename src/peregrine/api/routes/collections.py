@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import dataclasses
 from collections.abc import Iterator
 from typing import Annotated, Any
 
@@ -23,8 +22,7 @@ FlowId = Annotated[str, Path(pattern=r"^F\.[0-9a-zA-Z]{16}$", examples=["F.01234
 
 
 def flow_out(record: FlowRecord) -> Flow:
-    data = dataclasses.asdict(record)
-    return Flow(**{k: v for k, v in data.items() if k in Flow.model_fields})
+    return Flow.model_validate(record)
 
 
 async def _flow(request: Request, flow_id: str) -> FlowRecord:
@@ -145,11 +143,7 @@ async def collection_uploads(
     record = await _flow(request, flow_id)
     fs = context(request).server.filestore
     uploads = await asyncio.to_thread(fs.uploads, record.client_id, flow_id)
-    return [
-        Upload(upload_id=u.upload_id, path=u.path, stored_name=u.stored_name, size=u.size,
-               sha256=u.sha256)
-        for u in uploads
-    ]  # fmt: skip
+    return [Upload.model_validate(u) for u in uploads]
 
 
 @router.get(

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import dataclasses
 import io
 import threading
 from collections.abc import Iterator
@@ -31,8 +30,7 @@ MEDIA = {
 
 
 def hunt_out(record: HuntRecord) -> Hunt:
-    data = dataclasses.asdict(record)
-    return Hunt(**{k: v for k, v in data.items() if k in Hunt.model_fields})
+    return Hunt.model_validate(record)
 
 
 async def _hunt(request: Request, hunt_id: str) -> HuntRecord:
@@ -170,8 +168,7 @@ async def hunt_stats(
     """Computed from the stored collections each time: they cannot drift."""
     await _hunt(request, hunt_id)
     stats = await asyncio.to_thread(context(request).server.datastore.hunts.stats, hunt_id)
-    data = dataclasses.asdict(stats)
-    return HuntStats(**{k: v for k, v in data.items() if k in HuntStats.model_fields})
+    return HuntStats.model_validate(stats)
 
 
 @router.get("/{hunt_id}/clients", response_model=list[HuntClient], summary="Clients of a hunt")
@@ -189,12 +186,7 @@ async def hunt_clients(
         clients = await asyncio.to_thread(store.clients, hunt_id, limit, offset, state)
     except ValueError as exc:
         raise HTTPException(400, str(exc)) from None
-    return [
-        HuntClient(
-            **{k: v for k, v in dataclasses.asdict(c).items() if k in HuntClient.model_fields}
-        )
-        for c in clients
-    ]
+    return [HuntClient.model_validate(c) for c in clients]
 
 
 @router.get("/{hunt_id}/results", response_model=RowsPage, summary="A page of a hunt's results")
