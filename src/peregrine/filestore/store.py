@@ -65,7 +65,9 @@ class Filestore:
     def __init__(self, root: Path, min_free_bytes: int = 64 * 1024 * 1024) -> None:
         self.root = Path(root)
         self.min_free_bytes = min_free_bytes
-        self.root.mkdir(parents=True, exist_ok=True)
+        # Evidence: owner-only. Everything below inherits the protection of this folder.
+        self.root.mkdir(parents=True, exist_ok=True, mode=0o700)
+        self.root.chmod(0o700)
 
     # -- space ----------------------------------------------------------------------------------
 
