@@ -6,6 +6,16 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
+#: The largest integer a request may carry: any larger overflows the datastore's 64-bit integers
+#: (and JavaScript's exact integers), so it is refused as invalid rather than failing later.
+MAX_INT = 2**53
+
+
+class Error(BaseModel):
+    """Every refusal and failure (4xx) the API answers itself: what went wrong, for people."""
+
+    detail: str
+
 
 class Strict(BaseModel):
     """A request body: unknown fields are refused, not ignored."""
@@ -27,8 +37,8 @@ class ArtifactCallIn(Strict):
 class LimitsIn(Strict):
     timeout: float | None = Field(default=None, gt=0, le=7 * 86400)
     progress_timeout: float | None = Field(default=None, gt=0, le=7 * 86400)
-    max_rows: int | None = Field(default=None, ge=1)
-    max_upload_bytes: int | None = Field(default=None, ge=0)
+    max_rows: int | None = Field(default=None, ge=1, le=MAX_INT)
+    max_upload_bytes: int | None = Field(default=None, ge=0, le=MAX_INT)
     cpu_limit: float | None = Field(default=None, gt=0, le=100)
 
 
@@ -111,7 +121,7 @@ class HuntIn(Strict):
     include_labels: list[str] = Field(default_factory=list, max_length=50)
     exclude_labels: list[str] = Field(default_factory=list, max_length=50)
     os: list[str] = Field(default_factory=list, max_length=10)
-    client_limit: int | None = Field(default=None, ge=1)
+    client_limit: int | None = Field(default=None, ge=1, le=MAX_INT)
     expires_in: float = Field(default=7 * 86400, gt=0, le=365 * 86400)
     notifications_per_second: float | None = Field(default=None, ge=0)
     limits: LimitsIn = Field(default_factory=LimitsIn)
@@ -150,6 +160,9 @@ class HuntStats(Out):
     unresponsive: int
     rows: int
     bytes: int
+    waiting: int = 0
+    uploads: int = 0
+    upload_bytes: int = 0
 
 
 class HuntClient(Out):

@@ -11,6 +11,7 @@ from peregrine.cli import (
     loadtest_cmd,
     plugins_cmd,
     query_cmd,
+    remote_cmd,
     server_cmd,
     users_cmd,
 )
@@ -30,6 +31,7 @@ app.command("server")(server_cmd.server)
 app.command("agent")(server_cmd.agent)
 app.command("loadtest")(loadtest_cmd.loadtest)
 app.add_typer(users_cmd.app, name="users")
+remote_cmd.register(app)  # clients, collect, flows, results, hunts, server-artifacts (over the API)
 
 
 @app.command("version")
