@@ -20,6 +20,7 @@ from peregrine.protocol.messages import (
 )
 from tests.server.harness import (
     agent_config,
+    free_port,
     make_deployment,
     running_agent,
     running_server,
@@ -130,7 +131,11 @@ def test_an_agent_refuses_a_server_from_another_deployment(tmp_path: Path) -> No
     real = make_deployment(tmp_path / "real")
     port = int(real.client.server_urls[0].rsplit(":", 1)[1].split("/")[0])
     impostor = generate(
-        tmp_path / "impostor", [f"wss://127.0.0.1:{port}/agent"], port=port, force=True
+        tmp_path / "impostor",
+        [f"wss://127.0.0.1:{port}/agent"],
+        port=port,
+        api_port=free_port(),
+        force=True,
     )
 
     async def scenario() -> None:

@@ -6,7 +6,7 @@ import asyncio
 import logging
 import signal
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 from rich.console import Console
@@ -46,6 +46,16 @@ def server(
     local_agent: Annotated[
         bool, typer.Option(help="Also run an agent for this machine in the same process.")
     ] = True,
+    workers: Annotated[
+        int,
+        typer.Option(
+            min=1,
+            max=64,
+            help="Frontend processes sharing the ports (use every core; each holds its own "
+            "agent connections, past the per-process open-file cap).",
+        ),
+    ] = 1,
+    worker_of: Annotated[int, typer.Option(hidden=True, help="Internal: run as one worker.")] = 0,
     log_level: Annotated[str, typer.Option(help="DEBUG, INFO, WARNING or ERROR.")] = "INFO",
 ) -> None:
     """Run the embedded server: one process, SQLite, a local filestore, and a local agent.
@@ -66,8 +76,12 @@ def server(
         console.print(f"[bold red]Error:[/bold red] {exc}")
         raise typer.Exit(1) from None
 
+    if workers > 1 and not worker_of:
+        _supervise(config, cfg, workers, local_agent)
+        return
+
     async def main() -> None:
-        srv = Server(cfg)
+        srv = Server(cfg, workers=worker_of or 1)
         await srv.start()
         console.print(
             f"[green]Peregrine server listening[/green] on {cfg.bind_address}:{srv.port} "
@@ -88,6 +102,58 @@ def server(
             for task in tasks:
                 await task
             await srv.stop()
+
+    asyncio.run(main())
+
+
+def _supervise(config_path: Path, cfg: Any, workers: int, local_agent: bool) -> None:
+    """Run ``workers`` frontend processes (restarted if one dies) and the local agent."""
+    import subprocess
+    import sys
+    import time
+
+    def spawn() -> subprocess.Popen[bytes]:
+        return subprocess.Popen(
+            [sys.executable, "-m", "peregrine", "server", "--config", str(config_path),
+             "--no-local-agent", "--worker-of", str(workers)],
+        )  # fmt: skip
+
+    children = [spawn() for _ in range(workers)]
+    console.print(f"[green]{workers} frontend processes[/green] on port {cfg.port}")
+
+    async def main() -> None:
+        stop = asyncio.Event()
+        tasks = []
+        if local_agent:
+            from peregrine.agent.agent import Agent
+
+            agent = Agent(load_client_config(Path(cfg.data_dir) / CLIENT_FILE))
+            tasks.append(asyncio.create_task(agent.run(stop)))
+
+        async def watch() -> None:
+            while not stop.is_set():
+                await asyncio.sleep(1.0)
+                for i, child in enumerate(children):
+                    if child.poll() is not None:
+                        code = child.returncode
+                        console.print(f"[yellow]frontend exited ({code}); restarting[/yellow]")
+                        children[i] = spawn()
+
+        tasks.append(asyncio.create_task(watch()))
+        try:
+            await _until_signalled(stop)
+        finally:
+            stop.set()
+            for task in tasks:
+                task.cancel()
+            for child in children:
+                child.terminate()
+            deadline = time.monotonic() + 15
+            for child in children:
+                try:
+                    child.wait(max(0.1, deadline - time.monotonic()))
+                except subprocess.TimeoutExpired:
+                    child.kill()
 
     asyncio.run(main())
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import socket
 from collections.abc import Iterator
 from typing import TYPE_CHECKING
 
@@ -48,7 +49,16 @@ class ApiServer:
         self.port: int | None = None
 
     async def start(self) -> None:
-        self._task = asyncio.create_task(self._uvicorn.serve())
+        sockets = None
+        if self.server.workers > 1:
+            # Several frontend processes share the API port, as they share the agent port.
+            sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+            sock.bind((self.server.config.api_bind_address, self.server.config.api_port))
+            sock.set_inheritable(True)
+            sockets = [sock]
+        self._task = asyncio.create_task(self._uvicorn.serve(sockets=sockets))
         while not self._uvicorn.started:
             if self._task.done():
                 self._task.result()  # raises why it could not start (port in use...)

@@ -29,6 +29,7 @@ from peregrine.engine.context import ALL_PERMISSIONS
 from peregrine.filestore import Filestore
 from peregrine.protocol.messages import MAX_MESSAGE_BYTES
 from peregrine.server.api_server import ApiServer
+from peregrine.server.bus import Bus, LocalBus, UnixBus
 from peregrine.server.client_index import ClientIndex
 from peregrine.server.collections import CollectionService, Limits
 from peregrine.server.connections import ConnectionRegistry
@@ -36,19 +37,46 @@ from peregrine.server.events import ServerEvents
 from peregrine.server.hunt_results import HuntResults
 from peregrine.server.hunts import HuntManager
 from peregrine.server.ingest import Ingestor
+from peregrine.server.leader import AlwaysLeader, LeaderLock
 from peregrine.server.monitor import FlowMonitor
+from peregrine.server.seen import SeenWriter
 from peregrine.server.session import AgentSession
 
 log = logging.getLogger(__name__)
 
 AGENT_PATH = "/agent"
+#: How often frontend processes share who they hold, and when a silent one's list expires.
+PRESENCE_INTERVAL = 3.0
+PRESENCE_EXPIRY = 10.0
 INTERROGATION = "Generic.Client.Info"
 INTERROGATOR = "server:interrogation"
 
 
 class Server:
-    def __init__(self, config: ServerConfig, repository: ArtifactRepository | None = None) -> None:
+    """One frontend process. With ``workers`` > 1 it is one of several on this host: they share
+    the listening ports (SO_REUSEPORT), the datastore and the filestore, talk over a Unix-socket
+    bus, and one of them (``leader``) does the singleton work."""
+
+    def __init__(
+        self,
+        config: ServerConfig,
+        repository: ArtifactRepository | None = None,
+        workers: int = 1,
+    ) -> None:
         self.config = config
+        self.workers = workers
+        self.bus: Bus = (
+            UnixBus(Path(config.data_dir) / "bus", workers) if workers > 1 else LocalBus()
+        )
+        self.leader: LeaderLock | AlwaysLeader = (
+            LeaderLock(Path(config.data_dir) / "leader.lock") if workers > 1 else AlwaysLeader()
+        )
+        #: Clients connected to the other processes of this server, by process (from the bus),
+        #: and when each process last sent its full list.
+        self.remote_online: dict[int, set[str]] = {}
+        self._presence_seen: dict[int, float] = {}
+        self._presence_parts: dict[int, set[str]] = {}
+        self._presence_task: asyncio.Task[None] | None = None
         self.enrollment_secret = config.enrollment_secret
         # Custom artifacts added through the API live in <data_dir>/artifacts.
         custom = Path(config.data_dir) / "artifacts"
@@ -57,11 +85,12 @@ class Server:
         self.datastore: Datastore = open_datastore(config.datastore_url)
         self.filestore = Filestore(Path(config.filestore_dir), config.min_free_bytes)
         self.connections = ConnectionRegistry()
+        self.seen = SeenWriter(self.datastore.clients)
         self.events = ServerEvents()
         self.collections = CollectionService(
             self.datastore,
             self.repository,
-            self.connections,
+            self.push,
             default_timeout=config.flows.timeout,
             default_progress_timeout=config.flows.progress_timeout,
         )
@@ -82,6 +111,8 @@ class Server:
 
     async def start(self) -> None:
         shrink_tls_read_buffers()  # a frontend holds thousands of idle TLS connections
+        await self.bus.start(self._on_notice)
+        self.leader.try_acquire()
         self._listener = await serve(
             self._handle,
             self.config.bind_address,
@@ -93,6 +124,7 @@ class Server:
             ping_timeout=120,
             close_timeout=5,
             compression=None,
+            reuse_port=self.workers > 1,
         )
         sockets = list(self._listener.sockets)
         self.port = sockets[0].getsockname()[1] if sockets else self.config.port
@@ -100,6 +132,8 @@ class Server:
             self._api = ApiServer(self)
             await self._api.start()
         self._monitor_task = asyncio.create_task(self.monitor.run())
+        if self.workers > 1:
+            self._presence_task = asyncio.create_task(self._share_presence())
         await self._load_client_index()
         await self.hunts.load()
         self._hunt_task = asyncio.create_task(self.hunts.run(load=False))
@@ -126,12 +160,15 @@ class Server:
         await self.connections.shutdown()
         if self._listener is not None:
             await self._listener.wait_closed()
-        for task in (self._monitor_task, self._hunt_task):
+        for task in (self._monitor_task, self._hunt_task, self._presence_task):
             if task is not None:
                 task.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
                     await task
         await self.hunts.close()
+        await self.seen.close()
+        await self.bus.close()
+        self.leader.release()
         self.datastore.close()
 
     async def serve_forever(self) -> None:
@@ -154,6 +191,82 @@ class Server:
         if task is not None:
             self.connections.track(task)
         await session.run()
+
+    # -- several processes ---------------------------------------------------------------------
+
+    def online(self) -> set[str]:
+        """Every client connected to this server, in this process or another."""
+        now = time.monotonic()
+        online = set(self.connections.client_ids())
+        for sender, clients in self.remote_online.items():
+            if now - self._presence_seen.get(sender, 0) < PRESENCE_EXPIRY:
+                online |= clients
+        return online
+
+    async def _share_presence(self) -> None:
+        """Every few seconds, the full list of clients held here: incremental notices may be
+        lost (a process starting), and a process that died stops refreshing its list."""
+        while True:
+            clients = self.connections.client_ids()
+            chunks = [clients[i : i + 2000] for i in range(0, len(clients), 2000)] or [[]]
+            for n, chunk in enumerate(chunks):
+                await self.announce("presence", clients=chunk, last=n == len(chunks) - 1)
+            await asyncio.sleep(PRESENCE_INTERVAL)
+
+    async def push(self, client_id: str, payload: bytes, stored: bool = True) -> bool:
+        """Send to a client wherever it is connected. ``stored``: the payload is also a stored
+        task, so another process can deliver it from the datastore; otherwise (a cancel) the
+        payload itself travels on the bus."""
+        if await self.connections.send(client_id, payload):
+            return True
+        if self.workers > 1:
+            if stored:
+                await self.bus.publish({"kind": "deliver", "client_id": client_id})
+            else:
+                notice = {"kind": "send", "client_id": client_id, "payload": payload.hex()}
+                await self.bus.publish(notice)
+        return False
+
+    async def _reindex(self, client_id: str) -> None:
+        record = await asyncio.to_thread(self.datastore.clients.get, client_id)
+        if record is not None:
+            self.client_index.update(
+                client_id, record.labels, record.os, record.hostname, record.ip_addresses,
+                record.last_seen,
+            )  # fmt: skip
+
+    async def announce(self, kind: str, **fields: Any) -> None:
+        """Tell the other processes (client connected or changed, hunt started or stopped)."""
+        await self.bus.publish({"kind": kind, **fields})
+
+    async def _on_notice(self, notice: dict[str, Any]) -> None:
+        kind, client_id = notice.get("kind"), str(notice.get("client_id", ""))
+        if kind == "deliver" and client_id in self.connections:
+            session = self.connections.get(client_id)
+            if isinstance(session, AgentSession):
+                await session.deliver_pending()
+        elif kind == "send" and client_id in self.connections:
+            await self.connections.send(client_id, bytes.fromhex(str(notice["payload"])))
+        elif kind == "presence":
+            sender = int(notice.get("from", 0))
+            self._presence_parts.setdefault(sender, set()).update(notice.get("clients", []))
+            if notice.get("last"):
+                self.remote_online[sender] = self._presence_parts.pop(sender)
+                self._presence_seen[sender] = time.monotonic()
+        elif kind == "online":
+            self.remote_online.setdefault(int(notice.get("from", 0)), set()).add(client_id)
+            if client_id not in self.client_index.clients:  # enrolled by another process
+                await self._reindex(client_id)
+        elif kind == "offline":
+            self.remote_online.get(int(notice.get("from", 0)), set()).discard(client_id)
+        elif kind == "client_changed":
+            await self._reindex(client_id)
+            if client_id in self.connections:
+                await self.hunts.client_checked_in(client_id)
+        elif kind == "hunt_started":
+            await self.hunts.started_elsewhere(str(notice["hunt_id"]))
+        elif kind == "hunt_stopped":
+            self.hunts.stopped_elsewhere(str(notice["hunt_id"]))
 
     # -- services -----------------------------------------------------------------------------
 
@@ -201,6 +314,7 @@ class Server:
                 hostname=info["hostname"],
                 ip_addresses=info["ip_addresses"],
             )
+            await self.announce("client_changed", client_id=client_id)
 
     async def client_connected(self, client_id: str, seen_hunts: Iterable[str] = ()) -> None:
         """A client checked in: it gets every running hunt it matches and has not had."""
@@ -227,6 +341,7 @@ class Server:
                 self.datastore.clients.remove_labels, client_id, list(remove)
             )
         await self.hunts.client_changed(client_id, labels=labels)
+        await self.announce("client_changed", client_id=client_id)
         return labels
 
     def _apply_interrogation(self, client_id: str, flow_id: str) -> dict[str, Any] | None:

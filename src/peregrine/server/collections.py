@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import secrets
 import time
-from collections.abc import Iterable, Mapping
+from collections.abc import Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -23,9 +23,11 @@ from peregrine.artifacts.runner import ArtifactRunner
 from peregrine.datastore import Datastore, FlowRecord
 from peregrine.engine.context import ALL_PERMISSIONS
 from peregrine.protocol.messages import ArtifactCall, CancelCollection, CollectionRequest, encode
-from peregrine.server.connections import ConnectionRegistry
 
 FINAL_STATES = frozenset({"Finished", "Error", "Cancelled"})
+
+#: ``push(client_id, payload, stored)``: see ``Server.push``.
+Push = Callable[[str, bytes, bool], Awaitable[bool]]
 
 
 class CollectionError(Exception):
@@ -50,13 +52,14 @@ class CollectionService:
         self,
         datastore: Datastore,
         repository: ArtifactRepository,
-        connections: ConnectionRegistry,
+        push: Push,
         default_timeout: float = 600.0,
         default_progress_timeout: float = 300.0,
     ) -> None:
         self.datastore = datastore
         self.repository = repository
-        self.connections = connections
+        #: Sends to a client wherever it is connected (``Server.push``).
+        self.push = push
         self.default_timeout = default_timeout
         self.default_progress_timeout = default_progress_timeout
 
@@ -157,7 +160,7 @@ class CollectionService:
             self.prepare, client_id, artifacts, creator, permissions, limits
         )
         await asyncio.to_thread(self.store, record, payload)
-        await self.connections.send(client_id, payload)
+        await self.push(client_id, payload, True)
         return record
 
     async def cancel(self, flow_id: str, reason: str = "cancelled by a user") -> bool:
@@ -171,9 +174,8 @@ class CollectionService:
         changed = await asyncio.to_thread(
             self.datastore.collections.transition, flow_id, "Cancelled", time.time(), reason
         )
-        await self.connections.send(
-            record.client_id, encode(CancelCollection(flow_id=flow_id, reason=reason))
-        )
+        cancel = encode(CancelCollection(flow_id=flow_id, reason=reason))
+        await self.push(record.client_id, cancel, False)
         return bool(changed)
 
 

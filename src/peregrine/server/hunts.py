@@ -148,17 +148,21 @@ class HuntManager:
         hunt = await self._get(hunt_id)
         if hunt.schedule is None:
             self._start_pushing(hunt)
+            # Every process pushes the hunt to the clients it holds.
+            await self.server.announce("hunt_started", hunt_id=hunt_id)
         return hunt
 
     async def pause(self, hunt_id: str) -> HuntRecord:
         await self._set(hunt_id, "Paused")
         self._stop_pushing(hunt_id)
+        await self.server.announce("hunt_stopped", hunt_id=hunt_id)
         return await self._get(hunt_id)
 
     async def stop(self, hunt_id: str, cancel_running: bool = False) -> HuntRecord:
         """Stop scheduling; with ``cancel_running`` also cancel what has not finished."""
         await self._set(hunt_id, "Stopped")
         self._stop_pushing(hunt_id)
+        await self.server.announce("hunt_stopped", hunt_id=hunt_id)
         if cancel_running:
             changed = await asyncio.to_thread(
                 self.datastore.hunts.cancel_unfinished, hunt_id, time.time(), "hunt stopped"
@@ -166,15 +170,15 @@ class HuntManager:
             from peregrine.protocol.messages import CancelCollection, encode
 
             for client_id, flow_id in changed:
-                await self.server.connections.send(
-                    client_id, encode(CancelCollection(flow_id=flow_id, reason="hunt stopped"))
-                )
+                cancel = encode(CancelCollection(flow_id=flow_id, reason="hunt stopped"))
+                await self.server.push(client_id, cancel, False)
                 self.server.events.flow_changed(flow_id)
         return await self._get(hunt_id)
 
     async def archive(self, hunt_id: str) -> HuntRecord:
         await self._set(hunt_id, "Archived")
         self._stop_pushing(hunt_id)
+        await self.server.announce("hunt_stopped", hunt_id=hunt_id)
         return await self._get(hunt_id)
 
     async def hunt_add(self, hunt_id: str, client_id: str) -> bool:
@@ -223,9 +227,18 @@ class HuntManager:
             respect_limit=respect_limit,
         )
         if scheduled:
-            await self.server.connections.send(client_id, payload)
+            await self.server.push(client_id, payload, True)
             self.server.events.flow_changed(record.flow_id)
         return bool(scheduled)
+
+    async def started_elsewhere(self, hunt_id: str) -> None:
+        """Another process started a hunt: push it to the clients this one holds."""
+        hunt = await asyncio.to_thread(self.datastore.hunts.get, hunt_id)
+        if hunt is not None and hunt.state == "Running" and hunt.schedule is None:
+            self._start_pushing(hunt)
+
+    def stopped_elsewhere(self, hunt_id: str) -> None:
+        self._stop_pushing(hunt_id)
 
     def _start_pushing(self, hunt: HuntRecord) -> None:
         self._stop_pushing(hunt.hunt_id)
@@ -317,7 +330,8 @@ class HuntManager:
             await self.load()
         while True:
             try:
-                await self.tick()
+                if self.server.leader.try_acquire():  # singleton work: the leader only
+                    await self.tick()
             except Exception:
                 log.exception("hunt manager pass failed")
             await asyncio.sleep(interval)

@@ -34,7 +34,8 @@ class FlowMonitor:
     async def run(self) -> None:
         while True:
             try:
-                await self.check_once()
+                if self.server.leader.try_acquire():  # singleton work: the leader only
+                    await self.check_once()
             except Exception:
                 log.exception("flow monitor pass failed")
             await asyncio.sleep(self.interval)
@@ -59,14 +60,13 @@ class FlowMonitor:
             self.server.events.flow_changed(flow.flow_id)
             if state == "Error":
                 await asyncio.to_thread(self.server.datastore.tasks.cancel, flow.flow_id)
-                await self.server.connections.send(
-                    flow.client_id, encode(CancelCollection(flow_id=flow.flow_id, reason=reason))
-                )
+                cancel = encode(CancelCollection(flow_id=flow.flow_id, reason=reason))
+                await self.server.push(flow.client_id, cancel, False)
         return changed
 
     def verdict(self, flow: FlowRecord, now: float) -> tuple[str, str] | None:
         """What should happen to ``flow`` now, or None."""
-        connected = flow.client_id in self.server.connections
+        connected = flow.client_id in self.server.online()
         if flow.timeout is not None:
             began = flow.started or flow.created
             # A flow still waiting for an offline client is not timing out yet: it is

@@ -96,8 +96,9 @@ class AgentSession:
             await self.ws.close(POLICY_VIOLATION, str(exc)[:120])
             return
         self.server.events.client_connected(self.client_id)
+        await self.server.announce("online", client_id=self.client_id)
         try:
-            await self._deliver_pending()
+            await self.deliver_pending()
             await self.server.client_connected(self.client_id, self.seen_hunts)
             await self._serve()
         except ConnectionClosed as exc:
@@ -108,9 +109,9 @@ class AgentSession:
         finally:
             self.server.connections.remove(self)
             self.server.events.client_disconnected(self.client_id)
-            await asyncio.to_thread(
-                self.server.datastore.clients.seen, self.client_id, time.time(), self.address
-            )
+            if self.client_id not in self.server.connections:  # not replaced by a reconnect
+                await self.server.announce("offline", client_id=self.client_id)
+            self.server.seen.note(self.client_id, time.time(), self.address)
 
     async def _handshake(self) -> bool:
         nonce = os.urandom(32)
@@ -169,7 +170,7 @@ class AgentSession:
             connections.add(self)  # before the welcome: a second comer now finds us
         try:
             self.seen_hunts = list(hello.seen_hunts)
-            await asyncio.to_thread(clients.seen, client_id, time.time(), self.address)
+            self.server.seen.note(client_id, time.time(), self.address)
             await self.ws.send(
                 encode(Welcome(client_id=client_id, server_time=time.time(), enrolled=enrolled))
             )
@@ -184,7 +185,8 @@ class AgentSession:
         await self.ws.send(encode(Rejected(reason=reason, retry_after=300)))
         await self.ws.close(1000, reason[:120])
 
-    async def _deliver_pending(self) -> None:
+    async def deliver_pending(self) -> None:
+        """Send every stored task of this client (the agent ignores one it already has)."""
         tasks = await asyncio.to_thread(self.server.datastore.tasks.pending, self.client_id)
         for _flow_id, payload in tasks:
             await self.send(payload)

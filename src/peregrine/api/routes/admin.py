@@ -11,6 +11,7 @@ from fastapi import APIRouter, Depends, HTTPException, Path, Query, Request, Res
 from peregrine import __version__
 from peregrine.api.deps import SESSION_COOKIE, Audit, authenticate, context, require
 from peregrine.api.schemas import (
+    MAX_INT,
     AuditEntry,
     GrantIn,
     IssuedToken,
@@ -231,7 +232,7 @@ async def audit_log(
     action: str | None = Query(None, max_length=200),
     target: str | None = Query(None, max_length=500),
     limit: int = Query(100, ge=1, le=1000),
-    offset: int = Query(0, ge=0),
+    offset: int = Query(0, ge=0, le=MAX_INT),
     _: Principal = Depends(require(SERVER_ADMIN)),
 ) -> list[AuditEntry]:
     entries = await asyncio.to_thread(
@@ -249,7 +250,7 @@ async def status(request: Request, _: Principal = Depends(require(READ_RESULTS))
     return Status(
         version=__version__,
         clients=len(server.client_index),
-        connected=len(server.connections),
+        connected=len(server.online()),
         flows_in_flight=len(in_flight),
         running_hunts=len(running),
         datastore=server.datastore.backend,

@@ -8,7 +8,7 @@ from typing import Annotated
 from fastapi import APIRouter, Depends, HTTPException, Path, Query, Request
 
 from peregrine.api.deps import Audit, context, require
-from peregrine.api.schemas import Client, ClientDetail, ClientPage, LabelsIn
+from peregrine.api.schemas import MAX_INT, Client, ClientDetail, ClientPage, LabelsIn
 from peregrine.auth.accounts import Principal
 from peregrine.auth.roles import LABEL_CLIENT, READ_RESULTS
 from peregrine.server.client_index import SearchError, describe
@@ -22,13 +22,13 @@ async def search_clients(
     request: Request,
     q: str = Query("", max_length=1000, description="e.g. `label:prod os:linux host:web-*`"),
     limit: int = Query(100, ge=1, le=1000),
-    offset: int = Query(0, ge=0),
+    offset: int = Query(0, ge=0, le=MAX_INT),
     _: Principal = Depends(require(READ_RESULTS)),
 ) -> ClientPage:
     """Search with `host:`, `label:`, `os:`, `ip:`, `client:`, `recent:15m`, `online:true`,
     free text and `*` wildcards; terms are ANDed. Answered from the in-memory index."""
     server = context(request).server
-    online = set(server.connections.client_ids())
+    online = server.online()
     try:
         total, found = server.client_index.search(q, online=online, limit=limit, offset=offset)
     except SearchError as exc:
@@ -53,7 +53,7 @@ async def get_client(
         labels=record.labels,
         ip_addresses=record.ip_addresses,
         last_seen=record.last_seen,
-        online=client_id in server.connections,
+        online=client_id in server.online(),
         fqdn=record.fqdn,
         release=record.release,
         kernel=record.kernel,

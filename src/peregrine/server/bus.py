@@ -1,0 +1,112 @@
+"""The bus between frontend processes of one server: small notices, delivered best-effort.
+
+A collection created by the API in one process is for a client whose connection may be held by
+another: the request is stored first (a task), then a ``deliver`` notice tells whichever process
+holds the client to send its pending tasks. Notices carry no state of their own — the datastore
+is the truth — so a lost notice only delays (the client gets its tasks at its next check-in).
+
+``LocalBus``: one process, nothing to send. ``UnixBus``: processes on one host, one Unix
+datagram socket each in a shared directory. (The distributed mode will add a Redis bus with the
+same interface.)
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import os
+import socket
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import Any
+
+log = logging.getLogger(__name__)
+
+Handler = Callable[[dict[str, Any]], Awaitable[None]]
+MAX_NOTICE_BYTES = 60_000
+
+
+class LocalBus:
+    """A single process: every notice would only reach itself, so nothing is sent."""
+
+    workers = 1
+
+    async def start(self, handler: Handler) -> None:
+        return None
+
+    async def publish(self, notice: dict[str, Any]) -> None:
+        return None
+
+    async def close(self) -> None:
+        return None
+
+
+class _Receiver(asyncio.DatagramProtocol):
+    def __init__(self, handler: Handler) -> None:
+        self.handler = handler
+        self.tasks: set[asyncio.Task[None]] = set()
+
+    def datagram_received(self, data: bytes, addr: Any) -> None:
+        try:
+            notice = json.loads(data)
+        except ValueError:
+            log.warning("bus: ignoring a malformed notice")
+            return
+        if isinstance(notice, dict):
+            task = asyncio.get_running_loop().create_task(self._handle(notice))
+            self.tasks.add(task)
+            task.add_done_callback(self.tasks.discard)
+
+    async def _handle(self, notice: dict[str, Any]) -> None:
+        try:
+            await self.handler(notice)
+        except Exception:
+            log.exception("bus: handling %s failed", notice.get("kind"))
+
+
+class UnixBus:
+    """Processes of one server on one host, each with a datagram socket in ``directory``."""
+
+    def __init__(self, directory: Path, workers: int) -> None:
+        self.directory = directory
+        self.workers = workers
+        self.path = directory / f"w-{os.getpid()}.sock"
+        self._transport: asyncio.DatagramTransport | None = None
+        self._sender = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+        self._sender.setblocking(False)
+
+    async def start(self, handler: Handler) -> None:
+        self.directory.mkdir(parents=True, exist_ok=True, mode=0o700)
+        self.path.unlink(missing_ok=True)
+        loop = asyncio.get_running_loop()
+        transport, _ = await loop.create_datagram_endpoint(
+            lambda: _Receiver(handler), local_addr=str(self.path), family=socket.AF_UNIX
+        )
+        self._transport = transport
+        self.path.chmod(0o600)
+
+    async def publish(self, notice: dict[str, Any]) -> None:
+        data = json.dumps({**notice, "from": os.getpid()}).encode()
+        if len(data) > MAX_NOTICE_BYTES:
+            raise ValueError(f"a bus notice of {len(data)} bytes is too large")
+        for peer in self.directory.glob("w-*.sock"):
+            if peer == self.path:
+                continue
+            try:
+                self._sender.sendto(data, str(peer))
+            except (ConnectionRefusedError, FileNotFoundError):
+                with contextlib.suppress(OSError):
+                    peer.unlink()  # a process that is gone
+            except BlockingIOError:
+                log.warning("bus: %s is not keeping up; a notice was dropped", peer.name)
+
+    async def close(self) -> None:
+        if self._transport is not None:
+            self._transport.close()
+        self._sender.close()
+        self.path.unlink(missing_ok=True)
+
+
+Bus = LocalBus | UnixBus

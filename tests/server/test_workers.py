@@ -1,0 +1,106 @@
+"""Several frontend processes on one host (``peregrine server --workers N``): they share the
+ports, and a collection or hunt created through any of them reaches a client held by another."""
+
+from __future__ import annotations
+
+import asyncio
+import ssl
+import time
+from pathlib import Path
+
+import httpx
+import msgspec
+import psutil
+import pytest
+
+from peregrine.auth.accounts import Accounts
+from peregrine.datastore import open_datastore
+from peregrine.loadtest import Fleet
+from tests.server.harness import Process, make_deployment, port_open, wait_until
+
+pytestmark = pytest.mark.slow
+CLIENTS = 30
+
+
+def test_two_frontend_processes_share_the_ports_and_route_work(tmp_path: Path) -> None:
+    deployment = make_deployment(tmp_path / "deploy")
+    server = Process(
+        ["server", "--config", str(deployment.server_config_path), "--no-local-agent",
+         "--workers", "2"],
+        tmp_path / "server.log",
+    )  # fmt: skip
+    server.start()
+    cfg = deployment.server
+    try:
+        deadline = time.monotonic() + 60
+        while not (port_open(cfg.port) and port_open(cfg.api_port)):
+            assert time.monotonic() < deadline, server.output()
+            time.sleep(0.2)
+        with open_datastore(cfg.datastore_url) as datastore:
+            accounts = Accounts(datastore)
+            accounts.create_user("admin", None, ["administrator"])
+            token = accounts.create_token("admin", "test").token
+        assert server.proc is not None
+        asyncio.run(_scenario(deployment, token, tmp_path, server.proc.pid))
+    finally:
+        server.stop()
+
+
+def agents_held(supervisor: int, port: int) -> list[int]:
+    """Agent connections each frontend process holds."""
+    workers = psutil.Process(supervisor).children()
+    return [
+        sum(
+            1
+            for c in w.net_connections("tcp")
+            if c.status == "ESTABLISHED" and c.laddr.port == port
+        )
+        for w in workers
+    ]
+
+
+async def _scenario(deployment, token: str, tmp_path: Path, supervisor: int) -> None:  # type: ignore[no-untyped-def]
+    cfg = deployment.server
+    config = msgspec.structs.replace(deployment.client, poll_min=0.2, poll_max=1.0)
+    fleet = Fleet(config, CLIENTS, key_dir=tmp_path / "keys", ramp_per_second=200, rows=3)
+    await fleet.start()
+    api = httpx.AsyncClient(
+        base_url=f"https://127.0.0.1:{cfg.api_port}/api/v1",
+        verify=ssl.create_default_context(cafile=cfg.ca_cert_path),
+        headers={"Authorization": f"Bearer {token}"},
+        timeout=30,
+    )
+    try:
+        await fleet.wait_connected(CLIENTS, timeout=60)
+
+        async def everyone_connected() -> bool:
+            # Any process answers; each counts the clients of both.
+            statuses = [(await api.get("/status")).json()["connected"] for _ in range(6)]
+            return all(s == CLIENTS for s in statuses)
+
+        await wait_until(everyone_connected, 60, 0.5)
+        held = agents_held(supervisor, cfg.port)
+        assert len(held) == 2 and all(n > 0 for n in held) and sum(held) == CLIENTS, held
+        flows = []
+        for client_id in fleet.client_ids:
+            body = {"client_id": client_id, "artifacts": [{"name": "Generic.System.Pslist"}]}
+            response = await api.post("/collections", json=body)
+            assert response.status_code == 201, response.text
+            flows.append(response.json()["flow_id"])
+
+        async def all_finished() -> bool:
+            states = [(await api.get(f"/collections/{f}")).json()["state"] for f in flows]
+            return all(s == "Finished" for s in states)
+
+        await wait_until(all_finished, 60, 0.5)
+        hunt = (await api.post("/hunts", json={"artifacts": [{"name": "Linux.Sys.Users"}]})).json()
+        await api.post(f"/hunts/{hunt['hunt_id']}/start")
+
+        async def hunt_done() -> bool:
+            stats = (await api.get(f"/hunts/{hunt['hunt_id']}/stats")).json()
+            return stats["scheduled"] == CLIENTS and stats["finished"] == CLIENTS
+
+        await wait_until(hunt_done, 60, 0.5)
+    finally:
+        await api.aclose()
+        await fleet.stop()
