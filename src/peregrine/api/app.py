@@ -7,7 +7,7 @@ would break a script goes to ``/api/v2``.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
@@ -15,6 +15,7 @@ from fastapi.responses import JSONResponse
 from peregrine import __version__
 from peregrine.api.deps import ApiContext
 from peregrine.api.routes import admin, artifacts, clients, collections, events, hunts
+from peregrine.api.schemas import Error
 from peregrine.auth.accounts import Accounts
 from peregrine.auth.audit import AuditLog
 from peregrine.datastore import DatastoreError, NotFound
@@ -23,6 +24,16 @@ if TYPE_CHECKING:
     from peregrine.server.app import Server
 
 API_PREFIX = "/api/v1"
+
+#: The errors any operation may answer, declared so the document lists every status it can send
+#: (the routes add their own 2xx and FastAPI the 422 of request validation).
+ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
+    400: {"model": Error, "description": "A request the server cannot carry out as asked"},
+    401: {"model": Error, "description": "No valid credentials"},
+    403: {"model": Error, "description": "A permission (or the session's CSRF token) is missing"},
+    404: {"model": Error, "description": "No such object"},
+    409: {"model": Error, "description": "The object's state does not allow this"},
+}
 
 
 def create_app(server: Server, accounts: Accounts, audit: AuditLog) -> FastAPI:
@@ -41,7 +52,7 @@ def create_app(server: Server, accounts: Accounts, audit: AuditLog) -> FastAPI:
     )
     app.state.ctx = ApiContext(server=server, accounts=accounts, audit=audit)
     for module in (clients, collections, hunts, artifacts, admin, events):
-        app.include_router(module.router, prefix=API_PREFIX)
+        app.include_router(module.router, prefix=API_PREFIX, responses=ERROR_RESPONSES)
 
     @app.exception_handler(NotFound)
     async def not_found(request: Request, exc: NotFound) -> JSONResponse:

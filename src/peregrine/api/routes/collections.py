@@ -11,7 +11,7 @@ from fastapi.responses import StreamingResponse
 
 from peregrine.api.deps import Audit, context, require
 from peregrine.api.routes.clients import ClientId
-from peregrine.api.schemas import CollectionIn, Flow, RowsPage, Upload
+from peregrine.api.schemas import MAX_INT, CollectionIn, Flow, RowsPage, Upload
 from peregrine.auth.accounts import Principal
 from peregrine.auth.roles import COLLECT_CLIENT, READ_RESULTS
 from peregrine.datastore import FlowRecord
@@ -68,7 +68,7 @@ async def list_collections(
     client_id: ClientId,
     request: Request,
     limit: int = Query(100, ge=1, le=1000),
-    offset: int = Query(0, ge=0),
+    offset: int = Query(0, ge=0, le=MAX_INT),
     _: Principal = Depends(require(READ_RESULTS)),
 ) -> list[Flow]:
     store = context(request).server.datastore.collections
@@ -103,7 +103,7 @@ async def cancel_collection(
 async def collection_logs(
     flow_id: FlowId,
     request: Request,
-    offset: int = Query(0, ge=0),
+    offset: int = Query(0, ge=0, le=MAX_INT),
     limit: int = Query(100, ge=1, le=10_000),
     _: Principal = Depends(require(READ_RESULTS)),
 ) -> RowsPage:
@@ -122,7 +122,7 @@ async def collection_results(
     request: Request,
     artifact: str = Query(..., min_length=1, max_length=200),
     source: str = Query("", max_length=200),
-    offset: int = Query(0, ge=0),
+    offset: int = Query(0, ge=0, le=MAX_INT),
     limit: int = Query(100, ge=1, le=10_000),
     _: Principal = Depends(require(READ_RESULTS)),
 ) -> RowsPage:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import json
+import time
 from collections.abc import AsyncIterator
 
 from fastapi import APIRouter, Depends, HTTPException, Request
@@ -19,21 +20,27 @@ from peregrine.auth.roles import READ_RESULTS
 router = APIRouter(tags=["events"])
 FINAL = {"Finished", "Error", "Cancelled"}
 HEARTBEAT_SECONDS = 15.0
+#: Re-read the state at least this often: a wake-up can come while the snapshot is being read,
+#: and changes made elsewhere (hunt state changes, another frontend, the CLI) wake nobody here.
+POLL_SECONDS = 1.0
 
 
 async def _changes(request: Request, snapshot) -> AsyncIterator[bytes]:  # type: ignore[no-untyped-def]
     """Send a snapshot each time it changes (woken by the server's events), until final."""
     events = context(request).server.events
     last = None
+    sent = time.monotonic()
     while not await request.is_disconnected():
         current, done = await snapshot()
         if current != last:
             yield f"data: {json.dumps(current)}\n\n".encode()
-            last = current
+            last, sent = current, time.monotonic()
         if done:
             return
-        if not await events.wait_changed(HEARTBEAT_SECONDS):
+        await events.wait_changed(POLL_SECONDS)
+        if time.monotonic() - sent >= HEARTBEAT_SECONDS:
             yield b": keep-alive\n\n"
+            sent = time.monotonic()
 
 
 @router.get("/collections/{flow_id}/events", summary="Live state of a collection (SSE)")

@@ -13,7 +13,7 @@ from fastapi.responses import StreamingResponse
 
 from peregrine.api.deps import Audit, context, require
 from peregrine.api.routes.clients import ClientId
-from peregrine.api.schemas import Hunt, HuntClient, HuntIn, HuntStats, RowsPage
+from peregrine.api.schemas import MAX_INT, Hunt, HuntClient, HuntIn, HuntStats, RowsPage
 from peregrine.auth.accounts import Principal
 from peregrine.auth.roles import READ_RESULTS, START_HUNT
 from peregrine.datastore import HuntRecord
@@ -75,7 +75,7 @@ async def list_hunts(
     request: Request,
     state: list[str] | None = Query(None, description="Paused, Running, Stopped, Archived"),
     limit: int = Query(100, ge=1, le=1000),
-    offset: int = Query(0, ge=0),
+    offset: int = Query(0, ge=0, le=MAX_INT),
     _: Principal = Depends(require(READ_RESULTS)),
 ) -> list[Hunt]:
     known = {"Paused", "Running", "Stopped", "Archived"}
@@ -177,7 +177,7 @@ async def hunt_clients(
     request: Request,
     state: str | None = Query(None, description="e.g. Finished, Error, In progress"),
     limit: int = Query(100, ge=1, le=1000),
-    offset: int = Query(0, ge=0),
+    offset: int = Query(0, ge=0, le=MAX_INT),
     _: Principal = Depends(require(READ_RESULTS)),
 ) -> list[HuntClient]:
     await _hunt(request, hunt_id)
@@ -195,7 +195,7 @@ async def hunt_results(
     request: Request,
     artifact: str = Query(..., min_length=1, max_length=200),
     source: str = Query("", max_length=200),
-    offset: int = Query(0, ge=0),
+    offset: int = Query(0, ge=0, le=MAX_INT),
     limit: int = Query(100, ge=1, le=10_000),
     _: Principal = Depends(require(READ_RESULTS)),
 ) -> RowsPage:

@@ -1,0 +1,323 @@
+"""The permission matrix: every operation of the API, for every role and for no credentials.
+
+``MATRIX`` names, for each operation of the OpenAPI document, the permission it needs and how
+to build a valid request. An operation added to the API without an entry here fails
+``test_every_operation_is_in_the_matrix``: every endpoint is covered by a permission test.
+A role holding the permission must get through (a 2xx answer); one lacking it gets 403, and
+that refusal is audited; without credentials the answer is 401.
+"""
+
+from __future__ import annotations
+
+import itertools
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import pytest
+from fastapi.routing import APIRoute, iter_route_contexts
+
+from peregrine.api.app import create_app
+from peregrine.auth.roles import (
+    ARTIFACT_WRITER,
+    COLLECT_CLIENT,
+    LABEL_CLIENT,
+    READ_RESULTS,
+    ROLES,
+    SERVER_ADMIN,
+    START_HUNT,
+)
+from tests.api.conftest import API, PASSWORD, Live, Objects
+
+#: Needs no credentials at all.
+PUBLIC = "PUBLIC"
+#: Needs credentials, no particular permission.
+ANYONE = "ANYONE"
+
+_serial = itertools.count()
+
+
+@dataclass
+class Call:
+    method: str
+    path: str
+    params: dict[str, Any] = field(default_factory=dict)
+    json: Any = None
+
+
+Builder = Callable[[Objects, str | None], Call]
+
+
+def _get(path: str, **params: Any) -> Builder:
+    return lambda o, caller: Call("GET", path.format(o=o), params)
+
+
+def _login(o: Objects, caller: str | None) -> Call:
+    return Call("POST", "/auth/login", json={"username": "matrix-login", "password": PASSWORD})
+
+
+def _new_user(o: Objects, caller: str | None) -> Call:
+    return Call("POST", "/users", json={"name": f"new-{next(_serial)}", "roles": ["reader"]})
+
+
+def _user_change(action: str, body: dict[str, str] | None) -> Builder:
+    return lambda o, caller: Call("POST", f"/users/{o.fresh_user()}/{action}", json=body)
+
+
+def _hunt_change(action: str, start: bool = False) -> Builder:
+    return lambda o, caller: Call("POST", f"/hunts/{o.fresh_hunt(start)}/{action}")
+
+
+def _revoke_own_token(o: Objects, caller: str | None) -> Call:
+    owner = caller or "administrator-user"
+    token_id = o.live.server.accounts.create_token(owner, "doomed").record.token_id
+    return Call("DELETE", f"/tokens/{token_id}")
+
+
+#: (method, path as in the OpenAPI document) -> (permission needed, request builder).
+MATRIX: dict[tuple[str, str], tuple[str, Builder]] = {
+    # clients
+    ("GET", "/clients"): (READ_RESULTS, _get("/clients", q="os:linux")),
+    ("GET", "/clients/{client_id}"): (READ_RESULTS, _get("/clients/{o.client_id}")),
+    ("POST", "/clients/{client_id}/labels"): (
+        LABEL_CLIENT,
+        lambda o, c: Call("POST", f"/clients/{o.client_id}/labels", json={"add": ["matrix"]}),
+    ),
+    # collections
+    ("POST", "/collections"): (
+        COLLECT_CLIENT,
+        lambda o, c: Call(
+            "POST",
+            "/collections",
+            json={"client_id": o.client_id, "artifacts": [{"name": "Test.Numbers"}]},
+        ),
+    ),
+    ("GET", "/clients/{client_id}/collections"): (
+        READ_RESULTS,
+        _get("/clients/{o.client_id}/collections"),
+    ),
+    ("GET", "/collections/{flow_id}"): (READ_RESULTS, _get("/collections/{o.flow_id}")),
+    ("POST", "/collections/{flow_id}/cancel"): (
+        COLLECT_CLIENT,
+        lambda o, c: Call("POST", f"/collections/{o.flow_id}/cancel"),
+    ),
+    ("GET", "/collections/{flow_id}/logs"): (READ_RESULTS, _get("/collections/{o.flow_id}/logs")),
+    ("GET", "/collections/{flow_id}/results"): (
+        READ_RESULTS,
+        _get("/collections/{o.flow_id}/results", artifact="Test.Upload"),
+    ),
+    ("GET", "/collections/{flow_id}/uploads"): (
+        READ_RESULTS,
+        _get("/collections/{o.flow_id}/uploads"),
+    ),
+    ("GET", "/collections/{flow_id}/uploads/{upload_id}"): (
+        READ_RESULTS,
+        _get("/collections/{o.flow_id}/uploads/{o.upload_id}"),
+    ),
+    ("GET", "/collections/{flow_id}/events"): (
+        READ_RESULTS,
+        _get("/collections/{o.flow_id}/events"),
+    ),
+    # hunts
+    ("POST", "/hunts"): (
+        START_HUNT,
+        lambda o, c: Call(
+            "POST",
+            "/hunts",
+            json={"artifacts": [{"name": "Test.Numbers"}], "include_labels": ["nobody"]},
+        ),
+    ),
+    ("GET", "/hunts"): (READ_RESULTS, _get("/hunts")),
+    ("GET", "/hunts/{hunt_id}"): (READ_RESULTS, _get("/hunts/{o.hunt_id}")),
+    ("POST", "/hunts/{hunt_id}/start"): (START_HUNT, _hunt_change("start")),
+    ("POST", "/hunts/{hunt_id}/pause"): (START_HUNT, _hunt_change("pause", start=True)),
+    ("POST", "/hunts/{hunt_id}/stop"): (START_HUNT, _hunt_change("stop", start=True)),
+    ("POST", "/hunts/{hunt_id}/archive"): (START_HUNT, _hunt_change("archive")),
+    ("POST", "/hunts/{hunt_id}/clients/{client_id}"): (
+        START_HUNT,
+        lambda o, c: Call("POST", f"/hunts/{o.fresh_hunt()}/clients/{o.client_id}"),
+    ),
+    ("GET", "/hunts/{hunt_id}/stats"): (READ_RESULTS, _get("/hunts/{o.hunt_id}/stats")),
+    ("GET", "/hunts/{hunt_id}/clients"): (READ_RESULTS, _get("/hunts/{o.hunt_id}/clients")),
+    ("GET", "/hunts/{hunt_id}/results"): (
+        READ_RESULTS,
+        _get("/hunts/{o.hunt_id}/results", artifact="Test.Numbers"),
+    ),
+    ("GET", "/hunts/{hunt_id}/export"): (
+        READ_RESULTS,
+        _get("/hunts/{o.hunt_id}/export", artifact="Test.Numbers", format="csv"),
+    ),
+    ("GET", "/hunts/{hunt_id}/events"): (READ_RESULTS, _get("/hunts/{o.hunt_id}/events")),
+    # artifacts
+    ("GET", "/artifacts"): (READ_RESULTS, _get("/artifacts", search="users")),
+    ("GET", "/artifacts/{name}"): (READ_RESULTS, _get("/artifacts/Test.Numbers")),
+    ("POST", "/artifacts/check"): (
+        READ_RESULTS,
+        lambda o, c: Call("POST", "/artifacts/check", json={"yaml": _custom_artifact()}),
+    ),
+    ("PUT", "/artifacts"): (
+        ARTIFACT_WRITER,
+        lambda o, c: Call("PUT", "/artifacts", json={"yaml": _custom_artifact()}),
+    ),
+    # sessions, users, tokens
+    ("POST", "/auth/login"): (PUBLIC, _login),
+    ("POST", "/auth/logout"): (ANYONE, lambda o, c: Call("POST", "/auth/logout")),
+    ("GET", "/me"): (ANYONE, _get("/me")),
+    ("GET", "/users"): (SERVER_ADMIN, _get("/users")),
+    ("POST", "/users"): (SERVER_ADMIN, _new_user),
+    ("POST", "/users/{name}/grant"): (SERVER_ADMIN, _user_change("grant", {"grant": "analyst"})),
+    ("POST", "/users/{name}/revoke"): (SERVER_ADMIN, _user_change("revoke", {"grant": "reader"})),
+    ("POST", "/users/{name}/disable"): (SERVER_ADMIN, _user_change("disable", None)),
+    ("GET", "/me/tokens"): (ANYONE, _get("/me/tokens")),
+    ("POST", "/me/tokens"): (
+        ANYONE,
+        lambda o, c: Call("POST", "/me/tokens", json={"name": "matrix", "expires_in": 60}),
+    ),
+    ("DELETE", "/tokens/{token_id}"): (ANYONE, _revoke_own_token),
+    # audit and status
+    ("GET", "/audit"): (SERVER_ADMIN, _get("/audit", limit=5)),
+    ("GET", "/status"): (READ_RESULTS, _get("/status")),
+}
+
+
+def _custom_artifact() -> str:
+    return (
+        "name: Custom.Matrix\n"
+        "description: An artifact added by the permission tests.\n"
+        "sources:\n"
+        "  - query: SELECT 1 AS one\n"
+    )
+
+
+def allowed(permission: str, role: str | None) -> bool:
+    if permission == PUBLIC:
+        return True
+    if role is None:
+        return False
+    return permission == ANYONE or permission in ROLES[role]
+
+
+def operations() -> set[tuple[str, str]]:
+    """Every operation of the OpenAPI document, paths relative to /api/v1."""
+    document = create_app(None, None, None).openapi()  # type: ignore[arg-type]
+    found = set()
+    for path, item in document["paths"].items():
+        assert path.startswith(API), path
+        for method in item:
+            found.add((method.upper(), path[len(API) :]))
+    return found
+
+
+def routes() -> set[tuple[str, str]]:
+    """Every API route the app serves, documented or not (a route hidden from the OpenAPI
+    document must not escape the matrix either)."""
+    app = create_app(None, None, None)  # type: ignore[arg-type]
+    found = set()
+    for context in iter_route_contexts(app.routes):
+        if isinstance(context.route, APIRoute):
+            assert context.path.startswith(API), context.path
+            found |= {(m, context.path[len(API) :]) for m in context.methods or ()}
+    return found
+
+
+def test_every_operation_is_in_the_matrix() -> None:
+    assert routes() == operations()
+    documented = operations()
+    missing = sorted(documented - MATRIX.keys())
+    assert not missing, f"operations without a permission-matrix entry: {missing}"
+    stale = sorted(MATRIX.keys() - documented)
+    assert not stale, f"matrix entries for operations the API no longer has: {stale}"
+
+
+CASES = sorted(MATRIX)
+CALLERS: list[str | None] = [*ROLES, None]
+
+
+def _send(live: Live, token: str | None, call: Call) -> Any:
+    with live.http(token) as http:
+        return http.request(call.method, call.path, params=call.params, json=call.json)
+
+
+@pytest.mark.parametrize("caller", CALLERS, ids=lambda r: r or "anonymous")
+def test_permission_matrix(live: Live, objects: Objects, caller: str | None) -> None:
+    """For one caller, every operation: allowed ones succeed, the others are refused."""
+    token = live.tokens[caller] if caller else None
+    user = f"{caller}-user" if caller else None
+    failures = []
+    for method, path in CASES:
+        permission, build = MATRIX[(method, path)]
+        call = build(objects, user)
+        started = time.time()
+        response = _send(live, token, call)
+        status = response.status_code
+        if allowed(permission, caller):
+            if not 200 <= status < 300:
+                failures.append(f"{method} {path}: allowed, got {status} {response.text[:200]}")
+        elif caller is None:
+            if status != 401 or response.headers.get("www-authenticate") != "Bearer":
+                failures.append(f"{method} {path}: anonymous, got {status} (want 401)")
+        else:
+            if status != 403:
+                failures.append(f"{method} {path}: {caller} lacks {permission}, got {status}")
+                continue
+            entries = live.server.audit.query(
+                actor=user, action=f"permission.denied.{method.lower()}", since=started - 1
+            )
+            if not any(e.target == API + call.path and e.result == "refused" for e in entries):
+                failures.append(f"{method} {path}: the refusal of {caller} was not audited")
+    assert not failures, "\n".join(failures)
+
+
+def test_matrix_is_not_trivial() -> None:
+    """Each role is refused something and allowed something (so the matrix can fail)."""
+    for role in ROLES:
+        outcomes = {allowed(permission, role) for permission, _ in MATRIX.values()}
+        if role == "administrator":
+            assert outcomes == {True}
+        else:
+            assert outcomes == {True, False}, role
+
+
+def test_only_owners_and_administrators_revoke_a_token(live: Live) -> None:
+    accounts = live.server.accounts
+    victim = accounts.create_token("reader-user", "victim").record.token_id
+    with live.http(live.tokens["investigator"]) as http:
+        refused = http.delete(f"/tokens/{victim}")
+    assert refused.status_code == 403
+    assert accounts.get_token(victim).revoked is None  # type: ignore[union-attr]
+    with live.http(live.tokens["administrator"]) as http:
+        assert http.delete(f"/tokens/{victim}").status_code == 204
+        assert http.delete("/tokens/0123456789abcdef").status_code == 404
+    assert accounts.get_token(victim).revoked is not None  # type: ignore[union-attr]
+
+
+EXECVE_CALL = {"name": "Linux.Sys.Execve", "parameters": {"Argv": ["/bin/true"]}}
+
+
+@pytest.mark.parametrize("kind", ["collection", "hunt"])
+def test_execve_artifacts_need_the_execve_permission(live: Live, kind: str) -> None:
+    """An investigator (no EXECVE) may not schedule an artifact requiring EXECVE; an
+    administrator may. The refusal is audited with the reason."""
+    if kind == "collection":
+        path, body = "/collections", {"client_id": live.client_id, "artifacts": [EXECVE_CALL]}
+    else:
+        path, body = "/hunts", {"artifacts": [EXECVE_CALL], "include_labels": ["nobody"]}
+    started = time.time()
+    with live.http(live.tokens["investigator"]) as http:
+        refused = http.post(path, json=body)
+    assert refused.status_code == 400, refused.text
+    assert "EXECVE" in refused.json()["detail"]
+    [entry] = live.server.audit.query(
+        actor="investigator-user", action=f"{kind}.create", since=started - 1
+    )
+    assert entry.result == "refused" and "EXECVE" in (entry.reason or "")
+    assert entry.parameters is not None
+    assert entry.parameters["artifacts"][0]["name"] == "Linux.Sys.Execve"
+    with live.http(live.tokens["administrator"]) as http:
+        accepted = http.post(path, json=body)
+    assert accepted.status_code == 201, accepted.text
+    if kind == "collection":
+        flow = accepted.json()
+        done = live.run(live.server.wait_for_flow(flow["flow_id"], ["Finished", "Error"], 60))
+        assert done.state == "Finished", done.error

@@ -1,0 +1,105 @@
+"""What the resources answer: collection results, logs and upload downloads, artifacts added
+through the API, users and tokens managed through it, server status."""
+
+from __future__ import annotations
+
+import hashlib
+
+from tests.api.conftest import Live, Objects
+
+
+def test_a_collection_and_its_results_logs_and_upload(live: Live, objects: Objects) -> None:
+    with live.http(live.tokens["reader"]) as http:
+        flow = http.get(f"/collections/{objects.flow_id}").json()
+        assert flow["state"] == "Finished" and flow["client_id"] == live.client_id
+        listed = http.get(f"/clients/{live.client_id}/collections").json()
+        assert objects.flow_id in {f["flow_id"] for f in listed}
+        page = http.get(
+            f"/collections/{objects.flow_id}/results", params={"artifact": "Test.Upload"}
+        ).json()
+        assert page["total"] == 1 and len(page["rows"]) == 1
+        logs = http.get(f"/collections/{objects.flow_id}/logs").json()
+        assert logs["total"] == len(logs["rows"])
+        [upload] = http.get(f"/collections/{objects.flow_id}/uploads").json()
+        download = http.get(f"/collections/{objects.flow_id}/uploads/{upload['upload_id']}")
+    assert download.status_code == 200
+    assert download.content == b"evidence " * 1000
+    assert hashlib.sha256(download.content).hexdigest() == upload["sha256"]
+    assert download.headers["x-content-sha256"] == upload["sha256"]
+    assert "attachment" in download.headers["content-disposition"]
+
+
+def test_missing_objects_are_404(live: Live, objects: Objects) -> None:
+    with live.http(live.tokens["administrator"]) as http:
+        for path in (
+            "/clients/C.0000000000000000",
+            "/collections/F.0000000000000000",
+            f"/collections/{objects.flow_id}/uploads/nope",
+            "/hunts/H.0000000000000000",
+            "/hunts/H.0000000000000000/stats",
+            "/artifacts/No.Such.Artifact",
+        ):
+            response = http.get(path)
+            assert response.status_code == 404, path
+            assert response.json()["detail"], path
+        assert http.post("/users/nobody-here/grant", json={"grant": "reader"}).status_code == 404
+
+
+def test_a_custom_artifact_is_checked_then_usable(live: Live) -> None:
+    good = "name: Custom.Answer\ndescription: The answer.\nsources:\n  - query: SELECT 42 AS n\n"
+    bad = "name: Custom.Broken\ndescription: x\nsources:\n  - query: SELEC 1\n"
+    with live.http(live.tokens["investigator"]) as http:
+        assert http.post("/artifacts/check", json={"yaml": good}).json() == []
+        problems = http.post("/artifacts/check", json={"yaml": bad}).json()
+        assert problems and problems[0]["severity"] == "error"
+        refused = http.put("/artifacts", json={"yaml": bad})
+        assert refused.status_code == 400
+        assert http.get("/artifacts/Custom.Broken").status_code == 404
+        [added] = http.put("/artifacts", json={"yaml": good}).json()
+        assert added["name"] == "Custom.Answer"
+        assert http.get("/artifacts/Custom.Answer").json()["name"] == "Custom.Answer"
+        assert "Custom.Answer" in {a["name"] for a in http.get("/artifacts").json()}
+        flow = http.post(
+            "/collections",
+            json={"client_id": live.client_id, "artifacts": [{"name": "Custom.Answer"}]},
+        ).json()
+    done = live.run(live.server.wait_for_flow(flow["flow_id"], ["Finished", "Error"], 60))
+    assert done.state == "Finished"
+    rows = live.server.filestore.read_rows(live.client_id, done.flow_id, "Custom.Answer", "", 0, 10)
+    assert rows == [{"n": 42}]
+
+
+def test_users_and_tokens_through_the_api(live: Live) -> None:
+    with live.http(live.tokens["administrator"]) as admin:
+        made = admin.post("/users", json={"name": "Quinn", "roles": ["reader"]})
+        assert made.status_code == 201
+        assert made.json()["name"] == "quinn"  # stored lower case
+        assert admin.post("/users", json={"name": "quinn"}).status_code == 400  # exists
+        assert admin.post("/users", json={"name": "x", "roles": ["boss"]}).status_code == 400
+        granted = admin.post("/users/quinn/grant", json={"grant": "EXECVE"}).json()
+        assert "EXECVE" in granted["effective_permissions"]
+        # A permission held through a role cannot be revoked alone: the answer says why.
+        refused = admin.post("/users/quinn/revoke", json={"grant": "READ_RESULTS"})
+        assert refused.status_code == 400 and "reader" in refused.json()["detail"]
+        revoked = admin.post("/users/quinn/revoke", json={"grant": "EXECVE"}).json()
+        assert "EXECVE" not in revoked["effective_permissions"]
+        assert "quinn" in {u["name"] for u in admin.get("/users").json()}
+    token = live.server.accounts.create_token("quinn", "first").token
+    with live.http(token) as quinn:
+        me = quinn.get("/me").json()
+        assert me["name"] == "quinn" and me["permissions"] == ["READ_RESULTS"]
+        issued = quinn.post("/me/tokens", json={"name": "second", "expires_in": 3600}).json()
+        assert issued["token"].startswith("prg_")
+        listed = quinn.get("/me/tokens").json()
+        assert {t["name"] for t in listed} == {"first", "second"}
+        assert all("token" not in t for t in listed)  # shown once, never listed
+        assert quinn.delete(f"/tokens/{issued['token_id']}").status_code == 204
+    with live.http(issued["token"]) as revoked_client:
+        assert revoked_client.get("/me").status_code == 401
+
+
+def test_status(live: Live) -> None:
+    with live.http(live.tokens["reader"]) as http:
+        status = http.get("/status").json()
+    assert status["clients"] >= 1 and status["connected"] >= 1
+    assert status["datastore"] == "sqlite"
