@@ -41,6 +41,9 @@ class ServerEvents:
     def flow_changed(self, flow_id: str) -> None:
         self._notify("flow")
 
+    def hunt_changed(self, hunt_id: str) -> None:
+        self._notify("hunt")
+
     async def wait_changed(self, timeout: float) -> bool:
         """Sleep until something changes or ``timeout`` passes; True if something changed."""
         async with self._changed:

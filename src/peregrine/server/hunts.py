@@ -150,12 +150,14 @@ class HuntManager:
             self._start_pushing(hunt)
             # Every process pushes the hunt to the clients it holds.
             await self.server.announce("hunt_started", hunt_id=hunt_id)
+        self.server.events.hunt_changed(hunt_id)
         return hunt
 
     async def pause(self, hunt_id: str) -> HuntRecord:
         await self._set(hunt_id, "Paused")
         self._stop_pushing(hunt_id)
         await self.server.announce("hunt_stopped", hunt_id=hunt_id)
+        self.server.events.hunt_changed(hunt_id)
         return await self._get(hunt_id)
 
     async def stop(self, hunt_id: str, cancel_running: bool = False) -> HuntRecord:
@@ -163,6 +165,7 @@ class HuntManager:
         await self._set(hunt_id, "Stopped")
         self._stop_pushing(hunt_id)
         await self.server.announce("hunt_stopped", hunt_id=hunt_id)
+        self.server.events.hunt_changed(hunt_id)
         if cancel_running:
             changed = await asyncio.to_thread(
                 self.datastore.hunts.cancel_unfinished, hunt_id, time.time(), "hunt stopped"
@@ -179,6 +182,7 @@ class HuntManager:
         await self._set(hunt_id, "Archived")
         self._stop_pushing(hunt_id)
         await self.server.announce("hunt_stopped", hunt_id=hunt_id)
+        self.server.events.hunt_changed(hunt_id)
         return await self._get(hunt_id)
 
     async def hunt_add(self, hunt_id: str, client_id: str) -> bool:
