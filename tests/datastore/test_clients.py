@@ -73,6 +73,22 @@ def test_seen_moves_last_seen_only(datastore: Datastore) -> None:
     assert record.last_address == "192.0.2.7:51234"
 
 
+def test_seen_many_updates_each_client_in_one_call_and_skips_unknown(
+    datastore: Datastore,
+) -> None:
+    other = "C.00000000000000bb"
+    datastore.clients.enroll(CLIENT, KEY, 10.0)
+    datastore.clients.enroll(other, bytes(32), 11.0)
+    datastore.clients.seen_many(
+        [(CLIENT, 20.0, "192.0.2.1"), ("C.ffffffffffffffff", 21.0, None), (other, 22.0, None)]
+    )
+    first, second = datastore.clients.get(CLIENT), datastore.clients.get(other)
+    assert first is not None and second is not None
+    assert (first.first_seen, first.last_seen, first.last_address) == (10.0, 20.0, "192.0.2.1")
+    assert (second.last_seen, second.last_address) == (22.0, None)
+    assert datastore.clients.get("C.ffffffffffffffff") is None
+
+
 def test_set_info_round_trips_every_field(datastore: Datastore) -> None:
     datastore.clients.enroll(CLIENT, KEY, 10.0)
     datastore.clients.set_info(CLIENT, INFO, 30.0)

@@ -1,44 +1,40 @@
-"""The ``peregrine`` command. Each sub-command lives in its own module and is added here."""
+"""The ``peregrine`` command. Each sub-command lives in its own module and is added here.
+
+``peregrine agent`` runs on every endpoint for months: ``main`` gives it a command line of its
+own so it never imports what only the server and the API need (SQLAlchemy, FastAPI, pyarrow...),
+which would triple its memory.
+"""
 
 from __future__ import annotations
+
+import sys
 
 import typer
 
 from peregrine import __version__
-from peregrine.cli import (
-    artifacts_cmd,
-    config_cmd,
-    loadtest_cmd,
-    plugins_cmd,
-    query_cmd,
-    remote_cmd,
-    server_cmd,
-    users_cmd,
-)
-
-app = typer.Typer(
-    name="peregrine",
-    help="Peregrine: endpoint visibility and DFIR. Ask an endpoint questions in SQL.",
-    no_args_is_help=True,
-    add_completion=False,
-    rich_markup_mode="rich",
-)
-app.command("query")(query_cmd.query)
-app.add_typer(plugins_cmd.app, name="plugins")
-app.add_typer(artifacts_cmd.app, name="artifacts")
-app.add_typer(config_cmd.app, name="config")
-app.command("server")(server_cmd.server)
-app.command("agent")(server_cmd.agent)
-app.command("loadtest")(loadtest_cmd.loadtest)
-app.add_typer(users_cmd.app, name="users")
-remote_cmd.register(app)  # clients, collect, flows, results, hunts, server-artifacts (over the API)
+from peregrine.cli import server_cmd
 
 
-@app.command("version")
-def version() -> None:
-    """Print Peregrine's version."""
-    typer.echo(__version__)
+def _agent_app() -> typer.Typer:
+    lean = typer.Typer(name="peregrine", add_completion=False)
+    lean.command("agent")(server_cmd.agent)
+    lean.command("version", hidden=True)(lambda: typer.echo(__version__))
+    return lean
 
 
 def main() -> None:
+    if sys.argv[1:2] == ["agent"]:
+        _agent_app()()  # only the agent's own modules
+        return
+    from peregrine.cli.full_app import app
+
     app()
+
+
+def __getattr__(name: str) -> typer.Typer:
+    """``peregrine.cli.app``: the full command table, built on first use."""
+    if name == "app":
+        from peregrine.cli.full_app import app
+
+        return app
+    raise AttributeError(name)

@@ -6,7 +6,7 @@ import builtins
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
-from sqlalchemy import Row, delete, func, select, update
+from sqlalchemy import Row, bindparam, delete, func, select, update
 
 from .database import Database
 from .errors import KeyMismatch, NotFound
@@ -60,6 +60,23 @@ class ClientStore:
     def seen(self, client_id: str, now: float, address: str | None) -> None:
         """Note a contact from the client (a connection or a message) and where it came from."""
         self._update(client_id, last_seen=now, last_address=address)
+
+    def seen_many(self, contacts: Iterable[tuple[str, float, str | None]]) -> None:
+        """``seen`` for many clients in one transaction: (client_id, now, address) each.
+
+        Frontends batch contacts this way (one commit per batch, not per connection: at
+        thousands of connections a second a commit each is what limits them); a client that
+        was forgotten meanwhile is skipped."""
+        values = [{"b_id": c, "b_seen": t, "b_address": a} for c, t, a in contacts]
+        if not values:
+            return
+        statement = (
+            update(clients)
+            .where(clients.c.client_id == bindparam("b_id"))
+            .values(last_seen=bindparam("b_seen"), last_address=bindparam("b_address"))
+        )
+        with self._db.write() as conn:
+            conn.execute(statement, values)
 
     def set_info(self, client_id: str, info: Mapping[str, Any], now: float) -> None:
         """Store an interrogation result; keys this store does not know are ignored."""

@@ -1,0 +1,106 @@
+"""Connected agents one server holds, and the server's memory and CPU per idle agent.
+
+.venv/bin/python benchmarks/bench_agents_held.py [--clients 19000] [--processes 2]
+    [--ramp 1000] [--hold 20] [--workers N] [--dir DIR] [--json]
+
+The simulated clients are enrolled (and given interrogation facts) straight into the datastore
+first, so this measures connections, not enrollment (``bench_enrollment.py`` does that). Then
+the server process starts and its memory is taken with no agent connected; the simulator (in
+``--processes`` processes) connects every client at ``--ramp`` a second; once the server holds
+them all (ESTABLISHED sockets on its agent port) or the count stops growing, the fleet stays
+idle for ``--hold`` seconds, over which the server's CPU is measured, and its memory is taken
+again. Memory per agent = (RSS with N connected - RSS with none) / N.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from pathlib import Path
+
+from fleet_common import (
+    LoadTest,
+    ServerProcess,
+    cleanup,
+    cpu_seconds,
+    deployment,
+    machine,
+    rss,
+    seed_clients,
+    wait_connections,
+)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--clients", type=int, default=19_000)
+    parser.add_argument("--processes", type=int, default=2, help="simulator processes")
+    parser.add_argument("--ramp", type=float, default=1000.0, help="new connections/s offered")
+    parser.add_argument("--hold", type=float, default=20.0, help="idle seconds measured")
+    parser.add_argument("--workers", type=int, default=1, help="server processes, if supported")
+    parser.add_argument("--dir", type=Path, help="deployment directory (default: a new one)")
+    parser.add_argument("--timeout", type=float, default=300.0)
+    parser.add_argument("--json", action="store_true")
+    args = parser.parse_args()
+
+    dep = deployment(args.dir)
+    t = time.perf_counter()
+    seeded = seed_clients(dep, args.clients)
+    seed_seconds = time.perf_counter() - t
+    server = ServerProcess(dep, workers=args.workers)
+    fleet = LoadTest(dep, args.clients, processes=args.processes, ramp=args.ramp)
+    with cleanup(fleet, server):
+        server.start()
+        time.sleep(3.0)
+        rss0, fds0 = server.rss(), server.fds()
+        fleet.start()
+        _, connect_seconds = wait_connections(server, args.clients, args.timeout, stall=20)
+        time.sleep(3.0)  # handshakes and check-ins that were still under way
+        sims = fleet.procs()
+        cpu0, sim_cpu0, t0 = server.cpu(), cpu_seconds(sims), time.monotonic()
+        time.sleep(args.hold)
+        cpu1, sim_cpu1, t1 = server.cpu(), cpu_seconds(sims), time.monotonic()
+        held_end = server.agent_connections()
+        rss1, fds1 = server.rss(), server.fds()
+        sim_rss = rss(sims)
+        summary = fleet.stop()
+        log_tail = [
+            line
+            for line in (dep.directory / "server.log").read_text(errors="replace").splitlines()
+            if "Too many open files" in line or "ERROR" in line
+        ][-3:]
+    per_agent = (rss1 - rss0) / held_end if held_end else None
+    result = {
+        "clients": args.clients,
+        "seeded_now": seeded,
+        "seed_seconds": round(seed_seconds, 1),
+        "held": held_end,
+        "seconds_to_connect": round(connect_seconds, 1),
+        "server_rss_mb_idle_0": round(rss0 / 1e6, 1),
+        "server_rss_mb_held": round(rss1 / 1e6, 1),
+        "server_kb_per_agent": round(per_agent / 1000, 1) if per_agent else None,
+        "server_fds": [fds0, fds1],
+        "server_cpu_percent_idle": round(100 * (cpu1 - cpu0) / (t1 - t0), 2),
+        "sim_rss_mb": round(sim_rss / 1e6, 1),
+        "sim_kb_per_agent": round(sim_rss / max(held_end, 1) / 1000, 1),
+        "sim_cpu_percent_idle": round(100 * (sim_cpu1 - sim_cpu0) / (t1 - t0), 2),
+        "sim_errors": summary.get("errors_by_kind"),
+        "sim_connected": summary.get("connected"),
+        "connect_ms_p50": summary.get("connect_ms_p50"),
+        "connect_ms_p99": summary.get("connect_ms_p99"),
+        "server_log_errors": log_tail,
+        "workers": args.workers,
+        "notes": server.notes,
+        "machine": machine(),
+        "deployment": str(dep.directory),
+    }
+    if args.json:
+        print(json.dumps(result, indent=2))
+        return
+    for key, value in result.items():
+        print(f"{key:26} {value}")
+
+
+if __name__ == "__main__":
+    main()

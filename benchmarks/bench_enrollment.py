@@ -1,0 +1,136 @@
+"""Enrollment rate: new simulated agents enrolled per second by one server process.
+
+.venv/bin/python benchmarks/bench_enrollment.py [--clients 3000] [--ramp 2000] [--dir DIR]
+    [--workers N] [--profile FILE] [--json]
+
+A fresh deployment (or --dir, whose clients must not be enrolled yet) and a server process
+(``peregrine server --no-local-agent``); keys are generated before the clock starts (the
+simulator caches them, as Velociraptor's pool client does), then every client connects once,
+proves its key, enrolls with the secret and is interrogated. Rate = enrolled clients over the
+span from the first to the last enrollment, as the simulator saw them; the server's CPU over
+that span is measured too.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from pathlib import Path
+
+from fleet_common import (
+    LoadTest,
+    Profiler,
+    ServerProcess,
+    cleanup,
+    deployment,
+    machine,
+    top_frames,
+)
+from peregrine.loadtest import KeyStore
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--clients", type=int, default=3000)
+    parser.add_argument("--ramp", type=float, default=2000.0, help="new connections/s offered")
+    parser.add_argument("--processes", type=int, default=1, help="simulator processes")
+    parser.add_argument("--workers", type=int, default=1, help="server processes, if supported")
+    parser.add_argument("--dir", type=Path, help="deployment directory (default: a new one)")
+    parser.add_argument("--timeout", type=float, default=180.0)
+    parser.add_argument("--profile", type=Path, help="py-spy collapsed stacks of the server")
+    parser.add_argument("--json", action="store_true")
+    args = parser.parse_args()
+
+    dep = deployment(args.dir)
+    keys = KeyStore(dep.key_dir)
+    t = time.perf_counter()
+    keys.load(args.clients)
+    key_seconds = time.perf_counter() - t
+    with dep.db() if dep.datastore.exists() else _nothing() as db:
+        known = db.execute("SELECT count(*) FROM clients").fetchone()[0] if db else 0
+    server = ServerProcess(dep, workers=args.workers)
+    fleet = LoadTest(dep, args.clients, processes=args.processes, rows=1, ramp=args.ramp)
+    with cleanup(fleet, server):
+        server.start()
+        time.sleep(1.0)
+        profiler = Profiler(args.profile, server.process.pid)
+        profiler.start()
+        cpu0, t0 = server.cpu(), time.monotonic()
+        fleet.start()
+        marks = _watch(dep, known, args.clients, t0, args.timeout)
+        cpu1, t1 = server.cpu(), time.monotonic()
+        profiler.stop()
+        rss = server.rss()
+        held = server.agent_connections()
+        summary = fleet.stop()
+    enrolled, interrogated = marks["enrolled"], marks["interrogated"]
+    span = (marks.get("enrolled_100") or t1 - t0) - (marks.get("first") or 0.0)
+    result = {
+        "clients": args.clients,
+        "already_enrolled_before": known,
+        "key_seconds": round(key_seconds, 2),
+        "connected": held,
+        "enrolled_in_datastore": enrolled,
+        "interrogated": interrogated,
+        "enroll_per_second_server": round(enrolled / span, 1) if span > 0 else None,
+        "enroll_per_second_sim": summary.get("enroll_per_second"),
+        "seconds_to_enroll_all": marks.get("enrolled_100"),
+        "seconds_to_interrogate_all": marks.get("interrogated_100"),
+        "connect_ms_p50": summary.get("connect_ms_p50"),
+        "connect_ms_p99": summary.get("connect_ms_p99"),
+        "errors": summary.get("errors_by_kind"),
+        "wall_seconds": round(t1 - t0, 1),
+        "server_cpu_percent": round(100 * (cpu1 - cpu0) / (t1 - t0), 1),
+        "server_rss_mb": round(rss / 1e6, 1),
+        "notes": server.notes,
+        "machine": machine(),
+        "deployment": str(dep.directory),
+    }
+    if args.profile:
+        result["profile_top"] = top_frames(args.profile)
+    if args.json:
+        print(json.dumps(result, indent=2))
+        return
+    for key, value in result.items():
+        print(f"{key:24} {value}")
+
+
+def _watch(dep, known: int, want: int, t0: float, timeout: float) -> dict:  # type: ignore[no-untyped-def,type-arg]
+    """Poll the datastore: when the first client enrolled, when all had, when all were
+    interrogated (seconds from t0)."""
+    marks: dict = {"enrolled": 0, "interrogated": 0}  # type: ignore[type-arg]
+    while time.monotonic() - t0 < timeout:
+        time.sleep(0.25)
+        if not dep.datastore.exists():
+            continue
+        with dep.db() as db:
+            enrolled = db.execute("SELECT count(*) FROM clients").fetchone()[0] - known
+            interrogated = (
+                db.execute(
+                    "SELECT count(*) FROM clients WHERE interrogated IS NOT NULL"
+                ).fetchone()[0]
+                - known
+            )
+        now = round(time.monotonic() - t0, 2)
+        marks["enrolled"], marks["interrogated"] = enrolled, interrogated
+        if enrolled and "first" not in marks:
+            marks["first"] = now
+        if enrolled >= want and "enrolled_100" not in marks:
+            marks["enrolled_100"] = now
+        if interrogated >= want:
+            marks["interrogated_100"] = now
+            break
+    return marks
+
+
+class _nothing:
+    def __enter__(self) -> None:
+        return None
+
+    def __exit__(self, *exc: object) -> None:
+        return None
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,460 @@
+"""Shared parts of the fleet benchmarks: a throw-away deployment, the server as a separate
+process (so its memory and CPU can be measured), the simulator (``peregrine loadtest``) in
+other processes, an API token for starting hunts and collections, and clean-up.
+
+Not a benchmark itself; imported by ``bench_agents_held.py``, ``bench_hunt_fanout.py``,
+``bench_ingestion.py``, ``bench_enrollment.py`` and ``bench_agent_footprint.py``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import platform
+import re
+import signal
+import socket
+import sqlite3
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import httpx
+import psutil
+
+PYTHON = sys.executable
+BENCH_USER = "bench"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def port_open(port: int) -> bool:
+    with socket.socket() as s:
+        s.settimeout(0.2)
+        return s.connect_ex(("127.0.0.1", port)) == 0
+
+
+def peregrine(*args: str, timeout: float = 120.0, stdin: str | None = None) -> str:
+    """Run ``python -m peregrine ARGS`` and return its stdout (raises on failure)."""
+    done = subprocess.run(
+        [PYTHON, "-m", "peregrine", *args],
+        input=stdin,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
+    )
+    if done.returncode != 0:
+        raise RuntimeError(f"peregrine {' '.join(args)} failed: {done.stderr[-2000:]}")
+    return done.stdout
+
+
+def server_supports_workers() -> bool:
+    """Whether ``peregrine server`` has a --workers option (the multi-process frontends)."""
+    return "--workers" in peregrine("server", "--help", timeout=60)
+
+
+@dataclass
+class Deployment:
+    """A deployment in ``directory``: configs, datastore, filestore, the simulator's keys."""
+
+    directory: Path
+    server_yaml: Path
+    client_yaml: Path
+    port: int
+    api_port: int
+
+    @property
+    def key_dir(self) -> Path:
+        return self.directory / "loadtest-keys"
+
+    @property
+    def datastore(self) -> Path:
+        return self.directory / "data" / "peregrine.db"
+
+    def db(self) -> sqlite3.Connection:
+        """A read-only connection to the server's SQLite datastore (WAL: reads beside it)."""
+        return sqlite3.connect(f"file:{self.datastore}?mode=ro", uri=True, timeout=30)
+
+
+def deployment(directory: Path | None) -> Deployment:
+    """The deployment in ``directory`` (made there on first use), or a new temporary one."""
+    from peregrine.config import generate, load_server_config
+
+    root = Path(directory) if directory else Path(tempfile.mkdtemp(prefix="peregrine-bench-"))
+    root = root.absolute()
+    server_yaml = root / "server.yaml"
+    if not server_yaml.exists():
+        port, api_port = free_port(), free_port()
+        generate(
+            root,
+            [f"wss://127.0.0.1:{port}/agent"],
+            port=port,
+            api_port=api_port,
+            data_dir=root / "data",
+            force=True,
+        )
+    cfg = load_server_config(server_yaml)
+    return Deployment(root, server_yaml, root / "client.yaml", cfg.port, cfg.api_port)
+
+
+def api_token(dep: Deployment) -> str:
+    """An administrator token for the benchmark user (made once per deployment)."""
+    path = dep.directory / "bench-token"
+    if path.exists():
+        return path.read_text().strip()
+    conf = ["--config", str(dep.server_yaml)]
+    with contextlib.suppress(RuntimeError):  # already there
+        peregrine("users", "add", BENCH_USER, "--role", "administrator", "--no-password", *conf)
+    out = peregrine("users", "token", BENCH_USER, "--name", "benchmarks", *conf)
+    match = re.search(r"prg_\S+", out)
+    if match is None:
+        raise RuntimeError(f"no token in: {out!r}")
+    path.write_text(match.group(0))
+    path.chmod(0o600)
+    return match.group(0)
+
+
+def api_client(dep: Deployment) -> httpx.Client:
+    ca_file = str(dep.directory / "ca.pem")
+    return httpx.Client(
+        base_url=f"https://127.0.0.1:{dep.api_port}/api/v1",
+        headers={"Authorization": f"Bearer {api_token(dep)}"},
+        verify=ca_file,
+        timeout=60,
+    )
+
+
+# -- processes ------------------------------------------------------------------------------
+
+
+def tree(proc: psutil.Process) -> list[psutil.Process]:
+    """A process and its live descendants."""
+    with contextlib.suppress(psutil.Error):
+        return [proc, *proc.children(recursive=True)]
+    return []
+
+
+def rss(procs: list[psutil.Process]) -> int:
+    total = 0
+    for p in procs:
+        with contextlib.suppress(psutil.Error):
+            total += p.memory_info().rss
+    return total
+
+
+def cpu_seconds(procs: list[psutil.Process]) -> float:
+    total = 0.0
+    for p in procs:
+        with contextlib.suppress(psutil.Error):
+            t = p.cpu_times()
+            total += t.user + t.system + t.children_user + t.children_system
+    return total
+
+
+@dataclass
+class ServerProcess:
+    """``python -m peregrine server --config ... --no-local-agent`` in its own session."""
+
+    dep: Deployment
+    workers: int = 1
+    log: Path | None = None
+    proc: subprocess.Popen[bytes] | None = None
+    notes: list[str] = field(default_factory=list)
+
+    def start(self, timeout: float = 60.0) -> None:
+        args = ["server", "--config", str(self.dep.server_yaml), "--no-local-agent"]
+        args += ["--log-level", "WARNING"]
+        if self.workers > 1:
+            if server_supports_workers():
+                args += ["--workers", str(self.workers)]
+            else:
+                self.notes.append(
+                    f"--workers {self.workers} asked, but this server has no --workers option: "
+                    "ran one process"
+                )
+        self.log = self.log or self.dep.directory / "server.log"
+        out = open(self.log, "ab")  # noqa: SIM115 (the child keeps it)
+        self.proc = subprocess.Popen(
+            [PYTHON, "-m", "peregrine", *args],
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            env={**os.environ, "PYTHONUNBUFFERED": "1"},
+            start_new_session=True,
+        )
+        out.close()
+        deadline = time.monotonic() + timeout
+        while not (port_open(self.dep.port) and port_open(self.dep.api_port)):
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"server exited: {self.log.read_text()[-3000:]}")
+            if time.monotonic() > deadline:
+                raise TimeoutError("server did not start")
+            time.sleep(0.1)
+
+    @property
+    def process(self) -> psutil.Process:
+        assert self.proc is not None
+        return psutil.Process(self.proc.pid)
+
+    def procs(self) -> list[psutil.Process]:
+        return tree(self.process)
+
+    def rss(self) -> int:
+        return rss(self.procs())
+
+    def cpu(self) -> float:
+        return cpu_seconds(self.procs())
+
+    def fds(self) -> int:
+        total = 0
+        for p in self.procs():
+            with contextlib.suppress(psutil.Error):
+                total += p.num_fds()
+        return total
+
+    def agent_connections(self) -> int:
+        """ESTABLISHED TCP connections on the agent port held by the server's processes."""
+        count = 0
+        for p in self.procs():
+            with contextlib.suppress(psutil.Error):
+                count += sum(
+                    1
+                    for c in p.net_connections(kind="tcp")
+                    if c.status == psutil.CONN_ESTABLISHED
+                    and c.laddr
+                    and c.laddr.port == self.dep.port
+                )
+        return count
+
+    def stop(self) -> None:
+        if self.proc is None:
+            return
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(60)
+            except subprocess.TimeoutExpired:
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(self.proc.pid, signal.SIGKILL)
+                self.proc.wait()
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(self.proc.pid, signal.SIGKILL)  # stragglers of its group (workers)
+
+
+@dataclass
+class LoadTest:
+    """``python -m peregrine loadtest`` against a deployment, stopped early with SIGINT."""
+
+    dep: Deployment
+    clients: int
+    processes: int = 1
+    rows: int = 1
+    row_bytes: int = 100
+    ramp: float = 0.0
+    duration: float = 600.0
+    proc: subprocess.Popen[bytes] | None = None
+    out_path: Path | None = None
+
+    def start(self) -> None:
+        args = [
+            "loadtest", "--clients", str(self.clients), "--config", str(self.dep.client_yaml),
+            "--processes", str(self.processes), "--rows", str(self.rows),
+            "--row-bytes", str(self.row_bytes), "--ramp", str(self.ramp),
+            "--duration", str(self.duration), "--key-dir", str(self.dep.key_dir), "--json",
+        ]  # fmt: skip
+        self.out_path = self.dep.directory / f"loadtest-{int(time.time() * 1000)}.json"
+        out = open(self.out_path, "wb")  # noqa: SIM115
+        err = open(self.dep.directory / "loadtest.log", "ab")  # noqa: SIM115
+        self.proc = subprocess.Popen(
+            [PYTHON, "-m", "peregrine", *args],
+            stdout=out,
+            stderr=err,
+            start_new_session=True,
+        )
+        out.close()
+        err.close()
+
+    def procs(self) -> list[psutil.Process]:
+        assert self.proc is not None
+        return tree(psutil.Process(self.proc.pid))
+
+    def running(self) -> bool:
+        return self.proc is not None and self.proc.poll() is None
+
+    def stop(self, timeout: float = 90.0) -> dict[str, Any]:
+        """Stop early (SIGINT to the parent: it stops its slices and reports) and return the
+        simulator's summary."""
+        if self.proc is None:
+            return {}
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGINT)
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                self.proc.wait(timeout)
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(self.proc.pid, signal.SIGKILL)
+        self.proc.wait()
+        assert self.out_path is not None
+        text = self.out_path.read_text()
+        start = text.find("{")
+        return json.loads(text[start:]) if start >= 0 else {}
+
+
+@contextlib.contextmanager
+def cleanup(*things: Any) -> Iterator[None]:
+    """Stop every started process whatever happens."""
+    try:
+        yield
+    finally:
+        for thing in things:
+            with contextlib.suppress(Exception):
+                thing.stop()
+
+
+def wait_connections(
+    server: ServerProcess, want: int, timeout: float, stall: float = 30.0, every: float = 2.0
+) -> tuple[int, float]:
+    """Wait until the server holds ``want`` agent connections, or the count stops growing for
+    ``stall`` seconds, or ``timeout``; returns (held, seconds waited)."""
+    started = time.monotonic()
+    best, best_at = -1, started
+    while True:
+        held = server.agent_connections()
+        now = time.monotonic()
+        if held > best:
+            best, best_at = held, now
+        if held >= want or now - started > timeout or now - best_at > stall:
+            return held, now - started
+        time.sleep(every)
+
+
+def machine() -> dict[str, Any]:
+    cpu = "?"
+    with contextlib.suppress(OSError):
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    soft, hard = __import__("resource").getrlimit(__import__("resource").RLIMIT_NOFILE)
+    return {
+        "cpu": cpu,
+        "cores": os.cpu_count(),
+        "ram_gb": round(psutil.virtual_memory().total / 2**30, 1),
+        "python": platform.python_version(),
+        "kernel": platform.release(),
+        "nofile": [soft, hard],
+        "date": time.strftime("%Y-%m-%d"),
+    }
+
+
+def mb(n: float) -> float:
+    return round(n / 1e6, 1)
+
+
+class Profiler:
+    """py-spy recording the server (collapsed stacks) while a benchmark's measured part runs;
+    does nothing without ``path`` or when py-spy is not installed."""
+
+    def __init__(self, path: Path | None, pid: int) -> None:
+        self.path, self.pid = path, pid
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> None:
+        spy = Path(PYTHON).with_name("py-spy")
+        if self.path is None or not spy.exists():
+            return
+        self.proc = subprocess.Popen(
+            [str(spy), "record", "-p", str(self.pid), "-f", "raw", "-o", str(self.path),
+             "--rate", "50", "--subprocesses", "--threads"],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )  # fmt: skip
+
+    def stop(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGINT)
+            try:
+                self.proc.wait(30)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+
+
+def top_frames(path: Path, count: int = 15) -> list[tuple[str, float]]:
+    """Functions by inclusive share of samples, from py-spy's collapsed stacks."""
+    totals: dict[str, int] = {}
+    samples = 0
+    with contextlib.suppress(OSError):
+        for line in path.read_text().splitlines():
+            stack, _, n = line.rpartition(" ")
+            if not n.isdigit():
+                continue
+            samples += int(n)
+            for frame in set(stack.split(";")):
+                totals[frame] = totals.get(frame, 0) + int(n)
+    ranked = sorted(totals.items(), key=lambda kv: -kv[1])[:count]
+    return [(frame, round(100 * n / max(samples, 1), 1)) for frame, n in ranked]
+
+
+def seed_clients(dep: Deployment, count: int) -> int:
+    """Enroll simulated clients ``0 .. count-1`` straight into the datastore (one transaction,
+    with the host facts interrogation would store), so benchmarks of held connections and hunts
+    start from an enrolled, interrogated fleet without minutes of enrollment. Run it while the
+    server is stopped (the server loads its client index at start). Returns how many were new."""
+    from sqlalchemy import select
+
+    from peregrine.config import load_server_config
+    from peregrine.datastore import open_datastore
+    from peregrine.datastore.schema import clients
+    from peregrine.loadtest import KeyStore, hostname_for
+    from peregrine.loadtest.keys import identity_from_raw
+
+    keys = KeyStore(dep.key_dir).load(count)
+    store = open_datastore(load_server_config(dep.server_yaml).datastore_url)
+    db = store.db if hasattr(store, "db") else store._db
+    try:
+        with db.read() as conn:
+            known = {r[0] for r in conn.execute(select(clients.c.client_id))}
+        now = time.time()
+        rows = []
+        for index, raw in enumerate(keys):
+            ident = identity_from_raw(raw)
+            if ident.client_id in known:
+                continue
+            name = hostname_for(index)
+            rows.append(
+                {
+                    "client_id": ident.client_id,
+                    "public_key": ident.public_key_bytes,
+                    "first_seen": now,
+                    "last_seen": now,
+                    "last_address": "127.0.0.1",
+                    "hostname": name,
+                    "fqdn": f"{name}.sim.example",
+                    "os": "linux",
+                    "release": "12",
+                    "kernel": "6.1.0-sim-amd64",
+                    "arch": "x86_64",
+                    "ip_addresses": ["127.0.0.1"],
+                    "mac_addresses": [],
+                    "users": ["sim"],
+                    "agent_version": "sim",
+                    "labels": [],
+                    "interrogated": now,
+                }
+            )
+        if rows:
+            with db.write() as conn:
+                conn.execute(clients.insert(), rows)
+        return len(rows)
+    finally:
+        store.close()
