@@ -24,14 +24,18 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+import msgspec
+
 from peregrine.artifacts.loader import ArtifactError
 from peregrine.artifacts.runner import ArtifactRunner
+from peregrine.datastore.errors import NotFound
 from peregrine.engine.context import ALL_PERMISSIONS
+from peregrine.protocol.messages import CollectionRequest, decode_from_server, encode
 from peregrine.server import cron
-from peregrine.server.collections import CollectionError, Limits
+from peregrine.server.collections import CollectionError, Limits, new_flow_id
 
 if TYPE_CHECKING:
-    from peregrine.datastore import HuntRecord
+    from peregrine.datastore import FlowRecord, HuntRecord
     from peregrine.server.app import Server
 
 log = logging.getLogger(__name__)
@@ -73,6 +77,7 @@ class HuntManager:
         self.server = server
         self.index = server.client_index
         self._pushers: dict[str, asyncio.Task[None]] = {}
+        self._templates: dict[str, tuple[FlowRecord, CollectionRequest]] = {}
         self._lock = asyncio.Lock()
 
     @property
@@ -170,7 +175,7 @@ class HuntManager:
             changed = await asyncio.to_thread(
                 self.datastore.hunts.cancel_unfinished, hunt_id, time.time(), "hunt stopped"
             )
-            from peregrine.protocol.messages import CancelCollection, encode
+            from peregrine.protocol.messages import CancelCollection
 
             for client_id, flow_id in changed:
                 cancel = encode(CancelCollection(flow_id=flow_id, reason="hunt stopped"))
@@ -207,11 +212,14 @@ class HuntManager:
 
     # -- scheduling ---------------------------------------------------------------------------
 
-    async def schedule(self, hunt: HuntRecord, client_id: str, respect_limit: bool = True) -> bool:
-        """Create the hunt's flow on one client, at most once; push it if connected."""
-        try:
-            record, payload = await asyncio.to_thread(
-                self.server.collections.prepare,
+    def _request_for(self, hunt: HuntRecord, client_id: str) -> tuple[FlowRecord, bytes]:
+        """The hunt's flow record and request for one client.
+
+        Validating artifacts and gathering their definitions is the same work for every client
+        of a hunt, so it is done once per hunt and the result copied with a fresh flow id."""
+        template = self._templates.get(hunt.hunt_id)
+        if template is None:
+            record, payload = self.server.collections.prepare(
                 client_id,
                 [(a["name"], a["parameters"]) for a in hunt.artifacts],
                 f"hunt:{hunt.hunt_id}",
@@ -219,17 +227,36 @@ class HuntManager:
                 Limits(**hunt.limits),
                 hunt.hunt_id,
             )
+            request = decode_from_server(payload)
+            assert isinstance(request, CollectionRequest)
+            self._templates[hunt.hunt_id] = (record, request)
+            return record, payload
+        record, request = template
+        flow_id = new_flow_id()
+        copy = dataclasses.replace(
+            record, flow_id=flow_id, client_id=client_id, created=time.time()
+        )
+        return copy, encode(msgspec.structs.replace(request, flow_id=flow_id))
+
+    async def schedule(self, hunt: HuntRecord, client_id: str, respect_limit: bool = True) -> bool:
+        """Create the hunt's flow on one client, at most once; push it if connected."""
+        try:
+            record, payload = await asyncio.to_thread(self._request_for, hunt, client_id)
         except CollectionError as exc:
             log.warning("hunt %s cannot run on %s: %s", hunt.hunt_id, client_id, exc)
             return False
-        scheduled = await asyncio.to_thread(
-            self.datastore.hunts.schedule_client,
-            hunt.hunt_id,
-            record,
-            payload,
-            time.time(),
-            respect_limit=respect_limit,
-        )
+        try:
+            scheduled = await asyncio.to_thread(
+                self.datastore.hunts.schedule_client,
+                hunt.hunt_id,
+                record,
+                payload,
+                time.time(),
+                respect_limit=respect_limit,
+            )
+        except NotFound as exc:  # the client (or hunt) was removed meanwhile
+            log.warning("hunt %s not scheduled on %s: %s", hunt.hunt_id, client_id, exc)
+            return False
         if scheduled:
             await self.server.push(client_id, payload, True)
             self.server.events.flow_changed(record.flow_id)
