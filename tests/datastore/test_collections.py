@@ -237,3 +237,26 @@ def test_reads_do_not_wait_for_a_writer(store: Datastore) -> None:
         writer.join()
     record = store.collections.get(FLOW)
     assert record is not None and record.creator == "writer"
+
+
+def test_apply_and_transition_is_one_step_and_counts_once(store: Datastore) -> None:
+    store.collections.create(flow(), task=b"request")
+    assert store.collections.apply_and_transition(
+        FLOW, 1, 110.0, "In progress", drop_task=True
+    ) == (True, True)
+    record = store.collections.get(FLOW)
+    assert record is not None and record.state == "In progress" and record.started == 110.0
+    assert record.last_seq == 1 and store.tasks.pending(CLIENT) == []
+    # The same message again (a resend): nothing changes.
+    assert store.collections.apply_and_transition(FLOW, 1, 111.0, "In progress") == (False, False)
+    done = store.collections.apply_and_transition(
+        FLOW, 2, 120.0, "Error", "boom", uploads=2, upload_bytes=300
+    )
+    assert done == (True, True)
+    record = store.collections.get(FLOW)
+    assert record is not None
+    assert (record.state, record.error, record.finished) == ("Error", "boom", 120.0)
+    assert (record.uploads, record.upload_bytes, record.last_seq) == (2, 300, 2)
+    # A final flow counts a late message but keeps its state.
+    assert store.collections.apply_and_transition(FLOW, 3, 130.0, "Finished") == (True, False)
+    assert store.collections.get(FLOW).state == "Error"  # type: ignore[union-attr]

@@ -94,9 +94,9 @@ class Ingestor:
             self.filestore.append_logs(client_id, flow_id, seq, message.entries)
             collections.apply(flow_id, seq, now, logs=len(message.entries))
         elif isinstance(message, FlowStarted):
-            if collections.apply(flow_id, seq, now):
-                self.datastore.tasks.delivered(flow_id)
-                outcome.state_changed = collections.transition(flow_id, "In progress", now)
+            _applied, outcome.state_changed = collections.apply_and_transition(
+                flow_id, seq, now, "In progress", drop_task=True
+            )
         elif isinstance(message, SourceFinished):
             key = f"{message.artifact}/{message.source}"
             detail = {
@@ -114,13 +114,12 @@ class Ingestor:
             outcome.resume = (flow_id, message.upload_id, offset)
         elif isinstance(message, FlowFinished):
             uploads = self.filestore.uploads(client_id, flow_id)
-            applied = collections.apply(
-                flow_id, seq, now,
+            state = _FLOW_STATES.get(message.status, "Error")
+            applied, outcome.state_changed = collections.apply_and_transition(
+                flow_id, seq, now, state, message.error,
                 uploads=len(uploads), upload_bytes=sum(u.size for u in uploads),
             )  # fmt: skip
             if applied:
-                state = _FLOW_STATES.get(message.status, "Error")
-                outcome.state_changed = collections.transition(flow_id, state, now, message.error)
                 outcome.finished_flow = flow_id
         return outcome
 
