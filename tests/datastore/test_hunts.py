@@ -661,3 +661,46 @@ def test_upgrading_from_0001_keeps_flows_outside_any_hunt(datastore_url: str) ->
         store.hunts.create(hunt(state=HUNT_RUNNING))
         flow = flow_for("C.0000000000000001")
         assert store.hunts.schedule_client(HUNT, flow, b"t", 300.0)
+
+
+# -- scheduling in batches -----------------------------------------------------------------------
+
+
+def test_schedule_many_writes_each_new_client_once(running: Datastore) -> None:
+    ids = enroll(running, 6)
+    assert running.hunts.schedule_client(HUNT, flow_for(ids[0]), b"t", 300.0)
+    batch = [(flow_for(cid), b"task") for cid in [*ids, "C.ffffffffffffffff"]]
+    done = running.hunts.schedule_many(HUNT, batch, 301.0)
+    assert done == ids[1:]  # the one already scheduled and the unknown client are skipped
+    assert running.hunts.stats(HUNT).scheduled == 6
+    assert row_count(running, hunt_clients) == 6
+    assert row_count(running, tasks) == 6
+    # Again: nothing new, nothing doubled.
+    assert running.hunts.schedule_many(HUNT, [(flow_for(c), b"t") for c in ids], 302.0) == []
+    assert row_count(running, flows) == 6
+
+
+def test_schedule_many_declines_what_it_cannot_decide_alone(datastore: Datastore) -> None:
+    ids = enroll(datastore, 3)
+    datastore.hunts.create(hunt(state=HUNT_RUNNING, client_limit=2))
+    datastore.hunts.create(hunt("H.00000000000000aa", state=HUNT_PAUSED))
+    batch = [(flow_for(c), b"t") for c in ids]
+    assert datastore.hunts.schedule_many(HUNT, batch, 300.0) is None  # has a client limit
+    assert datastore.hunts.schedule_many("H.00000000000000aa", batch, 300.0) is None  # paused
+    assert row_count(datastore, flows) == 0
+
+
+def test_schedule_many_and_single_schedulers_racing_schedule_once(running: Datastore) -> None:
+    ids = enroll(running, 40)
+
+    def work(n: int) -> None:
+        if n % 2:
+            running.hunts.schedule_many(HUNT, [(flow_for(c), b"t") for c in ids], 300.0)
+        else:
+            for cid in ids:
+                running.hunts.schedule_client(HUNT, flow_for(cid), b"t", 300.0)
+
+    run_together(8, work)
+    assert running.hunts.stats(HUNT).scheduled == 40
+    assert row_count(running, hunt_clients) == 40
+    assert row_count(running, flows) == 40

@@ -278,6 +278,62 @@ class HuntStore:
             raise Conflict(f"flow {record.flow_id} already exists") from exc
         return True
 
+    def schedule_many(
+        self, hunt_id: str, batch: builtins.list[tuple[FlowRecord, bytes]], now: float
+    ) -> builtins.list[str] | None:
+        """Schedule a Running hunt without a ``client_limit`` on many clients in one
+        transaction (a hunt's start: one commit per batch, not per client).
+
+        Returns the client ids scheduled (clients that already have the hunt, or are unknown,
+        are skipped). Returns None, with nothing written, when the hunt is not running or has a
+        limit, or when another frontend scheduled one of these clients meanwhile: the caller
+        then falls back to ``schedule_client`` one by one, which decides each exactly.
+        """
+        done: builtins.list[str] = []
+        try:
+            with self._db.write() as conn:
+                hunt = conn.execute(
+                    select(hunts.c.state, hunts.c.expires, hunts.c.schedule, hunts.c.client_limit)
+                    .where(hunts.c.hunt_id == hunt_id)
+                    .with_for_update(read=True)
+                ).first()
+                if hunt is None:
+                    raise NotFound(f"no hunt {hunt_id}")
+                if (
+                    hunt.state != HUNT_RUNNING
+                    or hunt.expires <= now
+                    or hunt.schedule is not None
+                    or hunt.client_limit is not None
+                ):
+                    return None
+                for flow, task in batch:
+                    record = replace(flow, hunt_id=hunt_id)
+                    client_id = record.client_id
+                    known = conn.execute(
+                        select(exists().where(clients.c.client_id == client_id))
+                    ).scalar()
+                    if not known or _scheduled(conn, hunt_id, client_id):
+                        continue
+                    insert_flow(conn, record, task)
+                    inserted = conn.execute(
+                        self._db.insert_ignore(hunt_clients)
+                        .values(
+                            hunt_id=hunt_id,
+                            client_id=client_id,
+                            flow_id=record.flow_id,
+                            scheduled=now,
+                        )
+                        .returning(hunt_clients.c.flow_id)
+                    ).first()
+                    if inserted is None:
+                        raise _AlreadyScheduled
+                    done.append(client_id)
+        except _AlreadyScheduled:
+            return None
+        except IntegrityError as exc:
+            raise Conflict(f"a flow id in the batch already exists: {exc}") from exc
+        return done
+
     def is_scheduled(self, hunt_id: str, client_id: str) -> bool:
         """Whether the hunt was ever scheduled on the client."""
         with self._db.read() as conn:

@@ -42,6 +42,8 @@ log = logging.getLogger(__name__)
 
 DEFAULT_EXPIRY_SECONDS = 7 * 24 * 3600.0
 MANAGER_INTERVAL_SECONDS = 2.0
+#: Clients scheduled per transaction when a hunt starts with no throttle.
+PUSH_BATCH = 250
 
 
 class HuntError(Exception):
@@ -238,6 +240,11 @@ class HuntManager:
         )
         return copy, encode(msgspec.structs.replace(request, flow_id=flow_id))
 
+    def _requests_for(
+        self, hunt: HuntRecord, client_ids: list[str]
+    ) -> list[tuple[FlowRecord, bytes]]:
+        return [self._request_for(hunt, client_id) for client_id in client_ids]
+
     async def schedule(self, hunt: HuntRecord, client_id: str, respect_limit: bool = True) -> bool:
         """Create the hunt's flow on one client, at most once; push it if connected."""
         try:
@@ -297,6 +304,8 @@ class HuntManager:
             for cid in self.server.connections.client_ids()
             if cid not in already and self.index.matches(hunt, cid)
         ]
+        if not interval and hunt.client_limit is None:
+            candidates = await self._push_batches(hunt, candidates)
         for client_id in candidates:
             current = await asyncio.to_thread(self.datastore.hunts.get, hunt.hunt_id)
             if current is None or current.state != "Running":
@@ -306,6 +315,37 @@ class HuntManager:
             await self.schedule(current, client_id)
             if interval:
                 await asyncio.sleep(interval)
+
+    async def _push_batches(self, hunt: HuntRecord, candidates: list[str]) -> list[str]:
+        """No throttle and no client limit: schedule in batches, one commit each, then push.
+        Returns the clients left for the one-by-one path (a batch the datastore declined)."""
+        left: list[str] = []
+        for start in range(0, len(candidates), PUSH_BATCH):
+            chunk = [
+                c for c in candidates[start : start + PUSH_BATCH] if c in self.server.connections
+            ]
+            if not chunk:
+                continue
+            try:
+                batch = await asyncio.to_thread(self._requests_for, hunt, chunk)
+            except CollectionError as exc:
+                log.warning("hunt %s cannot run: %s", hunt.hunt_id, exc)
+                return []
+            done = await asyncio.to_thread(
+                self.datastore.hunts.schedule_many, hunt.hunt_id, batch, time.time()
+            )
+            if done is None:
+                current = await asyncio.to_thread(self.datastore.hunts.get, hunt.hunt_id)
+                if current is None or current.state != "Running":
+                    return []
+                left += chunk  # raced with another frontend: decide one by one
+                continue
+            scheduled = set(done)
+            for record, payload in batch:
+                if record.client_id in scheduled:
+                    await self.server.push(record.client_id, payload, True)
+                    self.server.events.flow_changed(record.flow_id)
+        return left
 
     def _scheduled_clients(self, hunt_id: str) -> set[str]:
         scheduled: set[str] = set()
