@@ -274,6 +274,9 @@ class Agent:
     async def _send_loop(self, ws: ClientConnection) -> None:
         """Send every spooled message once per connection, in order; re-announce uploads."""
         sent: set[tuple[str, int]] = set()
+        # Bookkeeping of finished, fully acknowledged flows is no longer needed: keep the
+        # spool from growing with every collection the agent ever ran.
+        await asyncio.to_thread(self.spool.forget_done_flows)
         for upload in await asyncio.to_thread(self.spool.incomplete_uploads):
             await ws.send(upload.announce)
         while True:

@@ -15,12 +15,11 @@ and creates the iterations of recurring hunts.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import dataclasses
 import logging
 import secrets
 import time
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -477,13 +476,3 @@ def next_iteration(template: HuntRecord, now: float) -> tuple[bool, float]:
         return False, now
     due = template.last_run is None or now - template.last_run >= every
     return due, now + every
-
-
-def spec_from_mapping(data: Mapping[str, Any]) -> HuntSpec:
-    """A HuntSpec from plain data (API requests, tests)."""
-    artifacts = [(a["name"], dict(a.get("parameters", {}))) for a in data.get("artifacts", [])]
-    limits = Limits(**data.get("limits", {}))
-    fields = {k: v for k, v in data.items() if k not in ("artifacts", "limits")}
-    with contextlib.suppress(KeyError):
-        fields["expires_in"] = float(fields.pop("expires_in"))
-    return HuntSpec(artifacts=artifacts, limits=limits, **fields)
