@@ -180,9 +180,9 @@ def test_kill_9_of_the_agent_keeps_every_spooled_row_once(
                 # spool (what a restarted agent must send again).
                 store_message = server.ingestor.flow_message
 
-                def slow_store(client_id: str, message: Any) -> Outcome:
-                    time.sleep(0.08)
-                    return store_message(client_id, message)
+                async def slow_store(client_id: str, message: Any) -> Outcome:
+                    await asyncio.sleep(0.08)
+                    return await store_message(client_id, message)
 
                 server.ingestor.flow_message = slow_store  # type: ignore[method-assign]
                 flow = await start_flow(

@@ -60,6 +60,7 @@ class Database:
         self.backend: str = parsed.get_backend_name()
         self._write_lock = threading.Lock()
         self._lock_reads = False
+        self._joined = threading.local()
         if self.backend == "sqlite":
             self.engine = self._sqlite_engine(parsed)
         else:
@@ -104,7 +105,15 @@ class Database:
 
     @contextlib.contextmanager
     def write(self) -> Iterator[Connection]:
-        """A connection in a write transaction, committed on success, rolled back on error."""
+        """A connection in a write transaction, committed on success, rolled back on error.
+
+        Inside ``joined`` (a group commit), a savepoint of the group's transaction instead.
+        """
+        joined: Connection | None = getattr(self._joined, "connection", None)
+        if joined is not None:
+            with joined.begin_nested():
+                yield joined
+            return
         with self._writer(), self.engine.connect() as connection:
             connection.execution_options(**{_WRITE: True})
             with connection.begin():
@@ -112,10 +121,26 @@ class Database:
 
     @contextlib.contextmanager
     def read(self) -> Iterator[Connection]:
-        """A connection for reading; on SQLite file databases it never waits for the writer."""
+        """A connection for reading; on SQLite file databases it never waits for the writer.
+
+        Inside ``joined``, the group's connection, so a read sees the group's own changes.
+        """
+        joined: Connection | None = getattr(self._joined, "connection", None)
+        if joined is not None:
+            yield joined
+            return
         lock = self._write_lock if self._lock_reads else contextlib.nullcontext()
         with lock, self.engine.connect() as connection:
             yield connection
+
+    @contextlib.contextmanager
+    def joined(self, connection: Connection) -> Iterator[None]:
+        """Make ``write`` and ``read`` on this thread use ``connection``'s open transaction."""
+        self._joined.connection = connection
+        try:
+            yield
+        finally:
+            self._joined.connection = None
 
     def _writer(self) -> contextlib.AbstractContextManager[Any]:
         if self.backend == "sqlite":

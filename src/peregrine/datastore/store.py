@@ -9,6 +9,7 @@ from .audit import AuditStore
 from .clients import ClientStore
 from .collections import CollectionStore
 from .database import Database
+from .group_commit import GroupCommitter
 from .hunts import HuntStore
 from .tasks import TaskStore
 from .users import SessionStore, TokenStore, UserStore
@@ -33,6 +34,8 @@ class Datastore:
         self.tokens = TokenStore(db)
         self.sessions = SessionStore(db)
         self.audit = AuditStore(db)
+        #: Runs store calls from many callers in one transaction (see ``group_commit``).
+        self.group = GroupCommitter(db)
 
     def revision(self) -> str | None:
         """The schema revision the database is at."""
@@ -40,7 +43,8 @@ class Datastore:
             return migrate.current_revision(conn)
 
     def close(self) -> None:
-        """Close every connection; the object is unusable afterwards."""
+        """Commit grouped work still queued, close every connection; unusable afterwards."""
+        self.group.close()
         self._db.close()
 
     def __enter__(self) -> Datastore:

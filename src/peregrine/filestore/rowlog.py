@@ -11,14 +11,15 @@ Three files share a stem:
 ``<stem>.idx``
     Fixed-width binary: little-endian unsigned 64-bit byte offsets into the ``.jsonl`` of rows
     0, 1000, 2000, ... (``INDEX_EVERY``), so reading any page seeks to the nearest entry and
-    skips fewer than 1000 lines: no full scan.
+    skips fewer than 1000 lines: no full scan. Entry 0 is always 0 and need not be on disk: a
+    set of fewer than 1000 rows has no index file (one ``fsync`` less for small answers).
 ``<stem>.meta``
     JSON, replaced atomically (temporary file, fsync, rename, directory fsync): the commit
     record. ``last_seq`` (the highest agent batch stored), ``length`` (committed bytes of the
     ``.jsonl``), ``rows``, plus what the owner adds (artifact, source, columns).
 
-Only what ``.meta`` records exists. Bytes past ``length`` (a crash mid-write) and index entries
-past ``rows`` are cut off before the next append; readers never look past the snapshot of
+Only what ``.meta`` records exists. Bytes past ``length`` (a crash mid-write) are cut off before
+the next append, index entries past ``rows`` by the next append that adds one; readers never look past the snapshot of
 ``.meta`` they read, so they need no lock. Writers take an ``flock`` on the data file, which
 excludes other threads and other processes (several frontends on a shared filestore).
 """
@@ -228,14 +229,18 @@ class RowLog:
                 os.ftruncate(fd, length)  # a crash left a partial batch: it never happened
             write_all(fd, payload, length)
             os.fsync(fd)
-            ifd = os.open(self.index_path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o640)
-            try:
-                os.ftruncate(ifd, index_size)
-                if entries:
-                    write_all(ifd, b"".join(_ENTRY.pack(e) for e in entries), index_size)
-                os.fsync(ifd)
-            finally:
-                os.close(ifd)
+            # Only batches that add index entries touch the index (a sync saved per batch);
+            # entry 0 is always offset 0, so a result set of one batch needs no index at all.
+            if entries and entries != [0]:
+                ifd = os.open(self.index_path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o640)
+                try:
+                    # Growing the file zero-fills, so an entry 0 never written reads as 0.
+                    os.ftruncate(ifd, index_size)
+                    if entries:
+                        write_all(ifd, b"".join(_ENTRY.pack(e) for e in entries), index_size)
+                    os.fsync(ifd)
+                finally:
+                    os.close(ifd)
             replace_atomic(self.meta_path, json.dumps(new_meta).encode())
             committed = True  # visible from here on: a later failure must not roll it back
             fsync_dir(self.meta_path.parent)
@@ -281,6 +286,8 @@ class RowLog:
         return out
 
     def _index_entry(self, entry: int) -> int | None:
+        if entry == 0:
+            return 0  # not necessarily on disk: see _commit
         try:
             with open(self.index_path, "rb") as handle:
                 handle.seek(entry * _ENTRY.size)

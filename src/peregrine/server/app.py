@@ -166,6 +166,7 @@ class Server:
                 with contextlib.suppress(asyncio.CancelledError):
                     await task
         await self.hunts.close()
+        await asyncio.to_thread(self.ingestor.close)
         await self.seen.close()
         await self.bus.close()
         self.leader.release()

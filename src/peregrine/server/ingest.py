@@ -3,15 +3,21 @@
 Every flow message is written to the filestore and then recorded in the datastore with its
 ``seq``; only then is it acknowledged. Both stores ignore a ``seq`` they already have, so an agent
 resending after a crash (either side's) or a lost connection causes no duplicate. When the
-filestore is full, nothing is acknowledged and the agent is told to hold its spool.
+filestore is full, nothing is acknowledged and the agent is told to hold its spool (the session
+then stores nothing more of that flow until the refused message comes again: see
+``AgentSession``).
 
-These functions block (file and database I/O); the session runs them in a worker thread.
+File work runs in worker threads; datastore work in the datastore's group commit, so the counts
+of many sessions' messages cost one durable commit. ``upload_chunk`` blocks (``store_chunk``
+runs it in a file thread).
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 from peregrine.datastore import Datastore
@@ -37,6 +43,19 @@ class NotYourFlow(Exception):
 
 
 @dataclass
+class _Files:
+    """What the filestore's part of a message produced, for the datastore's part."""
+
+    written: int = 0
+    resume_offset: int = 0
+    uploads: int = 0
+    upload_bytes: int = 0
+
+
+_WITH_FILES = (ResultBatch, LogBatch, UploadStart, FlowFinished)
+
+
+@dataclass
 class Outcome:
     """What the session should do after a message: acknowledge up to ``ack``, tell the agent
     where an upload resumes, and whether the flow changed state."""
@@ -47,11 +66,22 @@ class Outcome:
     finished_flow: str | None = None
 
 
+#: Threads writing result files. Most of their time is spent waiting in ``fsync``, and the
+#: kernel folds concurrent syncs into one journal commit, so many at once cost little more
+#: than one: with the default pool's few threads the syncs, not the CPU, bounded a hunt.
+FILE_THREADS = 32
+
+
 class Ingestor:
     def __init__(self, datastore: Datastore, filestore: Filestore) -> None:
         self.datastore = datastore
         self.filestore = filestore
         self._owners: dict[str, str] = {}
+        self._files = ThreadPoolExecutor(FILE_THREADS, thread_name_prefix="peregrine-files")
+
+    def close(self) -> None:
+        """Wait for file writes under way, then stop the file threads."""
+        self._files.shutdown(wait=True)
 
     def owner(self, flow_id: str) -> str | None:
         owner = self._owners.get(flow_id)
@@ -66,32 +96,52 @@ class Ingestor:
         if self.owner(flow_id) != client_id:
             raise NotYourFlow(f"{client_id} wrote to flow {flow_id}, which is not its own")
 
-    def flow_message(self, client_id: str, message: FlowMessage) -> Outcome:
-        """Store one message of the ordered stream; raises StorageFull when it cannot."""
+    async def flow_message(self, client_id: str, message: FlowMessage) -> Outcome:
+        """Store one message of the ordered stream; raises StorageFull when it cannot.
+
+        Files first (in a worker thread, several at once), then the datastore's counts in a
+        group commit shared with every other session's messages; the outcome (an ack) comes
+        only after both are durable.
+        """
+        files: _Files | None = None
+        if isinstance(message, _WITH_FILES):
+            loop = asyncio.get_running_loop()
+            files = await loop.run_in_executor(self._files, self._store_files, client_id, message)
+        return await self.datastore.group.run(self._record, client_id, message, files)
+
+    def _store_files(self, client_id: str, message: FlowMessage) -> _Files:
+        """The filestore's part of a message (blocking file I/O, each write synced)."""
         self.check_owner(client_id, message.flow_id)
-        flow_id, seq, now = message.flow_id, message.seq, time.time()
-        collections = self.datastore.collections
-        record = collections.get(flow_id)
-        if record is not None and seq > record.last_seq + 1:
-            # An earlier message was refused (the filestore was full): storing this one would
-            # raise last_seq past it, so its resend would be dropped as a duplicate and the
-            # ack would free it from the agent's spool. Not stored, not acknowledged: the agent
-            # sends everything again, in order, after its pause or reconnect.
-            log.debug(
-                "flow %s: seq %d out of order (stored up to %d)", flow_id, seq, record.last_seq
-            )
-            return Outcome()
-        outcome = Outcome(ack=seq)
+        flow_id, seq = message.flow_id, message.seq
+        files = _Files()
         if isinstance(message, ResultBatch):
             self.filestore.check_space()
-            written = self.filestore.append_rows(
+            files.written = self.filestore.append_rows(
                 client_id, flow_id, message.artifact, message.source, seq,
                 message.columns, message.rows,
             )  # fmt: skip
-            collections.apply(flow_id, seq, now, rows=len(message.rows), bytes=written)
         elif isinstance(message, LogBatch):
             self.filestore.check_space()
             self.filestore.append_logs(client_id, flow_id, seq, message.entries)
+        elif isinstance(message, UploadStart):
+            files.resume_offset = self.filestore.start_upload(
+                client_id, flow_id, message.upload_id, message.path, message.size, message.sha256
+            )
+        elif isinstance(message, FlowFinished):
+            uploads = self.filestore.uploads(client_id, flow_id)
+            files.uploads, files.upload_bytes = len(uploads), sum(u.size for u in uploads)
+        return files
+
+    def _record(self, client_id: str, message: FlowMessage, files: _Files | None) -> Outcome:
+        """The datastore's part of a message: runs inside a group commit."""
+        self.check_owner(client_id, message.flow_id)
+        flow_id, seq, now = message.flow_id, message.seq, time.time()
+        collections = self.datastore.collections
+        outcome = Outcome(ack=seq)
+        if isinstance(message, ResultBatch):
+            written = files.written if files is not None else 0
+            collections.apply(flow_id, seq, now, rows=len(message.rows), bytes=written)
+        elif isinstance(message, LogBatch):
             collections.apply(flow_id, seq, now, logs=len(message.entries))
         elif isinstance(message, FlowStarted):
             _applied, outcome.state_changed = collections.apply_and_transition(
@@ -107,21 +157,25 @@ class Ingestor:
             }
             collections.apply(flow_id, seq, now, source=(key, detail))
         elif isinstance(message, UploadStart):
-            offset = self.filestore.start_upload(
-                client_id, flow_id, message.upload_id, message.path, message.size, message.sha256
-            )
             collections.apply(flow_id, seq, now)
-            outcome.resume = (flow_id, message.upload_id, offset)
+            if files is not None:
+                outcome.resume = (flow_id, message.upload_id, files.resume_offset)
         elif isinstance(message, FlowFinished):
-            uploads = self.filestore.uploads(client_id, flow_id)
             state = _FLOW_STATES.get(message.status, "Error")
+            uploads = files if files is not None else _Files()
             applied, outcome.state_changed = collections.apply_and_transition(
                 flow_id, seq, now, state, message.error,
-                uploads=len(uploads), upload_bytes=sum(u.size for u in uploads),
+                uploads=uploads.uploads, upload_bytes=uploads.upload_bytes,
             )  # fmt: skip
             if applied:
                 outcome.finished_flow = flow_id
+                self._owners.pop(flow_id, None)  # the cache holds flows still being written
         return outcome
+
+    async def store_chunk(self, client_id: str, chunk: UploadChunk) -> Outcome:
+        """``upload_chunk`` in a file thread."""
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self._files, self.upload_chunk, client_id, chunk)
 
     def upload_chunk(self, client_id: str, chunk: UploadChunk) -> Outcome:
         """Write a chunk at its offset; resumes are by offset, so a repeat is harmless."""

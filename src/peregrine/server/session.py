@@ -138,7 +138,8 @@ class AgentSession:
                 await self._reject("enrollment refused: the enrollment secret is wrong")
                 return False
             try:
-                enrolled = await asyncio.to_thread(
+                # Grouped: a burst of new agents enrolls in a few commits, not one each.
+                enrolled = await self.server.datastore.group.run(
                     clients.enroll, client_id, hello.public_key, time.time()
                 )
             except KeyMismatch:
@@ -193,13 +194,22 @@ class AgentSession:
 
     async def _serve(self) -> None:
         ingest = self.server.ingestor
+        # Flow -> the first seq refused for want of space. Later messages of that flow are
+        # not stored nor acknowledged until it comes again: storing them would move the
+        # flow's last seq past it, and its resend would then be dropped as a duplicate.
+        held: dict[str, int] = {}
         async for frame in self.ws:
             message = decode_from_agent(frame)
             try:
                 if isinstance(message, UploadChunk):
-                    outcome = await asyncio.to_thread(ingest.upload_chunk, self.client_id, message)
+                    outcome = await ingest.store_chunk(self.client_id, message)
                 elif isinstance(message, FlowMessage):
-                    outcome = await asyncio.to_thread(ingest.flow_message, self.client_id, message)
+                    first_refused = held.get(message.flow_id)
+                    if first_refused is not None and message.seq > first_refused:
+                        continue
+                    outcome = await ingest.flow_message(self.client_id, message)
+                    if message.seq == first_refused:
+                        del held[message.flow_id]
                 else:
                     raise ProtocolError(f"unexpected {type(message).__name__}")
             except (ValueError, LookupError) as exc:
@@ -208,6 +218,8 @@ class AgentSession:
                 raise ProtocolError(f"invalid {type(message).__name__}: {exc}") from None
             except StorageFull as exc:
                 log.error("filestore full, holding %s's results: %s", self.client_id, exc)
+                if isinstance(message, FlowMessage):
+                    held.setdefault(message.flow_id, message.seq)
                 await self.send(encode(StorageUnavailable(retry_after=STORAGE_RETRY_SECONDS)))
                 continue
             if outcome.resume is not None:
