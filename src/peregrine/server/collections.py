@@ -142,9 +142,8 @@ class CollectionService:
         return record, encode(request)
 
     def store(self, record: FlowRecord, payload: bytes) -> None:
-        """Durably store the flow and its task (before any push)."""
-        self.datastore.collections.create(record)
-        self.datastore.tasks.add(record.client_id, record.flow_id, payload, record.created)
+        """Durably store the flow and its task, atomically (before any push)."""
+        self.datastore.collections.create(record, task=payload)
 
     async def create(
         self,
@@ -159,7 +158,9 @@ class CollectionService:
         record, payload = await asyncio.to_thread(
             self.prepare, client_id, artifacts, creator, permissions, limits
         )
-        await asyncio.to_thread(self.store, record, payload)
+        # Grouped with other sessions' writes: a burst of enrollments (each interrogated)
+        # or of collections costs a few commits.
+        await self.datastore.group.run(self.store, record, payload)
         await self.push(client_id, payload, True)
         return record
 
