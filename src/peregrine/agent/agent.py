@@ -15,12 +15,12 @@ import random
 import threading
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import WebSocketException
 
 from peregrine import __version__
-from peregrine.agent.collection import CollectionJob
 from peregrine.agent.identity import Identity, load_or_create, reidentify
 from peregrine.agent.spool import Spool
 from peregrine.config import ClientConfig, client_ssl_context
@@ -43,6 +43,9 @@ from peregrine.protocol.messages import (
     decode_from_server,
     encode,
 )
+
+if TYPE_CHECKING:
+    from peregrine.agent.collection import CollectionJob
 
 log = logging.getLogger(__name__)
 
@@ -246,6 +249,10 @@ class Agent:
             self.spool.saw_hunt(request.hunt_id, time.time())
         if not self.spool.start_flow(request.flow_id, encode(request)):
             return  # delivered twice (e.g. after a reconnect): it already ran or is running
+        # Imported on the first collection: the artifact and engine layers are not needed by
+        # an agent that is only connected and waiting.
+        from peregrine.agent.collection import CollectionJob
+
         job = CollectionJob(
             request,
             self.spool,

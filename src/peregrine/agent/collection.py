@@ -26,6 +26,8 @@ from peregrine.artifacts.model import Artifact
 from peregrine.artifacts.repository import ArtifactRepository
 from peregrine.artifacts.runner import ArtifactRunner, SourceOutcome
 from peregrine.engine.context import QueryLimits, UploadSink
+from peregrine.engine.executor import Engine
+from peregrine.engine.registry import Registry
 from peregrine.protocol.messages import (
     MAX_MESSAGE_BYTES,
     CollectionRequest,
@@ -120,12 +122,17 @@ class CollectionJob:
 
     def _collect(self) -> tuple[str, str | None]:
         request = self.request
-        repository = ArtifactRepository()
+        # An engine without plugins: every query, preconditions too, runs in a worker, and the
+        # default engine would load all the plugins into this process.
+        repository = ArtifactRepository(Engine(Registry()))
         for raw in request.definitions:
             artifact = msgspec.convert(raw, Artifact)
             repository.add(Definition(artifact, {}))
         self.runner = runner = ArtifactRunner(
-            repository, permissions=frozenset(request.permissions), isolated=True
+            repository,
+            permissions=frozenset(request.permissions),
+            isolated=True,
+            isolated_preconditions=True,
         )
         limits = QueryLimits(
             timeout=request.timeout, max_rows=request.max_rows, cpu_limit=request.cpu_limit

@@ -74,11 +74,13 @@ class ArtifactRunner:
         *,
         permissions: frozenset[str] = ALL_PERMISSIONS,
         isolated: bool = True,
+        isolated_preconditions: bool = False,
         denylist: Denylist | None = None,
     ) -> None:
         self.repository = repository
         self.permissions = permissions
         self.isolated = isolated
+        self.isolated_preconditions = isolated_preconditions
         self.denylist = denylist
         self.cancelled = False
         self._running: set[RunningQuery] = set()
@@ -159,16 +161,27 @@ class ArtifactRunner:
 
         Preconditions are small checks (which OS, is a file there), asked again and again by
         the sources of one collection: they run in this process, and each answer is kept for
-        the life of the runner, so skipping a hundred Windows sources costs one query."""
+        the life of the runner, so skipping a hundred Windows sources costs one query.
+        With ``isolated_preconditions`` (the agent) they run in a worker like the sources: the
+        agent lives for months, and answering one in its own process would load every query
+        plugin into it for good."""
         if not sql:
             return True
         key = (sql, tuple(sorted((k, repr(v)) for k, v in planned.values.items())))
         if key not in self._preconditions:
             quick = QueryLimits(timeout=planned.limits.timeout or 60, max_rows=1)
-            tables = ArtifactTables(self.repository.find, self.repository.engine.registry)
-            ctx = QueryContext(limits=quick, permissions=self.permissions)
-            result = Engine(tables.registry_for(sql)).execute(sql, planned.values, ctx=ctx)
-            self._preconditions[key] = any(True for _ in result)
+            if self.isolated_preconditions:
+                result = self.query(planned, sql, limits=quick)
+                self._track(result)
+                try:
+                    self._preconditions[key] = any(True for _ in result)
+                finally:
+                    self._running.discard(result)
+            else:
+                tables = ArtifactTables(self.repository.find, self.repository.engine.registry)
+                ctx = QueryContext(limits=quick, permissions=self.permissions)
+                local = Engine(tables.registry_for(sql)).execute(sql, planned.values, ctx=ctx)
+                self._preconditions[key] = any(True for _ in local)
         return self._preconditions[key]
 
     def run_source(

@@ -1,31 +1,25 @@
 """The ``peregrine`` command. Each sub-command lives in its own module and is added here.
 
-``peregrine agent`` runs on every endpoint for months: ``main`` gives it a command line of its
-own so it never imports what only the server and the API need (SQLAlchemy, FastAPI, pyarrow...),
-which would triple its memory.
+``peregrine agent`` runs on every endpoint for months: ``main`` sends it to ``agent_cmd``, a
+command line of its own on argparse, so it never imports what only the other commands need
+(SQLAlchemy, FastAPI, pyarrow for the server and the API; Typer, Rich and pydantic for the
+command table), which would more than double its memory.
 """
 
 from __future__ import annotations
 
 import sys
+from typing import TYPE_CHECKING
 
-import typer
-
-from peregrine import __version__
-from peregrine.cli import server_cmd
-
-
-def _agent_app() -> typer.Typer:
-    lean = typer.Typer(name="peregrine", add_completion=False)
-    lean.command("agent")(server_cmd.agent)
-    lean.command("version", hidden=True)(lambda: typer.echo(__version__))
-    return lean
+if TYPE_CHECKING:
+    import typer
 
 
 def main() -> None:
     if sys.argv[1:2] == ["agent"]:
-        _agent_app()()  # only the agent's own modules
-        return
+        from peregrine.cli import agent_cmd
+
+        sys.exit(agent_cmd.main(sys.argv[2:]))
     from peregrine.cli.full_app import app
 
     app()

@@ -1,16 +1,16 @@
-"""``peregrine server`` and ``peregrine agent``: run the embedded server, or an agent."""
+"""``peregrine server``: run the embedded server; and ``peregrine agent`` in the full command table
+(the agent itself is in ``agent_cmd``)."""
 
 from __future__ import annotations
 
 import asyncio
-import logging
-import signal
 from pathlib import Path
 from typing import Annotated, Any
 
 import typer
 from rich.console import Console
 
+from peregrine.cli import agent_cmd
 from peregrine.config import (
     CLIENT_FILE,
     ConfigError,
@@ -20,19 +20,6 @@ from peregrine.config import (
 )
 
 console = Console(stderr=True)
-
-
-def _logging(level: str) -> None:
-    logging.basicConfig(
-        level=level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
-    )
-
-
-async def _until_signalled(stop: asyncio.Event) -> None:
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(sig, stop.set)
-    await stop.wait()
 
 
 def server(
@@ -63,7 +50,7 @@ def server(
     With no --config it creates a deployment in the data directory on first start (CA,
     certificates, enrollment secret) and reuses it afterwards.
     """
-    _logging(log_level)
+    agent_cmd.configure_logging(log_level)
     from peregrine.server.app import Server
 
     try:
@@ -97,7 +84,7 @@ def server(
             console.print(f"local agent {agent.client_id}")
             tasks.append(asyncio.create_task(agent.run(stop)))
         try:
-            await _until_signalled(stop)
+            await agent_cmd.until_signalled(stop)
         finally:
             for task in tasks:
                 await task
@@ -141,7 +128,7 @@ def _supervise(config_path: Path, cfg: Any, workers: int, local_agent: bool) -> 
 
         tasks.append(asyncio.create_task(watch()))
         try:
-            await _until_signalled(stop)
+            await agent_cmd.until_signalled(stop)
         finally:
             stop.set()
             for task in tasks:
@@ -159,28 +146,12 @@ def _supervise(config_path: Path, cfg: Any, workers: int, local_agent: bool) -> 
 
 
 def agent(
-    config: Annotated[Path, typer.Option("--config", "-c", help="client.yaml")],
-    log_level: Annotated[str, typer.Option(help="DEBUG, INFO, WARNING or ERROR.")] = "INFO",
+    config: Annotated[Path, typer.Option("--config", "-c", help=agent_cmd.CONFIG_HELP)],
+    log_level: Annotated[str, typer.Option(help=agent_cmd.LOG_LEVEL_HELP)] = "INFO",
 ) -> None:
     """Run an agent: stay connected to a frontend and answer collections."""
-    _logging(log_level)
-    from peregrine.agent.agent import Agent
-
-    try:
-        cfg = load_client_config(config)
-    except ConfigError as exc:
-        console.print(f"[bold red]Error:[/bold red] {exc}")
-        raise typer.Exit(1) from None
-
-    async def main() -> None:
-        runner = Agent(cfg)
-        console.print(f"agent {runner.client_id} → {', '.join(cfg.server_urls)}")
-        stop = asyncio.Event()
-        task = asyncio.create_task(runner.run(stop))
-        try:
-            await _until_signalled(stop)
-        finally:
-            await task
-            runner.close()
-
-    asyncio.run(main())
+    # `peregrine agent` itself goes to agent_cmd.main (no Typer); this entry keeps the command
+    # in the full command table and its help.
+    code = agent_cmd.run(config, log_level)
+    if code:
+        raise typer.Exit(code)

@@ -1,0 +1,71 @@
+"""``peregrine agent``: run an agent, stay connected to a frontend and answer collections.
+
+The agent runs on every endpoint for months, so its command line uses only the standard
+library (argparse), not Typer and Rich like the other commands: Typer builds its option parsers
+with pydantic, which the agent would then keep in memory for its whole life. The full command
+table (``peregrine --help``) lists this command through the Typer wrapper in ``server_cmd``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import signal
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+HELP = "Run an agent: stay connected to a frontend and answer collections."
+CONFIG_HELP = "client.yaml"
+LOG_LEVEL_HELP = "DEBUG, INFO, WARNING or ERROR."
+
+
+def configure_logging(level: str) -> None:
+    logging.basicConfig(
+        level=level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
+
+
+async def until_signalled(stop: asyncio.Event) -> None:
+    """Wait for SIGINT or SIGTERM, which set ``stop``."""
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    await stop.wait()
+
+
+def run(config: Path, log_level: str = "INFO") -> int:
+    """Run the agent configured in ``config`` until it is signalled; the exit code."""
+    configure_logging(log_level)
+    from peregrine.agent.agent import Agent
+    from peregrine.config import ConfigError, load_client_config
+
+    try:
+        cfg = load_client_config(config)
+    except ConfigError as exc:
+        print(f"Error: {exc}", file=sys.stderr)
+        return 1
+
+    async def main() -> None:
+        runner = Agent(cfg)
+        print(f"agent {runner.client_id} → {', '.join(cfg.server_urls)}", file=sys.stderr)
+        stop = asyncio.Event()
+        task = asyncio.create_task(runner.run(stop))
+        try:
+            await until_signalled(stop)
+        finally:
+            await task
+            runner.close()
+
+    asyncio.run(main())
+    return 0
+
+
+def main(argv: Sequence[str]) -> int:
+    """``peregrine agent ARGV``."""
+    parser = argparse.ArgumentParser(prog="peregrine agent", description=HELP)
+    parser.add_argument("--config", "-c", type=Path, required=True, help=CONFIG_HELP)
+    parser.add_argument("--log-level", default="INFO", help=LOG_LEVEL_HELP)
+    args = parser.parse_args(argv)
+    return run(args.config, args.log_level)
