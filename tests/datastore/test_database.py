@@ -9,12 +9,13 @@ import stat
 import subprocess
 import sys
 import threading
+import time
 from pathlib import Path
 
 import pytest
 
 from peregrine.datastore import DatastoreError, open_datastore
-from peregrine.datastore.database import SQLITE_BUSY_TIMEOUT_MS, Database
+from peregrine.datastore.database import SQLITE_BUSY_TIMEOUT_MS, Database, FairLock
 
 
 def test_sqlite_connections_use_wal_foreign_keys_and_a_busy_timeout(tmp_path: Path) -> None:
@@ -78,3 +79,30 @@ def test_url_hides_the_password() -> None:
         assert db.backend == "postgresql"
     finally:
         db.close()
+
+
+def test_the_write_lock_is_granted_in_order_asked() -> None:
+    """The group committer re-asks for the lock at once after each batch; a plain lock could
+    let it jump ahead of other writers indefinitely."""
+    lock = FairLock()
+    order: list[int] = []
+    lock.__enter__()
+    threads = []
+    for number in range(8):
+        asked = lock._next_ticket + 1
+
+        def take(number: int = number) -> None:
+            with lock:
+                order.append(number)
+
+        thread = threading.Thread(target=take)
+        thread.start()
+        threads.append(thread)
+        deadline = time.monotonic() + 10
+        while lock._next_ticket < asked:  # wait until this thread holds its ticket
+            assert time.monotonic() < deadline
+            time.sleep(0.001)
+    lock.__exit__(None, None, None)
+    for thread in threads:
+        thread.join(10)
+    assert order == list(range(8))

@@ -58,7 +58,7 @@ class Database:
         parsed = parse_url(url)
         self.url = parsed.render_as_string(hide_password=True)
         self.backend: str = parsed.get_backend_name()
-        self._write_lock = threading.Lock()
+        self._write_lock = FairLock()
         self._lock_reads = False
         self._joined = threading.local()
         if self.backend == "sqlite":
@@ -156,6 +156,32 @@ class Database:
     def close(self) -> None:
         """Close every pooled connection."""
         self.engine.dispose()
+
+
+class FairLock:
+    """A lock granted in the order it was asked for.
+
+    ``threading.Lock`` lets the thread that just released it take it again at once, so the
+    group committer, which writes batch after batch, could keep every other writer waiting
+    for as long as agents keep sending.
+    """
+
+    def __init__(self) -> None:
+        self._condition = threading.Condition(threading.Lock())
+        self._next_ticket = 0
+        self._serving = 0
+
+    def __enter__(self) -> None:
+        with self._condition:
+            ticket = self._next_ticket
+            self._next_ticket += 1
+            while ticket != self._serving:
+                self._condition.wait()
+
+    def __exit__(self, *exc_info: object) -> None:
+        with self._condition:
+            self._serving += 1
+            self._condition.notify_all()
 
 
 def _create_private_file(path: Path) -> None:

@@ -19,9 +19,10 @@ Three files share a stem:
     ``.jsonl``), ``rows``, plus what the owner adds (artifact, source, columns).
 
 Only what ``.meta`` records exists. Bytes past ``length`` (a crash mid-write) are cut off before
-the next append, index entries past ``rows`` by the next append that adds one; readers never look past the snapshot of
-``.meta`` they read, so they need no lock. Writers take an ``flock`` on the data file, which
-excludes other threads and other processes (several frontends on a shared filestore).
+the next append, index entries past ``rows`` by the next append that adds one; readers never
+look past the snapshot of ``.meta`` they read, so they need no lock. Writers take an ``flock`` on
+the data file, which excludes other threads and other processes (several frontends on a shared
+filestore).
 """
 
 from __future__ import annotations

@@ -195,6 +195,17 @@ class Server:
 
     # -- several processes ---------------------------------------------------------------------
 
+    def is_online(self, client_id: str) -> bool:
+        """Whether the client is connected here or (as last shared) to another process."""
+        if client_id in self.connections:
+            return True
+        now = time.monotonic()
+        return any(
+            client_id in clients
+            for sender, clients in self.remote_online.items()
+            if now - self._presence_seen.get(sender, 0) < PRESENCE_EXPIRY
+        )
+
     def online(self) -> set[str]:
         """Every client connected to this server, in this process or another."""
         now = time.monotonic()

@@ -252,7 +252,7 @@ class HuntManager:
             log.warning("hunt %s cannot run on %s: %s", hunt.hunt_id, client_id, exc)
             return False
         try:
-            scheduled = await asyncio.to_thread(
+            scheduled = await self.datastore.group.run(
                 self.datastore.hunts.schedule_client,
                 hunt.hunt_id,
                 record,
@@ -330,7 +330,10 @@ class HuntManager:
             except CollectionError as exc:
                 log.warning("hunt %s cannot run: %s", hunt.hunt_id, exc)
                 return []
-            done = await asyncio.to_thread(
+            # Through the group commit: in turn with the results of clients already answering
+            # (a plain write would race the committer for the writer and lose, batch after
+            # batch).
+            done = await self.datastore.group.run(
                 self.datastore.hunts.schedule_many, hunt.hunt_id, batch, time.time()
             )
             if done is None:

@@ -66,7 +66,7 @@ class FlowMonitor:
 
     def verdict(self, flow: FlowRecord, now: float) -> tuple[str, str] | None:
         """What should happen to ``flow`` now, or None."""
-        connected = flow.client_id in self.server.online()
+        connected = self.server.is_online(flow.client_id)
         if flow.timeout is not None:
             began = flow.started or flow.created
             # A flow still waiting for an offline client is not timing out yet: it is

@@ -53,7 +53,7 @@ async def get_client(
         labels=record.labels,
         ip_addresses=record.ip_addresses,
         last_seen=record.last_seen,
-        online=client_id in server.online(),
+        online=server.is_online(client_id),
         fqdn=record.fqdn,
         release=record.release,
         kernel=record.kernel,
