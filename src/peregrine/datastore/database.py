@@ -107,12 +107,12 @@ class Database:
     def write(self) -> Iterator[Connection]:
         """A connection in a write transaction, committed on success, rolled back on error.
 
-        Inside ``joined`` (a group commit), a savepoint of the group's transaction instead.
+        Inside ``joined`` (a group commit), the group's transaction instead: the committer
+        runs each piece of work in a savepoint, which an error rolls back.
         """
         joined: Connection | None = getattr(self._joined, "connection", None)
         if joined is not None:
-            with joined.begin_nested():
-                yield joined
+            yield joined
             return
         with self._writer(), self.engine.connect() as connection:
             connection.execution_options(**{_WRITE: True})

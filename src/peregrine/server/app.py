@@ -187,6 +187,12 @@ class Server:
         return None
 
     async def _handle(self, ws: ServerConnection) -> None:
+        # websockets keeps the opening handshake's request and response for the connection's
+        # life; nothing reads their headers after it (3.5 KB an agent).
+        if ws.request is not None:
+            ws.request.headers.clear()
+        if ws.response is not None:
+            ws.response.headers.clear()
         session = AgentSession(self, ws)
         task = asyncio.current_task()
         if task is not None:
@@ -312,10 +318,11 @@ class Server:
             return
         await self.collect(client_id, [(INTERROGATION, {})], creator=INTERROGATOR)
 
-    async def flow_finished(self, client_id: str, flow_id: str) -> None:
-        record = await asyncio.to_thread(self.datastore.collections.get, flow_id)
-        if record is None or record.creator != INTERROGATOR or record.state != "Finished":
+    async def flow_finished(self, client_id: str, record: FlowRecord) -> None:
+        """A flow's last message is stored: an interrogation's facts go into the client."""
+        if record.creator != INTERROGATOR or record.state != "Finished":
             return
+        flow_id = record.flow_id
         info = await asyncio.to_thread(self._apply_interrogation, client_id, flow_id)
         self.events.flow_changed(flow_id)
         if info is not None:

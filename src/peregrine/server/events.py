@@ -1,13 +1,12 @@
 """In-process notifications of what changed (a client came or went, a flow changed state).
 
-Waiters (tests today; live views and the API later) sleep on one condition and re-check the
-stored state when woken, so a notification can never be "missed": the state is the truth.
+Waiters (tests, the API's live views) sleep until the next change and re-check the stored
+state when woken, so a notification can never be "missed": the state is the truth.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 from collections import Counter
 from collections.abc import Awaitable, Callable
 from typing import TypeVar
@@ -17,17 +16,16 @@ T = TypeVar("T")
 
 class ServerEvents:
     def __init__(self) -> None:
-        self._changed = asyncio.Condition()
+        # Made when someone waits, resolved (and dropped) by the next change: a change with
+        # nobody waiting costs a counter increment, which matters at thousands a second.
+        self._next_change: asyncio.Future[None] | None = None
         self.counts: Counter[str] = Counter()
 
     def _notify(self, what: str) -> None:
         self.counts[what] += 1
-
-        async def wake() -> None:
-            async with self._changed:
-                self._changed.notify_all()
-
-        asyncio.get_running_loop().create_task(wake())
+        waiter, self._next_change = self._next_change, None
+        if waiter is not None and not waiter.done():
+            waiter.set_result(None)
 
     def client_connected(self, client_id: str) -> None:
         self._notify("connected")
@@ -46,11 +44,13 @@ class ServerEvents:
 
     async def wait_changed(self, timeout: float) -> bool:
         """Sleep until something changes or ``timeout`` passes; True if something changed."""
-        async with self._changed:
-            try:
-                await asyncio.wait_for(self._changed.wait(), timeout)
-            except TimeoutError:
-                return False
+        if self._next_change is None:
+            self._next_change = asyncio.get_running_loop().create_future()
+        try:
+            # Shielded: one waiter's time-out must not cancel the change others wait for.
+            await asyncio.wait_for(asyncio.shield(self._next_change), timeout)
+        except TimeoutError:
+            return False
         return True
 
     async def wait_for(
@@ -63,6 +63,4 @@ class ServerEvents:
                 value = await check()
                 if value:
                     return value
-                async with self._changed:
-                    with contextlib.suppress(TimeoutError):
-                        await asyncio.wait_for(self._changed.wait(), poll)
+                await self.wait_changed(poll)

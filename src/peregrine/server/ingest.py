@@ -20,7 +20,7 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
-from peregrine.datastore import Datastore
+from peregrine.datastore import Datastore, FlowRecord
 from peregrine.filestore import Filestore, StorageFull, UploadCorrupt
 from peregrine.protocol.messages import (
     FlowFinished,
@@ -63,7 +63,7 @@ class Outcome:
     ack: int | None = None
     resume: tuple[str, str, int] | None = None  # (flow_id, upload_id, offset)
     state_changed: bool = False
-    finished_flow: str | None = None
+    finished: FlowRecord | None = None  # the flow, as this message finished it
 
 
 #: Threads writing result files. Most of their time is spent waiting in ``fsync``, and the
@@ -168,7 +168,7 @@ class Ingestor:
                 uploads=uploads.uploads, upload_bytes=uploads.upload_bytes,
             )  # fmt: skip
             if applied:
-                outcome.finished_flow = flow_id
+                outcome.finished = collections.get(flow_id)  # read in the same transaction
                 self._owners.pop(flow_id, None)  # the cache holds flows still being written
         return outcome
 

@@ -229,10 +229,10 @@ class AgentSession:
                 )
             if outcome.ack is not None:
                 await self.send(encode(Ack(flow_id=message.flow_id, seq=outcome.ack)))
-            if outcome.state_changed or outcome.finished_flow:
+            if outcome.state_changed or outcome.finished:
                 self.server.events.flow_changed(message.flow_id)
-            if outcome.finished_flow:
-                await self.server.flow_finished(self.client_id, outcome.finished_flow)
+            if outcome.finished:
+                await self.server.flow_finished(self.client_id, outcome.finished)
 
 
 def _log_closed(exc: ConnectionClosed, who: str | None) -> None:
