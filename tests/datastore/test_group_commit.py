@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import threading
 from concurrent.futures import Future
 from typing import Any
@@ -93,6 +94,7 @@ def test_a_failing_piece_rolls_back_alone(store: Datastore) -> None:
     with pytest.raises(KeyMismatch):
         mismatch.result(10)
     assert before.result(10) is True and after.result(10) is True
+    assert store.group.reruns == 1  # run once without savepoints, then again with them
     record = store.collections.get("F.0000000000000001")
     assert record is not None and (record.rows, record.last_seq) == (0, 0)
     assert store.clients.get("C.00000000000000bb") is not None
@@ -169,3 +171,23 @@ def test_close_commits_queued_work_then_refuses_more(datastore_url: str) -> None
         assert len(reopened.clients.all_for_index("", 100)) == 20
     finally:
         reopened.close()
+
+
+def test_coroutines_are_answered_after_the_commit(store: Datastore) -> None:
+    async def enroll_many() -> list[bool]:
+        calls = [
+            store.group.run(store.clients.enroll, f"C.{n + 4096:016x}", b"k", 2.0)
+            for n in range(300)
+        ]
+        return await asyncio.gather(*calls)
+
+    assert asyncio.run(enroll_many()) == [True] * 300
+    assert len(store.clients.all_for_index(None, 1000)) == 301
+
+
+def test_a_coroutine_gets_the_exception_of_its_piece(store: Datastore) -> None:
+    async def enroll_twice() -> None:
+        await store.group.run(store.clients.enroll, CLIENT, b"another key", 2.0)
+
+    with pytest.raises(KeyMismatch):
+        asyncio.run(enroll_twice())

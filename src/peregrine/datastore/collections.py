@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from sqlalchemy import Connection, Row, delete, exists, func, select, update
+from sqlalchemy import Connection, Row, bindparam, delete, exists, func, select, update
 from sqlalchemy.exc import IntegrityError
 
 from .database import Database
@@ -53,6 +53,12 @@ class CollectionStore:
             row = conn.execute(select(flows).where(flows.c.flow_id == flow_id)).first()
         return None if row is None else _record(row)
 
+    def owner(self, flow_id: str) -> str | None:
+        """The client a collection belongs to, or None if there is no such collection."""
+        with self._db.read() as conn:
+            owner: str | None = conn.execute(_OWNER, {"b_flow": flow_id}).scalar_one_or_none()
+        return owner
+
     def list_for_client(
         self, client_id: str, limit: int = 100, offset: int = 0
     ) -> list[FlowRecord]:
@@ -73,9 +79,9 @@ class CollectionStore:
         Entering "In progress" stamps ``started`` (once); entering a final state stamps
         ``finished``. Unresponsive is not final: a client that comes back can still finish.
         """
-        statement = _transition(flow_id, to_state, now, error)
+        statement, parameters = _transition(flow_id, to_state, now, error)
         with self._db.write() as conn:
-            if conn.execute(statement).rowcount == 1:
+            if conn.execute(statement, parameters).rowcount == 1:
                 return True
             _require_flow(conn, flow_id)
         return False
@@ -95,23 +101,14 @@ class CollectionStore:
         """``apply`` and ``transition`` (and, with ``drop_task``, remove the flow's task) in one
         transaction: a flow's start and end cost one durable commit each, not three.
         Returns (applied, transitioned); a duplicate ``seq`` changes nothing."""
-        counted = (
-            update(flows)
-            .where(flows.c.flow_id == flow_id, flows.c.last_seq < seq)
-            .values(
-                last_seq=seq,
-                last_activity=now,
-                upload_count=flows.c.upload_count + uploads,
-                upload_bytes=flows.c.upload_bytes + upload_bytes,
-            )
-        )
+        counts = _counts(flow_id, seq, now, uploads=uploads, upload_bytes=upload_bytes)
         with self._db.write() as conn:
-            if conn.execute(counted).rowcount != 1:
+            if conn.execute(_COUNT, counts).rowcount != 1:
                 _require_flow(conn, flow_id)
                 return False, False
-            moved = conn.execute(_transition(flow_id, to_state, now, error)).rowcount == 1
+            moved = conn.execute(*_transition(flow_id, to_state, now, error)).rowcount == 1
             if drop_task:
-                conn.execute(delete(tasks).where(tasks.c.flow_id == flow_id))
+                conn.execute(_DROP_TASK, {"b_flow": flow_id})
         return True, moved
 
     def apply(
@@ -134,34 +131,21 @@ class CollectionStore:
         is ``("Artifact/source", {"status": ..., "rows": ..., ...})``, merged into that
         source's entry. Raises NotFound for an unknown flow.
         """
-        statement = (
-            update(flows)
-            .where(flows.c.flow_id == flow_id, flows.c.last_seq < seq)
-            .values(
-                last_seq=seq,
-                last_activity=now,
-                row_count=flows.c.row_count + rows,
-                byte_count=flows.c.byte_count + bytes,
-                log_count=flows.c.log_count + logs,
-                upload_count=flows.c.upload_count + uploads,
-                upload_bytes=flows.c.upload_bytes + upload_bytes,
-            )
-        )
+        counts = _counts(
+            flow_id, seq, now, rows=rows, bytes=bytes, logs=logs,
+            uploads=uploads, upload_bytes=upload_bytes,
+        )  # fmt: skip
         with self._db.write() as conn:
-            if conn.execute(statement).rowcount != 1:
+            if conn.execute(_COUNT, counts).rowcount != 1:
                 _require_flow(conn, flow_id)
                 return False
             if source is not None:
                 # The UPDATE above holds the row (PostgreSQL row lock, SQLite write lock) until
                 # commit, so this read-modify-write cannot interleave with another.
                 name, status = source
-                current = conn.execute(
-                    select(flows.c.sources).where(flows.c.flow_id == flow_id)
-                ).scalar_one()
+                current = conn.execute(_SOURCES, {"b_flow": flow_id}).scalar_one()
                 current[name] = {**current.get(name, {}), **status}
-                conn.execute(
-                    update(flows).where(flows.c.flow_id == flow_id).values(sources=current)
-                )
+                conn.execute(_SET_SOURCES, {"b_flow": flow_id, "b_sources": current})
         return True
 
     def in_flight(self) -> list[FlowRecord]:
@@ -177,38 +161,103 @@ class CollectionStore:
 
 _RECORD_FIELDS = tuple(FlowRecord.__dataclass_fields__)
 
+# The statements of the per-message path, built once: agents send thousands of messages a
+# second, and building a statement costs several times what executing it does.
+_COUNT = (
+    update(flows)
+    .where(flows.c.flow_id == bindparam("b_flow"), flows.c.last_seq < bindparam("b_seq"))
+    .values(
+        last_seq=bindparam("b_seq"),
+        last_activity=bindparam("b_now"),
+        row_count=flows.c.row_count + bindparam("b_rows"),
+        byte_count=flows.c.byte_count + bindparam("b_bytes"),
+        log_count=flows.c.log_count + bindparam("b_logs"),
+        upload_count=flows.c.upload_count + bindparam("b_uploads"),
+        upload_bytes=flows.c.upload_bytes + bindparam("b_upload_bytes"),
+    )
+)
+_DROP_TASK = delete(tasks).where(tasks.c.flow_id == bindparam("b_flow"))
+
+
+def _counts(
+    flow_id: str,
+    seq: int,
+    now: float,
+    *,
+    rows: int = 0,
+    bytes: int = 0,
+    logs: int = 0,
+    uploads: int = 0,
+    upload_bytes: int = 0,
+) -> dict[str, Any]:
+    """Parameters of ``_COUNT``: count message ``seq`` unless the flow already has it."""
+    return {
+        "b_flow": flow_id,
+        "b_seq": seq,
+        "b_now": now,
+        "b_rows": rows,
+        "b_bytes": bytes,
+        "b_logs": logs,
+        "b_uploads": uploads,
+        "b_upload_bytes": upload_bytes,
+    }
+
 
 def _transition(flow_id: str, to_state: str, now: float, error: str | None) -> Any:
-    """The UPDATE moving a flow to ``to_state`` unless it is final (see ``transition``)."""
+    """The UPDATE moving a flow to ``to_state`` unless it is final (see ``transition``), with
+    its parameters."""
     if to_state not in FLOW_STATES:
         raise ValueError(f"unknown collection state {to_state!r}; one of {FLOW_STATES}")
-    values: dict[str, Any] = {"state": to_state}
+    key = (to_state, error is not None)
+    statement = _TRANSITIONS.get(key)
+    if statement is None:
+        values: dict[str, Any] = {"state": to_state}
+        if error is not None:
+            values["error"] = bindparam("b_error")
+        if to_state == IN_PROGRESS:
+            values["started"] = func.coalesce(flows.c.started, bindparam("b_now"))
+            values["last_activity"] = bindparam("b_now")
+        if to_state in FINAL_STATES:
+            values["finished"] = bindparam("b_now")
+        statement = _TRANSITIONS[key] = (
+            update(flows)
+            .where(flows.c.flow_id == bindparam("b_flow"), flows.c.state.not_in(FINAL_STATES))
+            .values(**values)
+        )
+    parameters: dict[str, Any] = {"b_flow": flow_id}
     if error is not None:
-        values["error"] = error
-    if to_state == IN_PROGRESS:
-        values["started"] = func.coalesce(flows.c.started, now)
-        values["last_activity"] = now
-    if to_state in FINAL_STATES:
-        values["finished"] = now
-    return (
-        update(flows)
-        .where(flows.c.flow_id == flow_id, flows.c.state.not_in(FINAL_STATES))
-        .values(**values)
-    )
+        parameters["b_error"] = error
+    if to_state == IN_PROGRESS or to_state in FINAL_STATES:
+        parameters["b_now"] = now
+    return statement, parameters
+
+
+_INSERT_FLOW = flows.insert()
+_OWNER = select(flows.c.client_id).where(flows.c.flow_id == bindparam("b_flow"))
+_INSERT_TASK = tasks.insert()
+#: (state, with an error) -> its transition UPDATE, built on first use.
+_TRANSITIONS: dict[tuple[str, bool], Any] = {}
+_SOURCES = select(flows.c.sources).where(flows.c.flow_id == bindparam("b_flow"))
+_SET_SOURCES = (
+    update(flows)
+    .where(flows.c.flow_id == bindparam("b_flow"))
+    .values(sources=bindparam("b_sources"))
+)
 
 
 def insert_flow(conn: Connection, record: FlowRecord, task: bytes | None) -> None:
     """Insert the flow and, given ``task``, its request, inside the caller's transaction."""
     values = {_COLUMNS.get(name, name): getattr(record, name) for name in _RECORD_FIELDS}
-    conn.execute(flows.insert().values(**values))
+    conn.execute(_INSERT_FLOW, values)
     if task is not None:
         conn.execute(
-            tasks.insert().values(
-                flow_id=record.flow_id,
-                client_id=record.client_id,
-                payload=task,
-                created=record.created,
-            )
+            _INSERT_TASK,
+            {
+                "flow_id": record.flow_id,
+                "client_id": record.client_id,
+                "payload": task,
+                "created": record.created,
+            },
         )
 
 

@@ -4,24 +4,32 @@ A frontend stores four or more small updates per answered collection (its start,
 batch's counts, each source's status, its end), and a new client's enrollment is one more. Each
 as its own transaction is one synced commit on the single SQLite writer, which bounded a
 frontend to a few hundred collections a second. Here a dedicated thread takes every piece of
-work waiting, runs each in a savepoint of one shared transaction (a piece that fails rolls back
-alone and gets its own exception), commits once, and only then resolves the pieces' futures:
-a caller still learns of success only once its change is durable, so it may acknowledge. At low
-rates a batch holds one piece and commits at once; under load, batches grow to thousands.
+work waiting, runs them all in one transaction, commits once, and only then answers their
+callers: a caller still learns of success only once its change is durable, so it may
+acknowledge. At low rates a batch holds one piece and commits at once; under load, batches grow
+to thousands.
+
+A piece that raises must not take the others down with it, nor leave half its changes: the
+batch is then rolled back and run again with each piece in a savepoint of its own, so the
+failing piece alone is undone and gets its exception. Pieces therefore may run twice, and must
+change nothing but the database (store calls do exactly that). Savepoints only on that second
+run keep the common case at one statement per change.
 
 Work is ordinary store calls: while a batch runs, ``Database.write`` and ``Database.read`` on
-this thread join the batch's transaction (see ``Database.joined``).
+this thread join the batch's transaction (see ``Database.joined``). Coroutines wait through
+``run``: one wake-up of their event loop per batch, not one per piece.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import queue
 import threading
 from collections.abc import Callable
 from concurrent.futures import Future
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, TypeVar
 
 from .database import Database
@@ -34,10 +42,17 @@ T = TypeVar("T")
 MAX_BATCH = 2000
 
 
-@dataclass
+@dataclass(slots=True)
 class _Work:
     call: Callable[[], Any]
-    future: Future[Any] = field(default_factory=Future)
+    future: Future[Any] | asyncio.Future[Any]
+    loop: asyncio.AbstractEventLoop | None = None  # set for an asyncio future
+    value: Any = None
+    error: BaseException | None = None
+
+
+class _PieceFailed(Exception):
+    """Unwinds an optimistic batch (no savepoints) when one of its pieces raised."""
 
 
 class GroupCommitter:
@@ -52,20 +67,21 @@ class GroupCommitter:
         self._closed = False
         self.batches = 0
         self.pieces = 0
+        self.reruns = 0
 
     def submit(self, call: Callable[..., T], *args: Any, **kwargs: Any) -> Future[T]:
         """Queue ``call(*args, **kwargs)``; the future resolves after its batch has committed
         (or raises what the call raised, or the commit's error)."""
-        if self._closed:
-            raise RuntimeError("the datastore is closed")
-        work = _Work(lambda: call(*args, **kwargs))
-        self._ensure_thread()
-        self._queue.put(work)
-        return work.future
+        future: Future[T] = Future()
+        self._put(_Work(lambda: call(*args, **kwargs), future))
+        return future
 
     async def run(self, call: Callable[..., T], *args: Any, **kwargs: Any) -> T:
         """``submit`` for coroutines: waits without holding a worker thread."""
-        return await asyncio.wrap_future(self.submit(call, *args, **kwargs))
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[T] = loop.create_future()
+        self._put(_Work(lambda: call(*args, **kwargs), future, loop))
+        return await future
 
     def close(self) -> None:
         """Commit what was submitted, then stop the thread."""
@@ -76,15 +92,17 @@ class GroupCommitter:
             self._queue.put(None)
             thread.join()
 
-    def _ensure_thread(self) -> None:
-        if self._thread is not None:
-            return
-        with self._start_lock:
-            if self._thread is None and not self._closed:
-                self._thread = threading.Thread(
-                    target=self._loop, name="peregrine-group-commit", daemon=True
-                )
-                self._thread.start()
+    def _put(self, work: _Work) -> None:
+        if self._closed:
+            raise RuntimeError("the datastore is closed")
+        if self._thread is None:
+            with self._start_lock:
+                if self._thread is None and not self._closed:
+                    self._thread = threading.Thread(
+                        target=self._loop, name="peregrine-group-commit", daemon=True
+                    )
+                    self._thread.start()
+        self._queue.put(work)
 
     def _loop(self) -> None:
         while True:
@@ -103,29 +121,66 @@ class GroupCommitter:
                     break
                 batch.append(work)
             self._commit(batch)
+            _answer(batch)
             if stop:
                 return
 
     def _commit(self, batch: list[_Work]) -> None:
-        outcomes: list[tuple[Any, BaseException | None]] = []
+        """Run and commit the batch, leaving each piece's value or error on it."""
         try:
-            with self._db.write() as conn, self._db.joined(conn):
-                for work in batch:
-                    try:
-                        with conn.begin_nested():
-                            outcomes.append((work.call(), None))
-                    except Exception as exc:
-                        outcomes.append((None, exc))
+            try:
+                self._run_batch(batch, savepoints=False)
+            except _PieceFailed:
+                self.reruns += 1
+                self._run_batch(batch, savepoints=True)
         except Exception as exc:
             # The transaction itself failed (BEGIN or COMMIT): nothing of the batch is stored.
             log.error("a group commit of %d changes failed: %s", len(batch), exc)
             for work in batch:
-                work.future.set_exception(exc)
+                work.value, work.error = None, exc
             return
         self.batches += 1
         self.pieces += len(batch)
-        for work, (value, error) in zip(batch, outcomes, strict=True):
-            if error is not None:
-                work.future.set_exception(error)
-            else:
-                work.future.set_result(value)
+
+    def _run_batch(self, batch: list[_Work], *, savepoints: bool) -> None:
+        with self._db.write() as conn, self._db.joined(conn):
+            for work in batch:
+                work.value, work.error = None, None
+                try:
+                    if savepoints:
+                        with conn.begin_nested():
+                            work.value = work.call()
+                    else:
+                        work.value = work.call()
+                except Exception as exc:
+                    if not savepoints:
+                        raise _PieceFailed from exc  # rolls the batch back; rerun
+                    work.error = exc
+
+
+def _answer(batch: list[_Work]) -> None:
+    """Resolve the batch's futures: thread futures at once, each event loop's in one call."""
+    by_loop: dict[asyncio.AbstractEventLoop, list[_Work]] = {}
+    for work in batch:
+        if work.loop is None:
+            _settle_one(work)
+        else:
+            by_loop.setdefault(work.loop, []).append(work)
+    for loop, works in by_loop.items():
+        with contextlib.suppress(RuntimeError):  # a closed loop: nobody is waiting any more
+            loop.call_soon_threadsafe(_settle, works)
+
+
+def _settle(works: list[_Work]) -> None:
+    for work in works:
+        _settle_one(work)
+
+
+def _settle_one(work: _Work) -> None:
+    future = work.future
+    if future.done():  # an asyncio waiter that was cancelled
+        return
+    if work.error is not None:
+        future.set_exception(work.error)
+    else:
+        future.set_result(work.value)

@@ -25,6 +25,7 @@ from sqlalchemy import (
     Connection,
     Row,
     and_,
+    bindparam,
     case,
     delete,
     exists,
@@ -306,24 +307,22 @@ class HuntStore:
                     or hunt.client_limit is not None
                 ):
                     return None
+                pair = self._db.insert_ignore(hunt_clients).returning(hunt_clients.c.flow_id)
                 for flow, task in batch:
                     record = replace(flow, hunt_id=hunt_id)
                     client_id = record.client_id
-                    known = conn.execute(
-                        select(exists().where(clients.c.client_id == client_id))
-                    ).scalar()
+                    known = conn.execute(_KNOWN_CLIENT, {"b_client": client_id}).scalar()
                     if not known or _scheduled(conn, hunt_id, client_id):
                         continue
                     insert_flow(conn, record, task)
                     inserted = conn.execute(
-                        self._db.insert_ignore(hunt_clients)
-                        .values(
-                            hunt_id=hunt_id,
-                            client_id=client_id,
-                            flow_id=record.flow_id,
-                            scheduled=now,
-                        )
-                        .returning(hunt_clients.c.flow_id)
+                        pair,
+                        {
+                            "hunt_id": hunt_id,
+                            "client_id": client_id,
+                            "flow_id": record.flow_id,
+                            "scheduled": now,
+                        },
                     ).first()
                     if inserted is None:
                         raise _AlreadyScheduled
@@ -482,9 +481,18 @@ def _require_hunt(conn: Connection, hunt_id: str) -> None:
         raise NotFound(f"no hunt {hunt_id}")
 
 
+# Built once: asked for every client of a hunt's start.
+_SCHEDULED = select(
+    exists().where(
+        hunt_clients.c.hunt_id == bindparam("b_hunt"),
+        hunt_clients.c.client_id == bindparam("b_client"),
+    )
+)
+_KNOWN_CLIENT = select(exists().where(clients.c.client_id == bindparam("b_client")))
+
+
 def _scheduled(conn: Connection, hunt_id: str, client_id: str) -> bool:
-    condition = and_(hunt_clients.c.hunt_id == hunt_id, hunt_clients.c.client_id == client_id)
-    return bool(conn.execute(select(exists().where(condition))).scalar())
+    return bool(conn.execute(_SCHEDULED, {"b_hunt": hunt_id, "b_client": client_id}).scalar())
 
 
 def _client_count(conn: Connection, hunt_id: str) -> int:

@@ -86,10 +86,10 @@ class Ingestor:
     def owner(self, flow_id: str) -> str | None:
         owner = self._owners.get(flow_id)
         if owner is None:
-            record = self.datastore.collections.get(flow_id)
-            if record is None:
+            owner = self.datastore.collections.owner(flow_id)
+            if owner is None:
                 return None
-            owner = self._owners[flow_id] = record.client_id
+            self._owners[flow_id] = owner
         return owner
 
     def check_owner(self, client_id: str, flow_id: str) -> None:
