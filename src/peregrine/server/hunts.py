@@ -43,6 +43,8 @@ DEFAULT_EXPIRY_SECONDS = 7 * 24 * 3600.0
 MANAGER_INTERVAL_SECONDS = 2.0
 #: Clients scheduled per transaction when a hunt starts with no throttle.
 PUSH_BATCH = 250
+#: Batches of a hunt's start being stored or pushed at once.
+BATCHES_IN_FLIGHT = 4
 
 
 class HuntError(Exception):
@@ -317,37 +319,48 @@ class HuntManager:
 
     async def _push_batches(self, hunt: HuntRecord, candidates: list[str]) -> list[str]:
         """No throttle and no client limit: schedule in batches, one commit each, then push.
-        Returns the clients left for the one-by-one path (a batch the datastore declined)."""
+        Several batches are in flight at once, so the next is being stored while one is
+        pushed. Returns the clients left for the one-by-one path (a batch the datastore
+        declined)."""
         left: list[str] = []
-        for start in range(0, len(candidates), PUSH_BATCH):
-            chunk = [
-                c for c in candidates[start : start + PUSH_BATCH] if c in self.server.connections
-            ]
-            if not chunk:
-                continue
-            try:
-                batch = await asyncio.to_thread(self._requests_for, hunt, chunk)
-            except CollectionError as exc:
-                log.warning("hunt %s cannot run: %s", hunt.hunt_id, exc)
-                return []
-            # Through the group commit: in turn with the results of clients already answering
-            # (a plain write would race the committer for the writer and lose, batch after
-            # batch).
-            done = await self.datastore.group.run(
-                self.datastore.hunts.schedule_many, hunt.hunt_id, batch, time.time()
-            )
-            if done is None:
-                current = await asyncio.to_thread(self.datastore.hunts.get, hunt.hunt_id)
-                if current is None or current.state != "Running":
-                    return []
-                left += chunk  # raced with another frontend: decide one by one
-                continue
-            scheduled = set(done)
-            for record, payload in batch:
-                if record.client_id in scheduled:
-                    await self.server.push(record.client_id, payload, True)
-                    self.server.events.flow_changed(record.flow_id)
-        return left
+        stop = asyncio.Event()  # the hunt cannot run, or was stopped meanwhile
+        in_flight = asyncio.Semaphore(BATCHES_IN_FLIGHT)
+
+        async def one_batch(chunk: list[str]) -> None:
+            async with in_flight:
+                chunk = [c for c in chunk if c in self.server.connections]
+                if not chunk or stop.is_set():
+                    return
+                try:
+                    batch = await asyncio.to_thread(self._requests_for, hunt, chunk)
+                except CollectionError as exc:
+                    log.warning("hunt %s cannot run: %s", hunt.hunt_id, exc)
+                    stop.set()
+                    return
+                # Through the group commit: in turn with the results of clients already
+                # answering (a plain write would race the committer for the writer).
+                done = await self.datastore.group.run(
+                    self.datastore.hunts.schedule_many, hunt.hunt_id, batch, time.time()
+                )
+                if done is None:
+                    current = await asyncio.to_thread(self.datastore.hunts.get, hunt.hunt_id)
+                    if current is None or current.state != "Running":
+                        stop.set()
+                        return
+                    left.extend(chunk)  # raced with another frontend: decide one by one
+                    return
+                scheduled = set(done)
+                for record, payload in batch:
+                    if record.client_id in scheduled:
+                        await self.server.push(record.client_id, payload, True)
+                        self.server.events.flow_changed(record.flow_id)
+
+        chunks = [
+            candidates[start : start + PUSH_BATCH]
+            for start in range(0, len(candidates), PUSH_BATCH)
+        ]
+        await asyncio.gather(*(one_batch(chunk) for chunk in chunks))
+        return [] if stop.is_set() else left
 
     def _scheduled_clients(self, hunt_id: str) -> set[str]:
         scheduled: set[str] = set()
