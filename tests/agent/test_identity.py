@@ -10,6 +10,9 @@ from pathlib import Path
 
 import pytest
 import yaml
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from peregrine.agent.identity import (
     Identity,
@@ -17,6 +20,7 @@ from peregrine.agent.identity import (
     client_id_for,
     is_client_id,
     load_or_create,
+    load_private_key,
     reidentify,
     update_writeback,
     verify,
@@ -103,6 +107,57 @@ def test_corrupt_writeback_is_a_clear_error_and_left_alone(
     assert problem in message
     assert "move it away" in message  # says what to do
     assert wb.read_text() == content  # never silently replaced
+
+
+def pkcs8_pem(key: Ed25519PrivateKey | ec.EllipticCurvePrivateKey) -> str:
+    """What cryptography's own serialization writes for ``key``."""
+    return key.private_bytes(
+        serialization.Encoding.PEM,
+        serialization.PrivateFormat.PKCS8,
+        serialization.NoEncryption(),
+    ).decode()
+
+
+def test_the_key_is_written_as_cryptography_writes_pkcs8_and_read_back() -> None:
+    """The writeback's PEM is byte for byte what cryptography's serialization writes, and each
+    reads the other's: the same key, the same signatures."""
+    identity = Identity.generate()
+    pem = identity.private_key_pem()
+    assert pem == pkcs8_pem(identity.private_key)
+    read_by_cryptography = serialization.load_pem_private_key(pem.encode(), password=None)
+    assert isinstance(read_by_cryptography, Ed25519PrivateKey)
+    read_here = load_private_key(pem)
+    for key in (read_by_cryptography, read_here):
+        assert Identity.from_private_key(key).client_id == identity.client_id
+        assert key.sign(b"challenge") == identity.sign(b"challenge")
+
+
+def test_a_pem_in_another_layout_is_read_by_the_full_parser() -> None:
+    """A PEM with CRLF line ends still loads (through cryptography's parser); an encrypted key,
+    another kind of key and a malformed one are refused with the reason."""
+    identity = Identity.generate()
+    crlf = identity.private_key_pem().replace("\n", "\r\n")
+    assert load_private_key(crlf).private_bytes_raw() == identity.private_key.private_bytes_raw()
+    encrypted = identity.private_key.private_bytes(
+        serialization.Encoding.PEM,
+        serialization.PrivateFormat.PKCS8,
+        serialization.BestAvailableEncryption(b"secret"),
+    ).decode()
+    with pytest.raises(TypeError, match="encrypted"):
+        load_private_key(encrypted)
+    with pytest.raises(TypeError, match="ECPrivateKey, not Ed25519"):
+        load_private_key(pkcs8_pem(ec.generate_private_key(ec.SECP256R1())))
+    with pytest.raises(ValueError):
+        load_private_key("-----BEGIN PRIVATE KEY-----\nAAAA\n-----END PRIVATE KEY-----\n")
+
+
+def test_a_writeback_holding_another_kind_of_key(tmp_path: Path) -> None:
+    wb = tmp_path / "wb.yaml"
+    wb.write_text(
+        yaml.safe_dump({"private_key": pkcs8_pem(ec.generate_private_key(ec.SECP256R1()))})
+    )
+    with pytest.raises(IdentityError, match="not Ed25519"):
+        load_or_create(wb)
 
 
 def test_writeback_whose_id_does_not_match_its_key(tmp_path: Path) -> None:

@@ -2,8 +2,9 @@
 query worker need, neither when it starts nor after it ran a collection.
 
 Each test runs a fresh interpreter (this one has imported everything) and reads its
-``sys.modules``. Measured on Linux, Python 3.11: idle RSS of ``peregrine agent`` 67 MB with
-Typer, Rich and the plugins loaded; 51 MB without.
+``sys.modules``. Measured on Linux, Python 3.11 (``benchmarks/bench_agent_footprint.py``): idle
+RSS of ``peregrine agent`` 67 MB with Typer, Rich and the plugins loaded; 51 MB without; 46.6 MB
+without SQLite's engine (apsw), psutil and ``cryptography.x509`` too.
 """
 
 from __future__ import annotations
@@ -20,7 +21,9 @@ from peregrine.engine.context import ALL_PERMISSIONS
 from peregrine.protocol.messages import ArtifactCall, CollectionRequest, encode
 
 #: Never in the agent process. Command line: Typer, Rich and pydantic (Typer's parsers); the
-#: server and API stacks; the query plugins and their libraries, which run in query workers.
+#: server and API stacks; the query plugins and their libraries, and the query engine with
+#: SQLite (apsw), which run in query workers; the PKI that creates deployments (x509: the agent
+#: pins its CA with the standard ``ssl`` module).
 NEVER = (
     "typer",
     "rich",
@@ -40,10 +43,15 @@ NEVER = (
     "peregrine.datastore",
     "peregrine.api",
     "peregrine.cli.full_app",
+    "apsw",
+    "peregrine.engine.executor",
+    "peregrine.engine.vtable",
+    "cryptography.x509",
+    "peregrine.config.generate",
+    "peregrine.config.pki",
 )
 #: Not imported until the first collection arrives.
 NOT_WHILE_IDLE = (
-    "apsw",
     "peregrine.engine",
     "peregrine.artifacts",
     "peregrine.agent.collection",
@@ -102,7 +110,8 @@ sources:
 
 def test_a_collection_runs_its_queries_and_preconditions_in_workers(tmp_path: Path) -> None:
     """A collection with preconditions (one holds, one does not) gives the right results, and
-    the agent's process has not loaded the query plugins afterwards."""
+    the agent's process has loaded neither the query plugins nor SQLite's engine afterwards, nor
+    psutil (the watchdog needs it only for a CPU or memory limit, and this collection has none)."""
     definitions, problems = parse_artifacts(ARTIFACTS, "test")
     assert problems == []
     request = CollectionRequest(
@@ -140,3 +149,53 @@ print(json.dumps(out))
     modules = result["modules"]
     assert isinstance(modules, list)
     assert loaded(modules, NEVER) == []
+    assert "psutil" not in modules
+
+
+def test_the_lazy_exports_of_the_configuration_package() -> None:
+    """``peregrine.config`` leaves out what creates deployments until it is asked for; then every
+    name is the object of its module (``generate`` the function, not the module of that name)."""
+    code = """
+import json, sys
+import peregrine.config
+from peregrine.config import ClientConfig, client_ssl_context, load_client_config
+before = sorted(m for m in sys.modules if m.startswith(("cryptography.x509", "peregrine.config.")))
+from peregrine.config import generate, write_client_config
+module = sys.modules["peregrine.config.generate"]
+print(json.dumps({
+    "before": before,
+    "function": generate is module.generate and callable(generate),
+    "attribute": peregrine.config.generate is module.generate,
+    "other": write_client_config is module.write_client_config,
+    "x509": "cryptography.x509" in sys.modules,
+}))
+"""
+    result = run_python(code, Path.cwd())
+    assert result == {
+        "before": ["peregrine.config.files", "peregrine.config.model", "peregrine.config.tls"],
+        "function": True,
+        "attribute": True,
+        "other": True,
+        "x509": True,
+    }
+
+
+def test_the_identity_is_made_and_read_without_the_serialization_package(tmp_path: Path) -> None:
+    """First start (a new key written) and the next (read back) leave cryptography's
+    ``serialization`` package, its key types and ciphers, out of the agent's process."""
+    code = """
+import json, sys
+from pathlib import Path
+from peregrine.agent.identity import load_or_create
+made = load_or_create(Path("writeback.yaml"))
+read = load_or_create(Path("writeback.yaml"))
+print(json.dumps({
+    "same": read.client_id == made.client_id and read.sign(b"x") == made.sign(b"x"),
+    "modules": sorted(sys.modules),
+}))
+"""
+    result = run_python(code, tmp_path)
+    assert result["same"] is True
+    modules = result["modules"]
+    assert isinstance(modules, list)
+    assert loaded(modules, ("cryptography.hazmat.primitives.serialization",)) == []

@@ -26,7 +26,6 @@ from peregrine.artifacts.model import Artifact
 from peregrine.artifacts.repository import ArtifactRepository
 from peregrine.artifacts.runner import ArtifactRunner, SourceOutcome
 from peregrine.engine.context import QueryLimits, UploadSink
-from peregrine.engine.executor import Engine
 from peregrine.engine.registry import Registry
 from peregrine.protocol.messages import (
     MAX_MESSAGE_BYTES,
@@ -122,9 +121,9 @@ class CollectionJob:
 
     def _collect(self) -> tuple[str, str | None]:
         request = self.request
-        # An engine without plugins: every query, preconditions too, runs in a worker, and the
-        # default engine would load all the plugins into this process.
-        repository = ArtifactRepository(Engine(Registry()))
+        # No plugins and no engine: every query, preconditions too, runs in a worker. The default
+        # repository would load all the plugins into this process, and an engine SQLite (apsw).
+        repository = ArtifactRepository(registry=Registry())
         for raw in request.definitions:
             artifact = msgspec.convert(raw, Artifact)
             repository.add(Definition(artifact, {}))

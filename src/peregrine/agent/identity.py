@@ -4,13 +4,16 @@ The client id is ``C.`` followed by the first 16 hex digits of the SHA-256 of th
 so an id cannot be claimed without the key: on every connection the agent signs the server's
 challenge, and the server checks the signature against the key whose hash is the id.
 
-The key lives in the writeback file (YAML, owner-only, created atomically). A writeback that
-cannot be read is an error, never silently replaced: replacing it would make the endpoint a new
-client and orphan its history, which an operator should decide, not the agent.
+The key lives in the writeback file (YAML, owner-only, created atomically) as a PKCS #8 PEM
+block. A writeback that cannot be read is an error, never silently replaced: replacing it would
+make the endpoint a new client and orphan its history, which an operator should decide, not the
+agent.
 """
 
 from __future__ import annotations
 
+import base64
+import binascii
 import datetime as dt
 import hashlib
 import logging
@@ -22,7 +25,6 @@ from typing import Any
 
 import yaml
 from cryptography.exceptions import InvalidSignature
-from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
 from peregrine.config.files import SECRET_MODE, create_exclusive, ensure_private_dir, write_atomic
@@ -31,6 +33,14 @@ log = logging.getLogger(__name__)
 
 CLIENT_ID_RE = re.compile(r"^C\.[0-9a-f]{16}$")
 PUBLIC_KEY_BYTES = 32
+
+#: An Ed25519 private key in PKCS #8 is this DER prefix and the 32 bytes of the key (RFC 8410,
+#: section 7), in a PEM block of one line. The writeback's key is read and written here rather
+#: than with cryptography's ``serialization`` package: for one read at start-up the agent would
+#: keep that package and every key type and cipher it imports in memory (1.3 MB).
+PKCS8_ED25519_PREFIX = bytes.fromhex("302e020100300506032b657004220420")
+PEM_BEGIN = "-----BEGIN PRIVATE KEY-----"
+PEM_END = "-----END PRIVATE KEY-----"
 
 WRITEBACK_HEADER = """\
 # Peregrine agent writeback: this agent's identity (private key and client id) and state.
@@ -73,9 +83,7 @@ class Identity:
 
     @classmethod
     def from_private_key(cls, key: Ed25519PrivateKey) -> Identity:
-        raw = key.public_key().public_bytes(
-            serialization.Encoding.Raw, serialization.PublicFormat.Raw
-        )
+        raw = key.public_key().public_bytes_raw()
         return cls(key, raw, client_id_for(raw))
 
     @classmethod
@@ -87,11 +95,29 @@ class Identity:
         return self.private_key.sign(data)
 
     def private_key_pem(self) -> str:
-        return self.private_key.private_bytes(
-            serialization.Encoding.PEM,
-            serialization.PrivateFormat.PKCS8,
-            serialization.NoEncryption(),
-        ).decode()
+        """The private key as PKCS #8 PEM (unencrypted: the writeback is owner-only)."""
+        der = PKCS8_ED25519_PREFIX + self.private_key.private_bytes_raw()
+        return f"{PEM_BEGIN}\n{base64.b64encode(der).decode()}\n{PEM_END}\n"
+
+
+def load_private_key(pem: str) -> Ed25519PrivateKey:
+    """The key of a PKCS #8 PEM block. One that is not an unencrypted Ed25519 key in the form
+    :meth:`Identity.private_key_pem` writes goes through cryptography's full parser, which
+    raises ValueError or TypeError for what it cannot read."""
+    lines = pem.strip().splitlines()
+    if len(lines) == 3 and lines[0] == PEM_BEGIN and lines[2] == PEM_END:
+        try:
+            der = base64.b64decode(lines[1], validate=True)
+        except binascii.Error:
+            der = b""
+        if len(der) == len(PKCS8_ED25519_PREFIX) + 32 and der.startswith(PKCS8_ED25519_PREFIX):
+            return Ed25519PrivateKey.from_private_bytes(der[len(PKCS8_ED25519_PREFIX) :])
+    from cryptography.hazmat.primitives import serialization
+
+    key = serialization.load_pem_private_key(pem.encode(), password=None)
+    if not isinstance(key, Ed25519PrivateKey):
+        raise TypeError(f"it holds a key of type {type(key).__name__}, not Ed25519")
+    return key
 
 
 class _Dumper(yaml.SafeDumper):
@@ -146,11 +172,9 @@ def _identity_from(path: Path, data: dict[str, Any]) -> Identity:
     if not isinstance(pem, str):
         raise _corrupt(path, "private_key is missing")
     try:
-        key = serialization.load_pem_private_key(pem.encode(), password=None)
+        key = load_private_key(pem)
     except (ValueError, TypeError) as exc:
         raise _corrupt(path, f"private_key cannot be read: {exc}") from None
-    if not isinstance(key, Ed25519PrivateKey):
-        raise _corrupt(path, f"private_key is a {type(key).__name__}, not an Ed25519 key")
     identity = Identity.from_private_key(key)
     stored = data.get("client_id")
     if stored is not None and stored != identity.client_id:

@@ -11,14 +11,16 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable, Iterator, Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from peregrine.artifacts.model import Artifact, Source
 from peregrine.artifacts.parameters import ParameterError, bind_values
 from peregrine.engine.context import QueryContext
 from peregrine.engine.errors import PermissionDenied, PluginError, QueryError
-from peregrine.engine.executor import Engine
 from peregrine.engine.registry import Arg, Col, Registry, TablePlugin
+
+if TYPE_CHECKING:
+    from peregrine.engine.executor import Engine
 
 #: A quoted identifier that looks like an artifact name: "A.B", `A.B/src`, [A.B].
 _REFERENCE = re.compile(
@@ -43,11 +45,19 @@ def references(sql: str) -> list[str]:
 
 
 class ArtifactTables:
-    """Builds the registry a query needs: the base plugins plus the artifacts it names."""
+    """Builds the registry a query needs: the base plugins plus the artifacts it names.
+
+    Turning an artifact into a table prepares its query, so SQLite (the executor) is imported
+    then, not with this module: a process that only ships artifacts to query workers (the
+    agent) uses :func:`dependencies` and never loads it."""
 
     def __init__(self, lookup: Lookup, base: Registry | None = None) -> None:
+        if base is None:
+            from peregrine.plugin_manager import default_registry
+
+            base = default_registry()
         self.lookup = lookup
-        self.base = base if base is not None else Engine().registry
+        self.base = base
         self._tables: dict[str, TablePlugin] = {}
         self._resolving: list[str] = []
 
@@ -94,6 +104,8 @@ class ArtifactTables:
             )
         finally:
             self._resolving.pop()
+        from peregrine.engine.executor import Engine
+
         columns = result_columns(Engine(registry), source.query)
         arguments = tuple(
             Arg(p.name, "ANY", p.description or f"{p.type} parameter", default=None)
@@ -141,6 +153,8 @@ def _runner(
             )
         except ParameterError as exc:
             raise PluginError(artifact.name, str(exc)) from None
+        from peregrine.engine.executor import Engine
+
         engine = Engine(registry)
         for condition in (artifact.precondition, source.precondition):
             if condition and not any(True for _ in engine.execute(condition, ctx=ctx.child())):

@@ -10,6 +10,7 @@ import difflib
 import os
 from collections.abc import Iterable, Iterator
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from peregrine.artifacts.composition import ArtifactTables
 from peregrine.artifacts.loader import (
@@ -22,7 +23,10 @@ from peregrine.artifacts.loader import (
 )
 from peregrine.artifacts.model import Artifact
 from peregrine.engine.errors import QueryError
-from peregrine.engine.executor import Engine
+from peregrine.engine.registry import Registry
+
+if TYPE_CHECKING:
+    from peregrine.engine.executor import Engine
 
 
 def configured_directories(extra: Iterable[Path] = ()) -> list[Path]:
@@ -33,10 +37,35 @@ def configured_directories(extra: Iterable[Path] = ()) -> list[Path]:
 
 
 class ArtifactRepository:
-    def __init__(self, engine: Engine | None = None) -> None:
-        self.engine = engine or Engine()
+    """Artifacts by name, and the plugins their queries run with in this process.
+
+    Give ``engine`` (default: one with every plugin) or only ``registry``: with a registry, the
+    engine (which loads SQLite) is made on first use, which never comes in a process that runs
+    every query in a worker (the agent).
+    """
+
+    def __init__(self, engine: Engine | None = None, *, registry: Registry | None = None) -> None:
+        if registry is None:
+            if engine is None:
+                from peregrine.engine.executor import Engine
+
+                engine = Engine()
+            registry = engine.registry
+        elif engine is not None:
+            raise TypeError("give an engine or a registry, not both")
+        self._engine = engine
+        self.registry = registry
         self._definitions: dict[str, Definition] = {}
         self.problems: list[Problem] = []
+
+    @property
+    def engine(self) -> Engine:
+        """An engine over :attr:`registry` (the plugins of local queries)."""
+        if self._engine is None:
+            from peregrine.engine.executor import Engine
+
+            self._engine = Engine(self.registry)
+        return self._engine
 
     @classmethod
     def default(cls, directories: Iterable[Path] = (), forensic: bool = True) -> ArtifactRepository:
@@ -126,7 +155,7 @@ class ArtifactRepository:
 
     def tables(self) -> ArtifactTables:
         """Artifact-as-table support for queries run against this repository."""
-        return ArtifactTables(self.find, self.engine.registry)
+        return ArtifactTables(self.find, self.registry)
 
     # -- checking -----------------------------------------------------------------------------
 
@@ -169,4 +198,6 @@ class ArtifactRepository:
 
 def compile_query(tables: ArtifactTables, sql: str) -> list[str]:
     """Prepare ``sql`` against the plugins and artifacts; return its named parameters."""
+    from peregrine.engine.executor import Engine
+
     return Engine(tables.registry_for(sql)).prepare(sql).parameters

@@ -11,17 +11,20 @@ from __future__ import annotations
 import time
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from peregrine.artifacts.composition import ArtifactTables, dependencies
 from peregrine.artifacts.loader import ArtifactError
 from peregrine.artifacts.model import Artifact, Source
 from peregrine.artifacts.parameters import ParameterError, bind_values
 from peregrine.artifacts.repository import ArtifactRepository
+from peregrine.engine.columns import Column
 from peregrine.engine.context import ALL_PERMISSIONS, QueryContext, QueryLimits, UploadSink
 from peregrine.engine.denylist import Denylist
 from peregrine.engine.errors import QueryCancelled, QueryError
-from peregrine.engine.executor import Column, Engine
+
+if TYPE_CHECKING:
+    from peregrine.engine.executor import QueryResult
 
 
 class RunningQuery(Protocol):
@@ -152,9 +155,15 @@ class ArtifactRunner:
                 artifacts=dependencies(self.repository.find, sql),
                 uploads=uploads,
             )
-        tables = ArtifactTables(self.repository.find, self.repository.engine.registry)
         ctx = QueryContext(limits=limits, permissions=self.permissions, uploads=uploads)
-        return Engine(tables.registry_for(sql)).execute(sql, used, ctx=ctx)
+        return self._local(sql, used, ctx)
+
+    def _local(self, sql: str, values: dict[str, Any], ctx: QueryContext) -> QueryResult:
+        """Start ``sql`` in this process, with the repository's plugins and artifacts."""
+        from peregrine.engine.executor import Engine
+
+        tables = ArtifactTables(self.repository.find, self.repository.registry)
+        return Engine(tables.registry_for(sql)).execute(sql, values, ctx=ctx)
 
     def precondition_holds(self, planned: Planned, sql: str | None) -> bool:
         """A precondition holds when its query returns at least one row.
@@ -178,9 +187,8 @@ class ArtifactRunner:
                 finally:
                     self._running.discard(result)
             else:
-                tables = ArtifactTables(self.repository.find, self.repository.engine.registry)
                 ctx = QueryContext(limits=quick, permissions=self.permissions)
-                local = Engine(tables.registry_for(sql)).execute(sql, planned.values, ctx=ctx)
+                local = self._local(sql, planned.values, ctx)
                 self._preconditions[key] = any(True for _ in local)
         return self._preconditions[key]
 

@@ -18,7 +18,6 @@ import msgspec
 import yaml
 
 from peregrine.config.files import SECRET_MODE, write_atomic
-from peregrine.config.pki import PKIError, fingerprint
 
 #: Where the frontends serve agents; a URL given without a path gets it.
 AGENT_PATH = "/agent"
@@ -325,6 +324,10 @@ SECRET_FIELDS = frozenset({"enrollment_secret"})
 
 def masked(cfg: msgspec.Struct) -> dict[str, Any]:
     """A configuration as plain data with secrets hidden and PEM blocks abbreviated."""
+    # Here, not at the top: the PKI module loads cryptography.x509, which an agent reading its
+    # configuration does not need.
+    from peregrine.config.pki import PKIError, fingerprint
+
     data: dict[str, Any] = msgspec.to_builtins(cfg)
     for key, value in data.items():
         if key in SECRET_FIELDS and value:

@@ -17,6 +17,7 @@ from typing import Any
 import apsw
 import apsw.ext
 
+from peregrine.engine.columns import Column
 from peregrine.engine.context import ALL_PERMISSIONS, QueryContext, QueryLimits
 from peregrine.engine.errors import (
     PermissionDenied,
@@ -39,14 +40,6 @@ _ALLOWED_ACTIONS = {
 }
 _ALLOWED_PRAGMAS = {"table_info", "table_xinfo", "function_list", "module_list", "pragma_list"}
 _PROGRESS_STEPS = 10_000
-
-
-@dataclass
-class Column:
-    """A result column as the query names it, with the type SQLite declared (if any)."""
-
-    name: str
-    type: str | None
 
 
 @dataclass

@@ -17,15 +17,19 @@ import sys
 import threading
 import time
 from collections.abc import Iterator, Sequence
-from typing import IO, Any
+from typing import IO, TYPE_CHECKING, Any
 
 import msgspec
-import psutil
 
+from peregrine.engine.columns import Column
 from peregrine.engine.context import ALL_PERMISSIONS, QueryLimits, UploadSink
 from peregrine.engine.denylist import Denylist
 from peregrine.engine.errors import QueryError, WorkerKilled, error_from_kind
-from peregrine.engine.executor import Column, Params
+
+if TYPE_CHECKING:
+    import psutil
+
+    from peregrine.engine.executor import Params
 
 _FRAME = struct.Struct("!I")
 MAX_FRAME = 64 * 1024 * 1024
@@ -165,10 +169,16 @@ class IsolatedQuery:
     def _watch(self) -> None:
         hard = self.limits.effective_hard_timeout()
         limit_bytes = (self.limits.max_memory_mb or 0) * 1024 * 1024
-        try:
-            child = psutil.Process(self._proc.pid)
-        except psutil.NoSuchProcess:
-            return
+        child = None
+        if self.limits.cpu_limit or limit_bytes:
+            # psutil only for these limits: an agent whose collections set neither (the usual
+            # case) never loads it.
+            import psutil
+
+            try:
+                child = psutil.Process(self._proc.pid)
+            except psutil.NoSuchProcess:
+                return
         while not self._finished.wait(WATCHDOG_INTERVAL):
             if self._proc.poll() is not None:
                 return
@@ -176,22 +186,28 @@ class IsolatedQuery:
             if hard is not None and elapsed > hard:
                 self._kill(f"it ran past the hard time-out of {hard:g} s")
                 return
+            if child is not None and not self._check_usage(child, elapsed, limit_bytes):
+                return
+
+    def _check_usage(self, child: psutil.Process, elapsed: float, limit_bytes: int) -> bool:
+        """Hold the worker to its CPU share and kill it past its memory limit. False when there
+        is nothing left to watch (it was killed, or it is gone)."""
+        import psutil
+
+        try:
             if self.limits.cpu_limit:
-                try:
-                    self._throttle(child, elapsed, self.limits.cpu_limit / 100)
-                except psutil.NoSuchProcess:
-                    return
+                self._throttle(child, elapsed, self.limits.cpu_limit / 100)
             if limit_bytes:
-                try:
-                    rss = child.memory_info().rss
-                except psutil.NoSuchProcess:
-                    return
+                rss = child.memory_info().rss
                 if rss > limit_bytes:
                     self._kill(
                         f"it used {rss / 2**20:.0f} MB, over the memory limit of "
                         f"{self.limits.max_memory_mb} MB"
                     )
-                    return
+                    return False
+        except psutil.NoSuchProcess:
+            return False
+        return True
 
     def _throttle(self, child: psutil.Process, elapsed: float, share: float) -> None:
         """Pause the worker long enough to bring its average CPU use down to ``share``."""
