@@ -118,18 +118,78 @@ def pkcs8_pem(key: Ed25519PrivateKey | ec.EllipticCurvePrivateKey) -> str:
     ).decode()
 
 
+#: RFC 8032, section 7.1, tests 1 to 3: private key, public key, message, signature.
+RFC8032_VECTORS = [
+    (
+        "9d61b19deffd5a60ba844af492ec2cc44449c5697b326919703bac031cae7f60",
+        "d75a980182b10ab7d54bfed3c964073a0ee172f3daa62325af021a68f707511a",
+        "",
+        "e5564300c360ac729086e2cc806e828a84877f1eb8e5d974d873e065224901555fb8821590a33bacc61e39701cf9"
+        "b46bd25bf5f0595bbe24655141438e7a100b",
+    ),
+    (
+        "4ccd089b28ff96da9db6c346ec114e0f5b8a319f35aba624da8cf6ed4fb8a6fb",
+        "3d4017c3e843895a92b70aa74d1b7ebc9c982ccf2ec4968cc0cd55f12af4660c",
+        "72",
+        "92a009a9f0d4cab8720e820b5f642540a2b27b5416503f8fb3762223ebdb69da085ac1e43e15996e458f3613d0f1"
+        "1d8c387b2eaeb4302aeeb00d291612bb0c00",
+    ),
+    (
+        "c5aa8df43f9f837bedb7442f31dcb7b166d38535076f094b85ce3a2e0b4458f7",
+        "fc51cd8e6218a1a38da47ed00230f0580816ed13ba3303ac5deb911548908025",
+        "af82",
+        "6291d657deec24024827e69c3abe01a30ce548a284743a445e3680d7db5ac3ac18ff9b538d16f290ae67f760984d"
+        "c6594a7c15e9716ed28dc027beceea1ec40a",
+    ),
+]
+
+
+@pytest.mark.parametrize(("private", "public", "message", "signature"), RFC8032_VECTORS)
+def test_the_rfc_8032_test_vectors(private: str, public: str, message: str, signature: str) -> None:
+    identity = Identity.from_private_bytes(bytes.fromhex(private))
+    assert identity.public_key_bytes == bytes.fromhex(public)
+    assert identity.sign(bytes.fromhex(message)) == bytes.fromhex(signature)
+    assert verify(identity.public_key_bytes, bytes.fromhex(signature), bytes.fromhex(message))
+
+
+@pytest.mark.parametrize("message", [b"", b"challenge", bytes(range(256)) * 40])
+def test_keys_sign_and_verify_as_with_cryptography(message: bytes) -> None:
+    """Ed25519 is deterministic: for the same private key, cryptography (which agents used
+    before PyNaCl) gives the same public key, so the same client id, and the same signatures;
+    each accepts the other's."""
+    for _ in range(20):
+        identity = Identity.generate()
+        theirs = Ed25519PrivateKey.from_private_bytes(identity.private_key_bytes)
+        assert theirs.public_key().public_bytes_raw() == identity.public_key_bytes
+        signature = identity.sign(message)
+        assert signature == theirs.sign(message)
+        theirs.public_key().verify(signature, message)  # raises if it does not hold
+        assert verify(identity.public_key_bytes, theirs.sign(message), message)
+
+
 def test_the_key_is_written_as_cryptography_writes_pkcs8_and_read_back() -> None:
     """The writeback's PEM is byte for byte what cryptography's serialization writes, and each
     reads the other's: the same key, the same signatures."""
     identity = Identity.generate()
+    theirs = Ed25519PrivateKey.from_private_bytes(identity.private_key_bytes)
     pem = identity.private_key_pem()
-    assert pem == pkcs8_pem(identity.private_key)
+    assert pem == pkcs8_pem(theirs)
     read_by_cryptography = serialization.load_pem_private_key(pem.encode(), password=None)
     assert isinstance(read_by_cryptography, Ed25519PrivateKey)
-    read_here = load_private_key(pem)
-    for key in (read_by_cryptography, read_here):
-        assert Identity.from_private_key(key).client_id == identity.client_id
-        assert key.sign(b"challenge") == identity.sign(b"challenge")
+    assert read_by_cryptography.sign(b"challenge") == identity.sign(b"challenge")
+    read_here = Identity.from_private_bytes(load_private_key(pem))
+    assert read_here.client_id == identity.client_id
+    assert read_here.sign(b"challenge") == identity.sign(b"challenge")
+    # and a key cryptography wrote is read here as the same identity
+    made_there = Ed25519PrivateKey.generate()
+    identity = Identity.from_private_bytes(load_private_key(pkcs8_pem(made_there)))
+    assert identity.public_key_bytes == made_there.public_key().public_bytes_raw()
+    assert identity.sign(b"challenge") == made_there.sign(b"challenge")
+
+
+def test_a_private_key_of_the_wrong_length_is_refused() -> None:
+    with pytest.raises(ValueError, match="32 bytes, got 31"):
+        Identity.from_private_bytes(bytes(31))
 
 
 def test_a_pem_in_another_layout_is_read_by_the_full_parser() -> None:
@@ -137,8 +197,9 @@ def test_a_pem_in_another_layout_is_read_by_the_full_parser() -> None:
     another kind of key and a malformed one are refused with the reason."""
     identity = Identity.generate()
     crlf = identity.private_key_pem().replace("\n", "\r\n")
-    assert load_private_key(crlf).private_bytes_raw() == identity.private_key.private_bytes_raw()
-    encrypted = identity.private_key.private_bytes(
+    assert load_private_key(crlf) == identity.private_key_bytes
+    theirs = Ed25519PrivateKey.from_private_bytes(identity.private_key_bytes)
+    encrypted = theirs.private_bytes(
         serialization.Encoding.PEM,
         serialization.PrivateFormat.PKCS8,
         serialization.BestAvailableEncryption(b"secret"),

@@ -4,7 +4,8 @@ query worker need, neither when it starts nor after it ran a collection.
 Each test runs a fresh interpreter (this one has imported everything) and reads its
 ``sys.modules``. Measured on Linux, Python 3.11 (``benchmarks/bench_agent_footprint.py``): idle
 RSS of ``peregrine agent`` 67 MB with Typer, Rich and the plugins loaded; 51 MB without; 46.6 MB
-without SQLite's engine (apsw), psutil and ``cryptography.x509`` too.
+without SQLite's engine (apsw), psutil and ``cryptography.x509`` too; 37.4 MB with the identity on
+PyNaCl rather than cryptography (whose Rust library kept 7.6 MB resident).
 """
 
 from __future__ import annotations
@@ -22,8 +23,9 @@ from peregrine.protocol.messages import ArtifactCall, CollectionRequest, encode
 
 #: Never in the agent process. Command line: Typer, Rich and pydantic (Typer's parsers); the
 #: server and API stacks; the query plugins and their libraries, and the query engine with
-#: SQLite (apsw), which run in query workers; the PKI that creates deployments (x509: the agent
-#: pins its CA with the standard ``ssl`` module).
+#: SQLite (apsw), which run in query workers; cryptography altogether: the PKI that creates
+#: deployments (the agent pins its CA with the standard ``ssl`` module) and Ed25519 (the agent's
+#: identity is PyNaCl's).
 NEVER = (
     "typer",
     "rich",
@@ -46,7 +48,7 @@ NEVER = (
     "apsw",
     "peregrine.engine.executor",
     "peregrine.engine.vtable",
-    "cryptography.x509",
+    "cryptography",
     "peregrine.config.generate",
     "peregrine.config.pki",
 )
@@ -110,8 +112,9 @@ sources:
 
 def test_a_collection_runs_its_queries_and_preconditions_in_workers(tmp_path: Path) -> None:
     """A collection with preconditions (one holds, one does not) gives the right results, and
-    the agent's process has loaded neither the query plugins nor SQLite's engine afterwards, nor
-    psutil (the watchdog needs it only for a CPU or memory limit, and this collection has none)."""
+    the agent's process (its identity loaded and used first, as the agent does) has loaded
+    neither the query plugins, SQLite's engine nor cryptography afterwards, nor psutil (the
+    watchdog needs it only for a CPU or memory limit, and this collection has none)."""
     definitions, problems = parse_artifacts(ARTIFACTS, "test")
     assert problems == []
     request = CollectionRequest(
@@ -126,9 +129,11 @@ def test_a_collection_runs_its_queries_and_preconditions_in_workers(tmp_path: Pa
 import json, sys
 from pathlib import Path
 from peregrine.agent.collection import CollectionJob
+from peregrine.agent.identity import load_or_create
 from peregrine.agent.spool import Spool
 from peregrine.protocol.messages import decode_from_agent, decode_from_server
 
+load_or_create(Path("writeback.yaml")).sign(b"challenge")
 request = decode_from_server(Path("request.bin").read_bytes())
 spool = Spool(Path("spool.db"))
 spool.start_flow(request.flow_id, b"")
@@ -180,9 +185,9 @@ print(json.dumps({
     }
 
 
-def test_the_identity_is_made_and_read_without_the_serialization_package(tmp_path: Path) -> None:
-    """First start (a new key written) and the next (read back) leave cryptography's
-    ``serialization`` package, its key types and ciphers, out of the agent's process."""
+def test_the_identity_is_made_read_and_used_without_cryptography(tmp_path: Path) -> None:
+    """First start (a new key written), the next (read back) and signing a challenge leave
+    cryptography out of the agent's process: PyNaCl (libsodium) does it all."""
     code = """
 import json, sys
 from pathlib import Path
@@ -198,4 +203,5 @@ print(json.dumps({
     assert result["same"] is True
     modules = result["modules"]
     assert isinstance(modules, list)
-    assert loaded(modules, ("cryptography.hazmat.primitives.serialization",)) == []
+    assert loaded(modules, ("cryptography",)) == []
+    assert "nacl.signing" in modules

@@ -4,6 +4,11 @@ The client id is ``C.`` followed by the first 16 hex digits of the SHA-256 of th
 so an id cannot be claimed without the key: on every connection the agent signs the server's
 challenge, and the server checks the signature against the key whose hash is the id.
 
+Keys are made, used and checked with PyNaCl (libsodium), not cryptography: the agent needs nothing
+else of cryptography (TLS is the standard ``ssl`` module), and cryptography's Rust library alone
+would keep 7.6 MB resident in the agent. Ed25519 signatures are deterministic, so a key signs
+exactly as it did with cryptography, and its client id is the same.
+
 The key lives in the writeback file (YAML, owner-only, created atomically) as a PKCS #8 PEM
 block. A writeback that cannot be read is an error, never silently replaced: replacing it would
 make the endpoint a new client and orphan its history, which an operator should decide, not the
@@ -24,8 +29,8 @@ from pathlib import Path
 from typing import Any
 
 import yaml
-from cryptography.exceptions import InvalidSignature
-from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
+from nacl.exceptions import CryptoError
+from nacl.signing import SigningKey, VerifyKey
 
 from peregrine.config.files import SECRET_MODE, create_exclusive, ensure_private_dir, write_atomic
 
@@ -33,11 +38,12 @@ log = logging.getLogger(__name__)
 
 CLIENT_ID_RE = re.compile(r"^C\.[0-9a-f]{16}$")
 PUBLIC_KEY_BYTES = 32
+PRIVATE_KEY_BYTES = 32
 
 #: An Ed25519 private key in PKCS #8 is this DER prefix and the 32 bytes of the key (RFC 8410,
-#: section 7), in a PEM block of one line. The writeback's key is read and written here rather
-#: than with cryptography's ``serialization`` package: for one read at start-up the agent would
-#: keep that package and every key type and cipher it imports in memory (1.3 MB).
+#: section 7), in a PEM block of one line: what cryptography's serialization writes too. The
+#: writeback's key is read and written here; only a PEM in another form goes to cryptography's
+#: parser (:func:`load_private_key`).
 PKCS8_ED25519_PREFIX = bytes.fromhex("302e020100300506032b657004220420")
 PEM_BEGIN = "-----BEGIN PRIVATE KEY-----"
 PEM_END = "-----END PRIVATE KEY-----"
@@ -67,8 +73,8 @@ def is_client_id(value: str) -> bool:
 def verify(public_key_bytes: bytes, signature: bytes, data: bytes) -> bool:
     """Whether ``signature`` is the key's signature of ``data``; False for any malformed input."""
     try:
-        Ed25519PublicKey.from_public_bytes(public_key_bytes).verify(signature, data)
-    except (InvalidSignature, ValueError, TypeError):
+        VerifyKey(public_key_bytes).verify(data, signature)
+    except (CryptoError, ValueError, TypeError):
         return False
     return True
 
@@ -77,33 +83,46 @@ def verify(public_key_bytes: bytes, signature: bytes, data: bytes) -> bool:
 class Identity:
     """An agent's key pair and client id."""
 
-    private_key: Ed25519PrivateKey = field(repr=False)
+    signing_key: SigningKey = field(repr=False)
     public_key_bytes: bytes
     client_id: str
 
     @classmethod
-    def from_private_key(cls, key: Ed25519PrivateKey) -> Identity:
-        raw = key.public_key().public_bytes_raw()
+    def from_signing_key(cls, key: SigningKey) -> Identity:
+        raw = bytes(key.verify_key)
         return cls(key, raw, client_id_for(raw))
 
     @classmethod
+    def from_private_bytes(cls, raw: bytes) -> Identity:
+        """The identity of a raw 32-byte Ed25519 private key; ValueError if it is not one."""
+        if len(raw) != PRIVATE_KEY_BYTES:
+            raise ValueError(f"an Ed25519 private key is 32 bytes, got {len(raw)}")
+        return cls.from_signing_key(SigningKey(raw))
+
+    @classmethod
     def generate(cls) -> Identity:
-        return cls.from_private_key(Ed25519PrivateKey.generate())
+        return cls.from_signing_key(SigningKey.generate())
+
+    @property
+    def private_key_bytes(self) -> bytes:
+        """The raw 32-byte private key (RFC 8032's seed)."""
+        return bytes(self.signing_key)
 
     def sign(self, data: bytes) -> bytes:
         """Sign ``data`` (the server's challenge) with the agent's key."""
-        return self.private_key.sign(data)
+        return self.signing_key.sign(data).signature
 
     def private_key_pem(self) -> str:
         """The private key as PKCS #8 PEM (unencrypted: the writeback is owner-only)."""
-        der = PKCS8_ED25519_PREFIX + self.private_key.private_bytes_raw()
+        der = PKCS8_ED25519_PREFIX + self.private_key_bytes
         return f"{PEM_BEGIN}\n{base64.b64encode(der).decode()}\n{PEM_END}\n"
 
 
-def load_private_key(pem: str) -> Ed25519PrivateKey:
-    """The key of a PKCS #8 PEM block. One that is not an unencrypted Ed25519 key in the form
-    :meth:`Identity.private_key_pem` writes goes through cryptography's full parser, which
-    raises ValueError or TypeError for what it cannot read."""
+def load_private_key(pem: str) -> bytes:
+    """The raw 32-byte private key of a PKCS #8 PEM block. One that is not an unencrypted
+    Ed25519 key in the form :meth:`Identity.private_key_pem` writes goes through cryptography's
+    full parser (imported only then), which raises ValueError or TypeError for what it cannot
+    read."""
     lines = pem.strip().splitlines()
     if len(lines) == 3 and lines[0] == PEM_BEGIN and lines[2] == PEM_END:
         try:
@@ -111,13 +130,14 @@ def load_private_key(pem: str) -> Ed25519PrivateKey:
         except binascii.Error:
             der = b""
         if len(der) == len(PKCS8_ED25519_PREFIX) + 32 and der.startswith(PKCS8_ED25519_PREFIX):
-            return Ed25519PrivateKey.from_private_bytes(der[len(PKCS8_ED25519_PREFIX) :])
+            return der[len(PKCS8_ED25519_PREFIX) :]
     from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
     key = serialization.load_pem_private_key(pem.encode(), password=None)
     if not isinstance(key, Ed25519PrivateKey):
         raise TypeError(f"it holds a key of type {type(key).__name__}, not Ed25519")
-    return key
+    return key.private_bytes_raw()
 
 
 class _Dumper(yaml.SafeDumper):
@@ -172,10 +192,9 @@ def _identity_from(path: Path, data: dict[str, Any]) -> Identity:
     if not isinstance(pem, str):
         raise _corrupt(path, "private_key is missing")
     try:
-        key = load_private_key(pem)
+        identity = Identity.from_private_bytes(load_private_key(pem))
     except (ValueError, TypeError) as exc:
         raise _corrupt(path, f"private_key cannot be read: {exc}") from None
-    identity = Identity.from_private_key(key)
     stored = data.get("client_id")
     if stored is not None and stored != identity.client_id:
         raise _corrupt(

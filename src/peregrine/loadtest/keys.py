@@ -16,14 +16,13 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import msgspec
-from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from peregrine.agent.identity import Identity
+from peregrine.agent.identity import PRIVATE_KEY_BYTES, Identity
 from peregrine.config.files import SECRET_MODE, ensure_private_dir, write_atomic
 
 KEY_FILE = "keys.msgpack"
 LOCK_FILE = "keys.lock"
-RAW_KEY_BYTES = 32
+RAW_KEY_BYTES = PRIVATE_KEY_BYTES
 
 
 class KeyStoreError(Exception):
@@ -31,11 +30,12 @@ class KeyStoreError(Exception):
 
 
 def new_raw_key() -> bytes:
-    return Ed25519PrivateKey.generate().private_bytes_raw()
+    """An Ed25519 private key: 32 bytes from the system's CSPRNG (RFC 8032, section 5.1.5)."""
+    return os.urandom(RAW_KEY_BYTES)
 
 
 def identity_from_raw(raw: bytes) -> Identity:
-    return Identity.from_private_key(Ed25519PrivateKey.from_private_bytes(raw))
+    return Identity.from_private_bytes(raw)
 
 
 class KeyStore:
