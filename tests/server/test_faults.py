@@ -178,13 +178,13 @@ def test_kill_9_of_the_agent_keeps_every_spooled_row_once(
                 await interrogated(server.datastore, client_id)
                 # A server slower than the agent, so unacknowledged batches pile up in the
                 # spool (what a restarted agent must send again).
-                store_message = server.ingestor.flow_message
+                store_messages = server.ingestor.flow_messages
 
-                async def slow_store(client_id: str, message: Any) -> Outcome:
-                    await asyncio.sleep(0.08)
-                    return await store_message(client_id, message)
+                async def slow_store(client_id: str, messages: Any) -> Any:
+                    await asyncio.sleep(0.08 * len(messages))
+                    return await store_messages(client_id, messages)
 
-                server.ingestor.flow_message = slow_store  # type: ignore[method-assign]
+                server.ingestor.flow_messages = slow_store  # type: ignore[method-assign]
                 flow = await start_flow(
                     server,
                     client_id,

@@ -96,18 +96,53 @@ class Ingestor:
         if self.owner(flow_id) != client_id:
             raise NotYourFlow(f"{client_id} wrote to flow {flow_id}, which is not its own")
 
-    async def flow_message(self, client_id: str, message: FlowMessage) -> Outcome:
-        """Store one message of the ordered stream; raises StorageFull when it cannot.
+    async def flow_messages(
+        self, client_id: str, messages: list[FlowMessage]
+    ) -> tuple[list[Outcome], StorageFull | None]:
+        """Store a run of messages of the ordered stream, in order.
 
-        Files first (in a worker thread, several at once), then the datastore's counts in a
-        group commit shared with every other session's messages; the outcome (an ack) comes
-        only after both are durable.
+        Files first (one trip to a file thread for the run; threads serve many sessions at
+        once), then the datastore's counts as one piece of the group commit shared with every
+        other session; the outcomes (acks) come only after both are durable. When the
+        filestore fills up at message k, messages before k are stored and the error is
+        returned with their outcomes; k and later are not stored.
         """
-        files: _Files | None = None
-        if isinstance(message, _WITH_FILES):
+        full: StorageFull | None = None
+        files: list[_Files | None]
+        if any(isinstance(message, _WITH_FILES) for message in messages):
             loop = asyncio.get_running_loop()
-            files = await loop.run_in_executor(self._files, self._store_files, client_id, message)
-        return await self.datastore.group.run(self._record, client_id, message, files)
+            files, full = await loop.run_in_executor(
+                self._files, self._store_files_run, client_id, messages
+            )
+        else:
+            files = [None] * len(messages)
+        stored = messages[: len(files)]
+        if not stored:
+            return [], full
+        outcomes = await self.datastore.group.run(self._record_run, client_id, stored, files)
+        return outcomes, full
+
+    def _store_files_run(
+        self, client_id: str, messages: list[FlowMessage]
+    ) -> tuple[list[_Files | None], StorageFull | None]:
+        files: list[_Files | None] = []
+        for message in messages:
+            if not isinstance(message, _WITH_FILES):
+                files.append(None)
+                continue
+            try:
+                files.append(self._store_files(client_id, message))
+            except StorageFull as exc:
+                return files, exc
+        return files, None
+
+    def _record_run(
+        self, client_id: str, messages: list[FlowMessage], files: list[_Files | None]
+    ) -> list[Outcome]:
+        return [
+            self._record(client_id, message, part)
+            for message, part in zip(messages, files, strict=True)
+        ]
 
     def _store_files(self, client_id: str, message: FlowMessage) -> _Files:
         """The filestore's part of a message (blocking file I/O, each write synced)."""

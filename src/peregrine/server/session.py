@@ -11,11 +11,12 @@ is not the agent's, closes this connection with a logged reason; nobody else is 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hmac
 import logging
 import os
 import time
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, cast
 
 from websockets.asyncio.server import ServerConnection
 from websockets.exceptions import ConnectionClosed
@@ -28,6 +29,7 @@ from peregrine.protocol.messages import (
     Challenge,
     FlowMessage,
     Hello,
+    Message,
     ProtocolError,
     Reidentify,
     Rejected,
@@ -38,7 +40,7 @@ from peregrine.protocol.messages import (
     decode_from_agent,
     encode,
 )
-from peregrine.server.ingest import NotYourFlow
+from peregrine.server.ingest import NotYourFlow, Outcome
 
 if TYPE_CHECKING:
     from peregrine.server.app import Server
@@ -49,6 +51,8 @@ HANDSHAKE_SECONDS = 30.0
 STORAGE_RETRY_SECONDS = 30.0
 POLICY_VIOLATION = 1008
 MESSAGE_TOO_BIG = 1009
+#: Messages read ahead of storing, per connection (each at most MAX_MESSAGE_BYTES).
+READ_AHEAD = 8
 
 
 class AgentSession:
@@ -62,6 +66,8 @@ class AgentSession:
         peer = ws.remote_address
         self.address: str | None = str(peer[0]) if peer else None
         self._send_lock = asyncio.Lock()
+        # Flow -> the first seq refused for want of space (see _store_flow_messages).
+        self._held: dict[str, int] = {}
 
     # -- the registry's Connection protocol ------------------------------------------------
 
@@ -193,46 +199,127 @@ class AgentSession:
             await self.send(payload)
 
     async def _serve(self) -> None:
-        ingest = self.server.ingestor
-        # Flow -> the first seq refused for want of space. Later messages of that flow are
-        # not stored nor acknowledged until it comes again: storing them would move the
-        # flow's last seq past it, and its resend would then be dropped as a duplicate.
-        held: dict[str, int] = {}
-        async for frame in self.ws:
-            message = decode_from_agent(frame)
-            try:
-                if isinstance(message, UploadChunk):
-                    outcome = await ingest.store_chunk(self.client_id, message)
-                elif isinstance(message, FlowMessage):
-                    first_refused = held.get(message.flow_id)
-                    if first_refused is not None and message.seq > first_refused:
-                        continue
-                    outcome = await ingest.flow_message(self.client_id, message)
-                    if message.seq == first_refused:
-                        del held[message.flow_id]
-                else:
-                    raise ProtocolError(f"unexpected {type(message).__name__}")
-            except (ValueError, LookupError) as exc:
-                # Content the stores refuse (rows wider than their columns, a chunk past the
-                # declared size, an upload never started): the agent is broken or hostile.
-                raise ProtocolError(f"invalid {type(message).__name__}: {exc}") from None
-            except StorageFull as exc:
-                log.error("filestore full, holding %s's results: %s", self.client_id, exc)
-                if isinstance(message, FlowMessage):
-                    held.setdefault(message.flow_id, message.seq)
-                await self.send(encode(StorageUnavailable(retry_after=STORAGE_RETRY_SECONDS)))
-                continue
+        """Read ahead of storing: the messages that arrived while the last ones were being
+        stored are stored together (one file-thread trip, one piece of the group commit, one
+        cumulative ack per flow), which is most of them once agents answer in bursts."""
+        inbox: asyncio.Queue[Message | BaseException | None] = asyncio.Queue(READ_AHEAD)
+        reader = asyncio.create_task(self._read(inbox))
+        try:
+            ended = False
+            while not ended:
+                run: list[Message] = []
+                item = await inbox.get()
+                while True:
+                    if item is None:
+                        ended = True
+                        break
+                    if isinstance(item, BaseException):
+                        await self._store(run)  # what came before the failure counts
+                        raise item
+                    run.append(item)
+                    if inbox.empty():
+                        break
+                    item = inbox.get_nowait()
+                await self._store(run)
+        finally:
+            reader.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await reader
+
+    async def _read(self, inbox: asyncio.Queue[Message | BaseException | None]) -> None:
+        """Frames → decoded messages in ``inbox``; then None at a clean close, or the error."""
+        try:
+            async for frame in self.ws:
+                await inbox.put(decode_from_agent(frame))
+        except (ConnectionClosed, ProtocolError) as exc:
+            await inbox.put(exc)
+            return
+        await inbox.put(None)
+
+    async def _store(self, run: list[Message]) -> None:
+        """Store messages in arrival order: flow messages in runs, upload chunks one by one."""
+        start = 0
+        while start < len(run):
+            message = run[start]
+            if isinstance(message, UploadChunk):
+                await self._store_chunk(message)
+                start += 1
+            elif isinstance(message, FlowMessage):
+                end = start
+                while end < len(run) and isinstance(run[end], FlowMessage):
+                    end += 1
+                await self._store_flow_messages(cast(list[FlowMessage], run[start:end]))
+                start = end
+            else:
+                raise ProtocolError(f"unexpected {type(message).__name__}")
+
+    async def _store_chunk(self, chunk: UploadChunk) -> None:
+        try:
+            outcome = await self.server.ingestor.store_chunk(self.client_id, chunk)
+        except (ValueError, LookupError) as exc:
+            # Content the stores refuse (a chunk past the declared size, an upload never
+            # started): the agent is broken or hostile.
+            raise ProtocolError(f"invalid {type(chunk).__name__}: {exc}") from None
+        except StorageFull as exc:
+            await self._storage_full(exc)
+            return
+        await self._answer([(chunk.flow_id, outcome)])
+
+    async def _store_flow_messages(self, messages: list[FlowMessage]) -> None:
+        # After a message refused for want of space, later messages of its flow are not
+        # stored nor acknowledged until it comes again: storing them would move the flow's
+        # last seq past it, and its resend would then be dropped as a duplicate.
+        wanted = []
+        for message in messages:
+            first_refused = self._held.get(message.flow_id)
+            if first_refused is None or message.seq <= first_refused:
+                wanted.append(message)
+        if not wanted:
+            return
+        try:
+            outcomes, full = await self.server.ingestor.flow_messages(self.client_id, wanted)
+        except (ValueError, LookupError) as exc:
+            # Rows wider than their columns, an unknown upload: broken or hostile.
+            raise ProtocolError(f"invalid message: {exc}") from None
+        stored = wanted[: len(outcomes)]
+        for message in stored:
+            if self._held.get(message.flow_id) == message.seq:
+                del self._held[message.flow_id]
+        await self._answer(
+            [(message.flow_id, outcome) for message, outcome in zip(stored, outcomes, strict=True)]
+        )
+        if full is not None:
+            refused = wanted[len(outcomes)]
+            self._held.setdefault(refused.flow_id, refused.seq)
+            await self._storage_full(full)
+            # The rest of the run after the refused message: other flows may still be stored.
+            rest = wanted[len(outcomes) + 1 :]
+            if rest:
+                await self._store_flow_messages(rest)
+
+    async def _answer(self, outcomes: list[tuple[str, Outcome]]) -> None:
+        """Acknowledge (once per flow: acks are cumulative), tell where uploads resume, and
+        announce flows that changed or finished."""
+        acks: dict[str, int] = {}
+        for flow_id, outcome in outcomes:
             if outcome.resume is not None:
-                flow_id, upload_id, offset = outcome.resume
+                resume_flow, upload_id, offset = outcome.resume
                 await self.send(
-                    encode(UploadResume(flow_id=flow_id, upload_id=upload_id, offset=offset))
+                    encode(UploadResume(flow_id=resume_flow, upload_id=upload_id, offset=offset))
                 )
             if outcome.ack is not None:
-                await self.send(encode(Ack(flow_id=message.flow_id, seq=outcome.ack)))
+                acks[flow_id] = max(outcome.ack, acks.get(flow_id, 0))
+        for flow_id, seq in acks.items():
+            await self.send(encode(Ack(flow_id=flow_id, seq=seq)))
+        for flow_id, outcome in outcomes:
             if outcome.state_changed or outcome.finished:
-                self.server.events.flow_changed(message.flow_id)
+                self.server.events.flow_changed(flow_id)
             if outcome.finished:
                 await self.server.flow_finished(self.client_id, outcome.finished)
+
+    async def _storage_full(self, exc: StorageFull) -> None:
+        log.error("filestore full, holding %s's results: %s", self.client_id, exc)
+        await self.send(encode(StorageUnavailable(retry_after=STORAGE_RETRY_SECONDS)))
 
 
 def _log_closed(exc: ConnectionClosed, who: str | None) -> None:
