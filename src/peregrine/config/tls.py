@@ -7,7 +7,10 @@ another deployment gets a handshake. Host names are checked as usual, TLS 1.2 is
 
 from __future__ import annotations
 
+import functools
 import ssl
+import threading
+from typing import Any
 
 from peregrine.config.model import ClientConfig, ConfigError, ServerConfig
 
@@ -52,21 +55,56 @@ def client_ssl_context(cfg: ClientConfig) -> ssl.SSLContext:
     return pinned_ssl_context(cfg.ca_cert)
 
 
-#: Read buffer per TLS connection for processes that hold thousands of them.
+#: Bytes asyncio reads from a TLS socket at a time in processes that hold thousands of
+#: connections. Also bounds what a connection's incoming OpenSSL memory BIO grows to (it never
+#: shrinks): about twice this, for a connection that once received a large message.
 TLS_READ_BUFFER = 16 * 1024
+
+#: The read buffer of this thread's TLS connections (an event loop runs in one thread).
+_thread_buffers = threading.local()
 
 
 def shrink_tls_read_buffers(size: int = TLS_READ_BUFFER) -> int:
-    """Make asyncio give new TLS connections of this process a ``size`` read buffer.
+    """Make asyncio's TLS connections of this process read ``size`` bytes at a time, into one
+    buffer per thread instead of one per connection.
 
-    asyncio allocates 256 KiB per TLS connection and fills it, so it stays resident: 2.5 GB
-    per 10,000 agents, most of what an idle connection costs a frontend. This sets a class
-    attribute of ``asyncio.sslproto.SSLProtocol`` (every TLS connection made or accepted
-    afterwards); reads then come in more, smaller pieces and nothing else changes. Frontends
-    and the fleet simulator call it. Returns the previous size.
+    asyncio gives every TLS connection its own 256 KiB read buffer and fills it, so it stays
+    resident: 2.5 GB per 10,000 agents. That buffer only carries ciphertext from the socket to
+    the connection's OpenSSL memory BIO: the transport calls ``get_buffer()``, ``recv_into()``
+    it and ``buffer_updated()`` in one callback, and ``buffer_updated()`` copies it into the BIO
+    at once. No other connection of the event loop runs in between, so one buffer per thread
+    serves them all (per thread, because ``recv_into`` releases the GIL). This sets the class
+    attribute ``max_size`` of ``asyncio.sslproto.SSLProtocol`` (the size read at a time) and
+    gives every TLS connection made or accepted afterwards the thread's buffer; reads and
+    everything else are unchanged. Frontends and the fleet simulator call it. Returns the
+    previous size (a later call with it restores that read size; the buffer stays shared).
     """
     import asyncio.sslproto
 
-    previous: int = getattr(asyncio.sslproto.SSLProtocol, "max_size", size)
-    asyncio.sslproto.SSLProtocol.max_size = size
+    protocol = asyncio.sslproto.SSLProtocol
+    previous: int = getattr(protocol, "max_size", size)
+    protocol.max_size = size
+    if not getattr(protocol.__init__, "_peregrine_shared_buffer", False):
+        original = protocol.__init__
+
+        @functools.wraps(original)
+        def __init__(self: asyncio.sslproto.SSLProtocol, *args: Any, **kwargs: Any) -> None:
+            original(self, *args, **kwargs)
+            # get_buffer() returns _ssl_buffer_view while _ssl_buffer is at least max_size long,
+            # and buffer_updated() reads from _ssl_buffer_view.
+            data, view = _thread_buffer(protocol.max_size)
+            self._ssl_buffer = data  # type: ignore[attr-defined]
+            self._ssl_buffer_view = view  # type: ignore[attr-defined]
+
+        __init__._peregrine_shared_buffer = True  # type: ignore[attr-defined]
+        protocol.__init__ = __init__  # type: ignore[method-assign]
     return previous
+
+
+def _thread_buffer(size: int) -> tuple[bytearray, memoryview]:
+    buffer: tuple[bytearray, memoryview] | None = getattr(_thread_buffers, "buffer", None)
+    if buffer is None or len(buffer[0]) != size:
+        data = bytearray(size)
+        buffer = (data, memoryview(data))
+        _thread_buffers.buffer = buffer
+    return buffer

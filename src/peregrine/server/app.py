@@ -50,6 +50,9 @@ PRESENCE_INTERVAL = 3.0
 PRESENCE_EXPIRY = 10.0
 INTERROGATION = "Generic.Client.Info"
 INTERROGATOR = "server:interrogation"
+#: Every agent is pinged this often; one whose pong has not come after PING_TIMEOUT is closed.
+PING_INTERVAL = 60.0
+PING_TIMEOUT = 120.0
 
 
 class Server:
@@ -84,7 +87,7 @@ class Server:
         self.repository = repository or ArtifactRepository.default(directories)
         self.datastore: Datastore = open_datastore(config.datastore_url)
         self.filestore = Filestore(Path(config.filestore_dir), config.min_free_bytes)
-        self.connections = ConnectionRegistry()
+        self.connections = ConnectionRegistry(PING_INTERVAL, PING_TIMEOUT)
         self.seen = SeenWriter(self.datastore.clients)
         self.events = ServerEvents()
         self.collections = CollectionService(
@@ -120,8 +123,7 @@ class Server:
             ssl=server_ssl_context(self.config),
             max_size=MAX_MESSAGE_BYTES,
             process_request=self._check_path,
-            ping_interval=60,
-            ping_timeout=120,
+            ping_interval=None,  # self.connections.keepalive: one task, not one each
             close_timeout=5,
             compression=None,
             reuse_port=self.workers > 1,
@@ -197,7 +199,11 @@ class Server:
         task = asyncio.current_task()
         if task is not None:
             self.connections.track(task)
-        await session.run()
+        self.connections.keepalive.hold(ws)
+        try:
+            await session.run()
+        finally:
+            self.connections.keepalive.release(ws)
 
     # -- several processes ---------------------------------------------------------------------
 
