@@ -1,6 +1,7 @@
 """Real servers and agents for tests: throw-away deployments on free loopback ports.
 
-In-process: ``running_server`` / ``running_agent`` (async context managers) for behaviour.
+In-process: ``running_server`` / ``running_agent`` (async context managers) for behaviour;
+``RawAgent`` for a connection whose frames the test writes itself.
 Out of process: ``ServerProcess`` / ``AgentProcess`` (``python -m peregrine ...``) for the
 kill -9 tests. Both use real TLS with a deployment CA made for the test.
 """
@@ -19,18 +20,29 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 
 import msgspec
+from websockets.asyncio.client import ClientConnection, connect
+from websockets.exceptions import ConnectionClosed
 
 from peregrine.agent.agent import Agent
+from peregrine.agent.identity import Identity
 from peregrine.artifacts.repository import ArtifactRepository
 from peregrine.config import (
     ClientConfig,
     GeneratedConfig,
     ServerConfig,
+    client_ssl_context,
     generate,
     write_client_config,
 )
 from peregrine.datastore import FlowRecord
-from peregrine.protocol.messages import CollectionRequest, decode_from_server, encode
+from peregrine.protocol.messages import (
+    Challenge,
+    CollectionRequest,
+    Hello,
+    Welcome,
+    decode_from_server,
+    encode,
+)
 from peregrine.server.app import Server
 from peregrine.server.collections import CollectionService, Limits
 
@@ -220,3 +232,49 @@ async def start_flow(
     await server.connections.send(client_id, payload)
     server.events.flow_changed(record.flow_id)
     return record
+
+
+class RawAgent:
+    """A hand-driven agent connection: a real identity and handshake, then whatever frames the
+    test sends."""
+
+    def __init__(self, deployment: GeneratedConfig, identity: Identity) -> None:
+        self.deployment = deployment
+        self.identity = identity
+        self.ws: ClientConnection | None = None
+
+    async def __aenter__(self) -> RawAgent:
+        client = self.deployment.client
+        self.ws = await connect(client.server_urls[0], ssl=client_ssl_context(client))
+        challenge = decode_from_server(await self.ws.recv())
+        assert isinstance(challenge, Challenge)
+        client_id = self.identity.client_id
+        hello = Hello(
+            client_id=client_id,
+            public_key=self.identity.public_key_bytes,
+            signature=self.identity.sign(challenge.nonce + client_id.encode()),
+            agent_version="raw",
+            enrollment_secret=client.enrollment_secret,
+        )
+        await self.ws.send(encode(hello))
+        welcome = decode_from_server(await self.ws.recv())
+        assert isinstance(welcome, Welcome), welcome
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        assert self.ws is not None
+        await self.ws.close()
+
+    async def send(self, frame: bytes | str) -> None:
+        assert self.ws is not None
+        await self.ws.send(frame)
+
+    async def closed(self, timeout: float = 15.0) -> ConnectionClosed:
+        """Read (and drop) what the server sends until it closes the connection."""
+        assert self.ws is not None
+        async with asyncio.timeout(timeout):
+            while True:
+                try:
+                    await self.ws.recv()
+                except ConnectionClosed as closed:
+                    return closed

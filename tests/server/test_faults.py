@@ -23,24 +23,19 @@ from typing import Any
 import msgspec
 import psutil
 import pytest
-from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed
 
-from peregrine.agent.identity import Identity, load_or_create
+from peregrine.agent.identity import load_or_create
 from peregrine.artifacts.repository import ArtifactRepository
-from peregrine.config import GeneratedConfig, client_ssl_context
 from peregrine.datastore import Datastore, FlowRecord, open_datastore
 from peregrine.filestore import Filestore
 from peregrine.protocol.messages import (
     MAX_MESSAGE_BYTES,
     Ack,
-    Challenge,
     Hello,
     LogBatch,
     ResultBatch,
     UploadChunk,
-    Welcome,
-    decode_from_server,
     encode,
 )
 from peregrine.server import session as session_module
@@ -50,6 +45,7 @@ from peregrine.server.connections import ConnectionRegistry
 from peregrine.server.ingest import Outcome
 from peregrine.server.monitor import GRACE_SECONDS
 from tests.server.harness import (
+    RawAgent,
     agent_config,
     agent_process,
     make_deployment,
@@ -295,52 +291,6 @@ def test_the_server_loads_artifact_directories_from_the_environment(
 
 
 # -- 3 and 4: hostile and broken agents ---------------------------------------------------------
-
-
-class RawAgent:
-    """A hand-driven agent connection: a real identity and handshake, then whatever frames the
-    test sends."""
-
-    def __init__(self, deployment: GeneratedConfig, identity: Identity) -> None:
-        self.deployment = deployment
-        self.identity = identity
-        self.ws: ClientConnection | None = None
-
-    async def __aenter__(self) -> RawAgent:
-        client = self.deployment.client
-        self.ws = await connect(client.server_urls[0], ssl=client_ssl_context(client))
-        challenge = decode_from_server(await self.ws.recv())
-        assert isinstance(challenge, Challenge)
-        client_id = self.identity.client_id
-        hello = Hello(
-            client_id=client_id,
-            public_key=self.identity.public_key_bytes,
-            signature=self.identity.sign(challenge.nonce + client_id.encode()),
-            agent_version="raw",
-            enrollment_secret=client.enrollment_secret,
-        )
-        await self.ws.send(encode(hello))
-        welcome = decode_from_server(await self.ws.recv())
-        assert isinstance(welcome, Welcome), welcome
-        return self
-
-    async def __aexit__(self, *exc: object) -> None:
-        assert self.ws is not None
-        await self.ws.close()
-
-    async def send(self, frame: bytes | str) -> None:
-        assert self.ws is not None
-        await self.ws.send(frame)
-
-    async def closed(self, timeout: float = 15.0) -> ConnectionClosed:
-        """Read (and drop) what the server sends until it closes the connection."""
-        assert self.ws is not None
-        async with asyncio.timeout(timeout):
-            while True:
-                try:
-                    await self.ws.recv()
-                except ConnectionClosed as closed:
-                    return closed
 
 
 def raw_frame(**fields: Any) -> bytes:

@@ -11,7 +11,6 @@ is not the agent's, closes this connection with a logged reason; nobody else is 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import hmac
 import logging
 import os
@@ -19,7 +18,7 @@ import time
 from typing import TYPE_CHECKING, cast
 
 from websockets.asyncio.server import ServerConnection
-from websockets.exceptions import ConnectionClosed
+from websockets.exceptions import ConnectionClosed, ConnectionClosedOK
 
 from peregrine.agent.identity import client_id_for, verify
 from peregrine.datastore import KeyMismatch
@@ -51,8 +50,8 @@ HANDSHAKE_SECONDS = 30.0
 STORAGE_RETRY_SECONDS = 30.0
 POLICY_VIOLATION = 1008
 MESSAGE_TOO_BIG = 1009
-#: Messages read ahead of storing, per connection (each at most MAX_MESSAGE_BYTES).
-READ_AHEAD = 8
+#: Most messages stored as one run (websockets buffers them anyway: see max_queue).
+READ_AHEAD = 16
 
 
 class AgentSession:
@@ -199,42 +198,23 @@ class AgentSession:
             await self.send(payload)
 
     async def _serve(self) -> None:
-        """Read ahead of storing: the messages that arrived while the last ones were being
-        stored are stored together (one file-thread trip, one piece of the group commit, one
-        cumulative ack per flow), which is most of them once agents answer in bursts."""
-        inbox: asyncio.Queue[Message | BaseException | None] = asyncio.Queue(READ_AHEAD)
-        reader = asyncio.create_task(self._read(inbox))
-        try:
-            ended = False
-            while not ended:
-                run: list[Message] = []
-                item = await inbox.get()
-                while True:
-                    if item is None:
-                        ended = True
-                        break
-                    if isinstance(item, BaseException):
-                        await self._store(run)  # what came before the failure counts
-                        raise item
-                    run.append(item)
-                    if inbox.empty():
-                        break
-                    item = inbox.get_nowait()
-                await self._store(run)
-        finally:
-            reader.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await reader
-
-    async def _read(self, inbox: asyncio.Queue[Message | BaseException | None]) -> None:
-        """Frames → decoded messages in ``inbox``; then None at a clean close, or the error."""
-        try:
-            async for frame in self.ws:
-                await inbox.put(decode_from_agent(frame))
-        except (ConnectionClosed, ProtocolError) as exc:
-            await inbox.put(exc)
-            return
-        await inbox.put(None)
+        """Store what the agent sends. The messages that arrived while the last ones were
+        being stored are stored together (one file-thread trip, one piece of the group
+        commit, one cumulative ack per flow), which is most of them once agents answer in
+        bursts. Waiting costs nothing per connection beyond websockets' own state."""
+        while True:
+            try:
+                frame = await self.ws.recv()
+            except ConnectionClosedOK:
+                return
+            run: list[Message] = [decode_from_agent(frame)]
+            while len(run) < READ_AHEAD and _frames_waiting(self.ws):
+                try:
+                    frame = await self.ws.recv()
+                except ConnectionClosed:
+                    break  # store what came; the next recv() reports the close
+                run.append(decode_from_agent(frame))
+            await self._store(run)
 
     async def _store(self, run: list[Message]) -> None:
         """Store messages in arrival order: flow messages in runs, upload chunks one by one."""
@@ -320,6 +300,20 @@ class AgentSession:
     async def _storage_full(self, exc: StorageFull) -> None:
         log.error("filestore full, holding %s's results: %s", self.client_id, exc)
         await self.send(encode(StorageUnavailable(retry_after=STORAGE_RETRY_SECONDS)))
+
+
+def _frames_waiting(ws: ServerConnection) -> bool:
+    """Whether websockets already holds received frames (so ``recv`` will not wait).
+
+    websockets has no public call for this; its receive queue is read here, and
+    tests/server/test_session.py fails if a websockets upgrade moves it (then runs just hold one
+    message each: slower, never wrong)."""
+    assembler = getattr(ws, "recv_messages", None)
+    frames = getattr(assembler, "frames", None)
+    try:
+        return frames is not None and len(frames) > 0
+    except TypeError:
+        return False
 
 
 def _log_closed(exc: ConnectionClosed, who: str | None) -> None:
