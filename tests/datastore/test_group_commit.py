@@ -3,13 +3,23 @@
 from __future__ import annotations
 
 import asyncio
+import sqlite3
 import threading
+import time
 from concurrent.futures import Future
+from pathlib import Path
 from typing import Any
 
 import pytest
 
-from peregrine.datastore import Datastore, FlowRecord, KeyMismatch, NotFound, open_datastore
+from peregrine.datastore import (
+    Datastore,
+    FlowRecord,
+    KeyMismatch,
+    NotFound,
+    database,
+    open_datastore,
+)
 
 CLIENT = "C.00000000000000aa"
 
@@ -191,3 +201,26 @@ def test_a_coroutine_gets_the_exception_of_its_piece(store: Datastore) -> None:
 
     with pytest.raises(KeyMismatch):
         asyncio.run(enroll_twice())
+
+
+def test_a_batch_waits_out_another_process_holding_the_database(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Another writer (here a plain sqlite3 connection, as another frontend process would be)
+    keeps the lock past the busy time-out: the batch is retried, not failed."""
+    monkeypatch.setattr(database, "SQLITE_BUSY_TIMEOUT_MS", 100)
+    path = tmp_path / "busy.db"
+    datastore = open_datastore(f"sqlite:///{path}")
+    try:
+        other = sqlite3.connect(path, isolation_level=None)
+        other.execute("BEGIN IMMEDIATE")
+        pending = datastore.group.submit(datastore.clients.enroll, CLIENT, b"k", 1.0)
+        time.sleep(1.0)  # several busy time-outs
+        assert not pending.done()
+        other.execute("ROLLBACK")
+        other.close()
+        assert pending.result(10) is True
+        assert datastore.group.busy_retries >= 1
+        assert datastore.clients.get(CLIENT) is not None
+    finally:
+        datastore.close()

@@ -27,10 +27,13 @@ import contextlib
 import logging
 import queue
 import threading
+import time
 from collections.abc import Callable
 from concurrent.futures import Future
 from dataclasses import dataclass
 from typing import Any, TypeVar
+
+from sqlalchemy.exc import DBAPIError
 
 from .database import Database
 
@@ -40,6 +43,10 @@ T = TypeVar("T")
 
 #: Most pieces of work in one transaction: bounds how long a batch holds the writer.
 MAX_BATCH = 2000
+#: How long a batch keeps trying while the database is busy with another process's writes.
+BUSY_RETRY_SECONDS = 60.0
+#: PostgreSQL's "try the transaction again" conditions: serialization failure, deadlock.
+_RETRY_SQLSTATES = {"40001", "40P01"}
 
 
 @dataclass(slots=True)
@@ -68,6 +75,7 @@ class GroupCommitter:
         self.batches = 0
         self.pieces = 0
         self.reruns = 0
+        self.busy_retries = 0
 
     def submit(self, call: Callable[..., T], *args: Any, **kwargs: Any) -> Future[T]:
         """Queue ``call(*args, **kwargs)``; the future resolves after its batch has committed
@@ -126,21 +134,39 @@ class GroupCommitter:
                 return
 
     def _commit(self, batch: list[_Work]) -> None:
-        """Run and commit the batch, leaving each piece's value or error on it."""
-        try:
+        """Run and commit the batch, leaving each piece's value or error on it.
+
+        A busy database (another process's writer kept SQLite's lock past the busy time-out,
+        or PostgreSQL chose this transaction as a deadlock victim) is waited out: the batch
+        runs again, whole, for up to ``BUSY_RETRY_SECONDS``, rather than failing every piece.
+        """
+        deadline = time.monotonic() + BUSY_RETRY_SECONDS
+        while True:
             try:
-                self._run_batch(batch, savepoints=False)
-            except _PieceFailed:
-                self.reruns += 1
-                self._run_batch(batch, savepoints=True)
-        except Exception as exc:
-            # The transaction itself failed (BEGIN or COMMIT): nothing of the batch is stored.
-            log.error("a group commit of %d changes failed: %s", len(batch), exc)
-            for work in batch:
-                work.value, work.error = None, exc
+                try:
+                    self._run_batch(batch, savepoints=False)
+                except _PieceFailed:
+                    self.reruns += 1
+                    self._run_batch(batch, savepoints=True)
+            except DBAPIError as exc:
+                if _busy(exc) and time.monotonic() < deadline:
+                    log.warning("datastore busy; retrying a group commit of %d", len(batch))
+                    self.busy_retries += 1
+                    continue
+                self._fail(batch, exc)
+                return
+            except Exception as exc:
+                self._fail(batch, exc)
+                return
+            self.batches += 1
+            self.pieces += len(batch)
             return
-        self.batches += 1
-        self.pieces += len(batch)
+
+    def _fail(self, batch: list[_Work], exc: Exception) -> None:
+        # The transaction itself failed (BEGIN or COMMIT): nothing of the batch is stored.
+        log.error("a group commit of %d changes failed: %s", len(batch), exc)
+        for work in batch:
+            work.value, work.error = None, exc
 
     def _run_batch(self, batch: list[_Work], *, savepoints: bool) -> None:
         with self._db.write() as conn, self._db.joined(conn):
@@ -156,6 +182,14 @@ class GroupCommitter:
                     if not savepoints:
                         raise _PieceFailed from exc  # rolls the batch back; rerun
                     work.error = exc
+
+
+def _busy(exc: DBAPIError) -> bool:
+    """Whether the error means "busy, try again", not "this is wrong"."""
+    if getattr(exc.orig, "sqlstate", None) in _RETRY_SQLSTATES:
+        return True
+    message = str(exc.orig).lower()
+    return "database is locked" in message or "database is busy" in message
 
 
 def _answer(batch: list[_Work]) -> None:

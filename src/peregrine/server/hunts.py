@@ -266,6 +266,7 @@ class HuntManager:
             log.warning("hunt %s not scheduled on %s: %s", hunt.hunt_id, client_id, exc)
             return False
         if scheduled:
+            self.server.ingestor.expect(record.flow_id, client_id)
             await self.server.push(client_id, payload, True)
             self.server.events.flow_changed(record.flow_id)
         return bool(scheduled)
@@ -352,6 +353,7 @@ class HuntManager:
                 scheduled = set(done)
                 for record, payload in batch:
                     if record.client_id in scheduled:
+                        self.server.ingestor.expect(record.flow_id, record.client_id)
                         await self.server.push(record.client_id, payload, True)
                         self.server.events.flow_changed(record.flow_id)
 

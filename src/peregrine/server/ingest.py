@@ -70,6 +70,8 @@ class Outcome:
 #: kernel folds concurrent syncs into one journal commit, so many at once cost little more
 #: than one: with the default pool's few threads the syncs, not the CPU, bounded a hunt.
 FILE_THREADS = 32
+#: Flows whose owner is remembered; finished flows are forgotten, and past this all are.
+OWNER_CACHE_SIZE = 200_000
 
 
 class Ingestor:
@@ -83,13 +85,20 @@ class Ingestor:
         """Wait for file writes under way, then stop the file threads."""
         self._files.shutdown(wait=True)
 
+    def expect(self, flow_id: str, client_id: str) -> None:
+        """Note a flow just created for a client, so its first messages need no datastore read
+        to check who may write to it (a hunt creates thousands at once)."""
+        if len(self._owners) >= OWNER_CACHE_SIZE:
+            self._owners.clear()  # only a cache: flows that never finished leave entries
+        self._owners[flow_id] = client_id
+
     def owner(self, flow_id: str) -> str | None:
         owner = self._owners.get(flow_id)
         if owner is None:
             owner = self.datastore.collections.owner(flow_id)
             if owner is None:
                 return None
-            self._owners[flow_id] = owner
+            self.expect(flow_id, owner)
         return owner
 
     def check_owner(self, client_id: str, flow_id: str) -> None:
