@@ -90,14 +90,15 @@ class Server:
         self.connections = ConnectionRegistry(PING_INTERVAL, PING_TIMEOUT)
         self.seen = SeenWriter(self.datastore.clients)
         self.events = ServerEvents()
+        self.ingestor = Ingestor(self.datastore, self.filestore)
         self.collections = CollectionService(
             self.datastore,
             self.repository,
             self.push,
             default_timeout=config.flows.timeout,
             default_progress_timeout=config.flows.progress_timeout,
+            created=lambda flow: self.ingestor.expect(flow.flow_id, flow.client_id),
         )
-        self.ingestor = Ingestor(self.datastore, self.filestore)
         self.monitor = FlowMonitor(self)
         self.client_index = ClientIndex()
         self.hunts = HuntManager(self)

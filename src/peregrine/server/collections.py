@@ -55,11 +55,14 @@ class CollectionService:
         push: Push,
         default_timeout: float = 600.0,
         default_progress_timeout: float = 300.0,
+        created: Callable[[FlowRecord], None] | None = None,
     ) -> None:
         self.datastore = datastore
         self.repository = repository
         #: Sends to a client wherever it is connected (``Server.push``).
         self.push = push
+        #: Told of each flow stored, before its request is pushed (the ingestor's owner cache).
+        self.created = created
         self.default_timeout = default_timeout
         self.default_progress_timeout = default_progress_timeout
 
@@ -161,6 +164,8 @@ class CollectionService:
         # Grouped with other sessions' writes: a burst of enrollments (each interrogated)
         # or of collections costs a few commits.
         await self.datastore.group.run(self.store, record, payload)
+        if self.created is not None:
+            self.created(record)
         await self.push(client_id, payload, True)
         return record
 
