@@ -52,6 +52,8 @@ INTERROGATION = "Generic.Client.Info"
 INTERROGATOR = "server:interrogation"
 #: Every agent is pinged this often; one whose pong has not come after PING_TIMEOUT is closed.
 PING_INTERVAL = 60.0
+#: Connections the kernel queues before they are accepted (capped by net.core.somaxconn).
+LISTEN_BACKLOG = 4096
 PING_TIMEOUT = 120.0
 
 
@@ -128,6 +130,9 @@ class Server:
             close_timeout=5,
             compression=None,
             reuse_port=self.workers > 1,
+            # asyncio's default of 100 pending connections drops SYNs when thousands of
+            # agents come back at once (after a restart): they then wait 1, 3, 7 s to retry.
+            backlog=LISTEN_BACKLOG,
         )
         sockets = list(self._listener.sockets)
         self.port = sockets[0].getsockname()[1] if sockets else self.config.port
