@@ -55,7 +55,12 @@ READ_AHEAD = 16
 
 
 class AgentSession:
-    """Implements the registry's ``Connection`` for one websocket."""
+    """Implements the registry's ``Connection`` for one websocket.
+
+    One lives per connected agent for months, so it keeps little: slots, no per-session
+    containers until they are needed."""
+
+    __slots__ = ("_held", "_send_lock", "address", "client_id", "seen_hunts", "server", "ws")
 
     def __init__(self, server: Server, ws: ServerConnection) -> None:
         self.server = server
@@ -65,8 +70,9 @@ class AgentSession:
         peer = ws.remote_address
         self.address: str | None = str(peer[0]) if peer else None
         self._send_lock = asyncio.Lock()
-        # Flow -> the first seq refused for want of space (see _store_flow_messages).
-        self._held: dict[str, int] = {}
+        # Flow -> the first seq refused for want of space (see _store_flow_messages); made
+        # when the filestore first fills up.
+        self._held: dict[str, int] | None = None
 
     # -- the registry's Connection protocol ------------------------------------------------
 
@@ -105,6 +111,7 @@ class AgentSession:
         try:
             await self.deliver_pending()
             await self.server.client_connected(self.client_id, self.seen_hunts)
+            self.seen_hunts = []  # used once, at check-in
             await self._serve()
         except ConnectionClosed as exc:
             _log_closed(exc, f"{self.client_id} ({self.address})")
@@ -249,9 +256,10 @@ class AgentSession:
         # After a message refused for want of space, later messages of its flow are not
         # stored nor acknowledged until it comes again: storing them would move the flow's
         # last seq past it, and its resend would then be dropped as a duplicate.
+        held = self._held or {}
         wanted = []
         for message in messages:
-            first_refused = self._held.get(message.flow_id)
+            first_refused = held.get(message.flow_id)
             if first_refused is None or message.seq <= first_refused:
                 wanted.append(message)
         if not wanted:
@@ -263,13 +271,15 @@ class AgentSession:
             raise ProtocolError(f"invalid message: {exc}") from None
         stored = wanted[: len(outcomes)]
         for message in stored:
-            if self._held.get(message.flow_id) == message.seq:
-                del self._held[message.flow_id]
+            if held.get(message.flow_id) == message.seq:
+                del held[message.flow_id]
         await self._answer(
             [(message.flow_id, outcome) for message, outcome in zip(stored, outcomes, strict=True)]
         )
         if full is not None:
             refused = wanted[len(outcomes)]
+            if self._held is None:
+                self._held = {}
             self._held.setdefault(refused.flow_id, refused.seq)
             await self._storage_full(full)
             # The rest of the run after the refused message: other flows may still be stored.
