@@ -39,6 +39,7 @@ from peregrine.server.hunts import HuntManager
 from peregrine.server.ingest import Ingestor
 from peregrine.server.leader import AlwaysLeader, LeaderLock
 from peregrine.server.monitor import FlowMonitor
+from peregrine.server.presence import PresenceAnnouncer
 from peregrine.server.seen import SeenWriter
 from peregrine.server.session import AgentSession
 
@@ -91,6 +92,8 @@ class Server:
         self.filestore = Filestore(Path(config.filestore_dir), config.min_free_bytes)
         self.connections = ConnectionRegistry(PING_INTERVAL, PING_TIMEOUT)
         self.seen = SeenWriter(self.datastore.clients)
+        #: This process's clients coming and going, told to the others in batches.
+        self.presence = PresenceAnnouncer(self.announce_notice)
         self.events = ServerEvents()
         self.ingestor = Ingestor(self.datastore, self.filestore)
         self.collections = CollectionService(
@@ -175,6 +178,7 @@ class Server:
                     await task
         await self.hunts.close()
         await asyncio.to_thread(self.ingestor.close)
+        await self.presence.close()
         await self.seen.close()
         await self.bus.close()
         self.leader.release()
@@ -266,8 +270,11 @@ class Server:
             )  # fmt: skip
 
     async def announce(self, kind: str, **fields: Any) -> None:
-        """Tell the other processes (client connected or changed, hunt started or stopped)."""
+        """Tell the other processes (client changed, hunt started or stopped)."""
         await self.bus.publish({"kind": kind, **fields})
+
+    async def announce_notice(self, notice: dict[str, Any]) -> None:
+        await self.bus.publish(notice)
 
     async def _on_notice(self, notice: dict[str, Any]) -> None:
         kind, client_id = notice.get("kind"), str(notice.get("client_id", ""))
@@ -284,11 +291,14 @@ class Server:
                 self.remote_online[sender] = self._presence_parts.pop(sender)
                 self._presence_seen[sender] = time.monotonic()
         elif kind == "online":
-            self.remote_online.setdefault(int(notice.get("from", 0)), set()).add(client_id)
-            if client_id not in self.client_index.clients:  # enrolled by another process
-                await self._reindex(client_id)
+            sender = int(notice.get("from", 0))
+            for client in notice.get("clients", []):
+                self.remote_online.setdefault(sender, set()).add(str(client))
+                if client not in self.client_index.clients:  # enrolled by another process
+                    await self._reindex(str(client))
         elif kind == "offline":
-            self.remote_online.get(int(notice.get("from", 0)), set()).discard(client_id)
+            held = self.remote_online.get(int(notice.get("from", 0)), set())
+            held.difference_update(str(client) for client in notice.get("clients", []))
         elif kind == "client_changed":
             await self._reindex(client_id)
             if client_id in self.connections:

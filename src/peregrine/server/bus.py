@@ -18,6 +18,7 @@ import json
 import logging
 import os
 import socket
+import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
@@ -26,6 +27,8 @@ log = logging.getLogger(__name__)
 
 Handler = Callable[[dict[str, Any]], Awaitable[None]]
 MAX_NOTICE_BYTES = 60_000
+#: Dropped notices are reported at most this often (with how many).
+DROP_REPORT_SECONDS = 10.0
 
 
 class LocalBus:
@@ -76,6 +79,10 @@ class UnixBus:
         self._transport: asyncio.DatagramTransport | None = None
         self._sender = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
         self._sender.setblocking(False)
+        self._peers: list[Path] = []
+        self._peers_listed: int | None = None  # the directory's mtime when listed
+        self._dropped = 0
+        self._drop_reported = float("-inf")
 
     async def start(self, handler: Handler) -> None:
         self.directory.mkdir(parents=True, exist_ok=True, mode=0o700)
@@ -91,16 +98,35 @@ class UnixBus:
         data = json.dumps({**notice, "from": os.getpid()}).encode()
         if len(data) > MAX_NOTICE_BYTES:
             raise ValueError(f"a bus notice of {len(data)} bytes is too large")
-        for peer in self.directory.glob("w-*.sock"):
-            if peer == self.path:
-                continue
+        for peer in self._current_peers():
             try:
                 self._sender.sendto(data, str(peer))
             except (ConnectionRefusedError, FileNotFoundError):
                 with contextlib.suppress(OSError):
                     peer.unlink()  # a process that is gone
+                self._peers_listed = None
             except BlockingIOError:
-                log.warning("bus: %s is not keeping up; a notice was dropped", peer.name)
+                self._report_drop(peer)
+
+    def _current_peers(self) -> list[Path]:
+        """The other processes' sockets, listed again only when the directory changed (a
+        listing per notice cost more than the notice)."""
+        try:
+            changed = self.directory.stat().st_mtime_ns
+        except OSError:
+            changed = None
+        if changed is None or changed != self._peers_listed:
+            self._peers = [p for p in self.directory.glob("w-*.sock") if p != self.path]
+            self._peers_listed = changed
+        return self._peers
+
+    def _report_drop(self, peer: Path) -> None:
+        """Count a notice the peer had no room for; warn at most every few seconds."""
+        self._dropped += 1
+        now = time.monotonic()
+        if now - self._drop_reported >= DROP_REPORT_SECONDS:
+            log.warning("bus: %s is not keeping up; %d notice(s) dropped", peer.name, self._dropped)
+            self._dropped, self._drop_reported = 0, now
 
     async def close(self) -> None:
         if self._transport is not None:

@@ -107,7 +107,7 @@ class AgentSession:
             await self.ws.close(POLICY_VIOLATION, str(exc)[:120])
             return
         self.server.events.client_connected(self.client_id)
-        await self.server.announce("online", client_id=self.client_id)
+        self.server.presence.online(self.client_id)
         try:
             await self.deliver_pending()
             await self.server.client_connected(self.client_id, self.seen_hunts)
@@ -122,7 +122,7 @@ class AgentSession:
             self.server.connections.remove(self)
             self.server.events.client_disconnected(self.client_id)
             if self.client_id not in self.server.connections:  # not replaced by a reconnect
-                await self.server.announce("offline", client_id=self.client_id)
+                self.server.presence.offline(self.client_id)
             self.server.seen.note(self.client_id, time.time(), self.address)
 
     async def _handshake(self) -> bool:
