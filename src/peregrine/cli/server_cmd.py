@@ -64,7 +64,7 @@ def server(
         raise typer.Exit(1) from None
 
     if workers > 1 and not worker_of:
-        _supervise(config, cfg, workers, local_agent)
+        _supervise(config, cfg, workers, local_agent, log_level)
         return
 
     async def main() -> None:
@@ -93,7 +93,9 @@ def server(
     asyncio.run(main())
 
 
-def _supervise(config_path: Path, cfg: Any, workers: int, local_agent: bool) -> None:
+def _supervise(
+    config_path: Path, cfg: Any, workers: int, local_agent: bool, log_level: str
+) -> None:
     """Run ``workers`` frontend processes (restarted if one dies) and the local agent."""
     import subprocess
     import sys
@@ -102,7 +104,7 @@ def _supervise(config_path: Path, cfg: Any, workers: int, local_agent: bool) -> 
     def spawn() -> subprocess.Popen[bytes]:
         return subprocess.Popen(
             [sys.executable, "-m", "peregrine", "server", "--config", str(config_path),
-             "--no-local-agent", "--worker-of", str(workers)],
+             "--no-local-agent", "--worker-of", str(workers), "--log-level", log_level],
         )  # fmt: skip
 
     children = [spawn() for _ in range(workers)]
