@@ -126,3 +126,20 @@ def test_messages_that_arrive_while_storing_are_stored_as_one_run(tmp_path: Path
                 assert final.sources["Generic.Client.Info/host"]["status"] == "finished"
 
     asyncio.run(scenario())
+
+
+def test_agents_get_no_tls_session_tickets(tmp_path: Path) -> None:
+    """Agents never resume sessions; tickets would cost CPU on every handshake."""
+    deployment = make_deployment(tmp_path / "deploy")
+    identity = load_or_create(tmp_path / "raw.yaml")
+
+    async def scenario() -> None:
+        async with running_server(deployment), RawAgent(deployment, identity) as raw:
+            assert raw.ws is not None
+            tls = raw.ws.transport.get_extra_info("ssl_object")
+            assert tls.version() == "TLSv1.3"
+            # The welcome came after the handshake, so tickets, if any, came before it.
+            session = tls.session
+            assert session is None or not session.has_ticket
+
+    asyncio.run(scenario())
