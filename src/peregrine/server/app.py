@@ -227,23 +227,22 @@ class Server:
 
     def is_online(self, client_id: str) -> bool:
         """Whether the client is connected here or (as last shared) to another process."""
-        if client_id in self.connections:
-            return True
-        now = time.monotonic()
-        return any(
-            client_id in clients
-            for sender, clients in self.remote_online.items()
-            if now - self._presence_seen.get(sender, 0) < PRESENCE_EXPIRY
+        return client_id in self.connections or any(
+            client_id in clients for clients in self._remote_clients()
         )
 
     def online(self) -> set[str]:
         """Every client connected to this server, in this process or another."""
+        return set(self.connections.client_ids()).union(*self._remote_clients())
+
+    def _remote_clients(self) -> list[set[str]]:
+        """The client sets other processes shared, leaving out those gone quiet."""
         now = time.monotonic()
-        online = set(self.connections.client_ids())
-        for sender, clients in self.remote_online.items():
-            if now - self._presence_seen.get(sender, 0) < PRESENCE_EXPIRY:
-                online |= clients
-        return online
+        return [
+            clients
+            for sender, clients in self.remote_online.items()
+            if now - self._presence_seen.get(sender, 0) < PRESENCE_EXPIRY
+        ]
 
     async def _share_presence(self) -> None:
         """Every few seconds, the full list of clients held here: incremental notices may be

@@ -256,7 +256,7 @@ class AgentSession:
         # After a message refused for want of space, later messages of its flow are not
         # stored nor acknowledged until it comes again: storing them would move the flow's
         # last seq past it, and its resend would then be dropped as a duplicate.
-        held = self._held or {}
+        held = self._held if self._held is not None else {}
         wanted = []
         for message in messages:
             first_refused = held.get(message.flow_id)
