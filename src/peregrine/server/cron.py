@@ -10,7 +10,7 @@ from __future__ import annotations
 import datetime as dt
 from dataclasses import dataclass
 
-_RANGES = ((0, 59), (0, 23), (1, 31), (1, 12), (0, 6))
+_RANGES = ((0, 59), (0, 23), (1, 31), (1, 12), (0, 7))  # weekday 7 is Sunday too
 _NAMES = ("minute", "hour", "day of month", "month", "day of week")
 
 
@@ -89,13 +89,12 @@ def parse(expression: str) -> Cron:
         raise CronError(
             f"{expression!r}: a cron expression has 5 fields (minute hour day month weekday)"
         )
-    weekday_text = fields[4].replace("7", "0") if fields[4] != "*" else "*"
     return Cron(
         minutes=_field(fields[0], 0),
         hours=_field(fields[1], 1),
         days=_field(fields[2], 2),
         months=_field(fields[3], 3),
-        weekdays=_field(weekday_text, 4),
+        weekdays=frozenset(day % 7 for day in _field(fields[4], 4)),
         any_day=fields[2] == "*",
         any_weekday=fields[4] == "*",
     )
