@@ -20,6 +20,7 @@ def test_changes_are_batched_and_the_latest_state_wins() -> None:
             presence.online(f"C.{n:016x}")
         presence.offline("C.0000000000000001")  # came and went: only "offline" is told
         presence.offline("C.ffffffffffffffff")
+        await asyncio.sleep(0.01)
         assert sent == []  # nothing before the batch interval
         await asyncio.sleep(0.2)
         assert [n["kind"] for n in sent] == ["online", "online", "offline"]

@@ -40,7 +40,7 @@ from peregrine.server.hunts import HuntManager
 from peregrine.server.ingest import Ingestor
 from peregrine.server.leader import AlwaysLeader, LeaderLock
 from peregrine.server.monitor import FlowMonitor
-from peregrine.server.presence import PresenceAnnouncer
+from peregrine.server.presence import IDS_PER_NOTICE, PresenceAnnouncer
 from peregrine.server.seen import SeenWriter
 from peregrine.server.session import AgentSession
 
@@ -94,7 +94,7 @@ class Server:
         self.connections = ConnectionRegistry(PING_INTERVAL, PING_TIMEOUT)
         self.seen = SeenWriter(self.datastore.clients)
         #: This process's clients coming and going, told to the others in batches.
-        self.presence = PresenceAnnouncer(self.announce_notice)
+        self.presence = PresenceAnnouncer(self.bus.publish)
         self.events = ServerEvents()
         self.ingestor = Ingestor(self.datastore, self.filestore)
         self.collections = CollectionService(
@@ -249,7 +249,8 @@ class Server:
         lost (a process starting), and a process that died stops refreshing its list."""
         while True:
             clients = self.connections.client_ids()
-            chunks = [clients[i : i + 2000] for i in range(0, len(clients), 2000)] or [[]]
+            step = IDS_PER_NOTICE
+            chunks = [clients[i : i + step] for i in range(0, len(clients), step)] or [[]]
             for n, chunk in enumerate(chunks):
                 await self.announce("presence", clients=chunk, last=n == len(chunks) - 1)
             await asyncio.sleep(PRESENCE_INTERVAL)
@@ -279,9 +280,6 @@ class Server:
     async def announce(self, kind: str, **fields: Any) -> None:
         """Tell the other processes (client changed, hunt started or stopped)."""
         await self.bus.publish({"kind": kind, **fields})
-
-    async def announce_notice(self, notice: dict[str, Any]) -> None:
-        await self.bus.publish(notice)
 
     async def _on_notice(self, notice: dict[str, Any]) -> None:
         kind, client_id = notice.get("kind"), str(notice.get("client_id", ""))
@@ -367,11 +365,7 @@ class Server:
     async def client_connected(self, client_id: str, seen_hunts: Iterable[str] = ()) -> None:
         """A client checked in: it gets every running hunt it matches and has not had."""
         if client_id not in self.client_index.clients:
-            record = await asyncio.to_thread(self.datastore.clients.get, client_id)
-            if record is not None:
-                self.client_index.update(
-                    client_id, record.labels, record.os, record.hostname, record.ip_addresses
-                )
+            await self._reindex(client_id)
         self.client_index.update(client_id, last_seen=time.time())
         await self.hunts.client_checked_in(client_id, seen_hunts)
 

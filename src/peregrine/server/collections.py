@@ -20,11 +20,9 @@ from peregrine.artifacts.composition import dependencies
 from peregrine.artifacts.loader import ArtifactError
 from peregrine.artifacts.repository import ArtifactRepository
 from peregrine.artifacts.runner import ArtifactRunner
-from peregrine.datastore import Datastore, FlowRecord
+from peregrine.datastore import FINAL_STATES, Datastore, FlowRecord
 from peregrine.engine.context import ALL_PERMISSIONS
 from peregrine.protocol.messages import ArtifactCall, CancelCollection, CollectionRequest, encode
-
-FINAL_STATES = frozenset({"Finished", "Error", "Cancelled"})
 
 #: ``push(client_id, payload, stored)``: see ``Server.push``.
 Push = Callable[[str, bytes, bool], Awaitable[bool]]

@@ -17,7 +17,6 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import logging
-import secrets
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -27,6 +26,7 @@ import msgspec
 
 from peregrine.artifacts.loader import ArtifactError
 from peregrine.artifacts.runner import ArtifactRunner
+from peregrine.datastore import new_hunt_id
 from peregrine.datastore.errors import NotFound
 from peregrine.engine.context import ALL_PERMISSIONS
 from peregrine.protocol.messages import CollectionRequest, decode_from_server, encode
@@ -69,10 +69,6 @@ class HuntSpec:
     #: (UTC); each iteration expires before the next starts.
     every_seconds: float | None = None
     cron: str | None = None
-
-
-def new_hunt_id() -> str:
-    return "H." + secrets.token_hex(8)
 
 
 class HuntManager:
