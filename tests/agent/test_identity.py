@@ -275,7 +275,11 @@ def test_update_writeback_keeps_the_identity(tmp_path: Path) -> None:
 
 def test_identity_repr_does_not_show_the_key(tmp_path: Path) -> None:
     identity = load_or_create(tmp_path / "wb.yaml")
-    assert "private_key" not in repr(identity)
+    shown = repr(identity)
+    assert "private_key" not in shown
+    assert "signing_key" not in shown
+    assert identity.private_key_bytes.hex() not in shown
+    assert identity.client_id in shown  # it does say which identity it is
 
 
 def test_simultaneous_first_starts_agree_on_one_identity(tmp_path: Path) -> None:

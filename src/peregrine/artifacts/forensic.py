@@ -86,7 +86,9 @@ def data_directory() -> Path:
     return Path(fa_definitions.__file__).parent / "data"
 
 
+@functools.cache
 def package_version() -> str:
+    """The ``artifacts`` package's version (looked up once: it is stamped on 731 definitions)."""
     return metadata.version("artifacts")
 
 

@@ -237,8 +237,7 @@ class RowLog:
                 try:
                     # Growing the file zero-fills, so an entry 0 never written reads as 0.
                     os.ftruncate(ifd, index_size)
-                    if entries:
-                        write_all(ifd, b"".join(_ENTRY.pack(e) for e in entries), index_size)
+                    write_all(ifd, b"".join(_ENTRY.pack(e) for e in entries), index_size)
                     os.fsync(ifd)
                 finally:
                     os.close(ifd)

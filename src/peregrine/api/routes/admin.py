@@ -25,7 +25,7 @@ from peregrine.api.schemas import (
 )
 from peregrine.auth.accounts import AccountError, Principal, permissions_of
 from peregrine.auth.roles import READ_RESULTS, SERVER_ADMIN
-from peregrine.datastore import DatastoreError
+from peregrine.datastore import DatastoreError, NotFound
 
 router = APIRouter()
 UserName = Annotated[
@@ -168,7 +168,7 @@ async def _change_user(
     try:
         record = await asyncio.to_thread(getattr(accounts, action), name, *args)
     except (AccountError, DatastoreError) as exc:
-        status = 404 if "no user" in str(exc).lower() or "not found" in str(exc).lower() else 400
+        status = 404 if isinstance(exc, NotFound) else 400
         await audit.record(f"user.{action}", target=name, result="refused", reason=str(exc))
         raise HTTPException(status, str(exc)) from None
     await audit.record(

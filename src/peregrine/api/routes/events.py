@@ -16,9 +16,9 @@ from peregrine.api.routes.collections import FlowId, flow_out
 from peregrine.api.routes.hunts import HuntId
 from peregrine.auth.accounts import Principal
 from peregrine.auth.roles import READ_RESULTS
+from peregrine.datastore import FINAL_STATES, HUNT_ARCHIVED, HUNT_STOPPED
 
 router = APIRouter(tags=["events"])
-FINAL = {"Finished", "Error", "Cancelled"}
 HEARTBEAT_SECONDS = 15.0
 #: Re-read the state at least this often: a wake-up can come while the snapshot is being read,
 #: and changes made elsewhere (hunt state changes, another frontend, the CLI) wake nobody here.
@@ -55,7 +55,7 @@ async def collection_events(
         record = await asyncio.to_thread(store.get, flow_id)
         if record is None:
             return None, True
-        return flow_out(record).model_dump(), record.state in FINAL
+        return flow_out(record).model_dump(), record.state in FINAL_STATES
 
     return StreamingResponse(_changes(request, snapshot), media_type="text/event-stream")
 
@@ -74,6 +74,6 @@ async def hunt_events(
             return None, True
         stats = await asyncio.to_thread(store.stats, hunt_id)
         body = {"state": hunt.state, **dataclasses.asdict(stats)}
-        return body, hunt.state in ("Stopped", "Archived")
+        return body, hunt.state in (HUNT_STOPPED, HUNT_ARCHIVED)
 
     return StreamingResponse(_changes(request, snapshot), media_type="text/event-stream")

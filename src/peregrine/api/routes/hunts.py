@@ -16,7 +16,7 @@ from peregrine.api.routes.clients import ClientId
 from peregrine.api.schemas import MAX_INT, Hunt, HuntClient, HuntIn, HuntStats, RowsPage
 from peregrine.auth.accounts import Principal
 from peregrine.auth.roles import READ_RESULTS, START_HUNT
-from peregrine.datastore import HuntRecord
+from peregrine.datastore import HUNT_STATES, HuntRecord
 from peregrine.server.collections import Limits
 from peregrine.server.hunts import HuntError, HuntSpec
 
@@ -78,7 +78,7 @@ async def list_hunts(
     offset: int = Query(0, ge=0, le=MAX_INT),
     _: Principal = Depends(require(READ_RESULTS)),
 ) -> list[Hunt]:
-    known = {"Paused", "Running", "Stopped", "Archived"}
+    known = set(HUNT_STATES)
     if state and not set(state) <= known:
         raise HTTPException(400, f"state must be among {', '.join(sorted(known))}")
     store = context(request).server.datastore.hunts
