@@ -75,14 +75,7 @@ def server(
             f"(agents: {', '.join(cfg.public_urls)})"
         )
         stop = asyncio.Event()
-        tasks = []
-        if local_agent:
-            from peregrine.agent.agent import Agent
-
-            client_path = Path(cfg.data_dir) / CLIENT_FILE
-            agent = Agent(load_client_config(client_path))
-            console.print(f"local agent {agent.client_id}")
-            tasks.append(asyncio.create_task(agent.run(stop)))
+        tasks = [asyncio.create_task(_local_agent(cfg, stop))] if local_agent else []
         try:
             await agent_cmd.until_signalled(stop)
         finally:
@@ -91,6 +84,18 @@ def server(
             await srv.stop()
 
     asyncio.run(main())
+
+
+async def _local_agent(cfg: Any, stop: asyncio.Event) -> None:
+    """The agent enrolled with the server on first start, until ``stop`` is set."""
+    from peregrine.agent.agent import Agent
+
+    agent = Agent(load_client_config(Path(cfg.data_dir) / CLIENT_FILE))
+    console.print(f"local agent {agent.client_id}")
+    try:
+        await agent.run(stop)
+    finally:
+        agent.close()
 
 
 def _supervise(
@@ -112,12 +117,7 @@ def _supervise(
 
     async def main() -> None:
         stop = asyncio.Event()
-        tasks = []
-        if local_agent:
-            from peregrine.agent.agent import Agent
-
-            agent = Agent(load_client_config(Path(cfg.data_dir) / CLIENT_FILE))
-            tasks.append(asyncio.create_task(agent.run(stop)))
+        agent = asyncio.create_task(_local_agent(cfg, stop)) if local_agent else None
 
         async def watch() -> None:
             while not stop.is_set():
@@ -128,13 +128,14 @@ def _supervise(
                         console.print(f"[yellow]frontend exited ({code}); restarting[/yellow]")
                         children[i] = spawn()
 
-        tasks.append(asyncio.create_task(watch()))
+        watcher = asyncio.create_task(watch())
         try:
             await agent_cmd.until_signalled(stop)
         finally:
             stop.set()
-            for task in tasks:
-                task.cancel()
+            watcher.cancel()
+            if agent is not None:
+                await agent  # stop is set: it cancels its jobs and closes its connection
             for child in children:
                 child.terminate()
             deadline = time.monotonic() + 15
