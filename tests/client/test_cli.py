@@ -31,9 +31,11 @@ sources:
 
 
 @pytest.fixture(autouse=True)
-def no_connection_env(monkeypatch: pytest.MonkeyPatch) -> None:
+def no_connection_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     for name in ("PEREGRINE_URL", "PEREGRINE_TOKEN", "PEREGRINE_CA_CERT"):
         monkeypatch.delenv(name, raising=False)
+    # No local login either (one a server on this machine may have written).
+    monkeypatch.setenv("PEREGRINE_DATA_DIR", str(tmp_path / "no-server-here"))
 
 
 def run(live: Live, *args: str, token: str | None = None) -> Result:

@@ -3,8 +3,9 @@ and ``server-artifacts``.
 
 They work from anywhere that reaches the server: the connection comes from ``--url``,
 ``--token`` and ``--ca-cert`` or ``PEREGRINE_URL``, ``PEREGRINE_TOKEN`` and
-``PEREGRINE_CA_CERT``. Every command takes ``--json`` for scripts; a refusal from the server
-prints ``Error: <the server's reason>`` and exits with status 1.
+``PEREGRINE_CA_CERT``; on the server's own machine, from the login it keeps (``local_login``).
+Every command takes ``--json`` for scripts; a refusal from the server prints
+``Error: <the server's reason>`` and exits with status 1.
 """
 
 from __future__ import annotations
@@ -33,6 +34,7 @@ from rich.progress import (
 )
 from rich.table import Table
 
+from peregrine.cli.local_login import LocalLoginError, login_path, read_local_login
 from peregrine.cli.output import OutputFormat, write_rows
 from peregrine.client import (
     Flow,
@@ -102,11 +104,15 @@ def fail(message: str) -> NoReturn:
 
 @contextlib.contextmanager
 def connected(url: str | None, token: str | None, ca_cert: Path | None) -> Iterator[Peregrine]:
-    """The client, with every server error printed as ``Error: <detail>`` (exit status 1)."""
+    """The client, with every server error printed as ``Error: <detail>`` (exit status 1).
+
+    Settings not given come from the local deployment's login on the server's own machine."""
+    url, token, ca_cert = _with_local_login(url, token, ca_cert)
     if not url:
         fail(
             "no server given: pass --url https://HOST:8444 or set PEREGRINE_URL "
-            "(and PEREGRINE_TOKEN, PEREGRINE_CA_CERT)"
+            "(and PEREGRINE_TOKEN, PEREGRINE_CA_CERT); on the server's machine, "
+            f"`peregrine server` writes them to {login_path()}"
         )
     if not token:
         fail(
@@ -123,6 +129,21 @@ def connected(url: str | None, token: str | None, ca_cert: Path | None) -> Itera
     except KeyboardInterrupt:
         err.print("interrupted")
         raise typer.Exit(130) from None
+
+
+def _with_local_login(
+    url: str | None, token: str | None, ca_cert: Path | None
+) -> tuple[str | None, str | None, Path | None]:
+    """Fill in what was not given from the local login, when there is one for this URL."""
+    try:
+        local = read_local_login()
+    except LocalLoginError as exc:
+        if url:
+            return url, token, ca_cert
+        fail(str(exc))
+    if local is None or (url and url.rstrip("/") != local.url):
+        return url, token, ca_cert
+    return local.url, token or local.token, ca_cert or local.ca_cert
 
 
 def print_json(data: Any) -> None:

@@ -11,6 +11,8 @@ import typer
 from rich.console import Console
 
 from peregrine.cli import agent_cmd
+from peregrine.cli.local_login import LOGIN_FILE, ensure_local_login
+from peregrine.cli.server_start import banner, port_problem
 from peregrine.config import (
     CLIENT_FILE,
     ConfigError,
@@ -44,11 +46,19 @@ def server(
     ] = 1,
     worker_of: Annotated[int, typer.Option(hidden=True, help="Internal: run as one worker.")] = 0,
     log_level: Annotated[str, typer.Option(help="DEBUG, INFO, WARNING or ERROR.")] = "INFO",
+    local_login: Annotated[
+        bool,
+        typer.Option(
+            help="Keep an administrator login for the CLI on this machine "
+            f"(<data_dir>/{LOGIN_FILE}, owner-only), so `peregrine clients` needs no settings.",
+        ),
+    ] = True,
 ) -> None:
     """Run the embedded server: one process, SQLite, a local filestore, and a local agent.
 
     With no --config it creates a deployment in the data directory on first start (CA,
-    certificates, enrollment secret) and reuses it afterwards.
+    certificates, enrollment secret) and reuses it afterwards. It prints where its API and CA
+    certificate are and how to log in.
     """
     agent_cmd.configure_logging(log_level)
     from peregrine.server.app import Server
@@ -63,17 +73,28 @@ def server(
         console.print(f"[bold red]Error:[/bold red] {exc}")
         raise typer.Exit(1) from None
 
+    login = None
+    if not worker_of:
+        problem = port_problem(cfg, config)
+        if problem:
+            console.print(f"Error: {problem}", markup=False, highlight=False, soft_wrap=True)
+            raise typer.Exit(1)
+        login = _local_login(cfg) if local_login and cfg.api_port else None
+
     if workers > 1 and not worker_of:
-        _supervise(config, cfg, workers, local_agent, log_level)
+        _supervise(config, cfg, workers, local_agent, log_level, login)
         return
 
     async def main() -> None:
         srv = Server(cfg, workers=worker_of or 1)
-        await srv.start()
-        console.print(
-            f"[green]Peregrine server listening[/green] on {cfg.bind_address}:{srv.port} "
-            f"(agents: {', '.join(cfg.public_urls)})"
-        )
+        try:
+            await srv.start()
+        except OSError as exc:  # a port taken since port_problem() looked
+            console.print(f"Error: cannot start: {exc.strerror or exc}", markup=False)
+            raise typer.Exit(1) from None
+        if not worker_of:
+            console.print("[green]Peregrine server running[/green]")
+            console.print(banner(cfg, login), markup=False, highlight=False, soft_wrap=True)
         stop = asyncio.Event()
         tasks = [asyncio.create_task(_local_agent(cfg, stop))] if local_agent else []
         try:
@@ -84,6 +105,17 @@ def server(
             await srv.stop()
 
     asyncio.run(main())
+
+
+def _local_login(cfg: Any) -> Path | None:
+    """The CLI's login on this machine (see local_login), or None with a warning."""
+    from peregrine.auth import AccountError
+
+    try:
+        return ensure_local_login(cfg)
+    except (AccountError, OSError) as exc:
+        console.print(f"[yellow]no local CLI login:[/yellow] {exc}", highlight=False)
+        return None
 
 
 async def _local_agent(cfg: Any, stop: asyncio.Event) -> None:
@@ -99,7 +131,12 @@ async def _local_agent(cfg: Any, stop: asyncio.Event) -> None:
 
 
 def _supervise(
-    config_path: Path, cfg: Any, workers: int, local_agent: bool, log_level: str
+    config_path: Path,
+    cfg: Any,
+    workers: int,
+    local_agent: bool,
+    log_level: str,
+    login: Path | None,
 ) -> None:
     """Run ``workers`` frontend processes (restarted if one dies) and the local agent."""
     import subprocess
@@ -113,7 +150,8 @@ def _supervise(
         )  # fmt: skip
 
     children = [spawn() for _ in range(workers)]
-    console.print(f"[green]{workers} frontend processes[/green] on port {cfg.port}")
+    console.print(f"[green]Peregrine server running[/green]: {workers} frontend processes")
+    console.print(banner(cfg, login), markup=False, highlight=False, soft_wrap=True)
 
     async def main() -> None:
         stop = asyncio.Event()
