@@ -14,7 +14,7 @@ from fastapi.responses import JSONResponse
 
 from peregrine import __version__
 from peregrine.api.deps import ApiContext
-from peregrine.api.routes import admin, artifacts, clients, collections, events, hunts
+from peregrine.api.routes import admin, artifacts, clients, collections, events, health, hunts
 from peregrine.api.schemas import Error
 from peregrine.auth.accounts import Accounts
 from peregrine.auth.audit import AuditLog
@@ -53,6 +53,7 @@ def create_app(server: Server, accounts: Accounts, audit: AuditLog) -> FastAPI:
     app.state.ctx = ApiContext(server=server, accounts=accounts, audit=audit)
     for module in (clients, collections, hunts, artifacts, admin, events):
         app.include_router(module.router, prefix=API_PREFIX, responses=ERROR_RESPONSES)
+    app.include_router(health.router)  # /healthz, /readyz: for balancers, unversioned
 
     @app.exception_handler(NotFound)
     async def not_found(request: Request, exc: NotFound) -> JSONResponse:

@@ -41,6 +41,7 @@ from peregrine.server.ingest import Ingestor
 from peregrine.server.leader import AlwaysLeader, LeaderLock
 from peregrine.server.monitor import FlowMonitor
 from peregrine.server.presence import IDS_PER_NOTICE, PresenceAnnouncer
+from peregrine.server.readiness import HEALTH_PATHS, Readiness, answer_on_agent_port
 from peregrine.server.seen import SeenWriter
 from peregrine.server.session import AgentSession
 
@@ -96,6 +97,7 @@ class Server:
         #: This process's clients coming and going, told to the others in batches.
         self.presence = PresenceAnnouncer(self.bus.publish)
         self.events = ServerEvents()
+        self.readiness = Readiness(self)
         self.ingestor = Ingestor(self.datastore, self.filestore)
         self.collections = CollectionService(
             self.datastore,
@@ -199,7 +201,9 @@ class Server:
         finally:
             await self.stop()
 
-    def _check_path(self, connection: ServerConnection, request: Request) -> Response | None:
+    async def _check_path(self, connection: ServerConnection, request: Request) -> Response | None:
+        if request.path in HEALTH_PATHS:  # the balancer's check of the agent port
+            return await answer_on_agent_port(self.readiness, connection, request.path)
         if request.path != AGENT_PATH:
             return connection.respond(404, "agents connect to /agent\n")
         if not self.connections.accepting:
