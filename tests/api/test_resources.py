@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import hashlib
 
+from peregrine.protocol.messages import MAX_MESSAGE_BYTES
 from tests.api.conftest import Live, Objects
 
 
@@ -103,3 +104,22 @@ def test_status(live: Live) -> None:
         status = http.get("/status").json()
     assert status["clients"] >= 1 and status["connected"] >= 1
     assert status["datastore"] == "sqlite"
+
+
+def test_requests_too_large_for_an_agent_are_refused_at_creation(live: Live) -> None:
+    """A collection or hunt whose request could never be sent to an agent is a 400 naming the
+    limit and the size, not a 201 that would cut the agent off."""
+    oversized = [{"name": "Linux.Sys.Users", "parameters": {"UserRegex": "a" * MAX_MESSAGE_BYTES}}]
+    limit = f"over the {MAX_MESSAGE_BYTES:,}-byte limit"
+    with live.http(live.tokens["investigator"]) as http:
+        before = http.get(f"/clients/{live.client_id}/collections").json()
+        collection = http.post(
+            "/collections", json={"client_id": live.client_id, "artifacts": oversized}
+        )
+        assert collection.status_code == 400, collection.text
+        assert limit in collection.json()["detail"]
+        assert "bytes" in collection.json()["detail"]
+        hunt = http.post("/hunts", json={"artifacts": oversized})
+        assert hunt.status_code == 400, hunt.text
+        assert limit in hunt.json()["detail"]
+        assert http.get(f"/clients/{live.client_id}/collections").json() == before

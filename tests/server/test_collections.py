@@ -5,12 +5,15 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import hashlib
+import time
 from pathlib import Path
 
 import pytest
 
 from peregrine.artifacts.loader import builtin_files
 from peregrine.artifacts.repository import ArtifactRepository
+from peregrine.datastore import FlowRecord
+from peregrine.protocol.messages import MAX_MESSAGE_BYTES, ArtifactCall, CollectionRequest, encode
 from peregrine.server.collections import CollectionError
 from tests.server.harness import (
     agent_config,
@@ -232,5 +235,63 @@ def test_several_agents_at_once(deployment, tmp_path: Path) -> None:  # type: ig
                 assert [d.state for d in done] == ["Finished"] * 5
                 assert len({d.rows for d in done}) == 1  # the same machine: the same users
                 assert {d.client_id for d in done} == ids
+
+    asyncio.run(scenario())
+
+
+def _oversized_users_query() -> dict[str, object]:
+    """Parameters that make a collection request larger than one agent message may be."""
+    return {"UserRegex": "^(" + "a" * MAX_MESSAGE_BYTES + ")$"}
+
+
+def test_a_request_too_large_for_the_agent_is_refused_at_creation(
+    deployment, tmp_path: Path
+) -> None:  # type: ignore[no-untyped-def]
+    async def scenario() -> None:
+        async with running_server(deployment) as server:
+            async with running_agent(agent_config(deployment, tmp_path / "h")) as agent:
+                cid = agent.client_id
+                before = len(
+                    await wait_until(lambda: server.datastore.collections.list_for_client(cid))
+                )
+                with pytest.raises(CollectionError, match=f"over the {MAX_MESSAGE_BYTES:,}-byte"):
+                    await server.collect(cid, [("Linux.Sys.Users", _oversized_users_query())], "t")
+                assert len(server.datastore.collections.list_for_client(cid)) == before
+                assert server.datastore.tasks.pending(cid) == []
+
+    asyncio.run(scenario())
+
+
+def test_a_stored_request_too_large_for_the_agent_fails_without_blocking_its_queue(
+    deployment, tmp_path: Path
+) -> None:  # type: ignore[no-untyped-def]
+    """A task stored by an older server that allowed it: delivering it would cut the agent off
+    at every reconnect. It ends in Error, and the collection queued after it still runs."""
+    config = agent_config(deployment, tmp_path / "h")
+
+    async def scenario() -> None:
+        async with running_server(deployment) as server:
+            async with running_agent(config) as agent:
+                cid = agent.client_id
+                await wait_until(
+                    lambda: (c := server.datastore.clients.get(cid)) and c.interrogated
+                )
+            # The agent is offline: the oversized task and a normal one wait for it, in order.
+            big = FlowRecord("F.00000000000000b1", cid, [], {}, "older-server", time.time())
+            request = CollectionRequest(
+                flow_id=big.flow_id,
+                artifacts=[ArtifactCall("Linux.Sys.Users", _oversized_users_query())],
+                definitions=[],
+            )
+            server.datastore.collections.create(big, task=encode(request))
+            later = await server.collect(cid, [("Linux.Sys.Users", {"UserRegex": "^root$"})], "t")
+            async with running_agent(config):
+                done = await server.wait_for_flow(later.flow_id, ["Finished", "Error"], 30)
+            assert done.state == "Finished" and done.rows == 1
+            failed = server.datastore.collections.get(big.flow_id)
+            assert failed.state == "Error" and failed.finished is not None
+            assert "not delivered" in failed.error
+            assert f"over the {MAX_MESSAGE_BYTES:,}-byte" in failed.error
+            assert server.datastore.tasks.pending(cid) == []
 
     asyncio.run(scenario())

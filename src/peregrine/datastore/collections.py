@@ -15,7 +15,15 @@ from sqlalchemy.exc import IntegrityError
 
 from .database import Database
 from .errors import Conflict, NotFound
-from .records import FINAL_STATES, FLOW_STATES, IN_FLIGHT_STATES, IN_PROGRESS, FlowRecord
+from .records import (
+    ERROR,
+    FINAL_STATES,
+    FLOW_STATES,
+    IN_FLIGHT_STATES,
+    IN_PROGRESS,
+    SCHEDULED,
+    FlowRecord,
+)
 from .schema import clients, flows, tasks
 
 #: Record field -> column, where they differ.
@@ -82,6 +90,18 @@ class CollectionStore:
         statement, parameters = _transition(flow_id, to_state, now, error)
         with self._db.write() as conn:
             if conn.execute(statement, parameters).rowcount == 1:
+                return True
+            _require_flow(conn, flow_id)
+        return False
+
+    def withdraw(self, flow_id: str, now: float, error: str) -> bool:
+        """End a collection that never started (still Scheduled) in Error with ``error``, and
+        remove its task, in one transaction: it is never delivered after this. False (and
+        only the task removed) if the agent started it meanwhile or it has already ended."""
+        with self._db.write() as conn:
+            ended = conn.execute(_WITHDRAW, {"b_flow": flow_id, "b_now": now, "b_error": error})
+            conn.execute(_DROP_TASK, {"b_flow": flow_id})
+            if ended.rowcount == 1:
                 return True
             _require_flow(conn, flow_id)
         return False
@@ -177,6 +197,11 @@ _COUNT = (
     )
 )
 _DROP_TASK = delete(tasks).where(tasks.c.flow_id == bindparam("b_flow"))
+_WITHDRAW = (
+    update(flows)
+    .where(flows.c.flow_id == bindparam("b_flow"), flows.c.state == SCHEDULED)
+    .values(state=ERROR, error=bindparam("b_error"), finished=bindparam("b_now"))
+)
 
 
 def _counts(

@@ -8,6 +8,7 @@ agent that is offline gets the task when it next connects, so nothing depends on
 
 from __future__ import annotations
 
+import logging
 import secrets
 import time
 from collections.abc import Awaitable, Callable, Iterable, Mapping
@@ -22,7 +23,15 @@ from peregrine.artifacts.repository import ArtifactRepository
 from peregrine.artifacts.runner import ArtifactRunner
 from peregrine.datastore import FINAL_STATES, Datastore, FlowRecord
 from peregrine.engine.context import ALL_PERMISSIONS
-from peregrine.protocol.messages import ArtifactCall, CancelCollection, CollectionRequest, encode
+from peregrine.protocol.messages import (
+    MAX_MESSAGE_BYTES,
+    ArtifactCall,
+    CancelCollection,
+    CollectionRequest,
+    encode,
+)
+
+log = logging.getLogger(__name__)
 
 #: ``push(client_id, payload, stored)``: see ``Server.push``.
 Push = Callable[[str, bytes, bool], Awaitable[bool]]
@@ -74,9 +83,22 @@ class CollectionService:
         hunt_id: str | None = None,
     ) -> tuple[FlowRecord, bytes]:
         """Validate and build the flow record and the request; nothing is stored yet."""
-        limits = limits or Limits()
         if self.datastore.clients.get(client_id) is None:
             raise CollectionError(f"unknown client {client_id}")
+        return self.build(client_id, artifacts, creator, permissions, limits, hunt_id)
+
+    def build(
+        self,
+        client_id: str,
+        artifacts: Iterable[tuple[str, Mapping[str, Any]]],
+        creator: str,
+        permissions: frozenset[str] = ALL_PERMISSIONS,
+        limits: Limits | None = None,
+        hunt_id: str | None = None,
+    ) -> tuple[FlowRecord, bytes]:
+        """``prepare`` without looking the client up (a hunt checks its request this way
+        before it has clients). Refuses a request too large to ever reach an agent."""
+        limits = limits or Limits()
         calls = [ArtifactCall(name=name, parameters=dict(params)) for name, params in artifacts]
         if not calls:
             raise CollectionError("a collection needs at least one artifact")
@@ -140,7 +162,10 @@ class CollectionService:
             timeout=timeout or self.default_timeout,
             progress_timeout=limits.progress_timeout or self.default_progress_timeout,
         )
-        return record, encode(request)
+        payload = encode(request)
+        if len(payload) > MAX_MESSAGE_BYTES:
+            raise CollectionError(too_large(len(payload)))
+        return record, payload
 
     def store(self, record: FlowRecord, payload: bytes) -> None:
         """Durably store the flow and its task, atomically (before any push)."""
@@ -167,6 +192,19 @@ class CollectionService:
         await self.push(client_id, payload, True)
         return record
 
+    async def refuse_undeliverable(self, flow_id: str, payload: bytes) -> bool:
+        """True for a stored request too large for the agent to receive (stored by an older
+        server, or before a limit shrank): its flow ends in Error and its task is removed,
+        since sending it would cut the agent off at every reconnect and block its queue."""
+        import asyncio
+
+        if len(payload) <= MAX_MESSAGE_BYTES:
+            return False
+        reason = f"not delivered: {too_large(len(payload))}"
+        await asyncio.to_thread(self.datastore.collections.withdraw, flow_id, time.time(), reason)
+        log.warning("flow %s: %s", flow_id, reason)
+        return True
+
     async def cancel(self, flow_id: str, reason: str = "cancelled by a user") -> bool:
         """Cancel a flow: no longer delivered, stopped on the agent if it runs there."""
         import asyncio
@@ -181,6 +219,15 @@ class CollectionService:
         cancel = encode(CancelCollection(flow_id=flow_id, reason=reason))
         await self.push(record.client_id, cancel, False)
         return bool(changed)
+
+
+def too_large(size: int) -> str:
+    """Why a request of ``size`` bytes cannot be sent, and what to do instead."""
+    return (
+        f"the collection request would be {size:,} bytes, over the {MAX_MESSAGE_BYTES:,}-byte "
+        "limit of one message to an agent: pass smaller parameters (or split the artifacts "
+        "into several collections)"
+    )
 
 
 def _sum_or_none(values: Iterable[float | None]) -> float | None:

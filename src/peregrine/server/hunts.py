@@ -24,8 +24,6 @@ from typing import TYPE_CHECKING, Any
 
 import msgspec
 
-from peregrine.artifacts.loader import ArtifactError
-from peregrine.artifacts.runner import ArtifactRunner
 from peregrine.datastore import new_hunt_id
 from peregrine.datastore.errors import NotFound
 from peregrine.engine.context import ALL_PERMISSIONS
@@ -40,6 +38,9 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 DEFAULT_EXPIRY_SECONDS = 7 * 24 * 3600.0
+#: Stand-ins of real length for sizing a hunt's request before it has an id or clients.
+_SIZING_CLIENT = "C." + "0" * 16
+_SIZING_HUNT = "H." + "0" * 16
 MANAGER_INTERVAL_SECONDS = 2.0
 #: Clients scheduled per transaction when a hunt starts with no throttle.
 PUSH_BATCH = 250
@@ -89,12 +90,14 @@ class HuntManager:
         """Refuse a hunt that could never run: unknown artifacts, bad parameters, rights."""
         if not spec.artifacts:
             raise HuntError("a hunt needs at least one artifact")
-        runner = ArtifactRunner(self.server.repository, permissions=permissions)
-        for name, params in spec.artifacts:
-            try:
-                runner.plan(name, params)
-            except ArtifactError as exc:
-                raise HuntError(str(exc)) from None
+        try:
+            # The request every client would get (artifacts, parameters, rights, size), built
+            # with ids as long as real ones, so its size is the size a client's would be.
+            self.server.collections.build(
+                _SIZING_CLIENT, spec.artifacts, "hunt", permissions, spec.limits, _SIZING_HUNT
+            )
+        except CollectionError as exc:
+            raise HuntError(str(exc)) from None
         if spec.client_limit is not None and spec.client_limit < 1:
             raise HuntError("client_limit must be at least 1")
         if spec.expires_in <= 0:

@@ -199,9 +199,13 @@ class AgentSession:
         await self.ws.close(1000, reason[:120])
 
     async def deliver_pending(self) -> None:
-        """Send every stored task of this client (the agent ignores one it already has)."""
+        """Send every stored task of this client (the agent ignores one it already has); one
+        too large for the agent ends its flow in Error instead of blocking the queue."""
         tasks = await asyncio.to_thread(self.server.datastore.tasks.pending, self.client_id)
-        for _flow_id, payload in tasks:
+        for flow_id, payload in tasks:
+            if await self.server.collections.refuse_undeliverable(flow_id, payload):
+                self.server.events.flow_changed(flow_id)
+                continue
             await self.send(payload)
 
     async def _serve(self) -> None:
