@@ -14,6 +14,7 @@ from fastapi.responses import JSONResponse
 
 from peregrine import __version__
 from peregrine.api.deps import ApiContext
+from peregrine.api.docs import add_docs
 from peregrine.api.routes import admin, artifacts, clients, collections, events, health, hunts
 from peregrine.api.schemas import Error
 from peregrine.auth.accounts import Accounts
@@ -47,9 +48,10 @@ def create_app(server: Server, accounts: Accounts, audit: AuditLog) -> FastAPI:
             "send `X-CSRF-Token` on state-changing requests). Every change is audited."
         ),
         openapi_url=f"{API_PREFIX}/openapi.json",
-        docs_url="/api/docs",
+        docs_url=None,  # add_docs: Swagger UI served from here, not from a CDN
         redoc_url=None,
     )
+    add_docs(app, f"{API_PREFIX}/openapi.json", app.title)
     app.state.ctx = ApiContext(server=server, accounts=accounts, audit=audit)
     for module in (clients, collections, hunts, artifacts, admin, events):
         app.include_router(module.router, prefix=API_PREFIX, responses=ERROR_RESPONSES)
