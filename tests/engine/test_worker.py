@@ -5,6 +5,7 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
+import psutil
 import pytest
 
 from peregrine.engine import (
@@ -51,7 +52,27 @@ def test_rows_stream_from_a_query_that_never_ends() -> None:
 
 def test_errors_cross_the_process_boundary_with_their_kind() -> None:
     with pytest.raises(QuerySyntaxError, match="unknown table"):
-        IsolatedQuery("SELECT * FROM no_such_plugin()")
+        IsolatedQuery("SELECT * FROM no_such_plugin()").columns  # noqa: B018
+
+
+@pytest.mark.timeout(30)
+def test_cancel_kills_a_worker_stuck_before_its_first_row(denylist: Denylist) -> None:
+    """A query with no row yet, stuck where neither SQLite nor a plugin can look at the cancel
+    token (a regular expression backtracking in C, holding the GIL for hours), is stopped by
+    ``cancel()`` within a second: its worker is killed, it reads as cancelled, and it is not
+    taken for a query that crashed its worker (no denylist entry)."""
+    sql = "SELECT count(*) FROM (SELECT 1) WHERE regexp('^(a+)+$', :s)"
+    query = IsolatedQuery(sql, {"s": "a" * 40 + "!"}, denylist=denylist)
+    worker = psutil.Process(query.pid)
+    time.sleep(1.0)  # started, and stuck in the regex
+    assert worker.is_running() and query.rows_returned == 0
+    started = time.monotonic()
+    query.cancel()
+    with pytest.raises(QueryCancelled):
+        list(query)
+    assert time.monotonic() - started < 2.0
+    assert not psutil.pid_exists(query.pid)
+    assert denylist.entry(sql) is None
 
 
 def test_soft_timeout_is_reported_as_timeout() -> None:

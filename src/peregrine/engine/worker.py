@@ -1,10 +1,16 @@
 """Run a query in a child process that a watchdog can kill.
 
-SQLite and plugins run in the child (``python -m peregrine.engine.worker``); rows come back over a
-pipe as length-prefixed msgpack frames, in batches flushed by count and by time, so rows appear as
-they are produced and a slow reader slows the child down (the pipe applies back-pressure) instead
-of buffering. The parent's watchdog kills the child on a hard time-out or when its memory passes
-the limit; a query that was killed is recorded in the :class:`~peregrine.engine.denylist.Denylist`.
+SQLite and plugins run in the child; rows come back over a pipe as length-prefixed msgpack
+frames, in batches flushed by count and by time, so rows appear as they are produced and a slow
+reader slows the child down (the pipe applies back-pressure) instead of buffering. The parent's
+watchdog kills the child on a hard time-out or when its memory passes the limit; a query that was
+killed is recorded in the :class:`~peregrine.engine.denylist.Denylist`. A cancelled query's worker
+is told to stop and killed if it has not within :data:`CANCEL_GRACE` seconds.
+
+The child is an isolated interpreter (``python -I``) started in ``/``: the directory an agent or
+``peregrine query`` was started from, ``PYTHONPATH`` and the user's site directory are never on its
+``sys.path``, so a ``yara.py`` planted there cannot run inside it. It imports what the environment
+has installed (site-packages, editable installs, plugin entry points) and peregrine itself.
 """
 
 from __future__ import annotations
@@ -17,6 +23,7 @@ import sys
 import threading
 import time
 from collections.abc import Iterator, Sequence
+from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any
 
 import msgspec
@@ -24,7 +31,7 @@ import msgspec
 from peregrine.engine.columns import Column
 from peregrine.engine.context import ALL_PERMISSIONS, QueryLimits, UploadSink
 from peregrine.engine.denylist import Denylist
-from peregrine.engine.errors import QueryError, WorkerKilled, error_from_kind
+from peregrine.engine.errors import QueryCancelled, QueryError, WorkerKilled, error_from_kind
 
 if TYPE_CHECKING:
     import psutil
@@ -36,6 +43,16 @@ MAX_FRAME = 64 * 1024 * 1024
 BATCH_ROWS = 512
 BATCH_SECONDS = 0.1
 WATCHDOG_INTERVAL = 0.05
+#: How long a cancelled worker may take to stop by itself (and kill a program it started)
+#: before it is killed: a plugin stuck in C code (a regex, a blocking read) never looks.
+CANCEL_GRACE = 0.5
+
+#: Run by ``python -I -c``: -I leaves the working directory, PYTHONPATH and the user's site
+#: directory off sys.path. The argument is the directory this process imported peregrine from,
+#: appended in case it is not the environment's own (it holds the code running now).
+_BOOTSTRAP = (
+    "import sys; sys.path.append(sys.argv.pop(1)); from peregrine.engine.worker import main; main()"
+)
 
 
 class Request(msgspec.Struct, tag="request"):
@@ -48,6 +65,9 @@ class Request(msgspec.Struct, tag="request"):
     artifacts: list[dict[str, Any]] = []
     upload_dir: str | None = None
     max_upload_bytes: int | None = None
+    #: What relative paths in the query are relative to: the caller's working directory. The
+    #: worker moves there after it started, so its imports never search it.
+    cwd: str | None = None
 
 
 class Cancel(msgspec.Struct, tag="cancel"):
@@ -105,11 +125,27 @@ def read_frame(stream: IO[bytes]) -> bytes | None:
     return payload
 
 
+def worker_command() -> list[str]:
+    """The command line of a query worker: an isolated interpreter that can import peregrine."""
+    import peregrine
+
+    home = str(Path(peregrine.__file__).resolve().parent.parent)
+    return [sys.executable, "-I", "-c", _BOOTSTRAP, home]
+
+
+def _caller_directory() -> str | None:
+    try:
+        return str(Path.cwd())
+    except OSError:  # deleted under us: relative paths mean nothing anyway
+        return None
+
+
 class IsolatedQuery:
     """A query running in a worker process. Read ``columns``, then iterate rows once.
 
-    ``cancel()`` may be called from any thread. After iteration, ``truncated``, ``warnings`` and
-    ``rows_returned`` describe the run.
+    Creating one starts the worker and returns at once; ``columns`` waits for the query's first
+    row. ``cancel()`` may be called from any thread, at any time. After iteration,
+    ``truncated``, ``warnings`` and ``rows_returned`` describe the run.
     """
 
     def __init__(
@@ -133,12 +169,12 @@ class IsolatedQuery:
         self.rows_returned = 0
         self.elapsed = 0.0
         self.kill_reason: str | None = None
+        self.cancelled = False
+        self._columns: list[Column] | None = None
         self._finished = threading.Event()
         self._write_lock = threading.Lock()
         self._proc = subprocess.Popen(
-            [sys.executable, "-m", "peregrine.engine.worker"],
-            stdin=subprocess.PIPE,
-            stdout=subprocess.PIPE,
+            worker_command(), stdin=subprocess.PIPE, stdout=subprocess.PIPE, cwd="/"
         )
         assert self._proc.stdin is not None and self._proc.stdout is not None
         self._stdin: IO[bytes] = self._proc.stdin
@@ -153,11 +189,23 @@ class IsolatedQuery:
             artifacts=[msgspec.to_builtins(a) for a in artifacts],
             upload_dir=uploads.directory if uploads else None,
             max_upload_bytes=uploads.max_bytes if uploads else None,
+            cwd=_caller_directory(),
         )
         self._send(request)
         self._watchdog = threading.Thread(target=self._watch, name="query-watchdog", daemon=True)
         self._watchdog.start()
-        self.columns = self._read_header()
+
+    @property
+    def pid(self) -> int:
+        """The worker's process id."""
+        return self._proc.pid
+
+    @property
+    def columns(self) -> list[Column]:
+        """The result's columns; the first call waits for the worker to send them."""
+        if self._columns is None:
+            self._columns = self._read_header()
+        return self._columns
 
     # -- the parent's side -------------------------------------------------------------------
 
@@ -239,6 +287,8 @@ class IsolatedQuery:
     def _died(self) -> QueryError:
         code = self._proc.wait()
         self._finish()
+        if self.kill_reason is None and self.cancelled:
+            return QueryCancelled("the query was cancelled")
         if self.kill_reason is None:
             signal = f"signal {-code}" if code < 0 else f"exit code {code}"
             self.kill_reason = f"the query worker died ({signal})"
@@ -261,6 +311,7 @@ class IsolatedQuery:
 
     def __iter__(self) -> Iterator[tuple[Any, ...]]:
         try:
+            self.columns  # noqa: B018 (the header comes first)
             while True:
                 message = self._next_message()
                 if isinstance(message, Rows):
@@ -281,14 +332,17 @@ class IsolatedQuery:
             self._finish()
 
     def cancel(self) -> None:
-        """Ask the worker to stop; kill it if it has not stopped within two seconds."""
+        """Stop the query whatever it is doing, before its first row too: the worker is told to
+        stop (so it can kill a program it started) and killed if it has not ended
+        :data:`CANCEL_GRACE` seconds later. Iterating then raises :class:`QueryCancelled`."""
+        self.cancelled = True
         self._send(Cancel())
 
         def kill_later() -> None:
-            if not self._finished.wait(2.0) and self._proc.poll() is None:
+            if not self._finished.wait(CANCEL_GRACE) and self._proc.poll() is None:
                 self._proc.kill()
 
-        threading.Thread(target=kill_later, daemon=True).start()
+        threading.Thread(target=kill_later, name="query-cancel", daemon=True).start()
 
     def _finish(self) -> None:
         self._finished.set()
@@ -356,6 +410,9 @@ def serve(stdin: IO[bytes], stdout: IO[bytes]) -> None:
     request = _to_worker.decode(payload)
     if not isinstance(request, Request):
         return
+    if request.cwd:
+        with contextlib.suppress(OSError):  # gone: relative paths then find nothing
+            os.chdir(request.cwd)
     ctx = QueryContext(
         limits=QueryLimits(timeout=request.timeout, max_rows=request.max_rows),
         permissions=frozenset(request.permissions),
