@@ -12,6 +12,7 @@ from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
+from peregrine.cluster.generate import FIRST_FRONTEND_PORT, generate_cluster, plan_frontends
 from peregrine.config import (
     SERVER_FILE,
     ClientConfig,
@@ -43,7 +44,9 @@ _WHAT = {
     "server.key": "frontend TLS private key",
     "client.yaml": "client configuration: copy to endpoints (holds the enrollment secret)",
     "server.yaml": "server configuration (holds the enrollment secret)",
+    "haproxy.cfg": "balancer configuration: run on the balancer host",
 }
+_CLUSTER_WHAT = {".yaml": "a frontend's server configuration (holds the enrollment secret)"}
 
 
 def _fail(message: str) -> typer.Exit:
@@ -95,9 +98,86 @@ def generate_cmd(
             "--force", help="Replace an existing deployment (new CA: deployed agents are cut off)."
         ),
     ] = False,
+    frontends: Annotated[
+        int | None,
+        typer.Option(
+            "--frontends",
+            min=1,
+            help="Make a cluster of this many frontends behind HAProxy (one configuration "
+            "each, haproxy.cfg, client.yaml); --public-url is then the balancer.",
+            rich_help_panel="Cluster",
+        ),
+    ] = None,
+    datastore_url: Annotated[
+        str,
+        typer.Option(
+            help="The cluster's PostgreSQL: postgresql://user@host:port/database.",
+            rich_help_panel="Cluster",
+        ),
+    ] = "",
+    bus_url: Annotated[
+        str,
+        typer.Option(help="The cluster's Redis: redis://host:6379/0.", rich_help_panel="Cluster"),
+    ] = "",
+    filestore_dir: Annotated[
+        Path | None,
+        typer.Option(
+            help="The shared filestore, mounted alike on every frontend (default with all "
+            "frontends on loopback: --dir/filestore).",
+            rich_help_panel="Cluster",
+        ),
+    ] = None,
+    frontend_hosts: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--frontend-host",
+            help="A frontend's host, as the balancer reaches it (one per frontend, or one "
+            "for all; default 127.0.0.1).",
+            rich_help_panel="Cluster",
+        ),
+    ] = None,
+    frontend_port: Annotated[
+        int,
+        typer.Option(
+            help="The first frontend's agent port (its API: the next one; frontends on one "
+            "host count up).",
+            rich_help_panel="Cluster",
+        ),
+    ] = FIRST_FRONTEND_PORT,
+    api_port: Annotated[
+        int | None,
+        typer.Option(
+            help="The balancer's API port (default: its agent port + 1).",
+            rich_help_panel="Cluster",
+        ),
+    ] = None,
 ) -> None:
-    """Write a server and a client configuration: CA, TLS certificate, enrollment secret."""
+    """Write a server and a client configuration: CA, TLS certificate, enrollment secret.
+
+    With --frontends N: a cluster (N frontend configurations, haproxy.cfg, client.yaml).
+    """
     target = directory or default_data_dir()
+    if frontends is not None:
+        _generate_cluster(
+            target,
+            frontends,
+            frontend_hosts or [],
+            frontend_port,
+            datastore_url=datastore_url,
+            bus_url=bus_url,
+            filestore_dir=filestore_dir,
+            public_urls=public_urls,
+            api_port=api_port,
+            hostnames=hostnames or (),
+            labels=labels or (),
+            force=force,
+        )
+        return
+    if datastore_url or bus_url or filestore_dir or frontend_hosts or api_port is not None:
+        raise _fail(
+            "--datastore-url, --bus-url, --filestore-dir, --frontend-host and --api-port "
+            "describe a cluster: add --frontends N"
+        )
     try:
         made = generate(
             target,
@@ -130,6 +210,56 @@ def generate_cmd(
         f"  peregrine agent --config {made.client_config_path}",
     ):
         console.print(line, highlight=False, markup=False)
+
+
+def _generate_cluster(
+    target: Path,
+    count: int,
+    hosts: list[str],
+    first_port: int,
+    *,
+    filestore_dir: Path | None,
+    public_urls: list[str] | None,
+    api_port: int | None,
+    **options: Any,
+) -> None:
+    try:
+        made = generate_cluster(
+            target,
+            plan_frontends(count, hosts, first_port),
+            filestore_dir=filestore_dir,
+            public_urls=public_urls,
+            balancer_api_port=api_port,
+            **options,
+        )
+    except ConfigError as exc:
+        raise _fail(str(exc)) from None
+    table = Table("file", "mode", "what", title=Text(f"Cluster written to {made.directory}"))
+    for path in made.files:
+        mode = stat.filemode(path.stat().st_mode)
+        what = _WHAT.get(path.name) or _CLUSTER_WHAT.get(path.suffix, "")
+        table.add_row(path.name, mode, what)
+    console.print(table)
+    console.print("Frontends (name, agent and API addresses):", highlight=False)
+    for spec in made.frontends:
+        console.print(
+            f"  {spec.name}: {spec.host}:{spec.port}, API {spec.host}:{spec.api_port}",
+            highlight=False,
+            markup=False,
+        )
+    console.print("Agents connect through the balancer:", highlight=False)
+    for url in made.client.server_urls:
+        console.print(f"  {url}", highlight=False, markup=False)
+    console.print(f"API through the balancer: {made.api_url}", highlight=False, markup=False)
+    console.print("\n[bold]Next:[/bold]")
+    lines = [f"  haproxy -f {made.haproxy_config_path}"]
+    lines += [
+        f"  peregrine server --config {path} --no-local-agent  # on {spec.host}"
+        for spec, path in zip(made.frontends, made.frontend_config_paths, strict=True)
+    ]
+    lines.append(f"  peregrine agent --config {made.client_config_path}")
+    for line in lines:
+        console.print(line, highlight=False, markup=False, soft_wrap=True)
 
 
 def _load_any(path: Path) -> ServerConfig | ClientConfig:

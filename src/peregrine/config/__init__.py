@@ -31,12 +31,17 @@ from peregrine.config.tls import (
 
 if TYPE_CHECKING:
     from peregrine.config.generate import (
+        CA_CERT_FILE,
+        CA_KEY_FILE,
         CLIENT_FILE,
+        SERVER_CERT_FILE,
         SERVER_FILE,
+        SERVER_KEY_FILE,
         ConfigExistsError,
         GeneratedConfig,
         check_server_pki,
         default_data_dir,
+        default_public_url,
         default_server_config,
         export_client_config,
         generate,
@@ -47,12 +52,17 @@ if TYPE_CHECKING:
 #: Names exported from :mod:`peregrine.config.generate`, imported when first asked for.
 _FROM_GENERATE = frozenset(
     {
+        "CA_CERT_FILE",
+        "CA_KEY_FILE",
         "CLIENT_FILE",
+        "SERVER_CERT_FILE",
         "SERVER_FILE",
+        "SERVER_KEY_FILE",
         "ConfigExistsError",
         "GeneratedConfig",
         "check_server_pki",
         "default_data_dir",
+        "default_public_url",
         "default_server_config",
         "export_client_config",
         "generate",
@@ -79,8 +89,12 @@ def __dir__() -> list[str]:
 
 
 __all__ = [
+    "CA_CERT_FILE",
+    "CA_KEY_FILE",
     "CLIENT_FILE",
+    "SERVER_CERT_FILE",
     "SERVER_FILE",
+    "SERVER_KEY_FILE",
     "ClientConfig",
     "ConfigError",
     "ConfigExistsError",
@@ -91,6 +105,7 @@ __all__ = [
     "check_server_pki",
     "client_ssl_context",
     "default_data_dir",
+    "default_public_url",
     "default_server_config",
     "export_client_config",
     "generate",
