@@ -163,6 +163,9 @@ def test_hunt_commands(live: Live, tmp_path: Path) -> None:
              "--format", "jsonl").stdout  # fmt: skip
     rows = [json.loads(line) for line in out.splitlines()]
     assert [r["n"] for r in rows] == [1, 2, 3, 4] and rows[0]["client_id"] == live.client_id
+    # One artifact with one source: no need to name them.
+    out = ok(live, "hunts", "results", hunt_id, "--format", "jsonl").stdout
+    assert [json.loads(line)["n"] for line in out.splitlines()] == [1, 2, 3, 4]
     export = tmp_path / "hunt.csv"
     ok(live, "hunts", "results", hunt_id, "-a", "Test.Numbers", "-s", "numbers",
        "--export", str(export))  # fmt: skip
@@ -179,6 +182,42 @@ def test_hunt_commands(live: Live, tmp_path: Path) -> None:
     )
     assert refused(run(live, "hunts", "start", hunt_id))
     assert "--expires" in runner.invoke(app, ["hunts", "create", "X", "--expires", "soon"]).stderr
+
+
+def test_a_hunt_that_matches_no_known_client_says_so(live: Live) -> None:
+    result = ok(live, "hunts", "create", "Test.Numbers", "--label", "no-such-label", "--start")
+    assert "warning: no known client matches this hunt" in result.stderr
+    assert "no-such-label" in result.stderr
+    ok(live, "hunts", "stop", result.stdout.split(":")[0])
+    result = ok(live, "hunts", "create", "Test.Numbers", "--os", "plan9", "--json")
+    hunt_id = json.loads(result.stdout)["hunt_id"]
+    assert "no known client matches" in json.loads(result.stdout)["warnings"][0]
+    data = json.loads(ok(live, "hunts", "start", hunt_id, "--json").stdout)
+    assert data["state"] == "Running" and "no known client matches" in data["warnings"][0]
+    ok(live, "hunts", "stop", hunt_id)
+    # A hunt that matches the agent warns of nothing.
+    result = ok(live, "hunts", "create", "Test.Numbers", "--json")
+    assert json.loads(result.stdout)["warnings"] == [] and "warning" not in result.stderr
+    ok(live, "hunts", "stop", json.loads(result.stdout)["hunt_id"])
+
+
+def test_hunt_watch_prints_progress_lines_without_a_terminal(live: Live) -> None:
+    hunt_id = json.loads(
+        ok(live, "hunts", "create", "Test.Numbers", "-p", "N=3", "--start", "--json").stdout
+    )["hunt_id"]
+    result = ok(live, "hunts", "watch", hunt_id, "--until-done")
+    progress = [line for line in result.stderr.splitlines() if line.startswith(hunt_id)]
+    assert progress and all("clients done" in line for line in progress), result.stderr
+    assert f"{hunt_id}: Running, 1 of 1 clients done" in result.stdout
+    ok(live, "hunts", "stop", hunt_id)
+
+
+def test_hunt_results_asks_which_artifact_when_there_are_several(live: Live) -> None:
+    hunt_id = json.loads(
+        ok(live, "hunts", "create", "Test.Numbers", "Generic.Client.Info", "--json").stdout
+    )["hunt_id"]
+    assert "pass --artifact" in refused(run(live, "hunts", "results", hunt_id))
+    ok(live, "hunts", "stop", hunt_id)
 
 
 def test_hunt_watch_stops_at_its_timeout(live: Live) -> None:

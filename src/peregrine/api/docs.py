@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from fastapi import FastAPI
+from fastapi import FastAPI, Request
 from fastapi.openapi.docs import get_swagger_ui_html
 from fastapi.responses import HTMLResponse
 from fastapi.staticfiles import StaticFiles
@@ -25,8 +25,7 @@ def add_docs(app: FastAPI, openapi_url: str, title: str) -> None:
     """Serve the docs page and its assets (the app is made with ``docs_url=None``)."""
     app.mount(ASSETS_URL, StaticFiles(directory=ASSETS_DIR), name="swagger-ui")
 
-    @app.get(DOCS_URL, include_in_schema=False)
-    async def docs() -> HTMLResponse:
+    async def docs(request: Request) -> HTMLResponse:
         return get_swagger_ui_html(
             openapi_url=openapi_url,
             title=f"{title} - docs",
@@ -35,3 +34,6 @@ def add_docs(app: FastAPI, openapi_url: str, title: str) -> None:
             swagger_favicon_url=f"{ASSETS_URL}/favicon-32x32.png",
             swagger_ui_parameters=SWAGGER_PARAMETERS,
         )
+
+    # A plain route, as FastAPI adds its own docs page: a public page, not an API operation.
+    app.add_route(DOCS_URL, docs, include_in_schema=False)

@@ -147,6 +147,11 @@ class Hunt(Out):
     notifications_per_second: float | None
     schedule: dict[str, Any] | None
     parent_id: str | None
+    warnings: list[str] = Field(
+        default_factory=list,
+        description="On create and start: what may make the hunt do nothing (no known client "
+        "matches its conditions).",
+    )
 
 
 class HuntStats(Out):

@@ -470,10 +470,14 @@ def hunts_create(
             expires_in=expires_in,
             notifications_per_second=rate,
         )
+        warnings = list(hunt.warnings)
         if start:
             hunt = client.hunts.start(hunt.hunt_id)
+            warnings += [w for w in hunt.warnings if w not in warnings]
+    for warning in warnings:
+        err.print(f"warning: {warning}", markup=False)
     if as_json:
-        print_json(hunt.to_dict())
+        print_json({**hunt.to_dict(), "warnings": warnings})
     elif start:
         console.print(f"{hunt.hunt_id}: {hunt.state} (peregrine hunts watch {hunt.hunt_id})")
     else:
@@ -518,6 +522,8 @@ def _hunt_change(
 ) -> None:
     with connected(url, token, ca) as client:
         hunt = getattr(client.hunts, action)(hunt_id)
+    for warning in hunt.warnings:
+        err.print(f"warning: {warning}", markup=False)
     if json_:
         print_json(hunt.to_dict())
     else:
@@ -685,9 +691,11 @@ def hunts_watch(
         ) as progress,
     ):
         task = progress.add_task("", total=None, state="", running=0, errors=0, rows=0)
+        lines = _ProgressLines(enabled=not err.is_terminal and not as_json)
         try:
             with contextlib.closing(client.hunts.watch(hunt_id, timeout)) as states:
                 for last in states:
+                    lines.show(_hunt_progress_line(hunt_id, last))
                     progress.update(
                         task,
                         total=last.scheduled or None,
@@ -706,18 +714,45 @@ def hunts_watch(
     if as_json:
         print_json(last.to_dict())
     else:
-        console.print(
-            f"{hunt_id}: {last.state}, {last.done} of {last.scheduled} clients done "
-            f"({last.finished} finished, {last.errors} errors), {last.rows} rows",
-            markup=False,
-        )
+        console.print(_hunt_progress_line(hunt_id, last), markup=False)
+
+
+def _hunt_progress_line(hunt_id: str, last: HuntProgress) -> str:
+    return (
+        f"{hunt_id}: {last.state}, {last.done} of {last.scheduled} clients done "
+        f"({last.finished} finished, {last.errors} errors), {last.rows} rows"
+    )
+
+
+class _ProgressLines:
+    """Progress as plain lines on stderr when there is no terminal to animate (a log, a pipe):
+    a line when something changed, at most one a second."""
+
+    def __init__(self, enabled: bool, interval: float = 1.0) -> None:
+        self.enabled = enabled
+        self.interval = interval
+        self._last_line = ""
+        self._last_time = 0.0
+
+    def show(self, line: str) -> None:
+        now = time.monotonic()
+        if not self.enabled or line == self._last_line or now - self._last_time < self.interval:
+            return
+        err.print(line, markup=False, soft_wrap=True)
+        self._last_line, self._last_time = line, now
 
 
 @hunts_app.command("results")
 def hunts_results(
     hunt_id: HuntIdArg,
-    artifact: Annotated[str, typer.Option("--artifact", "-a", help="Which artifact.")],
-    source: Annotated[str, typer.Option("--source", "-s")] = "",
+    artifact: Annotated[
+        str | None,
+        typer.Option("--artifact", "-a", help="Which artifact (default: the hunt's only one)."),
+    ] = None,
+    source: Annotated[
+        str | None,
+        typer.Option("--source", "-s", help="Which source (default: the artifact's only one)."),
+    ] = None,
     export: Annotated[
         Path | None,
         typer.Option("--export", help="Stream every row to FILE (.csv, .jsonl or .parquet)."),
@@ -731,6 +766,7 @@ def hunts_results(
 ) -> None:
     """A hunt's combined results (each row with client_id and hostname), or an export."""
     with connected(url, token, ca_cert) as client:
+        artifact, source = _hunt_result_set(client, hunt_id, artifact, source)
         if export is not None:
             path = client.hunts.export(hunt_id, artifact, export, source=source)
             err.print(f"exported to {path} ({path.stat().st_size} bytes)", markup=False)
@@ -744,6 +780,23 @@ def hunts_results(
         emit_rows(_rows(rest, page.rows), fmt, page.rows)
         if not everything and page.total > len(page.rows):
             err.print(f"showing {len(page.rows)} of {page.total} rows (--all for every row)")
+
+
+def _hunt_result_set(
+    client: Peregrine, hunt_id: str, artifact: str | None, source: str | None
+) -> tuple[str, str]:
+    """The (artifact, source) asked for, or the only one there is."""
+    if artifact is None:
+        names = [str(a.get("name")) for a in client.hunts.get(hunt_id).artifacts]
+        if len(names) != 1:
+            fail(f"{hunt_id} collects several artifacts ({', '.join(names)}): pass --artifact")
+        artifact = names[0]
+    if source is None:
+        sources = [str(s.get("name") or "") for s in client.artifacts.show(artifact)["sources"]]
+        if len(sources) > 1:
+            fail(f"{artifact} has several sources ({', '.join(sources)}): pass --source")
+        source = sources[0] if sources else ""
+    return artifact, source
 
 
 # -- the server's artifacts ---------------------------------------------------------------------

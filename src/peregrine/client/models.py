@@ -145,6 +145,8 @@ class Hunt(Model, kw_only=True):
     notifications_per_second: float | None = None
     schedule: dict[str, Any] | None = None
     parent_id: str | None = None
+    #: On create and start: e.g. that no known client matches the hunt's conditions.
+    warnings: list[str] = msgspec.field(default_factory=list)
 
 
 class HuntStats(Model, kw_only=True):

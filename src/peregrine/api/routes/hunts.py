@@ -33,6 +33,25 @@ def hunt_out(record: HuntRecord) -> Hunt:
     return Hunt.model_validate(record)
 
 
+def hunt_with_warnings(request: Request, record: HuntRecord) -> Hunt:
+    """The hunt, warning when no known client matches its conditions (a mistyped label)."""
+    out = hunt_out(record)
+    index = context(request).server.client_index
+    if index.matching(record):
+        return out
+    labels = sorted({label for c in index.clients.values() for label in c.labels})
+    conditions = (
+        f"labels {record.include_labels or 'any'}, not {record.exclude_labels or 'none'}, "
+        f"os {record.os or 'any'}"
+    )
+    known = ", ".join(labels[:20]) + (" …" if len(labels) > 20 else "") if labels else "none"
+    out.warnings.append(
+        f"no known client matches this hunt ({conditions}; {len(index)} clients known, "
+        f"labels in use: {known}); it will run on clients that enroll or gain a label later"
+    )
+    return out
+
+
 async def _hunt(request: Request, hunt_id: str) -> HuntRecord:
     record = await asyncio.to_thread(context(request).server.datastore.hunts.get, hunt_id)
     if record is None:
@@ -67,7 +86,7 @@ async def create_hunt(
         await audit.record("hunt.create", parameters=data, result="refused", reason=str(exc))
         raise HTTPException(400, str(exc)) from None
     await audit.record("hunt.create", target=record.hunt_id, parameters=data)
-    return hunt_out(record)
+    return hunt_with_warnings(request, record)
 
 
 @router.get("", response_model=list[Hunt], summary="List hunts")
@@ -104,7 +123,7 @@ async def _change(
         await audit.record(f"hunt.{action}", target=hunt_id, result="refused", reason=str(exc))
         raise HTTPException(409, str(exc)) from None
     await audit.record(f"hunt.{action}", target=hunt_id, parameters=kw or None)
-    return hunt_out(record)
+    return hunt_with_warnings(request, record) if action == "start" else hunt_out(record)
 
 
 @router.post("/{hunt_id}/start", response_model=Hunt, summary="Start (or resume) a hunt")
