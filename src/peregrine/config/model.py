@@ -121,6 +121,13 @@ class ServerConfig(_Section):
     #: Below this much free space on the filestore, agents are told to hold their data.
     min_free_bytes: NonNegativeInt = 1 << 30
     workers: Annotated[int, msgspec.Meta(ge=1)] = 1
+    #: The bus between frontends; empty: within this host (one process, or ``--workers N``).
+    #: ``redis://[:password@]host:port/db`` (or ``rediss://``): a cluster of frontends on
+    #: several hosts, which also needs a PostgreSQL ``datastore_url`` and a shared filestore.
+    bus_url: str = ""
+    #: This frontend's name in a cluster (letters, digits, ``.-_:``); empty: host name and
+    #: agent port.
+    frontend_name: Annotated[str, msgspec.Meta(pattern=r"^[A-Za-z0-9._:-]{0,100}$")] = ""
     flows: FlowDefaults = msgspec.field(default_factory=FlowDefaults)
     logging: LogSettings = msgspec.field(default_factory=LogSettings)
 
@@ -128,6 +135,7 @@ class ServerConfig(_Section):
         self.public_urls = _check_urls("public_urls", self.public_urls)
         if not self.data_dir:
             raise ValueError("data_dir: must not be empty")
+        _check_bus(self.bus_url, self.datastore_url)
 
     def resolved(self, base_dir: Path) -> ServerConfig:
         """A copy with relative paths made absolute against ``base_dir`` and defaults filled."""
@@ -153,6 +161,16 @@ class ServerConfig(_Section):
     def ca_cert_pem(self) -> str:
         """The CA certificate text (what a client configuration pins)."""
         return _read_text(self.ca_cert_path, "ca_cert_path")
+
+    def cluster_warnings(self) -> list[str]:
+        """Settings that work but are probably not what a cluster wants."""
+        if _is_postgres(self.datastore_url) and not self.bus_url:
+            return [
+                "datastore_url is PostgreSQL but bus_url is empty: frontends on other hosts "
+                "will not hear of this one's agents, and leader work is coordinated only "
+                "on this host; set bus_url: redis://host:6379/0 to run a cluster"
+            ]
+        return []
 
 
 class ClientConfig(_Section):
@@ -189,6 +207,34 @@ class ClientConfig(_Section):
             self,
             writeback_path=_absolute(base_dir, self.writeback_path),
             spool_dir=_absolute(base_dir, self.spool_dir),
+        )
+
+
+def _is_postgres(url: str) -> bool:
+    return url.split(":", 1)[0].split("+", 1)[0] in ("postgresql", "postgres")
+
+
+def _check_bus(bus_url: str, datastore_url: str) -> None:
+    """A Redis bus means frontends on several hosts: they must share a PostgreSQL database."""
+    if not bus_url:
+        return
+    parts = urlsplit(bus_url)
+    if parts.scheme not in ("redis", "rediss"):
+        raise ValueError(
+            f"bus_url: {parts.scheme or bus_url!r} is not a bus; give redis://host:port/db "
+            "(or rediss:// for TLS), or leave it empty for one host"
+        )
+    try:
+        _ = parts.port
+    except ValueError as exc:
+        raise ValueError(f"bus_url: bad port: {exc}") from None
+    if not parts.hostname:
+        raise ValueError("bus_url: no host name (redis://host:port/db)")
+    if not _is_postgres(datastore_url):
+        raise ValueError(
+            "bus_url: a Redis bus joins frontends on several hosts, which must share one "
+            "PostgreSQL datastore; set datastore_url: postgresql://user@host:port/database "
+            "(SQLite is one host's file), or remove bus_url"
         )
 
 
@@ -322,6 +368,15 @@ def save_config(cfg: msgspec.Struct, path: Path, header: str = "") -> None:
 SECRET_FIELDS = frozenset({"enrollment_secret"})
 
 
+def hide_password(url: str) -> str:
+    """``url`` with any password replaced by stars (for logs and ``config show``)."""
+    parts = urlsplit(url)
+    if not parts.password:
+        return url
+    netloc = parts.netloc.replace(f":{parts.password}@", ":********@", 1)
+    return urlunsplit(parts._replace(netloc=netloc))
+
+
 def masked(cfg: msgspec.Struct) -> dict[str, Any]:
     """A configuration as plain data with secrets hidden and PEM blocks abbreviated."""
     # Here, not at the top: the PKI module loads cryptography.x509, which an agent reading its
@@ -332,6 +387,8 @@ def masked(cfg: msgspec.Struct) -> dict[str, Any]:
     for key, value in data.items():
         if key in SECRET_FIELDS and value:
             data[key] = "********"
+        elif key.endswith("_url") and isinstance(value, str):
+            data[key] = hide_password(value)
         elif isinstance(value, str) and "-----BEGIN CERTIFICATE" in value:
             try:
                 data[key] = f"<PEM certificate, SHA-256 {fingerprint(value)}>"

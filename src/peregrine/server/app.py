@@ -28,19 +28,25 @@ from peregrine.config import ServerConfig, server_ssl_context, shrink_tls_read_b
 from peregrine.datastore import Datastore, FlowRecord, open_datastore
 from peregrine.engine.context import ALL_PERMISSIONS
 from peregrine.filestore import Filestore
-from peregrine.protocol.messages import MAX_MESSAGE_BYTES
+from peregrine.protocol.messages import (
+    MAX_MESSAGE_BYTES,
+    CancelCollection,
+    ProtocolError,
+    decode_from_server,
+)
 from peregrine.server.api_server import ApiServer
-from peregrine.server.bus import Bus, LocalBus, UnixBus
+from peregrine.server.bus import Bus
 from peregrine.server.client_index import ClientIndex
+from peregrine.server.cluster import make_bus, make_leader, make_presence
 from peregrine.server.collections import CollectionService, Limits
 from peregrine.server.connections import ConnectionRegistry
 from peregrine.server.events import ServerEvents
 from peregrine.server.hunt_results import HuntResults
 from peregrine.server.hunts import HuntManager
 from peregrine.server.ingest import Ingestor
-from peregrine.server.leader import AlwaysLeader, LeaderLock
+from peregrine.server.leader import Leader
 from peregrine.server.monitor import FlowMonitor
-from peregrine.server.presence import IDS_PER_NOTICE, PresenceAnnouncer
+from peregrine.server.presence import PRESENCE_KINDS, Presence
 from peregrine.server.readiness import HEALTH_PATHS, Readiness, answer_on_agent_port
 from peregrine.server.seen import SeenWriter
 from peregrine.server.session import AgentSession
@@ -48,9 +54,6 @@ from peregrine.server.session import AgentSession
 log = logging.getLogger(__name__)
 
 AGENT_PATH = "/agent"
-#: How often frontend processes share who they hold, and when a silent one's list expires.
-PRESENCE_INTERVAL = 3.0
-PRESENCE_EXPIRY = 10.0
 INTERROGATION = "Generic.Client.Info"
 INTERROGATOR = "server:interrogation"
 #: Every agent is pinged this often; one whose pong has not come after PING_TIMEOUT is closed.
@@ -63,7 +66,8 @@ PING_TIMEOUT = 120.0
 class Server:
     """One frontend process. With ``workers`` > 1 it is one of several on this host: they share
     the listening ports (SO_REUSEPORT), the datastore and the filestore, talk over a Unix-socket
-    bus, and one of them (``leader``) does the singleton work."""
+    bus, and one of them (``leader``) does the singleton work. With a ``bus_url`` it is one
+    frontend of a cluster (Redis bus and presence, PostgreSQL advisory lock): ``cluster.py``."""
 
     def __init__(
         self,
@@ -73,18 +77,8 @@ class Server:
     ) -> None:
         self.config = config
         self.workers = workers
-        self.bus: Bus = (
-            UnixBus(Path(config.data_dir) / "bus", workers) if workers > 1 else LocalBus()
-        )
-        self.leader: LeaderLock | AlwaysLeader = (
-            LeaderLock(Path(config.data_dir) / "leader.lock") if workers > 1 else AlwaysLeader()
-        )
-        #: Clients connected to the other processes of this server, by process (from the bus),
-        #: and when each process last sent its full list.
-        self.remote_online: dict[int, set[str]] = {}
-        self._presence_seen: dict[int, float] = {}
-        self._presence_parts: dict[int, set[str]] = {}
-        self._presence_task: asyncio.Task[None] | None = None
+        self.bus: Bus = make_bus(config, workers)
+        self.leader: Leader = make_leader(config, workers)
         self.enrollment_secret = config.enrollment_secret
         # Custom artifacts added through the API live in <data_dir>/artifacts.
         custom = Path(config.data_dir) / "artifacts"
@@ -94,8 +88,8 @@ class Server:
         self.filestore = Filestore(Path(config.filestore_dir), config.min_free_bytes)
         self.connections = ConnectionRegistry(PING_INTERVAL, PING_TIMEOUT)
         self.seen = SeenWriter(self.datastore.clients)
-        #: This process's clients coming and going, told to the others in batches.
-        self.presence = PresenceAnnouncer(self.bus.publish)
+        #: This process's clients coming and going, told to the others; theirs, as last heard.
+        self.presence: Presence = make_presence(config, self.bus)
         self.events = ServerEvents()
         self.readiness = Readiness(self)
         self.ingestor = Ingestor(self.datastore, self.filestore)
@@ -124,7 +118,7 @@ class Server:
     async def start(self) -> None:
         shrink_tls_read_buffers()  # a frontend holds thousands of idle TLS connections
         await self.bus.start(self._on_notice)
-        self.leader.try_acquire()
+        await self.leader.start()
         self._listener = await serve(
             self._handle,
             self.config.bind_address,
@@ -146,8 +140,7 @@ class Server:
             self._api = ApiServer(self)
             await self._api.start()
         self._monitor_task = asyncio.create_task(self.monitor.run())
-        if self.workers > 1:
-            self._presence_task = asyncio.create_task(self._share_presence())
+        await self.presence.start(self.connections.client_ids, self._appeared)
         await self._load_client_index()
         await self.hunts.load()
         self._hunt_task = asyncio.create_task(self.hunts.run(load=False))
@@ -181,7 +174,7 @@ class Server:
         await self.connections.shutdown()
         if self._listener is not None:
             await self._listener.wait_closed()
-        for task in (self._monitor_task, self._hunt_task, self._presence_task):
+        for task in (self._monitor_task, self._hunt_task):
             if task is not None:
                 task.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
@@ -191,7 +184,7 @@ class Server:
         await self.presence.close()
         await self.seen.close()
         await self.bus.close()
-        self.leader.release()
+        await self.leader.close()
         self.datastore.close()
 
     async def serve_forever(self) -> None:
@@ -227,51 +220,45 @@ class Server:
         finally:
             self.connections.keepalive.release(ws)
 
-    # -- several processes ---------------------------------------------------------------------
+    # -- several frontends ---------------------------------------------------------------------
 
     def is_online(self, client_id: str) -> bool:
-        """Whether the client is connected here or (as last shared) to another process."""
+        """Whether the client is connected here or (as last shared) to another frontend."""
         return client_id in self.connections or any(
-            client_id in clients for clients in self._remote_clients()
+            client_id in clients for clients in self.presence.remote()
         )
 
     def online(self) -> set[str]:
         """Every client connected to this server, in this process or another."""
-        return set(self.connections.client_ids()).union(*self._remote_clients())
+        return set(self.connections.client_ids()).union(*self.presence.remote())
 
-    def _remote_clients(self) -> list[set[str]]:
-        """The client sets other processes shared, leaving out those gone quiet."""
-        now = time.monotonic()
-        return [
-            clients
-            for sender, clients in self.remote_online.items()
-            if now - self._presence_seen.get(sender, 0) < PRESENCE_EXPIRY
-        ]
-
-    async def _share_presence(self) -> None:
-        """Every few seconds, the full list of clients held here: incremental notices may be
-        lost (a process starting), and a process that died stops refreshing its list."""
-        while True:
-            clients = self.connections.client_ids()
-            step = IDS_PER_NOTICE
-            chunks = [clients[i : i + step] for i in range(0, len(clients), step)] or [[]]
-            for n, chunk in enumerate(chunks):
-                await self.announce("presence", clients=chunk, last=n == len(chunks) - 1)
-            await asyncio.sleep(PRESENCE_INTERVAL)
+    def degraded(self) -> list[str]:
+        """What does not work right now and why (the bus, presence, the leader election):
+        empty when all is well. Each part recovers by itself."""
+        parts = (self.bus, self.presence, self.leader)
+        return [r for r in (getattr(part, "degraded_reason", None) for part in parts) if r]
 
     async def push(self, client_id: str, payload: bytes, stored: bool = True) -> bool:
         """Send to a client wherever it is connected. ``stored``: the payload is also a stored
-        task, so another process can deliver it from the datastore; otherwise (a cancel) the
-        payload itself travels on the bus."""
+        task, so another frontend can deliver it from the datastore; otherwise (a cancel) the
+        payload itself travels on the bus. Addressed to the frontend that holds the client
+        when presence knows it, to every frontend otherwise."""
         if await self.connections.send(client_id, payload):
             return True
-        if self.workers > 1:
+        if self.bus.shared:
+            holder = self.presence.holder(client_id)
             if stored:
-                await self.bus.publish({"kind": "deliver", "client_id": client_id})
+                await self.bus.publish({"kind": "deliver", "client_id": client_id}, to=holder)
             else:
                 notice = {"kind": "send", "client_id": client_id, "payload": payload.hex()}
-                await self.bus.publish(notice)
+                await self.bus.publish(notice, to=holder)
         return False
+
+    async def _appeared(self, clients: list[str]) -> None:
+        """Clients seen on another frontend: one enrolled there is not in our index yet."""
+        for client_id in clients:
+            if client_id not in self.client_index.clients:
+                await self._reindex(client_id)
 
     async def _reindex(self, client_id: str) -> None:
         record = await asyncio.to_thread(self.datastore.clients.get, client_id)
@@ -292,22 +279,11 @@ class Server:
             if isinstance(session, AgentSession):
                 await session.deliver_pending()
         elif kind == "send" and client_id in self.connections:
-            await self.connections.send(client_id, bytes.fromhex(str(notice["payload"])))
-        elif kind == "presence":
-            sender = int(notice.get("from", 0))
-            self._presence_parts.setdefault(sender, set()).update(notice.get("clients", []))
-            if notice.get("last"):
-                self.remote_online[sender] = self._presence_parts.pop(sender)
-                self._presence_seen[sender] = time.monotonic()
-        elif kind == "online":
-            sender = int(notice.get("from", 0))
-            for client in notice.get("clients", []):
-                self.remote_online.setdefault(sender, set()).add(str(client))
-                if client not in self.client_index.clients:  # enrolled by another process
-                    await self._reindex(str(client))
-        elif kind == "offline":
-            held = self.remote_online.get(int(notice.get("from", 0)), set())
-            held.difference_update(str(client) for client in notice.get("clients", []))
+            payload = _cancel_only(notice.get("payload"))
+            if payload is not None:
+                await self.connections.send(client_id, payload)
+        elif kind in PRESENCE_KINDS:
+            await self.presence.on_notice(notice)
         elif kind == "client_changed":
             await self._reindex(client_id)
             if client_id in self.connections:
@@ -411,6 +387,20 @@ class Server:
         }
         self.datastore.clients.set_info(client_id, info, time.time())
         return info
+
+
+def _cancel_only(payload: Any) -> bytes | None:
+    """A ``send`` notice's payload if it is a cancel (the only message that travels on the
+    bus): whoever can write to the bus cannot make a frontend send an agent anything else."""
+    try:
+        data = bytes.fromhex(str(payload))
+        message = decode_from_server(data)
+    except (ValueError, ProtocolError):
+        message = None
+    if not isinstance(message, CancelCollection):
+        log.warning("bus: ignoring a send notice that is not a cancel")
+        return None
+    return data
 
 
 def _json_list(value: Any) -> list[str]:

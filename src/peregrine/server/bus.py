@@ -6,8 +6,10 @@ holds the client to send its pending tasks. Notices carry no state of their own 
 is the truth — so a lost notice only delays (the client gets its tasks at its next check-in).
 
 ``LocalBus``: one process, nothing to send. ``UnixBus``: processes on one host, one Unix
-datagram socket each in a shared directory. (The distributed mode will add a Redis bus with the
-same interface.)
+datagram socket each in a shared directory. ``RedisBus`` (``bus_redis.py``, imported only when
+configured): frontends on several hosts. All three are a ``Bus``; ``cluster.make_bus`` picks one.
+A notice may be addressed to one frontend (``to``, its ``name``); buses that cannot address
+send it to everyone, which is always correct since a frontend ignores what is not for it.
 """
 
 from __future__ import annotations
@@ -21,7 +23,7 @@ import socket
 import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 log = logging.getLogger(__name__)
 
@@ -31,15 +33,49 @@ MAX_NOTICE_BYTES = 60_000
 DROP_REPORT_SECONDS = 10.0
 
 
+class Bus(Protocol):
+    """What a frontend needs of the bus between frontends."""
+
+    @property
+    def workers(self) -> int:
+        """Frontend processes of this server on this host."""
+
+    @property
+    def name(self) -> str:
+        """This frontend's name on the bus (the ``from`` of its notices, others' ``to``)."""
+
+    @property
+    def shared(self) -> bool:
+        """Whether other frontends may be listening (no point publishing otherwise)."""
+
+    @property
+    def healthy(self) -> bool:
+        """False while notices cannot be sent or received."""
+
+    @property
+    def degraded_reason(self) -> str | None:
+        """Why the bus is not healthy (for the log and the server's status)."""
+
+    async def start(self, handler: Handler) -> None: ...
+
+    async def publish(self, notice: dict[str, Any], to: str | None = None) -> None: ...
+
+    async def close(self) -> None: ...
+
+
 class LocalBus:
     """A single process: every notice would only reach itself, so nothing is sent."""
 
     workers = 1
+    name = "local"
+    shared = False
+    healthy = True
+    degraded_reason: str | None = None
 
     async def start(self, handler: Handler) -> None:
         return None
 
-    async def publish(self, notice: dict[str, Any]) -> None:
+    async def publish(self, notice: dict[str, Any], to: str | None = None) -> None:
         return None
 
     async def close(self) -> None:
@@ -70,11 +106,17 @@ class _Receiver(asyncio.DatagramProtocol):
 
 
 class UnixBus:
-    """Processes of one server on one host, each with a datagram socket in ``directory``."""
+    """Processes of one server on one host, each with a datagram socket in ``directory``.
+    Notices go to every process (``to`` is not used: each is one ``sendto``)."""
+
+    shared = True
+    healthy = True
+    degraded_reason: str | None = None
 
     def __init__(self, directory: Path, workers: int) -> None:
         self.directory = directory
         self.workers = workers
+        self.name = str(os.getpid())
         self.path = directory / f"w-{os.getpid()}.sock"
         self._transport: asyncio.DatagramTransport | None = None
         self._sender = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
@@ -94,8 +136,8 @@ class UnixBus:
         self._transport = transport
         self.path.chmod(0o600)
 
-    async def publish(self, notice: dict[str, Any]) -> None:
-        data = json.dumps({**notice, "from": os.getpid()}).encode()
+    async def publish(self, notice: dict[str, Any], to: str | None = None) -> None:
+        data = json.dumps({**notice, "from": self.name}).encode()
         if len(data) > MAX_NOTICE_BYTES:
             raise ValueError(f"a bus notice of {len(data)} bytes is too large")
         for peer in self._current_peers():
@@ -133,6 +175,3 @@ class UnixBus:
             self._transport.close()
         self._sender.close()
         self.path.unlink(missing_ok=True)
-
-
-Bus = LocalBus | UnixBus

@@ -428,12 +428,15 @@ class HuntManager:
         now = now or time.time()
         hunts = await asyncio.to_thread(self.datastore.hunts.list, ["Running"], 10_000, 0)
         for hunt in hunts:
+            if not self.server.leader.is_leader:
+                return  # lost the lead mid-pass: the new leader takes it from here
             if hunt.expires <= now:
-                await asyncio.to_thread(
+                # Guarded by state: if another leader expired it meanwhile, this changes nothing.
+                if await asyncio.to_thread(
                     self.datastore.hunts.set_state, hunt.hunt_id, "Stopped", now
-                )
+                ):
+                    log.info("hunt %s expired", hunt.hunt_id)
                 self._stop_pushing(hunt.hunt_id)
-                log.info("hunt %s expired", hunt.hunt_id)
             elif hunt.schedule is not None:
                 await self._maybe_iterate(hunt, now)
 

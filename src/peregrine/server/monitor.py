@@ -46,6 +46,8 @@ class FlowMonitor:
         flows = await asyncio.to_thread(self.server.datastore.collections.in_flight)
         changed = []
         for flow in flows:
+            if not self.server.leader.is_leader:
+                break  # lost the lead mid-pass: the new leader takes it from here
             verdict = self.verdict(flow, now)
             if verdict is None:
                 continue
