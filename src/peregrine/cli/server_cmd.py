@@ -144,8 +144,9 @@ def _supervise(
     import time
 
     def spawn() -> subprocess.Popen[bytes]:
+        # -P: `-m` would put the working directory first on the frontend's sys.path.
         return subprocess.Popen(
-            [sys.executable, "-m", "peregrine", "server", "--config", str(config_path),
+            [sys.executable, "-P", "-m", "peregrine", "server", "--config", str(config_path),
              "--no-local-agent", "--worker-of", str(workers), "--log-level", log_level],
         )  # fmt: skip
 
