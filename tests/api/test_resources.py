@@ -123,3 +123,17 @@ def test_requests_too_large_for_an_agent_are_refused_at_creation(live: Live) -> 
         assert hunt.status_code == 400, hunt.text
         assert limit in hunt.json()["detail"]
         assert http.get(f"/clients/{live.client_id}/collections").json() == before
+
+
+def test_a_collection_shows_when_it_expires(live: Live) -> None:
+    body = {
+        "client_id": live.client_id,
+        "artifacts": [{"name": "Test.Numbers", "parameters": {"N": 1}}],
+        "limits": {"expires_in": 3600},
+    }
+    with live.http(live.tokens["investigator"]) as http:
+        made = http.post("/collections", json=body).json()
+        assert made["expires"] == made["created"] + 3600
+        assert http.get(f"/collections/{made['flow_id']}").json()["expires"] == made["expires"]
+        body["limits"] = {"expires_in": 0}
+        assert http.post("/collections", json=body).status_code == 422

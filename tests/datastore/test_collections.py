@@ -260,3 +260,32 @@ def test_apply_and_transition_is_one_step_and_counts_once(store: Datastore) -> N
     # A final flow counts a late message but keeps its state.
     assert store.collections.apply_and_transition(FLOW, 3, 130.0, "Finished") == (True, False)
     assert store.collections.get(FLOW).state == "Error"  # type: ignore[union-attr]
+
+
+def test_expires_round_trips(store: Datastore) -> None:
+    waiting = FlowRecord(FLOW, CLIENT, ARTIFACTS, REQUEST, "alice", 100.0, expires=700.0)
+    store.collections.create(waiting)
+    assert store.collections.get(FLOW) == waiting
+
+
+def test_withdraw_ends_a_waiting_flow_with_its_task_in_one_step(store: Datastore) -> None:
+    store.collections.create(flow(), task=b"request")
+    assert store.collections.withdraw(FLOW, 200.0, "expired before the client came online")
+    record = store.collections.get(FLOW)
+    assert record is not None
+    assert (record.state, record.finished) == (ERROR, 200.0)
+    assert record.error == "expired before the client came online"
+    assert store.tasks.pending(CLIENT) == []
+    assert not store.collections.withdraw(FLOW, 300.0, "again")  # final: left alone
+    assert store.collections.get(FLOW) == record
+
+
+def test_withdraw_leaves_a_started_flow_running(store: Datastore) -> None:
+    """The agent started it just before the expiry was applied: it keeps running."""
+    store.collections.create(flow(), task=b"request")
+    store.collections.transition(FLOW, IN_PROGRESS, 150.0)
+    assert not store.collections.withdraw(FLOW, 200.0, "expired")
+    record = store.collections.get(FLOW)
+    assert record is not None and record.state == IN_PROGRESS and record.error is None
+    with pytest.raises(NotFound):
+        store.collections.withdraw("F.00000000000000ff", 200.0, "expired")

@@ -2,18 +2,19 @@
 
 from __future__ import annotations
 
+from alembic import command
 from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
 from sqlalchemy import create_engine, inspect
 
 from peregrine.datastore import open_datastore
-from peregrine.datastore.database import parse_url
-from peregrine.datastore.migrate import head_revision
+from peregrine.datastore.database import Database, parse_url
+from peregrine.datastore.migrate import alembic_config, head_revision
 from peregrine.datastore.schema import metadata
 
 
 def test_head_is_the_newest_revision() -> None:
-    assert head_revision() == "0003"
+    assert head_revision() == "0004"
 
 
 def test_open_builds_the_schema_on_an_empty_database(datastore_url: str) -> None:
@@ -60,3 +61,34 @@ def test_migrated_schema_matches_the_models(datastore_url: str) -> None:
             assert compare_metadata(context, metadata) == []
     finally:
         engine.dispose()
+
+
+def test_flows_stored_before_expiry_existed_keep_their_data(datastore_url: str) -> None:
+    """0003 -> 0004 adds flows.expires; a flow already waiting keeps everything, with no
+    expiry of its own (the server's default then applies)."""
+    db = Database(datastore_url)
+    try:
+        with db.write() as conn:
+            command.upgrade(alembic_config(conn), "0003")
+            conn.exec_driver_sql(
+                "INSERT INTO clients (client_id, public_key, first_seen, last_seen, "
+                "ip_addresses, mac_addresses, users, labels) "
+                "VALUES ('C.0000000000000001', 'k', 1, 1, '[]', '[]', '[]', '[]')"
+            )
+            conn.exec_driver_sql(
+                "INSERT INTO flows (flow_id, client_id, artifacts, request, creator, created, "
+                "state, sources) VALUES ('F.0000000000000001', 'C.0000000000000001', '[]', "
+                "'{}', 'alice', 5, 'Scheduled', '{}')"
+            )
+    finally:
+        db.close()
+    with open_datastore(datastore_url) as store:
+        assert store.revision() == "0004"
+        flow = store.collections.get("F.0000000000000001")
+        assert flow is not None
+        assert (flow.state, flow.creator, flow.created, flow.expires) == (
+            "Scheduled",
+            "alice",
+            5.0,
+            None,
+        )

@@ -40,6 +40,14 @@ class LimitsIn(Strict):
     max_rows: int | None = Field(default=None, ge=1, le=MAX_INT)
     max_upload_bytes: int | None = Field(default=None, ge=0, le=MAX_INT)
     cpu_limit: float | None = Field(default=None, gt=0, le=100)
+    expires_in: float | None = Field(
+        default=None,
+        gt=0,
+        le=365 * 86400,
+        description="Seconds the collection waits for its client to start it before it expires "
+        "(Error, 'expired before the client came online'). Default: the server's "
+        "flows.scheduled_expiry; for a hunt, the hunt's expiry.",
+    )
 
 
 class CollectionIn(Strict):
@@ -65,6 +73,9 @@ class Flow(Out):
     upload_bytes: int
     logs: int
     sources: dict[str, dict[str, Any]]
+    expires: float | None = Field(
+        default=None, description="When the collection expires if it has not started by then."
+    )
 
 
 class Client(Out):

@@ -54,6 +54,8 @@ class Limits(Model, omit_defaults=True):
     max_rows: int | None = None
     max_upload_bytes: int | None = None
     cpu_limit: float | None = None
+    #: Seconds the collection may wait for its client to start it before it expires.
+    expires_in: float | None = None
 
 
 class Client(Model, kw_only=True):
@@ -103,6 +105,8 @@ class Flow(Model, kw_only=True):
     upload_bytes: int = 0
     logs: int = 0
     sources: dict[str, dict[str, Any]] = msgspec.field(default_factory=dict)
+    #: When the collection expires if it has not started by then (None: never, or unknown).
+    expires: float | None = None
 
     @property
     def done(self) -> bool:

@@ -82,6 +82,9 @@ class FlowDefaults(_Section):
     timeout: PositiveFloat = 600.0
     #: Seconds without any progress (rows, logs, upload chunks) before a collection is failed.
     progress_timeout: PositiveFloat = 300.0
+    #: Seconds a collection waits for its client to come online and start it before it
+    #: expires (ends in Error); a collection's ``expires_in`` or its hunt's expiry overrides it.
+    scheduled_expiry: PositiveFloat = 7 * 86400.0
 
 
 class LogSettings(_Section):

@@ -79,6 +79,9 @@ class FlowRecord:
     progress_timeout: float | None = None
     #: The hunt that scheduled this collection, or None for one asked of this client alone.
     hunt_id: str | None = None
+    #: When a collection still waiting for its client (Scheduled) gives up: it then ends in
+    #: Error, "expired before the client came online". None: the server's default applies.
+    expires: float | None = None
 
     @property
     def duration(self) -> float | None:

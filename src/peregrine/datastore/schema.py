@@ -119,6 +119,8 @@ flows = Table(
     # Added by 0002; no foreign key (SQLite cannot add one without rebuilding the table), but
     # hunt_clients links each hunt's flows with foreign keys both ways.
     Column("hunt_id", String(64)),
+    # Added by 0004: when a flow still Scheduled expires (see FlowRecord.expires).
+    Column("expires", Double),
     _state_check(),
     Index("ix_flows_client_created", "client_id", "created"),
     Index("ix_flows_state", "state"),

@@ -100,6 +100,7 @@ class Server:
             default_timeout=config.flows.timeout,
             default_progress_timeout=config.flows.progress_timeout,
             created=lambda flow: self.ingestor.expect(flow.flow_id, flow.client_id),
+            default_expiry=config.flows.scheduled_expiry,
         )
         self.monitor = FlowMonitor(self)
         self.client_index = ClientIndex()

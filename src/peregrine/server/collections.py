@@ -33,6 +33,9 @@ from peregrine.protocol.messages import (
 
 log = logging.getLogger(__name__)
 
+#: Seconds a collection waits for its client by default (``flows.scheduled_expiry``).
+DEFAULT_SCHEDULED_EXPIRY = 7 * 86400.0
+
 #: ``push(client_id, payload, stored)``: see ``Server.push``.
 Push = Callable[[str, bytes, bool], Awaitable[bool]]
 
@@ -48,6 +51,8 @@ class Limits:
     max_rows: int | None = None
     max_upload_bytes: int | None = None
     cpu_limit: float | None = None
+    #: Seconds the collection waits for its client to start it before it expires.
+    expires_in: float | None = None
 
 
 def new_flow_id() -> str:
@@ -63,6 +68,7 @@ class CollectionService:
         default_timeout: float = 600.0,
         default_progress_timeout: float = 300.0,
         created: Callable[[FlowRecord], None] | None = None,
+        default_expiry: float = DEFAULT_SCHEDULED_EXPIRY,
     ) -> None:
         self.datastore = datastore
         self.repository = repository
@@ -72,6 +78,8 @@ class CollectionService:
         self.created = created
         self.default_timeout = default_timeout
         self.default_progress_timeout = default_progress_timeout
+        #: Seconds a collection waits for its client unless it says otherwise.
+        self.default_expiry = default_expiry
 
     def prepare(
         self,
@@ -81,11 +89,13 @@ class CollectionService:
         permissions: frozenset[str] = ALL_PERMISSIONS,
         limits: Limits | None = None,
         hunt_id: str | None = None,
+        expires: float | None = None,
     ) -> tuple[FlowRecord, bytes]:
-        """Validate and build the flow record and the request; nothing is stored yet."""
+        """Validate and build the flow record and the request; nothing is stored yet.
+        ``expires`` (a time) overrides the expiry ``limits`` or the default give."""
         if self.datastore.clients.get(client_id) is None:
             raise CollectionError(f"unknown client {client_id}")
-        return self.build(client_id, artifacts, creator, permissions, limits, hunt_id)
+        return self.build(client_id, artifacts, creator, permissions, limits, hunt_id, expires)
 
     def build(
         self,
@@ -95,6 +105,7 @@ class CollectionService:
         permissions: frozenset[str] = ALL_PERMISSIONS,
         limits: Limits | None = None,
         hunt_id: str | None = None,
+        expires: float | None = None,
     ) -> tuple[FlowRecord, bytes]:
         """``prepare`` without looking the client up (a hunt checks its request this way
         before it has clients). Refuses a request too large to ever reach an agent."""
@@ -161,6 +172,7 @@ class CollectionService:
             sources={},
             timeout=timeout or self.default_timeout,
             progress_timeout=limits.progress_timeout or self.default_progress_timeout,
+            expires=expires or now + (limits.expires_in or self.default_expiry),
         )
         payload = encode(request)
         if len(payload) > MAX_MESSAGE_BYTES:

@@ -219,6 +219,8 @@ class HuntManager:
 
         Validating artifacts and gathering their definitions is the same work for every client
         of a hunt, so it is done once per hunt and the result copied with a fresh flow id."""
+        now = time.time()
+        expires = self._flow_expiry(hunt, now)
         template = self._templates.get(hunt.hunt_id)
         if template is None:
             record, payload = self.server.collections.prepare(
@@ -228,6 +230,7 @@ class HuntManager:
                 frozenset(hunt.permissions),
                 Limits(**hunt.limits),
                 hunt.hunt_id,
+                expires,
             )
             request = decode_from_server(payload)
             assert isinstance(request, CollectionRequest)
@@ -236,9 +239,20 @@ class HuntManager:
         record, request = template
         flow_id = new_flow_id()
         copy = dataclasses.replace(
-            record, flow_id=flow_id, client_id=client_id, created=time.time()
+            record, flow_id=flow_id, client_id=client_id, created=now, expires=expires
         )
         return copy, encode(msgspec.structs.replace(request, flow_id=flow_id))
+
+    def _flow_expiry(self, hunt: HuntRecord, now: float) -> float:
+        """When a hunt's collection on one client expires if that client never starts it:
+        with the hunt, unless the hunt's limits say otherwise or the client was added to an
+        expired hunt (``hunt_add``: the server's default then)."""
+        wait = hunt.limits.get("expires_in")
+        if wait:
+            return now + float(wait)
+        if hunt.expires > now:
+            return hunt.expires
+        return now + self.server.collections.default_expiry
 
     def _requests_for(
         self, hunt: HuntRecord, client_ids: list[str]

@@ -4,6 +4,8 @@ Singleton work: it runs on the leader (in the embedded mode, the only process). 
 seconds it looks at every flow that is not final and ends the ones past their time-out
 (``timeout`` from creation, ``progress_timeout`` since the agent last sent anything), marks as
 Unresponsive those whose agent has gone, and cancels timed-out work on the agent if it is here.
+A collection that waited for its client past its ``expires`` without starting ends in Error
+("expired before the client came online") and is no longer delivered.
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ import logging
 import time
 from typing import TYPE_CHECKING
 
+from peregrine.datastore import ERROR, SCHEDULED
 from peregrine.protocol.messages import CancelCollection, encode
 
 if TYPE_CHECKING:
@@ -45,16 +48,22 @@ class FlowMonitor:
         now = now or time.time()
         flows = await asyncio.to_thread(self.server.datastore.collections.in_flight)
         changed = []
+        store = self.server.datastore.collections
         for flow in flows:
             if not self.server.leader.is_leader:
                 break  # lost the lead mid-pass: the new leader takes it from here
-            verdict = self.verdict(flow, now)
-            if verdict is None:
-                continue
-            state, reason = verdict
-            done = await asyncio.to_thread(
-                self.server.datastore.collections.transition, flow.flow_id, state, now, reason
-            )
+            expired = self.expired(flow, now)
+            if expired is not None:
+                # Only while still Scheduled, with its task, in one step: an agent that starts
+                # it at this moment keeps it.
+                state, reason = ERROR, expired
+                done = await asyncio.to_thread(store.withdraw, flow.flow_id, now, reason)
+            else:
+                verdict = self.verdict(flow, now)
+                if verdict is None:
+                    continue
+                state, reason = verdict
+                done = await asyncio.to_thread(store.transition, flow.flow_id, state, now, reason)
             if not done:
                 continue
             changed.append(flow.flow_id)
@@ -65,6 +74,22 @@ class FlowMonitor:
                 cancel = encode(CancelCollection(flow_id=flow.flow_id, reason=reason))
                 await self.server.push(flow.client_id, cancel, False)
         return changed
+
+    def expired(self, flow: FlowRecord, now: float) -> str | None:
+        """Why a collection still waiting for its client has expired, or None.
+
+        A flow stored before flows had an expiry gets the default, counted from creation."""
+        if flow.state != SCHEDULED:
+            return None
+        expires = flow.expires
+        if expires is None:
+            expires = flow.created + self.server.collections.default_expiry
+        if now < expires:
+            return None
+        when = time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(expires))
+        if self.server.is_online(flow.client_id):
+            return f"expired before the agent started it (it expired at {when})"
+        return f"expired before the client came online (it expired at {when})"
 
     def verdict(self, flow: FlowRecord, now: float) -> tuple[str, str] | None:
         """What should happen to ``flow`` now, or None."""
