@@ -317,6 +317,8 @@ class Agent:
         upload = uploads.get(message.upload_id)
         if upload is None:
             return  # finished earlier; the server is repeating itself
+        if message.refused:
+            log.warning("the server refused upload %s: %s", upload.local_path, message.refused)
         if message.offset >= upload.size:
             await asyncio.to_thread(self._upload_finished, message.upload_id)
             return

@@ -33,6 +33,7 @@ from peregrine.protocol.messages import (
     FlowFinished,
     FlowStarted,
     LogBatch,
+    LogEntry,
     ResultBatch,
     SourceFinished,
     UploadStart,
@@ -86,7 +87,7 @@ class CollectionJob:
         return seq
 
     def _log(self, level: str, message: str) -> None:
-        entry = {"time": time.time(), "level": level, "message": message}
+        entry: LogEntry = {"time": time.time(), "level": level, "message": message}
         self._spool(lambda seq: LogBatch(flow_id=self.request.flow_id, seq=seq, entries=[entry]))
 
     # -- running ----------------------------------------------------------------------------

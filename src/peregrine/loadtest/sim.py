@@ -38,6 +38,7 @@ from peregrine.protocol.messages import (
     FlowStarted,
     Hello,
     LogBatch,
+    LogEntry,
     ProtocolError,
     Reidentify,
     Rejected,
@@ -384,7 +385,9 @@ class SimAgent:
                     break
                 await self._answer_source(flow, artifact.name, source.name)
         if failures:
-            entries = [{"time": time.time(), "level": "error", "message": m} for m in failures]
+            entries: list[LogEntry] = [
+                {"time": time.time(), "level": "error", "message": m} for m in failures
+            ]
             await self._emit(flow, lambda s: LogBatch(flow_id=flow_id, seq=s, entries=entries))
         status, error = "finished", None
         if flow.cancel.is_set():

@@ -14,11 +14,18 @@ After it, the agent sends a per-collection ordered stream (``FlowMessage`` subcl
 ``flow_id`` and ``seq``); the server acknowledges the highest ``seq`` it has durably stored with
 ``Ack``. The agent keeps everything not acknowledged in its on-disk spool and sends it again
 after a reconnect; the server ignores a ``seq`` it already has. Nothing is lost, nothing doubled.
+
+Every field an agent sends is bounded by its type, so msgspec refuses an oversized or
+out-of-range message while decoding it, before building what it holds: at most
+``MAX_ROWS_PER_MESSAGE`` rows of at most ``MAX_COLUMNS`` values each, counts that fit a signed
+64-bit column, finite non-negative times, short ids.
+Whatever a frame holds, decoding it returns a message or raises ``ProtocolError``, nothing else
+(tests/protocol/test_decode_fuzz.py).
 """
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Annotated, Any
 
 import msgspec
 
@@ -28,6 +35,30 @@ PROTOCOL_VERSION = 1
 MAX_MESSAGE_BYTES = 4 * 1024 * 1024
 #: Upload chunks are this size at most, so a chunk always fits in a frame.
 UPLOAD_CHUNK_BYTES = 1024 * 1024
+#: Rows one result message may hold (agents send at most ``batch_rows``, 1000 by default).
+MAX_ROWS_PER_MESSAGE = 10_000
+#: Columns of a result (SQLite's own limit, ``SQLITE_MAX_COLUMN``).
+MAX_COLUMNS = 2000
+#: Entries of one log message, hunts named in a Hello.
+MAX_LOG_ENTRIES = 10_000
+MAX_SEEN_HUNTS = 1000
+#: The largest value a signed 64-bit integer column (SQLite, PostgreSQL BIGINT) holds.
+MAX_INT64 = 2**63 - 1
+
+#: Sequence numbers, offsets, sizes and counts: never negative, never beyond the datastore.
+Count = Annotated[int, msgspec.Meta(ge=0, le=MAX_INT64)]
+#: Time stamps (seconds since the epoch) and durations: finite (no NaN) and not negative.
+Seconds = Annotated[float, msgspec.Meta(ge=0, le=1e11)]
+#: Flow, upload, client and hunt ids.
+Id = Annotated[str, msgspec.Meta(max_length=128)]
+#: Artifact, source, column and status names, versions.
+Name = Annotated[str, msgspec.Meta(max_length=1024)]
+#: One value of a result row: what SQLite returns. msgspec cannot type "str or bytes" in one
+#: union, so a value is any msgpack object: its cost is bounded by the frame's size (and its
+#: nesting by msgspec's recursion limit, a ProtocolError).
+Row = Annotated[list[Any], msgspec.Meta(max_length=MAX_COLUMNS)]
+#: One log entry: a few named scalars ({"time": float, "level": str, "message": str}).
+LogEntry = Annotated[dict[Name, bool | int | float | str | None], msgspec.Meta(max_length=64)]
 
 
 class Message(msgspec.Struct, tag_field="kind"):
@@ -47,16 +78,16 @@ class Challenge(Message, tag="challenge"):
 
 
 class Hello(Message, tag="hello"):
-    client_id: str
-    public_key: bytes
+    client_id: Id
+    public_key: Annotated[bytes, msgspec.Meta(max_length=64)]
     #: Ed25519 signature over ``nonce + client_id`` (proves possession of the key).
-    signature: bytes
-    agent_version: str
+    signature: Annotated[bytes, msgspec.Meta(max_length=128)]
+    agent_version: Name
     protocol: int = PROTOCOL_VERSION
     #: Only needed the first time (enrollment); checked against the deployment's secret.
-    enrollment_secret: str | None = None
+    enrollment_secret: Name | None = None
     #: Hunts this client has already been scheduled for (the server skips them).
-    seen_hunts: list[str] = []
+    seen_hunts: Annotated[list[Id], msgspec.Meta(max_length=MAX_SEEN_HUNTS)] = []
 
 
 class Welcome(Message, tag="welcome"):
@@ -97,7 +128,7 @@ class CollectionRequest(Message, tag="collect"):
     max_upload_bytes: int | None = None
     cpu_limit: float | None = None
     #: Rows per batch and seconds between batches (whichever comes first).
-    batch_rows: int = 1000
+    batch_rows: Annotated[int, msgspec.Meta(ge=1, le=MAX_ROWS_PER_MESSAGE)] = 1000
     batch_seconds: float = 1.0
     #: The hunt this collection belongs to; the agent remembers it and names it in its Hello.
     hunt_id: str | None = None
@@ -112,15 +143,19 @@ class Ack(Message, tag="ack"):
     """The server has durably stored everything of ``flow_id`` up to ``seq``."""
 
     flow_id: str
-    seq: int
+    seq: Count
 
 
 class UploadResume(Message, tag="upload_resume"):
-    """How much of an upload the server already has; the agent continues from ``offset``."""
+    """How much of an upload the server already has; the agent continues from ``offset``.
+
+    ``refused`` says why the server will not take the upload at all (over a size limit); the
+    offset is then the announced size, so an agent that does not know the field stops too."""
 
     flow_id: str
     upload_id: str
-    offset: int
+    offset: Count
+    refused: str | None = None
 
 
 class StorageUnavailable(Message, tag="storage_unavailable"):
@@ -133,56 +168,56 @@ class StorageUnavailable(Message, tag="storage_unavailable"):
 
 
 class FlowMessage(Message):
-    flow_id: str
-    seq: int
+    flow_id: Id
+    seq: Count
 
 
 class FlowStarted(FlowMessage, tag="flow_started"):
-    started: float
+    started: Seconds
 
 
 class ResultBatch(FlowMessage, tag="rows"):
-    artifact: str
-    source: str
-    columns: list[str]
-    rows: list[list[Any]]
+    artifact: Name
+    source: Name
+    columns: Annotated[list[Name], msgspec.Meta(max_length=MAX_COLUMNS)]
+    rows: Annotated[list[Row], msgspec.Meta(max_length=MAX_ROWS_PER_MESSAGE)]
 
 
 class LogBatch(FlowMessage, tag="logs"):
     #: Each entry: {"time": float, "level": str, "message": str}.
-    entries: list[dict[str, Any]]
+    entries: Annotated[list[LogEntry], msgspec.Meta(max_length=MAX_LOG_ENTRIES)]
 
 
 class SourceFinished(FlowMessage, tag="source_done"):
-    artifact: str
-    source: str
-    status: str  # finished, skipped, error
-    rows: int
+    artifact: Name
+    source: Name
+    status: Name  # finished, skipped, error
+    rows: Count
     error: str | None = None
-    elapsed: float = 0.0
+    elapsed: Seconds = 0.0
 
 
 class UploadStart(FlowMessage, tag="upload_start"):
-    upload_id: str
-    path: str
-    size: int
-    sha256: str
+    upload_id: Id
+    path: Annotated[str, msgspec.Meta(max_length=4096)]
+    size: Count
+    sha256: Annotated[str, msgspec.Meta(max_length=128)]
 
 
 class UploadChunk(Message, tag="upload_chunk"):
     """Not part of the seq stream: chunks are resumable by offset instead."""
 
-    flow_id: str
-    upload_id: str
-    offset: int
-    data: bytes
+    flow_id: Id
+    upload_id: Id
+    offset: Count
+    data: Annotated[bytes, msgspec.Meta(max_length=UPLOAD_CHUNK_BYTES)]
     last: bool = False
 
 
 class FlowFinished(FlowMessage, tag="flow_done"):
-    status: str  # finished, error, cancelled
+    status: Name  # finished, error, cancelled
     error: str | None = None
-    finished: float = 0.0
+    finished: Seconds = 0.0
 
 
 AgentMessage = (
@@ -227,8 +262,12 @@ def _decode(decoder: msgspec.msgpack.Decoder[Any], frame: bytes | str) -> Any:
         raise ProtocolError(f"a {len(frame)} byte message is over the {MAX_MESSAGE_BYTES} limit")
     try:
         return decoder.decode(frame)
-    except msgspec.DecodeError as exc:
+    except msgspec.DecodeError as exc:  # also ValidationError: a type or a bound refused
         raise ProtocolError(f"malformed message: {exc}") from None
+    except UnicodeDecodeError as exc:
+        raise ProtocolError(f"malformed message: a string is not UTF-8 ({exc.reason})") from None
+    except RecursionError:
+        raise ProtocolError("malformed message: nested too deeply") from None
 
 
 def decode_from_agent(frame: bytes | str) -> AgentMessage:

@@ -1,0 +1,193 @@
+"""Whatever bytes arrive, decoding gives a valid message or raises ProtocolError, nothing else.
+
+Before, invalid UTF-8 escaped as UnicodeDecodeError, deep nesting as RecursionError, and a
+``seq`` of 2**64-1 decoded fine and overflowed the datastore later (issue 11, item 8).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import msgspec
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from peregrine.protocol.messages import (
+    MAX_COLUMNS,
+    MAX_INT64,
+    MAX_ROWS_PER_MESSAGE,
+    Ack,
+    CollectionRequest,
+    FlowFinished,
+    FlowMessage,
+    FlowStarted,
+    Hello,
+    LogBatch,
+    Message,
+    ProtocolError,
+    ResultBatch,
+    SourceFinished,
+    UploadChunk,
+    UploadResume,
+    UploadStart,
+    decode_from_agent,
+    decode_from_server,
+    encode,
+)
+
+VALID_AGENT_MESSAGES: list[Message] = [
+    Hello(
+        client_id="C.0123456789abcdef", public_key=b"k" * 32, signature=b"s" * 64,
+        agent_version="1.0", enrollment_secret="x" * 16, seen_hunts=["H.1", "H.2"],
+    ),
+    FlowStarted(flow_id="F.1", seq=1, started=1.7e9),
+    ResultBatch(
+        flow_id="F.1", seq=2, artifact="A", source="s", columns=["a", "b", "c"],
+        rows=[[1, "two", b"\x03"], [None, 2.5, True]],
+    ),
+    LogBatch(flow_id="F.1", seq=3, entries=[{"time": 1.0, "level": "info", "message": "hi"}]),
+    SourceFinished(flow_id="F.1", seq=4, artifact="A", source="s", status="finished", rows=2),
+    UploadStart(flow_id="F.1", seq=5, upload_id="u1", path="/etc/passwd", size=10, sha256="0" * 64),
+    UploadChunk(flow_id="F.1", upload_id="u1", offset=0, data=b"0123456789", last=True),
+    FlowFinished(flow_id="F.1", seq=6, status="finished", finished=1.7e9),
+]  # fmt: skip
+VALID_FRAMES = [encode(message) for message in VALID_AGENT_MESSAGES]
+KINDS = ["hello", "flow_started", "rows", "logs", "source_done", "upload_start", "upload_chunk",
+         "flow_done", "ack", "collect", "bogus"]  # fmt: skip
+FIELDS = ["kind", "flow_id", "seq", "artifact", "source", "columns", "rows", "entries", "size",
+          "offset", "data", "upload_id", "path", "sha256", "client_id", "public_key"]  # fmt: skip
+
+scalars = (
+    st.none()
+    | st.booleans()
+    | st.integers(min_value=-(2**63), max_value=2**64 - 1)
+    | st.floats(allow_nan=True, allow_infinity=True)
+    | st.text(max_size=20)
+    | st.binary(max_size=20)
+)
+values = st.recursive(
+    scalars,
+    lambda inner: (
+        st.lists(inner, max_size=5) | st.dictionaries(st.text(max_size=8), inner, max_size=5)
+    ),
+    max_leaves=30,
+)
+# Maps that look like messages: a real or made-up kind, field names the decoder knows.
+message_like = st.builds(
+    lambda kind, fields: {"kind": kind, **fields},
+    st.sampled_from(KINDS),
+    st.dictionaries(st.sampled_from(FIELDS), values, max_size=8),
+)
+
+
+def _mutate(frame: bytes, data: st.DataObject) -> bytes:
+    """Flip, drop, insert or duplicate bytes of a valid frame, or cut it short."""
+    out = bytearray(frame)
+    for _ in range(data.draw(st.integers(1, 4))):
+        action = data.draw(st.sampled_from(["flip", "drop", "insert", "cut", "dup"]))
+        at = data.draw(st.integers(0, max(0, len(out) - 1)))
+        if action == "flip" and out:
+            out[at] = data.draw(st.integers(0, 255))
+        elif action == "drop" and out:
+            del out[at]
+        elif action == "insert":
+            out[at:at] = data.draw(st.binary(min_size=1, max_size=9))
+        elif action == "cut":
+            del out[at:]
+        elif action == "dup":
+            out[at:at] = out[at : at + data.draw(st.integers(1, 16))]
+    return bytes(out)
+
+
+def _assert_decodes_or_refuses(frame: bytes, decode: Any) -> Message | None:
+    try:
+        message: Message = decode(frame)
+    except ProtocolError:
+        return None
+    if isinstance(message, FlowMessage):
+        assert 0 <= message.seq <= MAX_INT64
+    if isinstance(message, ResultBatch):
+        assert len(message.rows) <= MAX_ROWS_PER_MESSAGE
+        assert all(len(row) <= MAX_COLUMNS for row in message.rows)
+    if isinstance(message, UploadStart | UploadChunk | UploadResume):
+        assert 0 <= getattr(message, "size", getattr(message, "offset", 0)) <= MAX_INT64
+    return message
+
+
+FUZZ = settings(max_examples=400, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+
+
+@FUZZ
+@given(st.binary(max_size=512))
+def test_random_bytes_decode_or_raise_protocol_error(frame: bytes) -> None:
+    _assert_decodes_or_refuses(frame, decode_from_agent)
+    _assert_decodes_or_refuses(frame, decode_from_server)
+
+
+@FUZZ
+@given(message_like)
+def test_random_message_shaped_maps_decode_or_raise_protocol_error(obj: dict[str, Any]) -> None:
+    frame = msgspec.msgpack.encode(obj)
+    _assert_decodes_or_refuses(frame, decode_from_agent)
+    _assert_decodes_or_refuses(frame, decode_from_server)
+
+
+@FUZZ
+@given(st.sampled_from(VALID_FRAMES), st.data())
+def test_mutated_valid_frames_decode_or_raise_protocol_error(
+    frame: bytes, data: st.DataObject
+) -> None:
+    _assert_decodes_or_refuses(_mutate(frame, data), decode_from_agent)
+
+
+def test_the_valid_frames_decode() -> None:
+    """The corpus the mutations start from is itself accepted (or the fuzzing proves little)."""
+    assert [decode_from_agent(frame) for frame in VALID_FRAMES] == VALID_AGENT_MESSAGES
+
+
+def _rows(rows: Any, **fields: Any) -> bytes:
+    base = {"kind": "rows", "flow_id": "F.1", "seq": 1, "artifact": "A", "source": ""}
+    return msgspec.msgpack.encode({**base, "columns": ["c"], "rows": rows, **fields})
+
+
+@pytest.mark.parametrize(
+    ("what", "frame", "reason"),
+    [
+        ("invalid UTF-8", _rows([[1]]).replace(b"F.1", b"F\xff1"), "UTF-8"),
+        (
+            "nested arrays",
+            _rows([[1]]).replace(b"\x91\x91\x01", b"\x91\x91" + b"\x91" * 100_000 + b"\x01"),
+            "nested",
+        ),
+        ("seq 2**64-1", _rows([[1]], seq=2**64 - 1), "<= 9223372036854775807"),
+        ("a negative seq", _rows([[1]], seq=-1), ">= 0"),
+        ("four million empty rows", _rows([[]] * 4_000_000), f"length <= {MAX_ROWS_PER_MESSAGE}"),
+        ("a row too wide", _rows([[None] * (MAX_COLUMNS + 1)]), f"length <= {MAX_COLUMNS}"),
+        ("NaN as a time", encode(FlowStarted(flow_id="F.1", seq=1, started=float("nan"))), ">= 0"),
+        (
+            "an upload of 2**64-1 bytes",
+            msgspec.msgpack.encode(
+                {**msgspec.to_builtins(VALID_AGENT_MESSAGES[5]), "size": 2**64 - 1}
+            ),
+            "<= 9223372036854775807",
+        ),
+        ("a text frame", "hello", "text frames"),
+    ],
+    ids=lambda value: value if isinstance(value, str) and len(value) < 40 else "",
+)
+def test_the_named_bad_frames_are_protocol_errors(what: str, frame: bytes, reason: str) -> None:
+    with pytest.raises(ProtocolError) as refused:
+        decode_from_agent(frame)
+    assert reason in str(refused.value), (what, str(refused.value))
+
+
+def test_server_messages_are_bounded_too() -> None:
+    """An agent refuses a server's ack beyond 64 bits like the server refuses an agent's."""
+    frame = msgspec.msgpack.encode({"kind": "ack", "flow_id": "F.1", "seq": 2**64 - 1})
+    with pytest.raises(ProtocolError):
+        decode_from_server(frame)
+    assert decode_from_server(encode(Ack(flow_id="F.1", seq=MAX_INT64))) == Ack("F.1", MAX_INT64)
+    request = CollectionRequest(flow_id="F.1", artifacts=[], definitions=[], batch_rows=10**6)
+    with pytest.raises(ProtocolError, match="batch_rows"):
+        decode_from_server(encode(request))
