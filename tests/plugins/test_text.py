@@ -152,3 +152,40 @@ def test_grep_composes_with_glob(query, tmp_path):
         {"path": str(tmp_path / "a.conf"), "line_number": 2, "groups": '["s3cret"]'},
         {"path": str(tmp_path / "sub" / "c.conf"), "line_number": 1, "groups": '["other"]'},
     ]
+
+
+@pytest.fixture
+def nul_lines(tmp_path: Path) -> Path:
+    """Lines of a binary file with NUL bytes before, inside and after what is searched for."""
+    path = tmp_path / "nul.bin"
+    path.write_bytes(b"\x00\x00key=2\x00tail\nab\x00cd secret=1\n")
+    return path
+
+
+def test_grep_lines_with_nul_bytes_are_whole_text_to_sqlite(query, nul_lines):
+    """SQLite's text functions stop at a NUL (a line starting with one looked empty): NUL
+    comes back as U+FFFD, like any byte that is not text, so length(), LIKE and substr() see
+    the whole line; the match and its groups likewise."""
+    rows = query(
+        "SELECT line, length(line) AS n, line LIKE '%tail' AS tail, match, "
+        "json_extract(groups, '$[0]') AS g FROM grep(?, '(\\x00?ta)il|secret=\\d')",
+        [str(nul_lines)],
+    )
+    assert rows == [
+        {"line": "\ufffd\ufffdkey=2\ufffdtail", "n": 12, "tail": 1, "match": "\ufffdtail",
+         "g": "\ufffdta"},
+        {"line": "ab\ufffdcd secret=1", "n": 14, "tail": 0, "match": "secret=1", "g": None},
+    ]  # fmt: skip
+    rows = query("SELECT line, length(line) AS n FROM lines(?)", [str(nul_lines)])
+    assert rows == [
+        {"line": "\ufffd\ufffdkey=2\ufffdtail", "n": 12},
+        {"line": "ab\ufffdcd secret=1", "n": 14},
+    ]
+
+
+def test_grep_and_lines_return_the_exact_bytes_in_a_blob_column(query, nul_lines):
+    rows = query("SELECT line_bytes FROM grep(?, 'key')", [str(nul_lines)])
+    assert rows == [{"line_bytes": b"\x00\x00key=2\x00tail"}]
+    rows = query("SELECT line_bytes FROM lines(?)", [str(nul_lines)])
+    assert [r["line_bytes"] for r in rows] == [b"\x00\x00key=2\x00tail", b"ab\x00cd secret=1"]
+    assert "line_bytes" not in query("SELECT * FROM lines(?) LIMIT 1", [str(nul_lines)])[0]

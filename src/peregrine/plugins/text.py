@@ -7,7 +7,9 @@ of that size, so a binary file cannot make a single line eat all memory.
 ``grep`` searches each line decoded as UTF-8 with ``surrogateescape``: valid UTF-8 text matches
 exactly as it reads, and invalid (binary) bytes are kept as lone surrogates that no ordinary
 pattern character matches, so ASCII strings inside binaries are still found and nothing crashes.
-The text it returns is decoded with replacement characters instead.
+The text both return is safe for SQLite: bytes that are not UTF-8, and NUL (where SQLite's text
+functions stop, so a line starting with one looked empty), become U+FFFD. The exact bytes are in
+the hidden BLOB column ``line_bytes``.
 """
 
 from __future__ import annotations
@@ -57,12 +59,21 @@ def _read_lines(ctx: QueryContext, handle: BinaryIO) -> Iterator[tuple[int, int,
 
 
 def _text(line: bytes) -> str:
-    return line.decode("utf-8", "replace")
+    """The bytes as text SQLite keeps whole: NUL and bytes that are not UTF-8 become U+FFFD."""
+    return line.decode("utf-8", "replace").replace("\x00", "\ufffd")
 
 
 def _unescape(text: str) -> str:
-    """A surrogateescape-decoded string as printable text (invalid bytes become U+FFFD)."""
-    return text.encode("utf-8", "surrogateescape").decode("utf-8", "replace")
+    """A surrogateescape-decoded string as text SQLite keeps whole (see ``_text``)."""
+    return _text(text.encode("utf-8", "surrogateescape"))
+
+
+_LINE_BYTES = Col(
+    "line_bytes",
+    "BLOB",
+    "The line's bytes exactly as in the file, NUL and all.",
+    hidden=True,
+)
 
 
 @table(
@@ -75,8 +86,14 @@ def _unescape(text: str) -> str:
     ],
     columns=[
         Col("line_number", "INTEGER", "Line number, from 1."),
-        Col("line", "TEXT", "The line without its newline (UTF-8, bad bytes replaced)."),
+        Col(
+            "line",
+            "TEXT",
+            "The line without its newline (UTF-8; NUL and bytes that are not UTF-8 become "
+            "U+FFFD, so SQLite's text functions see the whole line).",
+        ),
         Col("offset", "INTEGER", "Byte offset of the line's start in the file."),
+        _LINE_BYTES,
     ],
     platforms=("linux", "darwin", "win32"),
     examples=(
@@ -102,7 +119,12 @@ def lines(
             if number < start:
                 continue
             returned += 1
-            yield {"line_number": number, "line": _text(line), "offset": offset}
+            yield {
+                "line_number": number,
+                "line": _text(line),
+                "offset": offset,
+                "line_bytes": line,
+            }
 
 
 @functools.lru_cache(maxsize=256)
@@ -133,10 +155,20 @@ def compile_regex(plugin: str, pattern: str, flags: int = 0) -> re.Pattern[str]:
     ],
     columns=[
         Col("line_number", "INTEGER", "Line number, from 1."),
-        Col("line", "TEXT", "The matching line (UTF-8, bad bytes replaced)."),
+        Col(
+            "line",
+            "TEXT",
+            "The matching line (UTF-8; NUL and bytes that are not UTF-8 become U+FFFD, so "
+            "SQLite's text functions see the whole line).",
+        ),
         Col("offset", "INTEGER", "Byte offset of the line's start in the file."),
-        Col("match", "TEXT", "Text of the first match on the line."),
-        Col("groups", "JSON", "Groups of the first match, as a JSON list (null for unmatched)."),
+        Col("match", "TEXT", "Text of the first match on the line (as line)."),
+        Col(
+            "groups",
+            "JSON",
+            "Groups of the first match, as a JSON list (null for unmatched; text as line).",
+        ),
+        _LINE_BYTES,
     ],
     platforms=("linux", "darwin", "win32"),
     examples=(
@@ -172,6 +204,7 @@ def grep(
                 "offset": offset,
                 "match": _unescape(hit.group(0)),
                 "groups": [None if g is None else _unescape(g) for g in hit.groups()],
+                "line_bytes": line,
             }
             if max_matches is not None and found >= int(max_matches):
                 return
