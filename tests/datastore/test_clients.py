@@ -144,3 +144,17 @@ def test_forget_removes_the_client_with_its_flows_and_tasks(datastore: Datastore
     assert datastore.clients.get(CLIENT) is None
     assert datastore.collections.get(flow.flow_id) is None
     assert datastore.tasks.pending(CLIENT) == []
+
+
+def test_enrolled_since_pages_new_clients_in_enrollment_order(datastore: Datastore) -> None:
+    ids = [f"C.{n:016x}" for n in range(6)]
+    for n, client_id in enumerate(ids):
+        datastore.clients.enroll(client_id, client_id.encode(), 100.0 + n // 2)  # pairs
+    clients = datastore.clients
+    assert [c.client_id for c in clients.enrolled_since(101.0)] == ids[2:]
+    assert [c.first_seen for c in clients.enrolled_since(101.0)] == [101.0, 101.0, 102.0, 102.0]
+    first = clients.enrolled_since(100.0, limit=3)
+    assert [c.client_id for c in first] == ids[:3]
+    rest = clients.enrolled_since(first[-1].first_seen, first[-1].client_id, limit=3)
+    assert [c.client_id for c in rest] == ids[3:]
+    assert clients.enrolled_since(103.0) == []

@@ -6,7 +6,7 @@ import builtins
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
-from sqlalchemy import Row, bindparam, delete, func, select, update
+from sqlalchemy import Row, bindparam, delete, func, literal, select, tuple_, update
 
 from .database import Database
 from .errors import KeyMismatch, NotFound
@@ -143,6 +143,35 @@ class ClientStore:
             query = query.where(clients.c.client_id > after)
         with self._db.read() as conn:
             return [ClientSummary(*row) for row in conn.execute(query.limit(limit))]
+
+    def enrolled_since(
+        self, since: float, after: str = "", limit: int = 5000
+    ) -> builtins.list[ClientSummary]:
+        """What the index needs of clients enrolled at or after ``since``, in enrollment order
+        (``first_seen``, then client id), with ``first_seen`` filled in.
+
+        Frontends poll this to index every client enrolled anywhere, whatever became of its
+        connection. Pass the last page's final ``first_seen`` and client id (``after``) to get
+        the next page; ``ix_clients_first_seen`` keeps each poll a short range scan."""
+        after_key = tuple_(clients.c.first_seen, clients.c.client_id) > tuple_(
+            literal(since), literal(after)
+        )
+        query = (
+            select(
+                clients.c.client_id,
+                clients.c.hostname,
+                clients.c.os,
+                clients.c.labels,
+                clients.c.last_seen,
+                clients.c.ip_addresses,
+                clients.c.first_seen,
+            )
+            .where(clients.c.first_seen >= since, after_key)
+            .order_by(clients.c.first_seen, clients.c.client_id)
+            .limit(limit)
+        )
+        with self._db.read() as conn:
+            return [ClientSummary(*row) for row in conn.execute(query)]
 
     def list(self, limit: int = 100, offset: int = 0) -> builtins.list[ClientRecord]:
         """A page of clients in enrollment order, so new clients never shift earlier pages."""

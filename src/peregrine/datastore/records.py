@@ -101,6 +101,8 @@ class ClientSummary:
     labels: list[str]
     last_seen: float
     ip_addresses: list[str]
+    #: When it enrolled (only ``ClientStore.enrolled_since`` fills it in).
+    first_seen: float = 0.0
 
 
 HUNT_PAUSED = "Paused"

@@ -1,8 +1,11 @@
 """Every client's searchable facts in memory: hunt matching and the client search.
 
 Loaded from the datastore at start and kept current by the events that change it (enrollment,
-interrogation, labels, check-ins), so matching a hunt or answering a search is a scan of a
-dict — milliseconds at 100,000 clients — and never a database query.
+interrogation, labels, check-ins, deletion), so matching a hunt or answering a search is a scan
+of a dict — milliseconds at 100,000 clients — and never a database query. New clients are
+also followed in the datastore itself (``EnrollmentFollower``): a client enrolled by any
+frontend is found within seconds even if its connection ended before it checked in, or a bus
+notice was lost.
 
 Search syntax (terms are ANDed; ``*`` is a wildcard; case-insensitive)::
 
@@ -18,7 +21,7 @@ import shlex
 import time
 from collections.abc import Callable, Container, Iterable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 if TYPE_CHECKING:
     from peregrine.datastore import ClientSummary, HuntRecord
@@ -94,6 +97,10 @@ class ClientIndex:
         self.clients[client_id] = entry
         return entry
 
+    def remove(self, client_id: str) -> None:
+        """Forget a deleted client."""
+        self.clients.pop(client_id, None)
+
     # -- hunts --------------------------------------------------------------------------------
 
     def matches(self, hunt: HuntRecord, client_id: str) -> bool:
@@ -124,6 +131,46 @@ class ClientIndex:
         found = [c for c in self.clients.values() if all(p(c) for p in predicates)]
         found.sort(key=lambda c: ((c.hostname or "~").lower(), c.client_id))
         return len(found), found[offset : offset + limit]
+
+
+class EnrolledClients(Protocol):
+    def enrolled_since(
+        self, since: float, after: str = "", limit: int = 5000
+    ) -> list[ClientSummary]: ...
+
+
+class EnrollmentFollower:
+    """Adds to the index every client the datastore says enrolled since the last look.
+
+    Enrollment is stamped before its commit, and other hosts' clocks differ a little, so each
+    look goes back ``margin`` seconds before the previous one began; clients already in the
+    index are left as they are (the index may know more of them than their new row)."""
+
+    PAGE = 5000
+
+    def __init__(self, index: ClientIndex, store: EnrolledClients, margin: float = 15.0) -> None:
+        self.index = index
+        self.store = store
+        self.margin = margin
+        self._last_look = time.time()
+
+    async def catch_up(self) -> int:
+        """One look; returns how many clients it added."""
+        import asyncio
+
+        began = time.time()
+        since, after, added = self._last_look - self.margin, "", 0
+        while True:
+            page = await asyncio.to_thread(self.store.enrolled_since, since, after, self.PAGE)
+            for summary in page:
+                if summary.client_id not in self.index.clients:
+                    self.index.load([summary])
+                    added += 1
+            if len(page) < self.PAGE:
+                break
+            since, after = page[-1].first_seen, page[-1].client_id
+        self._last_look = began
+        return added
 
 
 def _wildcard(pattern: str) -> Callable[[str], bool]:

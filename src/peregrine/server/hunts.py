@@ -29,6 +29,7 @@ from peregrine.datastore.errors import NotFound
 from peregrine.engine.context import ALL_PERMISSIONS
 from peregrine.protocol.messages import CollectionRequest, decode_from_server, encode
 from peregrine.server import cron
+from peregrine.server.client_index import EnrollmentFollower
 from peregrine.server.collections import CollectionError, Limits, new_flow_id
 
 if TYPE_CHECKING:
@@ -76,6 +77,7 @@ class HuntManager:
     def __init__(self, server: Server) -> None:
         self.server = server
         self.index = server.client_index
+        self.enrollments = EnrollmentFollower(self.index, server.datastore.clients)
         self._pushers: dict[str, asyncio.Task[None]] = {}
         self._templates: dict[str, tuple[FlowRecord, CollectionRequest]] = {}
         self._lock = asyncio.Lock()
@@ -431,6 +433,8 @@ class HuntManager:
             await self.load()
         while True:
             try:
+                # Every process: clients enrolled anywhere become searchable and huntable here.
+                await self.enrollments.catch_up()
                 if self.server.leader.try_acquire():  # singleton work: the leader only
                     await self.tick()
             except Exception:
