@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import itertools
 import ssl
 import threading
@@ -19,6 +20,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import httpx
+import msgspec
 import pytest
 
 from peregrine.agent.agent import Agent
@@ -61,9 +63,12 @@ sources:
 class Live:
     """A running deployment; ``run`` executes a coroutine on its loop from a test thread."""
 
-    def __init__(self, root: Path, agents: int = 1) -> None:
+    def __init__(self, root: Path, agents: int = 1, **server_changes: Any) -> None:
         self.root = root
         self.deployment = make_deployment(root / "deploy")
+        if server_changes:
+            server = msgspec.structs.replace(self.deployment.server, **server_changes)
+            self.deployment = dataclasses.replace(self.deployment, server=server)
         self.ca = str(self.deployment.server.ca_cert_path)
         self.tls = ssl.create_default_context(cafile=self.ca)
         self.loop = asyncio.new_event_loop()
@@ -143,8 +148,9 @@ class Live:
 
 
 @contextlib.contextmanager
-def live_deployment(root: Path, agents: int = 1) -> Iterator[Live]:
-    live = Live(root, agents)
+def live_deployment(root: Path, agents: int = 1, **server_changes: Any) -> Iterator[Live]:
+    """A deployment of its own; ``server_changes`` replace fields of its server configuration."""
+    live = Live(root, agents, **server_changes)
     try:
         yield live
     finally:

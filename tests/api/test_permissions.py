@@ -209,6 +209,10 @@ def operations() -> set[tuple[str, str]]:
     return found
 
 
+#: Routes outside /api/v1, public by design: the balancer's health checks (read-only).
+UNVERSIONED = {("GET", "/healthz"), ("GET", "/readyz")}
+
+
 def routes() -> set[tuple[str, str]]:
     """Every API route the app serves, documented or not (a route hidden from the OpenAPI
     document must not escape the matrix either)."""
@@ -216,6 +220,9 @@ def routes() -> set[tuple[str, str]]:
     found = set()
     for context in iter_route_contexts(app.routes):
         if isinstance(context.route, APIRoute):
+            methods = {(m, context.path) for m in context.methods or ()}
+            if methods <= UNVERSIONED:
+                continue
             assert context.path.startswith(API), context.path
             found |= {(m, context.path[len(API) :]) for m in context.methods or ()}
     return found

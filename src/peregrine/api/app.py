@@ -13,12 +13,16 @@ from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
 
 from peregrine import __version__
+from peregrine.api.auditing import AuditEveryChange
 from peregrine.api.deps import ApiContext
 from peregrine.api.docs import add_docs
 from peregrine.api.routes import admin, artifacts, clients, collections, events, health, hunts
 from peregrine.api.schemas import Error
 from peregrine.auth.accounts import Accounts
 from peregrine.auth.audit import AuditLog
+from peregrine.auth.login_limits import FailedLogins
+from peregrine.auth.password_pool import PasswordPool
+from peregrine.config.model import LoginSettings
 from peregrine.datastore import DatastoreError, NotFound
 
 if TYPE_CHECKING:
@@ -52,7 +56,17 @@ def create_app(server: Server, accounts: Accounts, audit: AuditLog) -> FastAPI:
         redoc_url=None,
     )
     add_docs(app, f"{API_PREFIX}/openapi.json", app.title)
-    app.state.ctx = ApiContext(server=server, accounts=accounts, audit=audit)
+    login = server.config.login if server is not None else LoginSettings()
+    app.state.ctx = ApiContext(
+        server=server,
+        accounts=accounts,
+        audit=audit,
+        passwords=PasswordPool(login.hash_workers, login.max_waiting),
+        failed_logins=FailedLogins(
+            login.failures_per_address, login.failures_per_user, login.window
+        ),
+    )
+    app.add_middleware(AuditEveryChange)  # a change nothing else recorded is recorded here
     for module in (clients, collections, hunts, artifacts, admin, events):
         app.include_router(module.router, prefix=API_PREFIX, responses=ERROR_RESPONSES)
     app.include_router(health.router)  # /healthz, /readyz: for balancers, unversioned

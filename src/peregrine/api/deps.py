@@ -4,7 +4,8 @@ A request authenticates with an API token (``Authorization: Bearer prg_...``) or
 session cookie; a session's state-changing requests must also carry its CSRF token in the
 ``X-CSRF-Token`` header. ``require(PERMISSION)`` is the only way a route gets a principal, so no
 route can forget to authorise, and ``Audit.record`` writes every state change with who, when,
-from where, what, on which target and with which parameters.
+from where, what, on which target and with which parameters. What a route does not record
+(a refusal before it ran, a failure after) ``auditing.AuditEveryChange`` records.
 """
 
 from __future__ import annotations
@@ -16,15 +17,17 @@ from typing import TYPE_CHECKING, Any
 
 from fastapi import Depends, HTTPException, Request
 
+from peregrine.api.auditing import SAFE_METHODS, Pending, request_audit
 from peregrine.auth.accounts import Accounts, Principal
 from peregrine.auth.audit import AuditLog
+from peregrine.auth.login_limits import FailedLogins
+from peregrine.auth.password_pool import PasswordPool
 
 if TYPE_CHECKING:
     from peregrine.server.app import Server
 
 SESSION_COOKIE = "peregrine_session"
 CSRF_HEADER = "X-CSRF-Token"
-_SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 
 
 @dataclass
@@ -34,6 +37,29 @@ class ApiContext:
     server: Server
     accounts: Accounts
     audit: AuditLog
+    #: The only threads that run argon2 for the API (logins, new passwords).
+    passwords: PasswordPool
+    failed_logins: FailedLogins
+
+    async def record(
+        self,
+        actor: Principal | str,
+        action: str,
+        *,
+        target: str | None = None,
+        address: str | None = None,
+        parameters: Mapping[str, Any] | None = None,
+        result: str = "ok",
+        reason: str | None = None,
+    ) -> None:
+        """Write one audit entry (in the datastore's group commit)."""
+        await self.audit.record_grouped(
+            self.server.datastore.group, actor, action, target=target, address=address,
+            parameters=parameters, result=result, reason=reason,
+        )  # fmt: skip
+
+    def close(self) -> None:
+        self.passwords.close()
 
 
 def context(request: Request) -> ApiContext:
@@ -50,13 +76,14 @@ async def authenticate(request: Request) -> Principal:
         principal = await asyncio.to_thread(ctx.accounts.authenticate_token, header[7:].strip())
     elif cookie := request.cookies.get(SESSION_COOKIE):
         principal = await asyncio.to_thread(ctx.accounts.authenticate_session, cookie)
-        unsafe = request.method not in _SAFE_METHODS
-        if (
-            principal is not None
-            and unsafe
-            and not principal.csrf_ok(request.headers.get(CSRF_HEADER))
-        ):
-            raise HTTPException(403, f"missing or wrong {CSRF_HEADER} header for this session")
+    if (audit := request_audit(request.scope)) is not None:
+        audit.principal = principal  # a refusal after this point names who was refused
+    if (
+        principal is not None
+        and request.method not in SAFE_METHODS
+        and not principal.csrf_ok(request.headers.get(CSRF_HEADER))
+    ):
+        raise HTTPException(403, f"missing or wrong {CSRF_HEADER} header for this session")
     if principal is None:
         raise HTTPException(
             401,
@@ -90,10 +117,11 @@ def require(*permissions: str) -> Callable[..., Awaitable[Principal]]:
 class Audit:
     """Records actions of one request (its caller and address filled in)."""
 
-    def __init__(self, request: Request, principal: Principal) -> None:
+    def __init__(self, request: Request, actor: Principal | str) -> None:
         self.ctx = context(request)
-        self.principal = principal
+        self.actor = actor
         self.address = request.client.host if request.client else None
+        self._request = request
 
     async def record(
         self,
@@ -104,13 +132,19 @@ class Audit:
         result: str = "ok",
         reason: str | None = None,
     ) -> None:
-        await asyncio.to_thread(
-            self.ctx.audit.record,
-            self.principal,
-            action,
-            target=target,
-            address=self.address,
-            parameters=parameters,
-            result=result,
-            reason=reason,
-        )
+        await self.ctx.record(
+            self.actor, action, target=target, address=self.address, parameters=parameters,
+            result=result, reason=reason,
+        )  # fmt: skip
+        if (audit := request_audit(self._request.scope)) is not None:
+            audit.recorded = result
+
+    def on_outcome(
+        self, action: str, *, target: str | None = None, parameters: dict[str, Any] | None = None
+    ) -> None:
+        """Record ``action`` once the response's status is known (before the client sees it),
+        as ok, refused or error by that status, and again as error if the body breaks off."""
+        audit = request_audit(self._request.scope)
+        if audit is None:
+            raise RuntimeError("on_outcome needs the AuditEveryChange middleware")
+        audit.pending = Pending(action, target, parameters)

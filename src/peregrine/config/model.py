@@ -87,6 +87,21 @@ class FlowDefaults(_Section):
     scheduled_expiry: PositiveFloat = 7 * 86400.0
 
 
+class LoginSettings(_Section):
+    """Password logins on the API. Checking a password costs 64 MiB and tens of milliseconds
+    of CPU (argon2, on purpose), so it gets its own threads and guessing is rate-limited."""
+
+    #: Threads that check passwords; logins beyond them wait in a queue of ``max_waiting``,
+    #: and more are refused at once (429 with Retry-After).
+    hash_workers: Annotated[int, msgspec.Meta(ge=1, le=64)] = 1
+    max_waiting: NonNegativeInt = 16
+    #: Failed logins allowed from one address (IPv6: one /64), and for one user name, within
+    #: ``window`` seconds; past either, password logins wait (429) until the window allows.
+    failures_per_address: Annotated[int, msgspec.Meta(ge=1)] = 20
+    failures_per_user: Annotated[int, msgspec.Meta(ge=1)] = 10
+    window: PositiveFloat = 300.0
+
+
 class LogSettings(_Section):
     level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
     #: A log file; empty: standard error.
@@ -132,6 +147,7 @@ class ServerConfig(_Section):
     #: agent port.
     frontend_name: Annotated[str, msgspec.Meta(pattern=r"^[A-Za-z0-9._:-]{0,100}$")] = ""
     flows: FlowDefaults = msgspec.field(default_factory=FlowDefaults)
+    login: LoginSettings = msgspec.field(default_factory=LoginSettings)
     logging: LogSettings = msgspec.field(default_factory=LogSettings)
 
     def __post_init__(self) -> None:

@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING
 import uvicorn
 
 if TYPE_CHECKING:
+    from peregrine.api.deps import ApiContext
     from peregrine.server.app import Server
 
 log = logging.getLogger(__name__)
@@ -32,6 +33,7 @@ class ApiServer:
         self.server = server
         config = server.config
         app = create_app(server, server.accounts, server.audit)
+        self._ctx: ApiContext = app.state.ctx
         self._uvicorn = _EmbeddedUvicorn(
             uvicorn.Config(
                 app,
@@ -72,3 +74,4 @@ class ApiServer:
         if self._task is not None:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
+        self._ctx.close()  # the password threads

@@ -13,6 +13,7 @@ from peregrine.api.deps import SESSION_COOKIE, Audit, authenticate, context, req
 from peregrine.api.schemas import (
     MAX_INT,
     AuditEntry,
+    Error,
     GrantIn,
     IssuedToken,
     LoginIn,
@@ -24,6 +25,7 @@ from peregrine.api.schemas import (
     UserIn,
 )
 from peregrine.auth.accounts import AccountError, Principal, permissions_of
+from peregrine.auth.password_pool import PoolBusy
 from peregrine.auth.roles import READ_RESULTS, SERVER_ADMIN
 from peregrine.datastore import DatastoreError, NotFound
 
@@ -53,19 +55,44 @@ def token_out(record: Any) -> Token:
 # -- sessions -------------------------------------------------------------------------------
 
 
-@router.post("/auth/login", response_model=Me, tags=["auth"], summary="Log in (browser session)")
+#: What a refused-for-now login is documented to answer.
+TOO_MANY: dict[int | str, dict[str, Any]] = {
+    429: {
+        "model": Error,
+        "description": "Too many failed logins from this address or for this user, or too "
+        "many logins at once: try again after the Retry-After header's seconds",
+    }
+}
+
+
+@router.post(
+    "/auth/login",
+    response_model=Me,
+    tags=["auth"],
+    summary="Log in (browser session)",
+    responses=TOO_MANY,
+)
 async def login(request: Request, body: LoginIn, response: Response) -> Me:
     """Sets a secure, HTTP-only session cookie; send the returned `csrf_token` as the
-    `X-CSRF-Token` header on every state-changing request of this session."""
+    `X-CSRF-Token` header on every state-changing request of this session. Failed logins are
+    limited per address and per user name (429 with `Retry-After`)."""
     ctx = context(request)
     address = request.client.host if request.client else None
-    session = await asyncio.to_thread(ctx.accounts.login, body.username, body.password, address)
+    audit = Audit(request, body.username)  # who they claim to be, until the password says so
+    throttled = ctx.failed_logins.check(address, body.username)
+    if throttled is not None:
+        await audit.record("auth.login", result="refused", reason=throttled.reason)
+        raise _too_many(throttled.reason, throttled.retry_after)
+    try:
+        session = await ctx.passwords.run(ctx.accounts.login, body.username, body.password, address)
+    except PoolBusy as busy:
+        await audit.record("auth.login", result="refused", reason=str(busy))
+        raise _too_many(str(busy), busy.retry_after) from None
     if session is None:
-        await asyncio.to_thread(
-            ctx.audit.record, body.username, "auth.login", address=address, result="refused",
-            reason="wrong user name or password",
-        )  # fmt: skip
+        ctx.failed_logins.failed(address, body.username)
+        await audit.record("auth.login", result="refused", reason="wrong user name or password")
         raise HTTPException(401, "wrong user name or password")
+    ctx.failed_logins.succeeded(body.username)
     principal = await asyncio.to_thread(ctx.accounts.authenticate_session, session.session_id)
     assert principal is not None
     response.set_cookie(
@@ -79,6 +106,10 @@ async def login(request: Request, body: LoginIn, response: Response) -> Me:
         credential=principal.credential,
         csrf_token=session.csrf_token,
     )
+
+
+def _too_many(reason: str, retry_after: int) -> HTTPException:
+    return HTTPException(429, reason, headers={"Retry-After": str(retry_after)})
 
 
 @router.post("/auth/logout", status_code=204, tags=["auth"], summary="Log out")
@@ -110,15 +141,27 @@ async def list_users(request: Request, _: Principal = Depends(require(SERVER_ADM
     return [user_out(u) for u in users]
 
 
-@router.post("/users", response_model=User, status_code=201, tags=["users"], summary="Add a user")
+@router.post(
+    "/users",
+    response_model=User,
+    status_code=201,
+    tags=["users"],
+    summary="Add a user",
+    responses=TOO_MANY,
+)
 async def add_user(
     request: Request, body: UserIn, principal: Principal = Depends(require(SERVER_ADMIN))
 ) -> User:
+    ctx = context(request)
     audit = Audit(request, principal)
     try:
-        record = await asyncio.to_thread(
-            context(request).accounts.create_user, body.name, body.password, body.roles
+        # Hashing the password is argon2: on the password threads, like logins.
+        record = await ctx.passwords.run(
+            ctx.accounts.create_user, body.name, body.password, body.roles
         )
+    except PoolBusy as busy:
+        await audit.record("user.create", target=body.name, result="refused", reason=str(busy))
+        raise _too_many(str(busy), busy.retry_after) from None
     except (AccountError, DatastoreError) as exc:
         await audit.record("user.create", target=body.name, result="refused", reason=str(exc))
         raise HTTPException(400, str(exc)) from None
@@ -211,13 +254,18 @@ async def revoke_token(
 ) -> None:
     """Your own tokens; administrators can revoke anyone's."""
     accounts = context(request).accounts
+    audit = Audit(request, principal)
     record = await asyncio.to_thread(accounts.get_token, token_id)
+    refusal = None
     if record is None:
-        raise HTTPException(404, f"no token {token_id}")
-    if record.username != principal.name and not principal.has(SERVER_ADMIN):
-        raise HTTPException(403, "only administrators revoke other users' tokens")
+        refusal = HTTPException(404, f"no token {token_id}")
+    elif record.username != principal.name and not principal.has(SERVER_ADMIN):
+        refusal = HTTPException(403, "only administrators revoke other users' tokens")
+    if refusal is not None:
+        await audit.record("token.revoke", target=token_id, result="refused", reason=refusal.detail)
+        raise refusal
     await asyncio.to_thread(accounts.revoke_token, token_id)
-    await Audit(request, principal).record("token.revoke", target=token_id)
+    await audit.record("token.revoke", target=token_id)
 
 
 # -- audit and status -----------------------------------------------------------------------
