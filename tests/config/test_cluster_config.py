@@ -60,7 +60,7 @@ def test_three_frontends_on_one_host_share_everything_but_name_ports_and_data(
         assert stat.S_IMODE(path.stat().st_mode) == 0o600  # they hold the enrollment secret
     assert stat.S_IMODE((made.directory / "server.key").stat().st_mode) == 0o600
     assert made.client.server_urls == ["wss://127.0.0.1:18443/agent"]  # the balancer only
-    assert made.api_url == "https://127.0.0.1:18444/api/v1"
+    assert made.api_url == "https://127.0.0.1:18444"
 
     haproxy = made.haproxy_config_path.read_text()
     assert re.search(r"bind 127\.0\.0\.1:18443\n", haproxy)

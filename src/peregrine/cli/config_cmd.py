@@ -250,7 +250,7 @@ def _generate_cluster(
     console.print("Agents connect through the balancer:", highlight=False)
     for url in made.client.server_urls:
         console.print(f"  {url}", highlight=False, markup=False)
-    console.print(f"API through the balancer: {made.api_url}", highlight=False, markup=False)
+    console.print(f"API through the balancer: {made.api_url}/api/v1", highlight=False, markup=False)
     console.print("\n[bold]Next:[/bold]")
     lines = [f"  haproxy -f {made.haproxy_config_path}"]
     lines += [

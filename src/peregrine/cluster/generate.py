@@ -85,7 +85,7 @@ class GeneratedCluster:
     client: ClientConfig
     haproxy_config_path: Path
     haproxy_socket: Path
-    #: Where analysts reach the API through the balancer.
+    #: Where analysts reach the API through the balancer (``--url``; the API is at /api/v1).
     api_url: str
     files: tuple[Path, ...]
 
@@ -242,7 +242,7 @@ def generate_cluster(
         client=load_client_config(directory / CLIENT_FILE),
         haproxy_config_path=directory / HAPROXY_FILE,
         haproxy_socket=socket_path,
-        api_url=f"https://{_netloc(url_host(urls[0]), api_port)}/api/v1",
+        api_url=f"https://{_netloc(url_host(urls[0]), api_port)}",
         files=tuple(directory / n for n in ours),
     )
 

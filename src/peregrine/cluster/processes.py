@@ -1,0 +1,111 @@
+"""Starting, finding and stopping the programs of a development cluster, by process id.
+
+Every program runs in its own session (process group), so stopping one stops what it started
+(a frontend's query workers) and nothing else. A process id read back from a state file is
+only signalled after ``/proc`` shows it is still the program that was started (a pid reused
+by another program is left alone).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import socket
+import subprocess
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+#: Children started by this process, so they are waited for (no zombies) when stopped.
+_children: dict[int, subprocess.Popen[bytes]] = {}
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    """A TCP port nothing listens on now (the kernel's pick)."""
+    with socket.socket() as s:
+        s.bind((host, 0))
+        return int(s.getsockname()[1])
+
+
+def spawn(args: Sequence[str], log: Path, env: dict[str, str] | None = None) -> int:
+    """Start ``args`` in a session of its own, output appended to ``log``; its pid."""
+    with open(log, "ab") as out:
+        proc = subprocess.Popen(
+            list(args),
+            stdin=subprocess.DEVNULL,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            env={**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})},
+            start_new_session=True,
+        )
+    _children[proc.pid] = proc
+    return proc.pid
+
+
+def running(pid: int, marker: str = "") -> bool:
+    """Whether ``pid`` is alive and (if ``marker``) its command line contains ``marker``."""
+    child = _children.get(pid)
+    if child is not None and child.poll() is not None:
+        return False
+    try:
+        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ")
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except (FileNotFoundError, ProcessLookupError, IndexError):
+        return False
+    return state != "Z" and marker.encode() in cmdline
+
+
+def stop(pid: int, marker: str, timeout: float = 15.0, sig: int = signal.SIGTERM) -> None:
+    """Signal the process group of ``pid`` (if it is still ours), wait up to ``timeout``,
+    then kill it."""
+    if not running(pid, marker):
+        _reap(pid)
+        return
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(pid, sig)
+    deadline = time.monotonic() + timeout
+    while running(pid, marker) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    if running(pid, marker):
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(pid, signal.SIGKILL)
+        while running(pid, marker):
+            time.sleep(0.05)
+    _reap(pid)
+
+
+def kill(pid: int, marker: str) -> None:
+    """``kill -9`` of the process group: no chance to say goodbye."""
+    stop(pid, marker, timeout=0, sig=signal.SIGKILL)
+
+
+def _reap(pid: int) -> None:
+    child = _children.pop(pid, None)
+    if child is not None:
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            child.wait(5)
+
+
+def wait_for(
+    check: Callable[[], bool],
+    what: str,
+    timeout: float,
+    log: Path | None = None,
+    alive: Callable[[], bool] | None = None,
+) -> None:
+    """Poll ``check()`` until true. TimeoutError naming ``what`` after ``timeout``, or
+    RuntimeError as soon as ``alive()`` says the program died; either with the log's tail."""
+    deadline = time.monotonic() + timeout
+    while not check():
+        if alive is not None and not alive():
+            raise RuntimeError(f"{what} exited{_tail(log)}")
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"{what} not ready after {timeout:.0f} s{_tail(log)}")
+        time.sleep(0.2)
+
+
+def _tail(log: Path | None, lines: int = 20) -> str:
+    if log is None or not log.exists():
+        return ""
+    return "\n" + "\n".join(log.read_text(errors="replace").splitlines()[-lines:])
