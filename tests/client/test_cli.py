@@ -59,7 +59,23 @@ def test_clients_table_and_json(live: Live) -> None:
     data = json.loads(ok(live, "clients", f"client:{live.client_id}", "--json").stdout)
     assert data["total"] == 1 and data["items"][0]["client_id"] == live.client_id
     table = ok(live, "clients").stdout
-    assert live.client_id in table and "yes" in table and "s ago" in table
+    # A connected client says so, not "last seen 55s ago".
+    assert live.client_id in table and "connected" in table and "ago" not in table
+    assert ok(live, "clients", "label:no-such-label").stdout == "0 rows\n"
+
+
+def test_tables_at_80_columns_keep_ids_whole(live: Live) -> None:
+    flow = json.loads(
+        ok(live, "collect", live.client_id, "Test.Numbers", "-p", "N=1", "--json").stdout
+    )["flow"]
+    narrow = {**live.env(), "COLUMNS": "80"}
+    for args, whole in (
+        (["flows", live.client_id], flow["flow_id"]),
+        (["clients"], live.client_id),
+    ):
+        out = runner.invoke(app, args, env=narrow).stdout
+        assert all(len(line) <= 80 for line in out.splitlines()), out
+        assert whole in out and "…" not in out, out
 
 
 def test_connection_settings_are_explained_when_missing() -> None:

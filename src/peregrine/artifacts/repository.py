@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import difflib
 import os
+import re
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -34,6 +35,15 @@ def configured_directories(extra: Iterable[Path] = ()) -> list[Path]:
     then ``extra``: the CLI and the server read the same ones."""
     configured = os.environ.get("PEREGRINE_ARTIFACT_DIRS", "")
     return [Path(d) for d in configured.split(os.pathsep) if d] + list(extra)
+
+
+_WORD = re.compile(r"[A-Z]+(?![a-z])|[A-Z]?[a-z]+|[0-9]+")
+
+
+def search_words(text: str) -> set[str]:
+    """Lower-cased words, splitting CamelCase and dotted names (``WindowsShell`` → windows,
+    shell; ``Linux.Ssh.AuthorizedKeys`` → linux, ssh, authorized, keys)."""
+    return {word.lower() for word in _WORD.findall(text)}
 
 
 class ArtifactRepository:
@@ -149,9 +159,28 @@ class ArtifactRepository:
             )
         return artifact
 
-    def search(self, word: str) -> list[Artifact]:
-        word = word.lower()
-        return [a for a in self if word in a.name.lower() or word in a.description.lower()]
+    def search(self, text: str) -> list[Artifact]:
+        """Artifacts where every word of ``text`` starts a word of the name or description
+        (``ssh`` finds ``Linux.Ssh.*`` and "sshd", not ``WindowsShell``), best first: a word
+        of the name before a word of the description."""
+        terms = search_words(text)
+        scored: list[tuple[int, str, Artifact]] = []
+        for artifact in self:
+            in_name = search_words(artifact.name)
+            in_text = search_words(artifact.description)
+            score = 0
+            for term in terms:
+                if term in in_name:
+                    score += 3
+                elif any(w.startswith(term) for w in in_name):
+                    score += 2
+                elif any(w.startswith(term) for w in in_text):
+                    score += 1
+                else:
+                    break
+            else:
+                scored.append((-score, artifact.name, artifact))
+        return [artifact for *_, artifact in sorted(scored, key=lambda s: s[:2])]
 
     def tables(self) -> ArtifactTables:
         """Artifact-as-table support for queries run against this repository."""

@@ -9,15 +9,17 @@ from typing import Annotated, Any
 
 import msgspec
 import typer
-import yaml
 from rich.console import Console
 from rich.live import Live
+from rich.markup import escape
 from rich.table import Table
+from rich.text import Text
 
 from peregrine.artifacts.loader import ArtifactError, Problem
 from peregrine.artifacts.model import Artifact
 from peregrine.artifacts.repository import ArtifactRepository, configured_directories
 from peregrine.artifacts.runner import ArtifactRunner, Planned, SourceOutcome
+from peregrine.cli.output import print_table, yaml_text
 from peregrine.engine.context import QueryLimits
 from peregrine.engine.denylist import Denylist
 
@@ -38,12 +40,12 @@ def _repository(dirs: list[Path] | None) -> ArtifactRepository:
     repo = ArtifactRepository.default(configured_directories(dirs or []))
     for problem in repo.problems:
         style = "yellow" if problem.severity == "warning" else "red"
-        err.print(f"[{style}]{problem}[/{style}]", highlight=False, markup=True)
+        err.print(f"[{style}]{escape(str(problem))}[/{style}]", highlight=False)
     return repo
 
 
 def _fail(message: str) -> typer.Exit:
-    err.print(f"[bold red]Error:[/bold red] {message}", highlight=False)
+    err.print(f"[bold red]Error:[/bold red] {escape(message)}", highlight=False)
     return typer.Exit(1)
 
 
@@ -66,13 +68,8 @@ def list_artifacts(
         ]
         typer.echo(json.dumps(rows, indent=1))
         return
-    table = Table(header_style="bold")
-    table.add_column("name", no_wrap=True)
-    table.add_column("type", no_wrap=True)
-    table.add_column("description")
-    for artifact in artifacts:
-        table.add_row(artifact.name, artifact.type, artifact.summary)
-    console.print(table)
+    table_rows = [[a.name, a.type, a.summary] for a in artifacts]
+    print_table(console, ["name", "type", "description"], table_rows, ids={"name"})
     console.print(f"[dim]{len(artifacts)} of {len(repo)} artifacts[/dim]")
 
 
@@ -92,17 +89,18 @@ def show(
     if as_json:
         typer.echo(json.dumps(data, indent=1))
         return
-    console.print(f"[bold]{artifact.name}[/bold] ({artifact.type})  [dim]{artifact.origin}[/dim]")
-    console.print(artifact.description.strip(), highlight=False)
+    origin = escape(artifact.origin)
+    console.print(f"[bold]{escape(artifact.name)}[/bold] ({artifact.type})  [dim]{origin}[/dim]")
+    console.print(artifact.description.strip(), highlight=False, markup=False)
     if artifact.parameters:
         table = Table("parameter", "type", "default", "description", title="Parameters")
         for p in artifact.parameters:
             default = "" if p.default is None else json.dumps(p.default)
-            table.add_row(p.name, p.type, default, p.description)
+            table.add_row(*(Text(cell) for cell in (p.name, p.type, default, p.description)))
         console.print(table)
     data.pop("description", None)
     data.pop("parameters", None)
-    console.print(yaml.safe_dump(data, sort_keys=False, width=100), highlight=False)
+    console.print(yaml_text(data), highlight=False, markup=False, soft_wrap=True)
 
 
 @app.command("check")
@@ -127,7 +125,7 @@ def check(
     else:
         for problem in problems:
             style = "yellow" if problem.severity == "warning" else "red"
-            console.print(f"[{style}]{problem}[/{style}]", highlight=False)
+            console.print(f"[{style}]{escape(str(problem))}[/{style}]", highlight=False)
         verdict = "[green]OK[/green]" if not errors else f"[red]{len(errors)} error(s)[/red]"
         console.print(f"{len(names)} artifact(s) checked: {verdict}")
     if errors:
@@ -218,8 +216,12 @@ def collect(
         typer.echo(json.dumps(manifest, indent=1, default=str))
     failed = [s for a in manifest["artifacts"] for s in a["sources"] if s["status"] == "error"]
     rows = sum(s["rows"] for a in manifest["artifacts"] for s in a["sources"])
+    # Ends the progress table's last line (without a terminal, Live leaves it open) or, on a
+    # terminal, leaves a blank line under it.
+    err.print()
     err.print(
-        f"wrote [bold]{output}[/bold]: {rows} rows, {len(manifest['uploads'])} uploads"
+        f"wrote [bold]{escape(str(output))}[/bold]: {rows} rows, "
+        f"{len(manifest['uploads'])} uploads"
         + (f", [red]{len(failed)} source(s) failed[/red]" if failed else ""),
         highlight=False,
     )
@@ -247,9 +249,9 @@ class _Progress:
             style = styles.get(outcome.status, "")
             state = outcome.status + (f": {outcome.error}" if outcome.error else "")
             table.add_row(
-                name,
-                source or "-",
-                f"[{style}]{state}[/{style}]" if style else state,
+                Text(name),
+                Text(source or "-"),
+                Text(state, style=style),
                 str(outcome.rows),
                 f"{outcome.elapsed:.1f}s" if outcome.elapsed else "",
             )

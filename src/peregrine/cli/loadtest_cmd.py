@@ -10,6 +10,7 @@ from typing import Annotated, Any
 import typer
 from rich.console import Console
 from rich.live import Live
+from rich.markup import escape
 from rich.table import Table
 from rich.text import Text
 
@@ -130,7 +131,7 @@ def loadtest(
         mix = parse_os_mix(os_mix)
         os_chooser(mix)  # checks the names and weights
     except (ConfigError, ValueError) as exc:
-        console.print(f"[bold red]Error:[/bold red] {exc}")
+        console.print(f"[bold red]Error:[/bold red] {escape(str(exc))}")
         raise typer.Exit(2) from None
     from peregrine.config import normalize_frontend_url
 
@@ -139,7 +140,7 @@ def loadtest(
         try:
             canonical = normalize_frontend_url(url)
         except ValueError as exc:
-            console.print(f"[bold red]Error:[/bold red] {exc}")
+            console.print(f"[bold red]Error:[/bold red] {escape(str(exc))}")
             raise typer.Exit(2) from None
         if canonical not in cfg.server_urls:
             console.print(

@@ -3,6 +3,10 @@
 Every writer takes rows one at a time and keeps nothing it has written, so memory stays flat on
 huge results. The table writer shows a boxed table when the whole result arrives quickly, and
 otherwise switches to aligned streaming lines with widths taken from the first rows.
+
+A boxed table never cuts an id (``client_id``, ``flow id``…): when it is wider than the terminal
+its other columns wrap, and when even that would leave them too narrow to read, each row is
+shown as a record (one ``column  value`` line each). Cell text is never read as Rich markup.
 """
 
 from __future__ import annotations
@@ -11,12 +15,15 @@ import base64
 import csv
 import enum
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Collection, Iterable, Sequence
 from typing import IO, Any
 
 import msgspec
-from rich.console import Console
+import yaml
+from rich.console import Console, Group, RenderableType
+from rich.rule import Rule
 from rich.table import Table
+from rich.text import Text
 
 
 class OutputFormat(enum.StrEnum):
@@ -30,6 +37,8 @@ class OutputFormat(enum.StrEnum):
 TABLE_BUFFER_SECONDS = 0.5
 TABLE_BUFFER_ROWS = 200
 MAX_CELL = 80
+#: Narrowest a wrapped column may get before the table turns into records.
+MIN_WRAPPED = 12
 
 
 def _json_default(value: Any) -> Any:
@@ -118,10 +127,8 @@ def _write_table(
             break
         buffered.append([cell_text(v) for v in row])
     if finished:
-        table = Table(*columns, show_lines=False, header_style="bold")
-        for cells in buffered:
-            table.add_row(*(_clip(c, MAX_CELL * 2) for c in cells))
-        console.print(table)
+        rows = [[_clip(c, MAX_CELL * 2) for c in cells] for cells in buffered]
+        print_table(console, columns, rows)
         return len(buffered)
     # Streaming: widths from the rows so far, then one aligned line per row as it arrives.
     widths = [
@@ -148,3 +155,86 @@ def _write_table(
         if n % 64 == 0:
             out.flush()
     return n
+
+
+def is_id_column(name: str) -> bool:
+    """``id``, ``client_id``, ``flow id``: columns whose values must never be cut."""
+    lowered = name.lower()
+    return lowered == "id" or lowered.endswith(("_id", " id"))
+
+
+def fit_table(
+    columns: Sequence[str],
+    rows: Sequence[Sequence[str]],
+    width: int,
+    ids: Collection[str] = (),
+) -> RenderableType:
+    """The rows as a table that fits ``width``: whole, wrapped, or as records. Id columns
+    (by their name, or named in ``ids``) are never wrapped or cut."""
+    natural = [
+        max([len(name), *(len(line) for r in rows for line in r[i].splitlines() or [""])])
+        for i, name in enumerate(columns)
+    ]
+    whole = [is_id_column(name) or name in ids for name in columns]
+    frame = 3 * len(columns) + 1  # borders and padding
+    if sum(natural) + frame > width:
+        pairs = zip(natural, whole, strict=True)
+        narrowest = sum(n if is_id else min(n, MIN_WRAPPED) for n, is_id in pairs)
+        if narrowest + frame > width:
+            return _records(columns, rows)
+    table = Table(header_style="bold")
+    for name, n, is_id in zip(columns, natural, whole, strict=True):
+        if is_id:
+            table.add_column(name, no_wrap=True, min_width=n)
+        else:
+            table.add_column(name, overflow="fold")
+    for row in rows:
+        table.add_row(*(Text(cell) for cell in row))
+    return table
+
+
+def _records(columns: Sequence[str], rows: Sequence[Sequence[str]]) -> RenderableType:
+    """One block per row: ``column  value`` lines (values wrap), rows apart by a rule."""
+    parts: list[RenderableType] = []
+    for n, row in enumerate(rows, start=1):
+        parts.append(Rule(f"row {n}", align="left", style="dim"))
+        grid = Table.grid(padding=(0, 2))
+        grid.add_column(style="bold", no_wrap=True)
+        grid.add_column(overflow="fold")
+        for name, cell in zip(columns, row, strict=False):
+            grid.add_row(Text(name), Text(cell))
+        parts.append(grid)
+    return Group(*parts)
+
+
+def print_table(
+    console: Console,
+    columns: Sequence[str],
+    rows: Sequence[Sequence[str]],
+    ids: Collection[str] = (),
+) -> None:
+    """Print rows as a table that fits the console, or ``0 rows``."""
+    if not rows:
+        console.print("0 rows", markup=False, highlight=False)
+        return
+    console.print(fit_table(columns, rows, console.width, ids))
+
+
+class _ReadableDumper(yaml.SafeDumper):
+    """YAML for people: a multi-line string (a query) as a ``|`` block, not "...\\n..."."""
+
+
+def _str(dumper: yaml.SafeDumper, value: str) -> yaml.ScalarNode:
+    if "\n" in value:
+        # A block cannot hold trailing spaces, so YAML would quote the whole query for one.
+        value = "\n".join(line.rstrip() for line in value.splitlines()) + "\n"
+        return dumper.represent_scalar("tag:yaml.org,2002:str", value, style="|")
+    return dumper.represent_scalar("tag:yaml.org,2002:str", value)
+
+
+_ReadableDumper.add_representer(str, _str)
+
+
+def yaml_text(data: Any) -> str:
+    """``data`` as YAML to read: keys in their order, queries as blocks, Unicode as is."""
+    return yaml.dump(data, Dumper=_ReadableDumper, sort_keys=False, allow_unicode=True, width=100)

@@ -7,7 +7,9 @@ from typing import Annotated, Any
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
+from rich.text import Text
 
 from peregrine.engine.registry import Plugin, TablePlugin
 from peregrine.plugin_manager import default_registry
@@ -130,8 +132,8 @@ def list_plugins(
     table = Table("name", "kind", "description", "needs", header_style="bold")
     for p in plugins:
         needs = ", ".join(p.permissions)
-        name = p.name if p.supported_here() else f"[dim]{p.name} (not on this OS)[/dim]"
-        table.add_row(name, p.kind, p.description, needs)
+        name = Text(p.name) if p.supported_here() else Text(f"{p.name} (not on this OS)", "dim")
+        table.add_row(name, p.kind, Text(p.description), needs)
     console.print(table)
     console.print(f"[dim]{len(plugins)} plugins; `peregrine plugins show NAME` for details[/dim]")
 
@@ -149,7 +151,7 @@ def show(
         close = difflib.get_close_matches(name, [p.name for p in default_registry()], n=3)
         hint = f" Did you mean {', '.join(close)}?" if close else ""
         Console(stderr=True).print(
-            f"[bold red]Error:[/bold red] no plugin named {name!r}.{hint} "
+            f"[bold red]Error:[/bold red] {escape(f'no plugin named {name!r}.{hint}')} "
             "`peregrine plugins` lists them."
         )
         raise typer.Exit(1)
@@ -157,7 +159,7 @@ def show(
     if as_json:
         typer.echo(json.dumps(doc, indent=1, default=str))
         return
-    console.print(f"[bold]{plugin.name}[/bold] ({plugin.kind})  {plugin.description}")
+    console.print(f"[bold]{plugin.name}[/bold] ({plugin.kind})  {escape(plugin.description)}")
     console.print(f"platforms: {', '.join(plugin.platforms)}", highlight=False)
     if plugin.permissions:
         console.print(f"needs permission: {', '.join(plugin.permissions)}")
@@ -165,16 +167,18 @@ def show(
         args = Table("argument", "type", "required", "default", "doc", title="Arguments")
         for a in doc["arguments"]:
             default = "" if a["default"] is None else repr(a["default"])
-            args.add_row(a["name"], a["type"], "yes" if a["required"] else "", default, a["doc"])
+            cells = (a["name"], a["type"], "yes" if a["required"] else "", default, a["doc"])
+            args.add_row(*(Text(str(cell)) for cell in cells))
         console.print(args)
     if "columns" in doc:
         cols = Table("column", "type", "doc", title="Columns")
         for c in doc["columns"]:
             note = " (computed only when selected)" if c["expensive"] else ""
             note += " (not in SELECT *: name it)" if c["hidden"] else ""
-            cols.add_row(c["name"], c["type"], c["doc"] + note)
+            cols.add_row(Text(c["name"]), Text(c["type"]), Text(c["doc"] + note))
         console.print(cols)
     else:
-        console.print(f"returns: {doc['returns']}")
+        console.print(f"returns: {doc['returns']}", markup=False)
     for example in plugin.examples:
-        console.print(f"  [cyan]peregrine query {json.dumps(example)}[/cyan]", highlight=False)
+        example_line = escape(f"peregrine query {json.dumps(example)}")
+        console.print(f"  [cyan]{example_line}[/cyan]", highlight=False)

@@ -8,6 +8,7 @@ from typing import Annotated, Any
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 
 from peregrine.cli.output import OutputFormat, write_rows
 from peregrine.engine import Engine, QueryError, QueryLimits
@@ -91,7 +92,7 @@ def query(
             err.print("[yellow]cancelled[/yellow]")
             raise typer.Exit(130) from None
     except QueryError as exc:
-        err.print(f"[bold red]Error:[/bold red] {exc}", highlight=False)
+        err.print(f"[bold red]Error:[/bold red] {escape(str(exc))}", highlight=False)
         raise typer.Exit(1) from None
     except BrokenPipeError:
         raise typer.Exit(0) from None

@@ -22,8 +22,8 @@ from pathlib import Path
 from typing import Annotated, Any, NoReturn
 
 import typer
-import yaml
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import (
     BarColumn,
     MofNCompleteColumn,
@@ -35,7 +35,7 @@ from rich.progress import (
 from rich.table import Table
 
 from peregrine.cli.local_login import LocalLoginError, login_path, read_local_login
-from peregrine.cli.output import OutputFormat, write_rows
+from peregrine.cli.output import OutputFormat, print_table, write_rows, yaml_text
 from peregrine.client import (
     Flow,
     Hunt,
@@ -220,7 +220,7 @@ def emit_rows(rows: Iterable[Mapping[str, Any]], fmt: OutputFormat, first: list[
     columns = columns_of(first)
     values = ([row.get(c) for c in columns] for row in rows)
     if fmt is OutputFormat.table and not columns:
-        console.print("(no rows)")
+        console.print("0 rows")
         return 0
     return write_rows(values, columns, fmt, sys.stdout, console)
 
@@ -248,18 +248,18 @@ def clients(
     if as_json:
         print_json(page.to_dict())
         return
-    table = Table("client id", "host", "os", "labels", "last seen", "online", header_style="bold")
     now = time.time()
-    for c in page.items:
-        table.add_row(
+    rows = [
+        [
             c.client_id,
             c.hostname or "",
             c.os or "",
             ", ".join(c.labels),
-            ago(c.last_seen, now),
-            "[green]yes[/]" if c.online else "no",
-        )
-    console.print(table)
+            "connected" if c.online else ago(c.last_seen, now),
+        ]
+        for c in page.items
+    ]
+    print_table(console, ["client id", "host", "os", "labels", "last seen"], rows)
     if page.total > len(page.items):
         err.print(f"{len(page.items)} of {page.total} clients (--limit for more)")
 
@@ -327,7 +327,7 @@ def _print_result_set(
     client: Peregrine, flow: Flow, artifact: str, source: str, max_rows: int
 ) -> None:
     page = client.collections.results(flow.flow_id, artifact, source, limit=min(max_rows, 10_000))
-    console.print(f"\n[bold]{result_set_name(artifact, source)}[/] ({page.total} rows)")
+    console.print(f"\n[bold]{escape(result_set_name(artifact, source))}[/] ({page.total} rows)")
     emit_rows(page.rows, OutputFormat.table, page.rows)
     if page.total > len(page.rows):
         err.print(
@@ -350,13 +350,9 @@ def flows(
     if as_json:
         print_json([f.to_dict() for f in found])
         return
-    table = Table(
-        "flow id", "artifacts", "state", "rows", "uploads", "created", "creator", "error",
-        header_style="bold",
-    )  # fmt: skip
     now = time.time()
-    for f in found:
-        table.add_row(
+    rows = [
+        [
             f.flow_id,
             ", ".join(str(a.get("name")) for a in f.artifacts),
             f.state,
@@ -364,9 +360,12 @@ def flows(
             str(f.uploads),
             ago(f.created, now),
             f.creator,
-            (f.error or "")[:60],
-        )
-    console.print(table)
+            f.error or "",
+        ]
+        for f in found
+    ]
+    columns = ["flow id", "artifacts", "state", "rows", "uploads", "created", "creator", "error"]
+    print_table(console, columns, rows)
 
 
 def _rows(
@@ -407,7 +406,7 @@ def results(
                     offset + len(page.rows),
                 )
             if fmt is OutputFormat.table:
-                console.print(f"[bold]{result_set_name(name, src)}[/] ({page.total} rows)")
+                console.print(f"[bold]{escape(result_set_name(name, src))}[/] ({page.total} rows)")
             emit_rows(_rows(rest, page.rows), fmt, page.rows)
             if not everything and page.total > offset + len(page.rows):
                 err.print(f"showing {len(page.rows)} of {page.total} rows (--all for every row)")
@@ -501,20 +500,20 @@ def hunts_list(
     if as_json:
         print_json([h.to_dict() for h in found])
         return
-    table = Table(
-        "hunt id", "state", "artifacts", "description", "created", "creator", header_style="bold"
-    )
     now = time.time()
-    for h in found:
-        table.add_row(
+    rows = [
+        [
             h.hunt_id,
             h.state,
             ", ".join(str(a.get("name")) for a in h.artifacts),
-            h.description[:50],
+            h.description,
             ago(h.created, now),
             h.creator,
-        )
-    console.print(table)
+        ]
+        for h in found
+    ]
+    columns = ["hunt id", "state", "artifacts", "description", "created", "creator"]
+    print_table(console, columns, rows)
 
 
 def _hunt_change(
@@ -638,7 +637,7 @@ def hunts_show(
         print_json({"hunt": hunt.to_dict(), "stats": stats.to_dict()})
         return
     now = time.time()
-    console.print(f"[bold]{hunt.hunt_id}[/]  {hunt.state}  {hunt.description}")
+    console.print(f"[bold]{hunt.hunt_id}[/]  {hunt.state}  {escape(hunt.description)}")
     console.print(
         "artifacts: " + ", ".join(str(a.get("name")) for a in hunt.artifacts), markup=False
     )
@@ -816,10 +815,8 @@ def artifacts_list(
     if as_json:
         print_json([a.to_dict() for a in found])
         return
-    table = Table("name", "type", "summary", header_style="bold")
-    for a in found:
-        table.add_row(a.name, a.type, a.summary)
-    console.print(table)
+    rows = [[a.name, a.type, a.summary] for a in found]
+    print_table(console, ["name", "type", "summary"], rows, ids={"name"})
 
 
 @artifacts_app.command("show")
@@ -836,7 +833,7 @@ def artifacts_show(
     if as_json:
         print_json(definition)
     else:
-        sys.stdout.write(yaml.safe_dump(definition, sort_keys=False, allow_unicode=True))
+        sys.stdout.write(yaml_text(definition))
 
 
 def _read(path: Path) -> str:

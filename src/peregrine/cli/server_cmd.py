@@ -9,6 +9,7 @@ from typing import Annotated, Any
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 
 from peregrine.cli import agent_cmd
 from peregrine.cli.local_login import LOGIN_FILE, ensure_local_login
@@ -66,11 +67,11 @@ def server(
     try:
         if config is None:
             config, cfg = default_server_config(data_dir)
-            console.print(f"using [bold]{config}[/bold]")
+            console.print(f"using [bold]{escape(str(config))}[/bold]")
         else:
             cfg = load_server_config(config)
     except ConfigError as exc:
-        console.print(f"[bold red]Error:[/bold red] {exc}")
+        console.print(f"[bold red]Error:[/bold red] {escape(str(exc))}")
         raise typer.Exit(1) from None
 
     login = None
@@ -114,7 +115,7 @@ def _local_login(cfg: Any) -> Path | None:
     try:
         return ensure_local_login(cfg)
     except (AccountError, OSError) as exc:
-        console.print(f"[yellow]no local CLI login:[/yellow] {exc}", highlight=False)
+        console.print(f"[yellow]no local CLI login:[/yellow] {escape(str(exc))}", highlight=False)
         return None
 
 
