@@ -270,6 +270,14 @@ class DevCluster:
 
     # -- reporting ------------------------------------------------------------------------------
 
+    @property
+    def token(self) -> str:
+        """The administrator's API token (from ``env``)."""
+        for line in (self.directory / "env").read_text().splitlines():
+            if line.startswith("export PEREGRINE_TOKEN="):
+                return line.split("=", 1)[1]
+        raise RuntimeError(f"no token in {self.directory / 'env'}")
+
     def _tls(self) -> ssl.SSLContext:
         return ssl.create_default_context(cafile=self.state.ca_cert)
 
