@@ -19,6 +19,7 @@ from tests.api.test_permissions import MATRIX
 #: too. ``POST /artifacts/check`` changes nothing and is deliberately absent.
 AUDITED: dict[tuple[str, str], str] = {
     ("POST", "/clients/{client_id}/labels"): "client.label",
+    ("DELETE", "/clients/{client_id}"): "client.delete",
     ("POST", "/collections"): "collection.create",
     ("POST", "/collections/{flow_id}/cancel"): "collection.cancel",
     ("GET", "/collections/{flow_id}/uploads/{upload_id}"): "upload.download",

@@ -69,6 +69,13 @@ def _hunt_change(action: str, start: bool = False) -> Builder:
     return lambda o, caller: Call("POST", f"/hunts/{o.fresh_hunt(start)}/{action}")
 
 
+def _delete_fresh_client(o: Objects, caller: str | None) -> Call:
+    """An offline client enrolled for this call only (deleting it is the point)."""
+    client_id = f"C.{next(_serial) + 0xD000_0000_0000_0000:016x}"
+    o.live.server.datastore.clients.enroll(client_id, client_id.encode(), time.time())
+    return Call("DELETE", f"/clients/{client_id}")
+
+
 def _revoke_own_token(o: Objects, caller: str | None) -> Call:
     owner = caller or "administrator-user"
     token_id = o.live.server.accounts.create_token(owner, "doomed").record.token_id
@@ -84,6 +91,7 @@ MATRIX: dict[tuple[str, str], tuple[str, Builder]] = {
         LABEL_CLIENT,
         lambda o, c: Call("POST", f"/clients/{o.client_id}/labels", json={"add": ["matrix"]}),
     ),
+    ("DELETE", "/clients/{client_id}"): (SERVER_ADMIN, _delete_fresh_client),
     # collections
     ("POST", "/collections"): (
         COLLECT_CLIENT,

@@ -4,6 +4,7 @@ through the API, users and tokens managed through it, server status."""
 from __future__ import annotations
 
 import hashlib
+import time
 
 from peregrine.protocol.messages import MAX_MESSAGE_BYTES
 from tests.api.conftest import Live, Objects
@@ -137,3 +138,37 @@ def test_a_collection_shows_when_it_expires(live: Live) -> None:
         assert http.get(f"/collections/{made['flow_id']}").json()["expires"] == made["expires"]
         body["limits"] = {"expires_in": 0}
         assert http.post("/collections", json=body).status_code == 422
+
+
+def test_an_administrator_deletes_a_client(live: Live) -> None:
+    """Offline: deleted with its collections (200, audited). Connected: 409 unless forced.
+    Unknown: 404. The audit trail keeps every attempt."""
+    server = live.server
+    offline = "C.00000000000de1e7"
+    server.datastore.clients.enroll(offline, b"retired key", time.time())
+    waiting = live.run(server.collect(offline, [("Test.Numbers", {"N": 1})], "t"))
+    started = time.time()
+    with live.http(live.tokens["administrator"]) as http:
+        deleted = http.delete(f"/clients/{offline}")
+        assert deleted.status_code == 200, deleted.text
+        assert deleted.json() == {
+            "client_id": offline,
+            "flows": 1,
+            "bytes_freed": 0,
+            "was_connected": False,
+        }
+        assert http.get(f"/clients/{offline}").status_code == 404
+        assert http.get(f"/collections/{waiting.flow_id}").status_code == 404
+        assert http.delete(f"/clients/{offline}").status_code == 404
+        connected = http.delete(f"/clients/{live.client_id}")
+        assert connected.status_code == 409
+        assert "force" in connected.json()["detail"]
+        assert http.get(f"/clients/{live.client_id}").status_code == 200
+    results = [
+        (e.target, e.result)
+        for e in server.audit.query(action="client.delete", since=started - 1)
+        if e.actor == "administrator-user"
+    ]
+    assert sorted(results) == sorted(
+        [(offline, "ok"), (offline, "refused"), (live.client_id, "refused")]
+    )

@@ -158,3 +158,25 @@ def test_enrolled_since_pages_new_clients_in_enrollment_order(datastore: Datasto
     rest = clients.enrolled_since(first[-1].first_seen, first[-1].client_id, limit=3)
     assert [c.client_id for c in rest] == ids[3:]
     assert clients.enrolled_since(103.0) == []
+
+
+def test_forget_returns_the_collections_it_removed_and_refuses_unknown_clients(
+    datastore: Datastore,
+) -> None:
+    other = "C.00000000000000bb"
+    datastore.clients.enroll(CLIENT, KEY, 10.0)
+    datastore.clients.enroll(other, b"other key", 10.0)
+    datastore.clients.add_labels(CLIENT, ["retired"])
+    flows = [FlowRecord(f"F.000000000000000{n}", CLIENT, [], {}, "alice", 11.0) for n in (1, 2)]
+    for flow in flows:
+        datastore.collections.create(flow, task=b"request")
+    kept = FlowRecord("F.0000000000000003", other, [], {}, "alice", 11.0)
+    datastore.collections.create(kept, task=b"request")
+    assert sorted(datastore.clients.forget(CLIENT)) == [f.flow_id for f in flows]
+    assert datastore.clients.get(CLIENT) is None
+    assert datastore.collections.list_for_client(CLIENT) == []
+    assert datastore.tasks.pending(CLIENT) == []
+    assert datastore.collections.get(kept.flow_id) == kept
+    assert datastore.tasks.pending(other) == [(kept.flow_id, b"request")]
+    with pytest.raises(NotFound):
+        datastore.clients.forget(CLIENT)

@@ -106,6 +106,15 @@ class ClientPage(Out):
     items: list[Client]
 
 
+class DeletedClient(Out):
+    """What deleting a client removed."""
+
+    client_id: str
+    flows: int = Field(description="Collections deleted with it (with their files and tasks).")
+    bytes_freed: int = Field(description="Bytes of collection files removed from the filestore.")
+    was_connected: bool = Field(description="It was connected (force) and was disconnected.")
+
+
 class LabelsIn(Strict):
     add: list[str] = Field(default_factory=list, max_length=100)
     remove: list[str] = Field(default_factory=list, max_length=100)

@@ -39,6 +39,7 @@ from peregrine.client.models import (
     AuditEntry,
     ClientDetail,
     ClientPage,
+    DeletedClient,
     Flow,
     Hunt,
     HuntClient,
@@ -232,6 +233,11 @@ class Api:
     def label_client(client_id: str, add: Iterable[str], remove: Iterable[str]) -> Call[list[str]]:
         body = {"add": list(add), "remove": list(remove)}
         return _call("POST", f"/clients/{segment(client_id)}/labels", list[str], body)
+
+    @staticmethod
+    def delete_client(client_id: str, force: bool) -> Call[DeletedClient]:
+        path = f"/clients/{segment(client_id)}"
+        return _call("DELETE", path, DeletedClient, force=str(force).lower())
 
     @staticmethod
     def client_collections(client_id: str, limit: int, offset: int) -> Call[list[Flow]]:

@@ -46,6 +46,7 @@ from peregrine.client.models import (
     AuditEntry,
     ClientDetail,
     ClientPage,
+    DeletedClient,
     Flow,
     Hunt,
     HuntClient,
@@ -237,6 +238,10 @@ class AsyncClients(_Group):
         self, client_id: str, add: Iterable[str] = (), remove: Iterable[str] = ()
     ) -> list[str]:
         return await self._c._run(Api.label_client(client_id, add, remove))
+
+    async def delete(self, client_id: str, *, force: bool = False) -> DeletedClient:
+        """See ``Peregrine.clients.delete``."""
+        return await self._c._run(Api.delete_client(client_id, force))
 
 
 class AsyncCollections(_Group):

@@ -86,6 +86,15 @@ class ClientPage(Model, kw_only=True):
     items: list[Client]
 
 
+class DeletedClient(Model, kw_only=True):
+    """What deleting a client removed with it."""
+
+    client_id: str
+    flows: int = 0
+    bytes_freed: int = 0
+    was_connected: bool = False
+
+
 class Flow(Model, kw_only=True):
     """A collection: its state, counters and per-source status."""
 

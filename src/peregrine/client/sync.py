@@ -44,6 +44,7 @@ from peregrine.client.models import (
     AuditEntry,
     ClientDetail,
     ClientPage,
+    DeletedClient,
     Flow,
     Hunt,
     HuntClient,
@@ -239,6 +240,11 @@ class Clients(_Group):
     ) -> list[str]:
         """The client's labels afterwards."""
         return self._c._run(Api.label_client(client_id, add, remove))
+
+    def delete(self, client_id: str, *, force: bool = False) -> DeletedClient:
+        """Delete the client with its collections, files and hunt entries (administrators).
+        A connected client raises Conflict unless ``force`` (it is then disconnected)."""
+        return self._c._run(Api.delete_client(client_id, force))
 
 
 class Collections(_Group):

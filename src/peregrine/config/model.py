@@ -87,6 +87,29 @@ class FlowDefaults(_Section):
     scheduled_expiry: PositiveFloat = 7 * 86400.0
 
 
+class AgentLimits(_Section):
+    """What one agent connection may cost a frontend, so one broken or hostile agent (or a
+    stranger who has not logged in) cannot take memory or time from the others."""
+
+    #: Bytes a connection may send before its login is accepted (the Hello is a few KB).
+    handshake_bytes: Annotated[int, msgspec.Meta(ge=4096)] = 64 * 1024
+    #: Seconds from connecting to a completed login, waiting for a free handshake included.
+    handshake_timeout: PositiveFloat = 10.0
+    #: Logins in progress at once on a frontend process; more wait for a free slot.
+    max_handshakes: Annotated[int, msgspec.Meta(ge=1)] = 1024
+    #: New clients enrolled per second on a frontend process, and the burst allowed at once;
+    #: a refused agent is told why and retries after its backoff.
+    enrollments_per_second: PositiveFloat = 50.0
+    enrollment_burst: Annotated[int, msgspec.Meta(ge=1)] = 1000
+    #: What one connection may send, on average: past it the server stops reading from that
+    #: agent for a while (nothing is dropped: the agent keeps it spooled). Cells are the
+    #: values of result rows and log entries.
+    bytes_per_second: Annotated[int, msgspec.Meta(ge=1 << 20)] = 8 << 20
+    cells_per_second: Annotated[int, msgspec.Meta(ge=10_000)] = 1_000_000
+    #: The largest upload an agent may announce (a collection's max_upload_bytes can lower it).
+    max_upload_bytes: Annotated[int, msgspec.Meta(ge=1)] = 64 << 30
+
+
 class LoginSettings(_Section):
     """Password logins on the API. Checking a password costs 64 MiB and tens of milliseconds
     of CPU (argon2, on purpose), so it gets its own threads and guessing is rate-limited."""
@@ -147,6 +170,7 @@ class ServerConfig(_Section):
     #: agent port.
     frontend_name: Annotated[str, msgspec.Meta(pattern=r"^[A-Za-z0-9._:-]{0,100}$")] = ""
     flows: FlowDefaults = msgspec.field(default_factory=FlowDefaults)
+    limits: AgentLimits = msgspec.field(default_factory=AgentLimits)
     login: LoginSettings = msgspec.field(default_factory=LoginSettings)
     logging: LogSettings = msgspec.field(default_factory=LogSettings)
 

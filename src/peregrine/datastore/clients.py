@@ -11,7 +11,7 @@ from sqlalchemy import Row, bindparam, delete, func, literal, select, tuple_, up
 from .database import Database
 from .errors import KeyMismatch, NotFound
 from .records import CLIENT_INFO_LISTS, CLIENT_INFO_TEXT, ClientRecord, ClientSummary
-from .schema import clients
+from .schema import clients, flows, hunt_clients, tasks
 
 
 class ClientStore:
@@ -189,10 +189,26 @@ class ClientStore:
         with self._db.read() as conn:
             return int(conn.execute(select(func.count()).select_from(clients)).scalar_one())
 
-    def forget(self, client_id: str) -> None:
-        """Remove a client with its collections and tasks; it must enroll again to come back."""
+    def forget(self, client_id: str) -> builtins.list[str]:
+        """Remove a client with everything stored of it, in one transaction: its collections,
+        their tasks, its rows in hunts (hunt statistics are derived from these, so they stay
+        exact) and its labels. Returns the ids of the collections removed (their files are
+        the filestore's to delete). Raises NotFound for an unknown client. An agent with the
+        same key must enroll again to come back, as a new client."""
         with self._db.write() as conn:
-            conn.execute(delete(clients).where(clients.c.client_id == client_id))
+            flow_ids = [
+                str(flow_id)
+                for flow_id in conn.execute(
+                    select(flows.c.flow_id).where(flows.c.client_id == client_id)
+                ).scalars()
+            ]
+            # Explicit, children first: not left to ON DELETE CASCADE, which SQLite applies
+            # only on connections that enabled foreign keys.
+            for table in (hunt_clients, tasks, flows):
+                conn.execute(delete(table).where(table.c.client_id == client_id))
+            if conn.execute(delete(clients).where(clients.c.client_id == client_id)).rowcount != 1:
+                raise NotFound(f"no client {client_id}")
+        return flow_ids
 
     def _update(self, client_id: str, **values: Any) -> None:
         with self._db.write() as conn:

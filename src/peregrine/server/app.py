@@ -46,6 +46,7 @@ from peregrine.server.hunts import HuntManager
 from peregrine.server.ingest import Ingestor
 from peregrine.server.leader import Leader
 from peregrine.server.monitor import FlowMonitor
+from peregrine.server.prelogin import limited
 from peregrine.server.presence import PRESENCE_KINDS, Presence
 from peregrine.server.readiness import HEALTH_PATHS, Readiness, answer_on_agent_port
 from peregrine.server.seen import SeenWriter
@@ -86,13 +87,15 @@ class Server:
         self.repository = repository or ArtifactRepository.default(directories)
         self.datastore: Datastore = open_datastore(config.datastore_url)
         self.filestore = Filestore(Path(config.filestore_dir), config.min_free_bytes)
-        self.connections = ConnectionRegistry(PING_INTERVAL, PING_TIMEOUT)
+        self.connections = ConnectionRegistry(PING_INTERVAL, PING_TIMEOUT, config.limits)
         self.seen = SeenWriter(self.datastore.clients)
         #: This process's clients coming and going, told to the others; theirs, as last heard.
         self.presence: Presence = make_presence(config, self.bus)
         self.events = ServerEvents()
         self.readiness = Readiness(self)
-        self.ingestor = Ingestor(self.datastore, self.filestore)
+        self.ingestor = Ingestor(
+            self.datastore, self.filestore, max_upload_bytes=config.limits.max_upload_bytes
+        )
         self.collections = CollectionService(
             self.datastore,
             self.repository,
@@ -126,6 +129,8 @@ class Server:
             self.config.port,
             ssl=self._agent_tls(),
             max_size=MAX_MESSAGE_BYTES,
+            # Strangers may send only a few bytes until they log in (AgentSession).
+            create_connection=limited(self.config.limits.handshake_bytes),
             process_request=self._check_path,
             ping_interval=None,  # self.connections.keepalive: one task, not one each
             close_timeout=5,

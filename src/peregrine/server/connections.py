@@ -3,7 +3,9 @@
 Each connection registers itself when its agent is authenticated and removes itself when it
 ends, so ``get(client_id)`` is always the agent's current connection (what the collection service
 pushes requests to) and ``shutdown()`` can stop them all: close with a time-out, then cancel.
-``Keepalive`` pings every websocket of the frontend from one task.
+``Keepalive`` pings every websocket of the frontend from one task. Admission is here too: how
+many logins may be in progress at once (``handshakes``) and how fast new clients may enroll
+(``enrollments``).
 """
 
 from __future__ import annotations
@@ -13,6 +15,9 @@ import contextlib
 import logging
 from collections.abc import AsyncIterator, Awaitable
 from typing import Protocol
+
+from peregrine.config.model import AgentLimits
+from peregrine.server.budget import TokenBucket
 
 log = logging.getLogger(__name__)
 
@@ -150,7 +155,17 @@ class _Claim:
 
 
 class ConnectionRegistry:
-    def __init__(self, ping_interval: float = 60.0, ping_timeout: float = 120.0) -> None:
+    def __init__(
+        self,
+        ping_interval: float = 60.0,
+        ping_timeout: float = 120.0,
+        limits: AgentLimits | None = None,
+    ) -> None:
+        limits = limits or AgentLimits()
+        #: Logins in progress; a connection waits for a slot before its challenge is sent.
+        self.handshakes = asyncio.Semaphore(limits.max_handshakes)
+        #: New clients a second (one bucket for the frontend process, whatever the source).
+        self.enrollments = TokenBucket(limits.enrollments_per_second, limits.enrollment_burst)
         self._connections: dict[str, Connection] = {}
         self._tasks: set[asyncio.Task[None]] = set()
         self._claims: dict[str, _Claim] = {}

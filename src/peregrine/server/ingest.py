@@ -10,6 +10,10 @@ then stores nothing more of that flow until the refused message comes again: see
 File work runs in worker threads; datastore work in the datastore's group commit, so the counts
 of many sessions' messages cost one durable commit. ``upload_chunk`` blocks (``store_chunk``
 runs it in a file thread).
+
+An announced upload larger than the server's ``limits.max_upload_bytes`` or its collection's
+``max_upload_bytes`` is refused before anything is reserved: the agent is told (``UploadResume``
+with ``refused``) and the flow's log says why.
 """
 
 from __future__ import annotations
@@ -50,6 +54,8 @@ class _Files:
     resume_offset: int = 0
     uploads: int = 0
     upload_bytes: int = 0
+    #: Why an announced upload was refused (then written to the flow's log).
+    refused: str | None = None
 
 
 _WITH_FILES = (ResultBatch, LogBatch, UploadStart, FlowFinished)
@@ -62,6 +68,8 @@ class Outcome:
 
     ack: int | None = None
     resume: tuple[str, str, int] | None = None  # (flow_id, upload_id, offset)
+    #: Why the upload in ``resume`` is refused (its offset is then the announced size).
+    refused: str | None = None
     state_changed: bool = False
     finished: FlowRecord | None = None  # the flow, as this message finished it
 
@@ -74,10 +82,17 @@ FILE_THREADS = 32
 OWNER_CACHE_SIZE = 200_000
 
 
+#: The largest upload an agent may announce unless the configuration says otherwise.
+MAX_UPLOAD_BYTES = 64 << 30
+
+
 class Ingestor:
-    def __init__(self, datastore: Datastore, filestore: Filestore) -> None:
+    def __init__(
+        self, datastore: Datastore, filestore: Filestore, max_upload_bytes: int = MAX_UPLOAD_BYTES
+    ) -> None:
         self.datastore = datastore
         self.filestore = filestore
+        self.max_upload_bytes = max_upload_bytes
         self._owners: dict[str, str] = {}
         self._files = ThreadPoolExecutor(FILE_THREADS, thread_name_prefix="peregrine-files")
 
@@ -168,13 +183,36 @@ class Ingestor:
             self.filestore.check_space()
             self.filestore.append_logs(client_id, flow_id, seq, message.entries)
         elif isinstance(message, UploadStart):
-            files.resume_offset = self.filestore.start_upload(
-                client_id, flow_id, message.upload_id, message.path, message.size, message.sha256
-            )
+            files.refused = self._upload_refusal(message)
+            if files.refused is not None:
+                log.warning("refused an upload of %s: %s", client_id, files.refused)
+                entry = {"time": time.time(), "level": "error", "message": files.refused}
+                self.filestore.append_logs(client_id, flow_id, seq, [entry])
+                files.resume_offset = message.size
+            else:
+                files.resume_offset = self.filestore.start_upload(
+                    client_id, flow_id, message.upload_id, message.path, message.size,
+                    message.sha256,
+                )  # fmt: skip
         elif isinstance(message, FlowFinished):
             uploads = self.filestore.uploads(client_id, flow_id)
             files.uploads, files.upload_bytes = len(uploads), sum(u.size for u in uploads)
         return files
+
+    def _upload_refusal(self, message: UploadStart) -> str | None:
+        """Why an announced upload may not be stored at all, or None if it may."""
+        limit, whose = self.max_upload_bytes, "the server's limits.max_upload_bytes"
+        if message.size <= limit:
+            record = self.datastore.collections.get(message.flow_id)
+            flow_limit = record.request.get("max_upload_bytes") if record is not None else None
+            if isinstance(flow_limit, int) and 0 < flow_limit < message.size:
+                limit, whose = flow_limit, "the collection's max_upload_bytes"
+        if message.size <= limit:
+            return None
+        return (
+            f"upload of {message.path!r} refused: {message.size:,} bytes announced, over "
+            f"{whose} ({limit:,} bytes)"
+        )
 
     def _record(self, client_id: str, message: FlowMessage, files: _Files | None) -> Outcome:
         """The datastore's part of a message: runs inside a group commit."""
@@ -202,9 +240,11 @@ class Ingestor:
             }
             collections.apply(flow_id, seq, now, source=(key, detail))
         elif isinstance(message, UploadStart):
-            collections.apply(flow_id, seq, now)
+            refused = files.refused if files is not None else None
+            collections.apply(flow_id, seq, now, logs=1 if refused else 0)
             if files is not None:
                 outcome.resume = (flow_id, message.upload_id, files.resume_offset)
+                outcome.refused = refused
         elif isinstance(message, FlowFinished):
             state = _FLOW_STATES.get(message.status, "Error")
             uploads = files if files is not None else _Files()

@@ -6,6 +6,11 @@ id: if the earlier connection still answers a ping, the newcomer is a clone and 
 new identity; if not, the earlier connection was stale and is replaced. Then pending tasks are
 delivered and flow messages stored. A malformed or oversized message, or a write to a flow that
 is not the agent's, closes this connection with a logged reason; nobody else is affected.
+
+What a connection may cost is bounded (``ServerConfig.limits``): before login, a few bytes
+(``prelogin.py``), a deadline and one of a fixed number of handshake slots; new clients enroll
+at a set rate; after login, the bytes and cells it sends a second (``budget.py``: past them the
+session stops reading from it, which pushes back on the agent without dropping anything).
 """
 
 from __future__ import annotations
@@ -28,10 +33,12 @@ from peregrine.protocol.messages import (
     Challenge,
     FlowMessage,
     Hello,
+    LogBatch,
     Message,
     ProtocolError,
     Reidentify,
     Rejected,
+    ResultBatch,
     StorageUnavailable,
     UploadChunk,
     UploadResume,
@@ -39,19 +46,27 @@ from peregrine.protocol.messages import (
     decode_from_agent,
     encode,
 )
+from peregrine.server.budget import ConnectionBudget
 from peregrine.server.ingest import NotYourFlow, Outcome
+from peregrine.server.prelogin import AgentConnection
 
 if TYPE_CHECKING:
     from peregrine.server.app import Server
 
 log = logging.getLogger(__name__)
 
-HANDSHAKE_SECONDS = 30.0
 STORAGE_RETRY_SECONDS = 30.0
 POLICY_VIOLATION = 1008
 MESSAGE_TOO_BIG = 1009
-#: Most messages stored as one run (websockets buffers them anyway: see max_queue).
+TRY_AGAIN_LATER = 1013
+#: Most messages stored as one run (websockets buffers them anyway: see max_queue), and the
+#: frame bytes after which a run stops taking more (what a session holds decoded at once).
 READ_AHEAD = 16
+RUN_BYTES = 1 << 20
+
+
+class ServerBusy(Exception):
+    """No handshake slot came free before the handshake deadline."""
 
 
 class AgentSession:
@@ -60,7 +75,9 @@ class AgentSession:
     One lives per connected agent for months, so it keeps little: slots, no per-session
     containers until they are needed."""
 
-    __slots__ = ("_held", "_send_lock", "address", "client_id", "seen_hunts", "server", "ws")
+    __slots__ = (
+        "_budget", "_held", "_send_lock", "address", "client_id", "seen_hunts", "server", "ws",
+    )  # fmt: skip
 
     def __init__(self, server: Server, ws: ServerConnection) -> None:
         self.server = server
@@ -73,6 +90,8 @@ class AgentSession:
         # Flow -> the first seq refused for want of space (see _store_flow_messages); made
         # when the filestore first fills up.
         self._held: dict[str, int] | None = None
+        # What this connection may still send; made with its first message.
+        self._budget: ConnectionBudget | None = None
 
     # -- the registry's Connection protocol ------------------------------------------------
 
@@ -101,10 +120,15 @@ class AgentSession:
             self.server.connections.remove(self)  # it may have registered before the welcome
             _log_closed(exc, self.address)
             return
+        except ServerBusy as exc:
+            log.warning("refused a login from %s: %s", self.address, exc)
+            await self.ws.close(TRY_AGAIN_LATER, str(exc)[:120])
+            return
         except (TimeoutError, ProtocolError) as exc:
             self.server.connections.remove(self)
-            log.warning("handshake from %s failed: %s", self.address, exc)
-            await self.ws.close(POLICY_VIOLATION, str(exc)[:120])
+            reason = str(exc) or "no login within the handshake time-out"
+            log.warning("handshake from %s failed: %s", self.address, reason)
+            await self.ws.close(POLICY_VIOLATION, reason[:120])
             return
         self.server.events.client_connected(self.client_id)
         self.server.presence.online(self.client_id)
@@ -126,16 +150,36 @@ class AgentSession:
             self.server.seen.note(self.client_id, time.time(), self.address)
 
     async def _handshake(self) -> bool:
+        """Log the agent in, holding one of the frontend's handshake slots throughout."""
+        slots = self.server.connections.handshakes
+        deadline = asyncio.get_running_loop().time() + self.server.config.limits.handshake_timeout
+        try:
+            async with asyncio.timeout_at(deadline):
+                await slots.acquire()
+        except TimeoutError:
+            raise ServerBusy("too many logins in progress; try again later") from None
+        try:
+            async with asyncio.timeout_at(deadline):  # what a stranger controls: bounded
+                hello, nonce = await self._hello()
+            return await self._login(hello, nonce)
+        finally:
+            slots.release()
+
+    async def _hello(self) -> tuple[Hello, bytes]:
         nonce = os.urandom(32)
         await self.ws.send(encode(Challenge(nonce=nonce, server_time=time.time())))
-        frame = await asyncio.wait_for(self.ws.recv(), HANDSHAKE_SECONDS)
-        hello = decode_from_agent(frame)
+        hello = decode_from_agent(await self.ws.recv())
         if not isinstance(hello, Hello):
             raise ProtocolError(f"expected hello, got {type(hello).__name__}")
         if len(hello.public_key) != 32 or client_id_for(hello.public_key) != hello.client_id:
             raise ProtocolError("the client id does not belong to the public key")
         if not verify(hello.public_key, hello.signature, nonce + hello.client_id.encode()):
             raise ProtocolError("the challenge signature is invalid")
+        return hello, nonce
+
+    async def _login(self, hello: Hello, nonce: bytes) -> bool:
+        """The agent holds the key of ``hello.client_id``: enroll it if new, settle a duplicate
+        id, register the connection and welcome it."""
         client_id = hello.client_id
         clients = self.server.datastore.clients
         record = await asyncio.to_thread(clients.get, client_id)
@@ -148,6 +192,17 @@ class AgentSession:
                     "refused enrollment of %s from %s: wrong secret", client_id, self.address
                 )
                 await self._reject("enrollment refused: the enrollment secret is wrong")
+                return False
+            wait = self.server.connections.enrollments.try_take()
+            if wait > 0:
+                log.warning(
+                    "refused enrollment of %s from %s: over the enrollment rate "
+                    "(limits.enrollments_per_second)", client_id, self.address,
+                )  # fmt: skip
+                await self._reject(
+                    f"enrollment refused: too many new clients at once; retry in {wait:.0f} s",
+                    retry_after=wait,
+                )
                 return False
             try:
                 # Grouped: a burst of new agents enrolls in a few commits, not one each.
@@ -184,6 +239,8 @@ class AgentSession:
         try:
             self.seen_hunts = list(hello.seen_hunts)
             self.server.seen.note(client_id, time.time(), self.address)
+            if isinstance(self.ws, AgentConnection):
+                self.ws.logged_in()  # before the welcome: only then may the agent send more
             await self.ws.send(
                 encode(Welcome(client_id=client_id, server_time=time.time(), enrolled=enrolled))
             )
@@ -194,8 +251,8 @@ class AgentSession:
             await self.server.interrogate(client_id)
         return True
 
-    async def _reject(self, reason: str) -> None:
-        await self.ws.send(encode(Rejected(reason=reason, retry_after=300)))
+    async def _reject(self, reason: str, retry_after: float = 300) -> None:
+        await self.ws.send(encode(Rejected(reason=reason, retry_after=retry_after)))
         await self.ws.close(1000, reason[:120])
 
     async def deliver_pending(self) -> None:
@@ -219,13 +276,27 @@ class AgentSession:
             except ConnectionClosedOK:
                 return
             run: list[Message] = [decode_from_agent(frame)]
-            while len(run) < READ_AHEAD and _frames_waiting(self.ws):
+            size = len(frame)
+            while len(run) < READ_AHEAD and size < RUN_BYTES and _frames_waiting(self.ws):
                 try:
                     frame = await self.ws.recv()
                 except ConnectionClosed:
                     break  # store what came; the next recv() reports the close
                 run.append(decode_from_agent(frame))
+                size += len(frame)
+            await self._pay(size, run)
             await self._store(run)
+
+    async def _pay(self, size: int, run: list[Message]) -> None:
+        """Charge what the run costs; past the connection's budget, wait until it is paid
+        before storing it and reading more (websockets then stops reading the socket once its
+        queue is full: TCP pushes back on the agent, whose messages wait in its spool)."""
+        if self._budget is None:
+            limits = self.server.config.limits
+            self._budget = ConnectionBudget(limits.bytes_per_second, limits.cells_per_second)
+        wait = self._budget.charge(size, sum(_cells(message) for message in run))
+        if wait > 0:
+            await asyncio.sleep(wait)
 
     async def _store(self, run: list[Message]) -> None:
         """Store messages in arrival order: flow messages in runs, upload chunks one by one."""
@@ -298,9 +369,10 @@ class AgentSession:
         for flow_id, outcome in outcomes:
             if outcome.resume is not None:
                 resume_flow, upload_id, offset = outcome.resume
-                await self.send(
-                    encode(UploadResume(flow_id=resume_flow, upload_id=upload_id, offset=offset))
+                resume = UploadResume(
+                    flow_id=resume_flow, upload_id=upload_id, offset=offset, refused=outcome.refused
                 )
+                await self.send(encode(resume))
             if outcome.ack is not None:
                 acks[flow_id] = max(outcome.ack, acks.get(flow_id, 0))
         for flow_id, seq in acks.items():
@@ -314,6 +386,15 @@ class AgentSession:
     async def _storage_full(self, exc: StorageFull) -> None:
         log.error("filestore full, holding %s's results: %s", self.client_id, exc)
         await self.send(encode(StorageUnavailable(retry_after=STORAGE_RETRY_SECONDS)))
+
+
+def _cells(message: Message) -> int:
+    """The values a message holds (rows times columns, log entries' fields), at least one."""
+    if isinstance(message, ResultBatch):
+        return max(1, len(message.rows) * len(message.columns))
+    if isinstance(message, LogBatch):
+        return max(1, sum(len(entry) for entry in message.entries))
+    return 1
 
 
 def _frames_waiting(ws: ServerConnection) -> bool:

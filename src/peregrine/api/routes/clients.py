@@ -1,4 +1,4 @@
-"""Clients: search, detail, labels."""
+"""Clients: search, detail, labels, deletion."""
 
 from __future__ import annotations
 
@@ -8,9 +8,17 @@ from typing import Annotated
 from fastapi import APIRouter, Depends, HTTPException, Path, Query, Request
 
 from peregrine.api.deps import Audit, context, require
-from peregrine.api.schemas import MAX_INT, Client, ClientDetail, ClientPage, LabelsIn
+from peregrine.api.schemas import (
+    MAX_INT,
+    Client,
+    ClientDetail,
+    ClientPage,
+    DeletedClient,
+    LabelsIn,
+)
 from peregrine.auth.accounts import Principal
-from peregrine.auth.roles import LABEL_CLIENT, READ_RESULTS
+from peregrine.auth.roles import LABEL_CLIENT, READ_RESULTS, SERVER_ADMIN
+from peregrine.server.client_admin import ClientConnected, UnknownClient, delete_client
 from peregrine.server.client_index import SearchError, describe
 
 router = APIRouter(prefix="/clients", tags=["clients"])
@@ -84,3 +92,44 @@ async def change_labels(
         "client.label", target=client_id, parameters=body.model_dump()
     )
     return labels
+
+
+@router.delete(
+    "/{client_id}",
+    response_model=DeletedClient,
+    summary="Delete a client with its collections, files and hunt entries",
+    responses={404: {"description": "No such client"}, 409: {"description": "Connected"}},
+)
+async def remove_client(
+    client_id: ClientId,
+    request: Request,
+    force: bool = Query(
+        False, description="Delete a connected client too: its connection is closed first."
+    ),
+    principal: Principal = Depends(require(SERVER_ADMIN)),
+) -> DeletedClient:
+    """Administrators only. Removes the client's record and labels, its collections (results,
+    logs, uploads, tasks) and its entries in hunts (their statistics no longer count it). A
+    connected client is refused (409) unless `force=true`. A running agent with the enrollment
+    secret enrolls again as a new client: remove the agent first to retire a machine."""
+    audit = Audit(request, principal)
+    parameters = {"force": force}
+    try:
+        deleted = await delete_client(context(request).server, client_id, force)
+    except UnknownClient as exc:
+        await audit.record(
+            "client.delete", target=client_id, parameters=parameters, result="refused",
+            reason=str(exc),
+        )  # fmt: skip
+        raise HTTPException(404, str(exc)) from None
+    except ClientConnected as exc:
+        await audit.record(
+            "client.delete", target=client_id, parameters=parameters, result="refused",
+            reason=str(exc),
+        )  # fmt: skip
+        raise HTTPException(409, str(exc)) from None
+    await audit.record(
+        "client.delete", target=client_id,
+        parameters={**parameters, "flows": deleted.flows, "was_connected": deleted.was_connected},
+    )  # fmt: skip
+    return DeletedClient.model_validate(deleted)

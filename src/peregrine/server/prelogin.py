@@ -1,0 +1,54 @@
+"""The agent listener's websocket: a stranger may send only a few bytes before logging in.
+
+websockets buffers up to ``max_size`` (4 MiB) of a frame, and ``max_queue`` whole frames, before
+the session reads any of it: hundreds of connections that never log in could each pin megabytes
+for the whole handshake time-out. Until the session calls ``logged_in()``, every byte received
+counts against ``handshake_bytes`` (the HTTP upgrade request too); past it the connection is
+failed (close 1009) and what was not yet received is never buffered.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from websockets.asyncio.server import ServerConnection
+from websockets.frames import CloseCode
+
+log = logging.getLogger(__name__)
+
+
+class AgentConnection(ServerConnection):
+    #: Bytes still allowed before login; None once logged in. Set per class by ``limited``.
+    handshake_bytes = 64 * 1024
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.unauthenticated_budget: int | None = self.handshake_bytes
+
+    def logged_in(self) -> None:
+        """The agent proved who it is: from now on only the frame size limit applies."""
+        self.unauthenticated_budget = None
+
+    def data_received(self, data: bytes) -> None:
+        budget = self.unauthenticated_budget
+        if budget is not None:
+            budget -= len(data)
+            self.unauthenticated_budget = budget
+            if budget < 0:
+                self.unauthenticated_budget = None  # fail once, then discard as websockets does
+                log.warning(
+                    "closing the connection from %s: over %d bytes before login",
+                    self.remote_address, self.handshake_bytes,
+                )  # fmt: skip
+                self.protocol.fail(
+                    CloseCode.MESSAGE_TOO_BIG,
+                    f"over {self.handshake_bytes} bytes sent before login",
+                )
+                data = b""  # sends the close frame and EOF; the rest is never buffered
+        super().data_received(data)
+
+
+def limited(handshake_bytes: int) -> type[AgentConnection]:
+    """An ``AgentConnection`` class with this budget (what ``serve(create_connection=)`` takes)."""
+    return type("AgentConnection", (AgentConnection,), {"handshake_bytes": handshake_bytes})
