@@ -129,7 +129,7 @@ def test_collect_refusals_print_the_servers_reason(live: Live) -> None:
 
 def test_collect_gives_up_waiting_but_says_where_to_look(live: Live) -> None:
     result = run(
-        live, "collect", live.client_id, "Test.Numbers", "-p", "N=2000000000", "--timeout", "1"
+        live, "collect", live.client_id, "Test.Numbers", "-p", "N=2000000000", "--wait", "1"
     )
     error = refused(result)
     assert "still running after 1 s" in error and "peregrine results F." in error
@@ -157,6 +157,55 @@ def test_flows_and_results(live: Live) -> None:
              "--format", "jsonl", "--offset", "248").stdout  # fmt: skip
     assert [json.loads(line)["n"] for line in out.splitlines()] == [249, 250]
     assert "no collection" in refused(run(live, "results", "F.0000000000000000"))
+
+
+def test_clients_label_add_and_remove(live: Live) -> None:
+    data = json.loads(ok(live, "clients", "label", live.client_id, "add", "cli-a", "cli-b",
+                         "--json").stdout)  # fmt: skip
+    assert {"cli-a", "cli-b"} <= set(data["labels"])
+    assert json.loads(ok(live, "clients", "label:cli-a", "--json").stdout)["total"] == 1
+    out = ok(live, "clients", "label", live.client_id, "remove", "cli-a", "cli-b").stdout
+    assert out.startswith(live.client_id) and "cli-a" not in out
+    assert json.loads(ok(live, "clients", "label:cli-a", "--json").stdout)["total"] == 0
+    assert run(live, "clients", "label", live.client_id, "rename", "x").exit_code == 2
+    assert "LABEL_CLIENT" in refused(
+        run(live, "clients", "label", live.client_id, "add", "x", token=live.reader_token)
+    )
+
+
+def test_collect_limits_reach_the_client(live: Live, tmp_path: Path) -> None:
+    data = json.loads(ok(live, "collect", live.client_id, "Test.Numbers", "-p", "N=500",
+                         "--max-rows", "7", "--timeout", "2m", "--json").stdout)  # fmt: skip
+    assert len(data["results"]["Test.Numbers/numbers"]) == 7
+    evidence = tmp_path / "big.bin"
+    evidence.write_bytes(b"x" * 5000)
+    data = json.loads(ok(live, "collect", live.client_id, "Test.Upload", "-p", f"Path={evidence}",
+                         "--max-upload-bytes", "1K", "--json").stdout)  # fmt: skip
+    assert data["flow"]["uploads"] == 0
+    log = json.loads(ok(live, "flows", "log", data["flow"]["flow_id"], "--json").stdout)
+    assert any("big.bin" in entry["message"] for entry in log), log
+    text = ok(live, "flows", "log", data["flow"]["flow_id"]).stdout
+    assert "big.bin" in text
+    result = run(live, "collect", live.client_id, "Test.Numbers", "--max-upload-bytes", "lots")
+    assert result.exit_code == 2 and "is not a size" in result.stderr
+
+
+def test_uploads_list_and_download_verified(live: Live, tmp_path: Path) -> None:
+    evidence = tmp_path / "evidence.txt"
+    evidence.write_text("uploaded through the cli\n")
+    flow = json.loads(ok(live, "collect", live.client_id, "Test.Upload", "-p", f"Path={evidence}",
+                         "--json").stdout)["flow"]  # fmt: skip
+    listed = json.loads(ok(live, "uploads", flow["flow_id"], "--json").stdout)
+    assert [u["path"] for u in listed] == [str(evidence)] and listed[0]["saved"] is None
+    table = runner.invoke(app, ["uploads", flow["flow_id"]], env={**live.env(), "COLUMNS": "80"})
+    assert listed[0]["sha256"] in table.stdout  # a whole hash, even at 80 columns
+    target = tmp_path / "downloads"
+    result = ok(live, "uploads", flow["flow_id"], "--download", str(target), "--json")
+    saved = Path(json.loads(result.stdout)[0]["saved"])
+    assert saved.parent == target and saved.read_text() == "uploaded through the cli\n"
+    assert "SHA-256 verified" in result.stderr
+    assert ok(live, "uploads", json.loads(ok(live, "collect", live.client_id, "Test.Numbers",
+              "--json").stdout)["flow"]["flow_id"]).stdout == "0 rows\n"  # fmt: skip
 
 
 def test_hunt_commands(live: Live, tmp_path: Path) -> None:

@@ -181,7 +181,7 @@ def fit_table(
         pairs = zip(natural, whole, strict=True)
         narrowest = sum(n if is_id else min(n, MIN_WRAPPED) for n, is_id in pairs)
         if narrowest + frame > width:
-            return _records(columns, rows)
+            return _records(columns, rows, width, whole)
     table = Table(header_style="bold")
     for name, n, is_id in zip(columns, natural, whole, strict=True):
         if is_id:
@@ -193,11 +193,24 @@ def fit_table(
     return table
 
 
-def _records(columns: Sequence[str], rows: Sequence[Sequence[str]]) -> RenderableType:
-    """One block per row: ``column  value`` lines (values wrap), rows apart by a rule."""
+def _records(
+    columns: Sequence[str], rows: Sequence[Sequence[str]], width: int, whole: Sequence[bool]
+) -> RenderableType:
+    """One block per row, rows apart by a rule: ``column  value`` lines whose values wrap, or,
+    when an id would not fit beside its column's name, each value on a line of its own."""
+    label = max(len(name) for name in columns) + 2
+    longest_id = max(
+        (len(row[i]) for row in rows for i, is_id in enumerate(whole) if is_id and i < len(row)),
+        default=0,
+    )
+    stacked = label + longest_id > width
     parts: list[RenderableType] = []
     for n, row in enumerate(rows, start=1):
         parts.append(Rule(f"row {n}", align="left", style="dim"))
+        if stacked:
+            for name, cell in zip(columns, row, strict=False):
+                parts += [Text(name, style="bold"), Text("  " + cell, overflow="fold")]
+            continue
         grid = Table.grid(padding=(0, 2))
         grid.add_column(style="bold", no_wrap=True)
         grid.add_column(overflow="fold")

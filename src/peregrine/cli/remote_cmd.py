@@ -34,6 +34,7 @@ from rich.progress import (
 )
 from rich.table import Table
 
+from peregrine.cli.default_group import default_command
 from peregrine.cli.local_login import LocalLoginError, login_path, read_local_login
 from peregrine.cli.output import OutputFormat, print_table, write_rows, yaml_text
 from peregrine.client import (
@@ -49,6 +50,15 @@ from peregrine.client import (
 console = Console(emoji=False, highlight=False)
 err = Console(stderr=True, emoji=False, highlight=False)
 
+clients_app = typer.Typer(
+    cls=default_command("search"),
+    help="The server's clients: search them (the default: peregrine clients 'label:prod'), "
+    "label them.",
+)
+flows_app = typer.Typer(
+    cls=default_command("list"),
+    help="Collections: a client's list (the default: peregrine flows C.…), a collection's log.",
+)
 hunts_app = typer.Typer(
     help="Hunts on the server: create, start, watch, results.", no_args_is_help=True
 )
@@ -178,6 +188,17 @@ def duration(text: str, option: str) -> float:
     return float(match.group(1)) * _UNITS[match.group(2)]
 
 
+_SIZE = re.compile(r"^\s*(\d+)\s*([kmgt]?)i?b?\s*$")
+
+
+def byte_size(text: str, option: str) -> int:
+    """``1048576``, ``512K``, ``100M``, ``2G`` in bytes (powers of 1024)."""
+    match = _SIZE.match(text.lower())
+    if not match:
+        raise typer.BadParameter(f"{text!r} is not a size like 500K, 100M or 2G", param_hint=option)
+    return int(match.group(1)) * int(1024 ** "_kmgt".index(match.group(2) or "_"))
+
+
 def artifact_params(
     client: Peregrine, names: Sequence[str], values: Sequence[str]
 ) -> list[tuple[str, dict[str, str]]]:
@@ -242,7 +263,7 @@ def clients(
     token: TokenOption = None,
     ca_cert: CaOption = None,
 ) -> None:
-    """Search the server's clients."""
+    """Search the server's clients (every one with no search)."""
     with connected(url, token, ca_cert) as client:
         page = client.clients.search(search, limit=limit)
     if as_json:
@@ -282,31 +303,79 @@ def collect(
     artifacts: Annotated[list[str], typer.Argument(metavar="ARTIFACT", help="To collect.")],
     param: ParamOption = None,
     timeout: Annotated[
-        float, typer.Option("--timeout", min=1, help="Seconds to wait for it to finish.")
-    ] = 600,
+        str | None,
+        typer.Option(
+            "--timeout",
+            help="The collection's time-out once running, e.g. 90s, 10m "
+            "(default: the artifact's, else the server's).",
+        ),
+    ] = None,
+    progress_timeout: Annotated[
+        str | None,
+        typer.Option("--progress-timeout", help="Error if no progress for this long, e.g. 5m."),
+    ] = None,
     max_rows: Annotated[
-        int, typer.Option("--max-rows", min=1, help="Rows shown per result set (table).")
+        int | None, typer.Option("--max-rows", min=1, help="Rows per source at most.")
+    ] = None,
+    max_upload_bytes: Annotated[
+        str | None,
+        typer.Option(
+            "--max-upload-bytes", help="Bytes of uploaded files at most, e.g. 500M (0: none)."
+        ),
+    ] = None,
+    cpu_limit: Annotated[
+        float | None,
+        typer.Option("--cpu-limit", min=0.1, max=100, help="Percent of one CPU at most."),
+    ] = None,
+    expires: Annotated[
+        str | None,
+        typer.Option(
+            "--expires", help="Give up if the client has not started it within this, e.g. 2h."
+        ),
+    ] = None,
+    wait: Annotated[
+        float, typer.Option("--wait", min=1, help="Seconds to wait here for it to finish.")
+    ] = 600,
+    show_rows: Annotated[
+        int, typer.Option("--show-rows", min=1, help="Rows shown per result set (table).")
     ] = 1000,
     as_json: JsonOption = False,
     url: UrlOption = None,
     token: TokenOption = None,
     ca_cert: CaOption = None,
 ) -> None:
-    """Collect artifacts on one client, wait for them (live progress), print the results."""
+    """Collect artifacts on one client, wait for them (live progress), print the results.
+
+    The limits (--timeout, --max-rows, --max-upload-bytes ...) apply on the client; --wait only
+    says how long this command waits (the collection carries on after it).
+    """
+    limits = {
+        "timeout": duration(timeout, "--timeout") if timeout else None,
+        "progress_timeout": (
+            duration(progress_timeout, "--progress-timeout") if progress_timeout else None
+        ),
+        "max_rows": max_rows,
+        "max_upload_bytes": byte_size(max_upload_bytes, "--max-upload-bytes")
+        if max_upload_bytes is not None
+        else None,
+        "cpu_limit": cpu_limit,
+        "expires_in": duration(expires, "--expires") if expires else None,
+    }
     with connected(url, token, ca_cert) as client:
         calls = artifact_params(client, artifacts, param or [])
-        flow = client.collections.create(client_id, calls)
+        chosen = {k: v for k, v in limits.items() if v is not None}
+        flow = client.collections.create(client_id, calls, limits=chosen or None)
         try:
             with _flow_progress() as progress:
                 task = progress.add_task(flow.flow_id, state=flow.state, rows=0, total=None)
                 done = client.collections.wait(
                     flow.flow_id,
-                    timeout,
+                    wait,
                     on_update=lambda f: progress.update(task, state=f.state, rows=f.rows),
                 )
         except WaitTimeout:
             fail(
-                f"{flow.flow_id} still running after {timeout:g} s; it carries on: "
+                f"{flow.flow_id} still running after {wait:g} s; it carries on: "
                 f"see it later with `peregrine results {flow.flow_id}`"
             )
         if as_json:
@@ -318,7 +387,7 @@ def collect(
         else:
             err.print(f"{done.flow_id}: {done.state}, {done.rows} rows", markup=False)
             for artifact, source in done.result_sets():
-                _print_result_set(client, done, artifact, source, max_rows)
+                _print_result_set(client, done, artifact, source, show_rows)
     if done.state != "Finished":
         fail(f"{done.flow_id} {done.state}: {done.error or 'no reason given'}")
 
@@ -887,9 +956,15 @@ def artifacts_put(
 
 def register(app: typer.Typer) -> None:
     """Add these commands to the ``peregrine`` command."""
-    app.command("clients")(clients)
+    from peregrine.cli import client_labels_cmd, flow_files_cmd
+
+    clients_app.command("search")(clients)
+    client_labels_cmd.register(clients_app)
+    app.add_typer(clients_app, name="clients")
     app.command("collect")(collect)
-    app.command("flows")(flows)
+    flows_app.command("list")(flows)
+    flow_files_cmd.register(app, flows_app)
+    app.add_typer(flows_app, name="flows")
     app.command("results")(results)
     app.add_typer(hunts_app, name="hunts")
     app.add_typer(artifacts_app, name="server-artifacts")
