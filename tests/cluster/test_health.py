@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import shutil
 import ssl
+import time
 import uuid
 from pathlib import Path
 
@@ -113,6 +114,31 @@ def test_an_unwritable_filestore_makes_the_frontend_not_ready_until_it_is_back(
                 return (await http.get(_api(server, "/readyz"))).status_code == 200
 
             await wait_until(ready_again, timeout=10)
+
+    asyncio.run(scenario())
+
+
+def test_readiness_is_checked_at_most_once_a_second_however_often_it_is_asked(
+    tmp_path: Path,
+) -> None:
+    """The endpoints are unauthenticated: a flood of probes must not become a flood of
+    datastore queries and filestore writes. A second answer inside the second is the first
+    one again, even though the filestore broke in between."""
+    deployment = make_deployment(tmp_path / "deploy")
+
+    async def scenario() -> None:
+        async with running_server_with(deployment.server) as server, _client(deployment) as http:
+            await asyncio.sleep(CACHE_SECONDS)
+            asked = time.monotonic()
+            assert (await http.get(_api(server, "/readyz"))).status_code == 200
+            root = Path(server.filestore.root)
+            shutil.rmtree(root)
+            root.write_text("not a directory")
+            answers = [await http.get(_api(server, "/readyz")) for _ in range(5)]
+            assert time.monotonic() - asked < CACHE_SECONDS, "too slow to show the cache"
+            assert {a.status_code for a in answers} == {200}
+            await asyncio.sleep(CACHE_SECONDS)
+            assert (await http.get(_api(server, "/readyz"))).status_code == 503
 
     asyncio.run(scenario())
 
