@@ -154,6 +154,7 @@ def processes_with(marker: str) -> list[psutil.Process]:
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(240)  # its waits add up to about 140 s
 def test_kill_9_of_the_agent_keeps_every_spooled_row_once(
     tmp_path: Path, repository: ArtifactRepository
 ) -> None:
@@ -211,6 +212,7 @@ def test_kill_9_of_the_agent_keeps_every_spooled_row_once(
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(240)  # its waits add up to about 140 s
 def test_kill_9_of_the_server_loses_and_doubles_nothing(
     tmp_path: Path, repository: ArtifactRepository
 ) -> None:

@@ -77,6 +77,7 @@ def flows_per_client(server: Server, hunt_id: str) -> Counter[str]:
     return counts
 
 
+@pytest.mark.timeout(960)  # waits add up to 900 s (it runs in about 100 s)
 def test_two_thousand_clients_half_offline_at_start(tmp_path: Path) -> None:
     deployment = make_deployment(tmp_path / "deploy")
 
@@ -129,6 +130,7 @@ def test_two_thousand_clients_half_offline_at_start(tmp_path: Path) -> None:
     asyncio.run(scenario())
 
 
+@pytest.mark.timeout(1020)  # waits add up to about 960 s
 def test_races_while_a_hunt_starts_and_a_restart_mid_scheduling(tmp_path: Path) -> None:
     """A throttled start (no thundering herd) raced by concurrent check-ins and a label added
     mid-start, then the server restarted part-way: every client still gets it exactly once."""

@@ -12,7 +12,7 @@ import pytest
 from peregrine.datastore import open_datastore
 from tests.server.harness import Process, make_deployment
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(180)]  # waits: 60 + 30 + 15 s
 
 
 @pytest.mark.parametrize("workers", [1, 2])

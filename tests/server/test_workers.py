@@ -18,7 +18,7 @@ from peregrine.datastore import open_datastore
 from peregrine.loadtest import Fleet
 from tests.server.harness import Process, make_deployment, port_open, wait_until
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(420)]  # waits add up to about 330 s
 CLIENTS = 30
 
 
