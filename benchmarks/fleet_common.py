@@ -104,8 +104,20 @@ def deployment(directory: Path | None) -> Deployment:
             data_dir=root / "data",
             force=True,
         )
+        _without_enrollment_limit(server_yaml)
     cfg = load_server_config(server_yaml)
     return Deployment(root, server_yaml, root / "client.yaml", cfg.port, cfg.api_port)
+
+
+def _without_enrollment_limit(server_yaml: Path) -> None:
+    """The benchmarks measure what a frontend can enroll, not its configured rate limit."""
+    import yaml
+
+    from peregrine.config.model import ServerConfig, parse_config, save_config
+
+    data = yaml.safe_load(server_yaml.read_text())
+    data["limits"] = {"enrollments_per_second": 1e6, "enrollment_burst": 10**6}
+    save_config(parse_config(ServerConfig, data, server_yaml), server_yaml)
 
 
 def api_token(dep: Deployment) -> str:

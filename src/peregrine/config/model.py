@@ -97,10 +97,11 @@ class AgentLimits(_Section):
     handshake_timeout: PositiveFloat = 10.0
     #: Logins in progress at once on a frontend process; more wait for a free slot.
     max_handshakes: Annotated[int, msgspec.Meta(ge=1)] = 1024
-    #: New clients enrolled per second on a frontend process, and the burst allowed at once;
-    #: a refused agent is told why and retries after its backoff.
-    enrollments_per_second: PositiveFloat = 50.0
-    enrollment_burst: Annotated[int, msgspec.Meta(ge=1)] = 1000
+    #: New clients enrolled per second on a frontend process, and the burst allowed at once
+    #: (a rollout of that many agents enrolls at full speed); a refused agent is told why and
+    #: retries after its backoff.
+    enrollments_per_second: PositiveFloat = 20.0
+    enrollment_burst: Annotated[int, msgspec.Meta(ge=1)] = 2000
     #: What one connection may send, on average: past it the server stops reading from that
     #: agent for a while (nothing is dropped: the agent keeps it spooled). Cells are the
     #: values of result rows and log entries.

@@ -19,6 +19,7 @@ import asyncio
 import hmac
 import logging
 import os
+import random
 import time
 from typing import TYPE_CHECKING, cast
 
@@ -199,9 +200,10 @@ class AgentSession:
                     "refused enrollment of %s from %s: over the enrollment rate "
                     "(limits.enrollments_per_second)", client_id, self.address,
                 )  # fmt: skip
+                retry = wait + random.uniform(1.0, 5.0)  # noqa: S311 (spreads the retries)
                 await self._reject(
-                    f"enrollment refused: too many new clients at once; retry in {wait:.0f} s",
-                    retry_after=wait,
+                    f"enrollment refused: too many new clients at once; retry in {retry:.0f} s",
+                    retry_after=retry,
                 )
                 return False
             try:
