@@ -53,7 +53,7 @@ err = Console(stderr=True, emoji=False, highlight=False)
 clients_app = typer.Typer(
     cls=default_command("search"),
     help="The server's clients: search them (the default: peregrine clients 'label:prod'), "
-    "label them.",
+    "label them, delete them.",
 )
 flows_app = typer.Typer(
     cls=default_command("list"),
@@ -956,10 +956,11 @@ def artifacts_put(
 
 def register(app: typer.Typer) -> None:
     """Add these commands to the ``peregrine`` command."""
-    from peregrine.cli import client_labels_cmd, flow_files_cmd
+    from peregrine.cli import client_delete_cmd, client_labels_cmd, flow_files_cmd
 
     clients_app.command("search")(clients)
     client_labels_cmd.register(clients_app)
+    client_delete_cmd.register(clients_app)
     app.add_typer(clients_app, name="clients")
     app.command("collect")(collect)
     flows_app.command("list")(flows)
