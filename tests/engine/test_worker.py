@@ -152,3 +152,43 @@ def test_the_same_file_uploaded_twice_is_stored_once(tmp_path: Path) -> None:
     assert first == second
     stored = list((tmp_path / "uploads" / "files").rglob("*bashrc*"))
     assert [p.name for p in stored] == [".bashrc"]
+
+
+def test_warnings_past_the_limit_are_counted_and_said_in_the_last_one(tmp_path: Path) -> None:
+    """1,500 warnings (read_file() of a directory warns each time): the first 1,000 are kept,
+    the last warning says 500 more were dropped, in the worker and in this process alike."""
+    from peregrine.engine import Engine
+    from peregrine.engine.context import MAX_WARNINGS
+
+    sql = (
+        "WITH RECURSIVE c(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM c WHERE x < 1500) "
+        "SELECT count(*) FROM c JOIN read_file(:dir || substr(x, 1, 0))"
+    )
+    isolated = IsolatedQuery(sql, {"dir": str(tmp_path)})
+    local = Engine().execute(sql, {"dir": str(tmp_path)})
+    for query in (isolated, local):
+        assert list(query) == [(0,)]
+        assert len(query.warnings) == MAX_WARNINGS + 1
+        assert "is a dir, not a file" in query.warnings[0]
+        assert query.warnings[-1] == "500 more warnings were dropped (a query keeps its first 1000)"
+        assert query.warnings_dropped == 500
+
+
+def test_the_upload_limit_holds_for_the_collection_across_workers(tmp_path: Path) -> None:
+    """Each source of a collection runs in its own worker; the byte budget is the collection's,
+    not each worker's. A file left out is listed in skipped.jsonl (the status counts it)."""
+    import json
+
+    from peregrine.engine.context import UploadSink
+
+    first, second = tmp_path / "first.bin", tmp_path / "second.bin"
+    first.write_bytes(b"1" * 600)
+    second.write_bytes(b"2" * 600)
+    sink = UploadSink(str(tmp_path / "uploads"), max_bytes=1000)
+    [(stored,)] = list(IsolatedQuery("SELECT upload(:p)", {"p": str(first)}, uploads=sink))
+    assert json.loads(stored)["size"] == 600
+    query = IsolatedQuery("SELECT upload(:p)", {"p": str(second)}, uploads=sink)
+    assert list(query) == [(None,)]
+    assert "would pass the upload limit of 1000 bytes (600 used)" in query.warnings[0]
+    skipped = (tmp_path / "uploads" / "skipped.jsonl").read_text().splitlines()
+    assert [json.loads(line)["path"] for line in skipped] == [str(second)]

@@ -39,6 +39,9 @@ class RunningQuery(Protocol):
     @property
     def warnings(self) -> list[str]: ...
 
+    @property
+    def warnings_dropped(self) -> int: ...
+
     def __iter__(self) -> Iterator[tuple[Any, ...]]: ...
 
     def cancel(self) -> None: ...
@@ -65,9 +68,17 @@ class SourceOutcome:
     rows: int = 0
     columns: list[str] = field(default_factory=list)
     error: str | None = None
+    #: What the query skipped; the last says how many more were dropped, if any were.
     warnings: list[str] = field(default_factory=list)
+    warnings_dropped: int = 0
     truncated: bool = False
     elapsed: float = 0.0
+
+    @property
+    def warning_count(self) -> int:
+        """Every warning the query gave, the dropped ones too."""
+        summary = 1 if self.warnings_dropped else 0
+        return len(self.warnings) - summary + self.warnings_dropped
 
 
 class ArtifactRunner:
@@ -224,6 +235,7 @@ class ArtifactRunner:
                 self._running.discard(result)
             outcome.truncated = result.truncated
             outcome.warnings = list(result.warnings)
+            outcome.warnings_dropped = result.warnings_dropped
             outcome.status = "finished"
         except QueryCancelled:
             outcome.status, outcome.error = "cancelled", "the collection was cancelled"

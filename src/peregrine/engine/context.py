@@ -19,6 +19,31 @@ T = TypeVar("T")
 #: Every permission a plugin can require; ``ALL_PERMISSIONS`` is what a local operator has.
 KNOWN_PERMISSIONS = frozenset({"EXECVE", "FILESYSTEM_READ"})
 ALL_PERMISSIONS = KNOWN_PERMISSIONS
+#: Warnings one query keeps; past it they are only counted (a walk over a million unreadable
+#: files must not hold a million messages).
+MAX_WARNINGS = 1000
+
+
+class Warnings(list[str]):
+    """A query's warnings: the first :data:`MAX_WARNINGS` kept, the rest counted in
+    ``dropped``. Nested queries share their parent's."""
+
+    dropped = 0
+
+    def add(self, message: str) -> None:
+        if len(self) < MAX_WARNINGS:
+            self.append(message)
+        else:
+            self.dropped += 1
+
+    def report(self) -> list[str]:
+        """The warnings kept and, if some were dropped, a last one that says how many."""
+        if not self.dropped:
+            return list(self)
+        return [
+            *self,
+            f"{self.dropped} more warnings were dropped (a query keeps its first {len(self)})",
+        ]
 
 
 @dataclass
@@ -62,7 +87,7 @@ class QueryContext:
     permissions: frozenset[str] = ALL_PERMISSIONS
     started: float = field(default_factory=time.monotonic)
     _cancelled: threading.Event = field(default_factory=threading.Event)
-    warnings: list[str] = field(default_factory=list)
+    warnings: Warnings = field(default_factory=Warnings)
     #: Where ``upload()`` stores files; None refuses uploads. Shared with nested queries.
     uploads: UploadSink | None = None
 
@@ -113,5 +138,4 @@ class QueryContext:
 
     def warn(self, message: str) -> None:
         """Note something skipped (unreadable file, vanished process) without failing."""
-        if len(self.warnings) < 1000:
-            self.warnings.append(message)
+        self.warnings.add(message)

@@ -71,7 +71,12 @@ class QueryResult:
 
     @property
     def warnings(self) -> list[str]:
-        return self.ctx.warnings
+        """What the query skipped; the last says how many more were dropped, if any."""
+        return self.ctx.warnings.report()
+
+    @property
+    def warnings_dropped(self) -> int:
+        return self.ctx.warnings.dropped
 
     def cancel(self) -> None:
         """Stop the query from another thread: plugins see the token, SQLite is interrupted."""

@@ -85,14 +85,17 @@ class Rows(msgspec.Struct, tag="rows"):
 class Done(msgspec.Struct, tag="done"):
     rows: int
     truncated: bool
+    #: Ends with one that says how many were dropped, if ``warnings_dropped``.
     warnings: list[str]
     elapsed: float
+    warnings_dropped: int = 0
 
 
 class Failed(msgspec.Struct, tag="failed"):
     kind: str
     message: str
     warnings: list[str] = []
+    warnings_dropped: int = 0
 
 
 ToWorker = Request | Cancel
@@ -166,6 +169,8 @@ class IsolatedQuery:
             denylist.check(sql)
         self.truncated = False
         self.warnings: list[str] = []
+        #: Warnings past the worker's limit: counted, not kept (the last warning says so).
+        self.warnings_dropped = 0
         self.rows_returned = 0
         self.elapsed = 0.0
         self.kill_reason: str | None = None
@@ -321,10 +326,12 @@ class IsolatedQuery:
                 elif isinstance(message, Done):
                     self.truncated = message.truncated
                     self.warnings = message.warnings
+                    self.warnings_dropped = message.warnings_dropped
                     self.elapsed = message.elapsed
                     return
                 elif isinstance(message, Failed):
                     self.warnings = message.warnings
+                    self.warnings_dropped = message.warnings_dropped
                     raise error_from_kind(message.kind, message.message)
                 else:
                     raise QueryError("the query worker sent a second header")
@@ -450,12 +457,20 @@ def serve(stdin: IO[bytes], stdout: IO[bytes]) -> None:
             Done(
                 rows=result.rows_returned,
                 truncated=result.truncated,
-                warnings=ctx.warnings,
+                warnings=ctx.warnings.report(),
                 elapsed=time.monotonic() - started,
+                warnings_dropped=ctx.warnings.dropped,
             )
         )
     except QueryError as exc:
-        out.send(Failed(kind=exc.kind, message=str(exc), warnings=ctx.warnings))
+        out.send(
+            Failed(
+                kind=exc.kind,
+                message=str(exc),
+                warnings=ctx.warnings.report(),
+                warnings_dropped=ctx.warnings.dropped,
+            )
+        )
     except Exception as exc:
         out.send(Failed(kind="error", message=f"{type(exc).__name__}: {exc}"))
     finally:

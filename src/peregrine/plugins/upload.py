@@ -17,13 +17,15 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
-from peregrine.engine.context import QueryContext
+from peregrine.engine.context import QueryContext, UploadSink
 from peregrine.engine.errors import PluginError
 from peregrine.engine.registry import Arg, Plugin, scalar
 from peregrine.hookspecs import hookimpl
 from peregrine.plugins.hashing import CHUNK, open_regular
 
 INDEX = "uploads.jsonl"
+#: One JSON line per file left out for the upload limit, so a collection can say so in its status.
+SKIPPED = "skipped.jsonl"
 FILES = "files"
 _UNSAFE = re.compile(r"[\x00-\x1f<>:\"|?*\\]")
 _lock = threading.Lock()
@@ -51,16 +53,28 @@ def _unique(target: Path) -> Path:
     raise PluginError("upload", f"too many uploads named {target.name}")
 
 
-def _already_uploaded(directory: Path, path: str, size: int) -> str | None:
+def _stored(directory: Path, path: str, size: int) -> tuple[str | None, int]:
+    """The index line of ``path`` if it is already stored with this size, and the bytes the
+    collection stored so far: its budget, whichever process (query worker) stored them."""
     try:
         lines = (directory / INDEX).read_text(encoding="utf-8").splitlines()
     except FileNotFoundError:
-        return None
+        return None, 0
+    earlier, used = None, 0
     for line in lines:
         record = json.loads(line)
+        used += record["size"]
         if record["path"] == path and record["size"] == size:
-            return line
-    return None
+            earlier = line
+    return earlier, used
+
+
+def _skip(ctx: QueryContext, sink: UploadSink, path: str, size: int, why: str) -> None:
+    """Warn, and note the file in the sink's list of skipped uploads."""
+    ctx.warn(f"upload(): {path}: {why}; skipped")
+    record = {"path": path, "size": size, "reason": why}
+    with _lock, open(Path(sink.directory) / SKIPPED, "a", encoding="utf-8") as skipped:
+        skipped.write(json.dumps(record) + "\n")
 
 
 @scalar(
@@ -93,13 +107,18 @@ def upload(ctx: QueryContext, path: Any, name: Any = None) -> str | None:
     root = Path(sink.directory) / FILES
     with os.fdopen(fd, "rb") as source:
         size = os.fstat(source.fileno()).st_size
-        earlier = _already_uploaded(Path(sink.directory), path, size)
+        earlier, stored = _stored(Path(sink.directory), path, size)
         if earlier is not None and name is None:
             return earlier  # two sources collected the same file: store it once
+        sink.used = max(sink.used, stored)
         if sink.max_bytes is not None and sink.used + size > sink.max_bytes:
-            ctx.warn(
-                f"upload(): {path}: {size} bytes would pass the upload limit of "
-                f"{sink.max_bytes} bytes ({sink.used} used); skipped"
+            _skip(
+                ctx,
+                sink,
+                path,
+                size,
+                f"{size} bytes would pass the upload limit of {sink.max_bytes} bytes "
+                f"({sink.used} used)",
             )
             return None
         with _lock:  # choose a free name and claim it before anyone else can
@@ -120,7 +139,7 @@ def upload(ctx: QueryContext, path: Any, name: Any = None) -> str | None:
                     break
         if sink.max_bytes is not None and sink.used + copied > sink.max_bytes:
             target.unlink()
-            ctx.warn(f"upload(): {path}: grew past the upload limit while copying; skipped")
+            _skip(ctx, sink, path, copied, "grew past the upload limit while copying")
             return None
     sink.used += copied
     record = {
