@@ -10,6 +10,7 @@ from fastapi import APIRouter, Depends, HTTPException, Path, Query, Request
 from fastapi.responses import StreamingResponse
 
 from peregrine.api.deps import Audit, context, require
+from peregrine.api.disposition import attachment
 from peregrine.api.routes.clients import ClientId
 from peregrine.api.schemas import MAX_INT, CollectionIn, Flow, RowsPage, Upload
 from peregrine.auth.accounts import Principal
@@ -157,7 +158,12 @@ async def download_upload(
     request: Request,
     principal: Principal = Depends(require(READ_RESULTS)),
 ) -> StreamingResponse:
+    # Recorded with its real outcome once the status is known (and as an error if the
+    # transfer breaks off), not as done before it is.
+    audit = Audit(request, principal)
+    audit.on_outcome("upload.download", target=f"{flow_id}/{upload_id}")
     record = await _flow(request, flow_id)
+    audit.on_outcome("upload.download", target=f"{record.client_id}/{flow_id}/{upload_id}")
     fs = context(request).server.filestore
     uploads = {
         u.upload_id: u for u in await asyncio.to_thread(fs.uploads, record.client_id, flow_id)
@@ -166,21 +172,17 @@ async def download_upload(
     if upload is None:
         raise HTTPException(404, f"no upload {upload_id} in {flow_id}")
     handle = await asyncio.to_thread(fs.open_upload, record.client_id, flow_id, upload.stored_name)
-    await Audit(request, principal).record(
-        "upload.download", target=f"{record.client_id}/{flow_id}/{upload_id}"
-    )
 
     def chunks() -> Iterator[bytes]:
         with handle:
             while data := handle.read(1 << 20):
                 yield data
 
-    name = upload.stored_name.rsplit("/", 1)[-1].replace('"', "")
     return StreamingResponse(
         chunks(),
         media_type="application/octet-stream",
         headers={
-            "Content-Disposition": f'attachment; filename="{name}"',
+            "Content-Disposition": attachment(upload.stored_name.rsplit("/", 1)[-1]),
             "X-Content-SHA256": upload.sha256,
             "Content-Length": str(upload.size),
         },
