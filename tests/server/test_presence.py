@@ -1,11 +1,20 @@
-"""Online/offline changes go to the other processes in batches, the latest state winning."""
+"""Presence: on one host, online/offline changes go to the other processes in batches, the
+latest state winning; in a cluster, each frontend's clients live in Redis only while it keeps
+refreshing them (a real redis-server)."""
 
 from __future__ import annotations
 
 import asyncio
+import time
 from typing import Any
 
+import pytest
+import redis.asyncio as redis
+
 from peregrine.server.presence import IDS_PER_NOTICE, PresenceAnnouncer
+from peregrine.server.presence_redis import RedisPresence
+from tests.conftest import RedisServer
+from tests.server.harness import wait_until
 
 
 def test_changes_are_batched_and_the_latest_state_wins() -> None:
@@ -33,5 +42,112 @@ def test_changes_are_batched_and_the_latest_state_wins() -> None:
         presence.online("C.0000000000000002")
         await presence.close()  # sends what is left at once
         assert sent == [{"kind": "online", "clients": ["C.0000000000000002"]}]
+
+    asyncio.run(scenario())
+
+
+# -- presence in Redis (a cluster) ------------------------------------------------------------
+
+NAMESPACE = "peregrine:test"
+
+
+class Frontend:
+    """One frontend's presence, holding ``clients``, with the short timings of a test."""
+
+    def __init__(self, url: str, name: str, ttl: float = 1.0) -> None:
+        self.clients: list[str] = []
+        self.appeared: list[str] = []
+        self.presence = RedisPresence(
+            redis.Redis.from_url(url), NAMESPACE, name, interval=0.1, ttl=ttl
+        )
+
+    async def start(self) -> None:
+        async def appeared(clients: list[str]) -> None:
+            self.appeared.extend(clients)
+
+        await self.presence.start(lambda: list(self.clients), appeared)
+
+    def connect(self, client_id: str) -> None:
+        self.clients.append(client_id)
+        self.presence.online(client_id)
+
+    def disconnect(self, client_id: str) -> None:
+        self.clients.remove(client_id)
+        self.presence.offline(client_id)
+
+    def sees(self) -> set[str]:
+        return set().union(*self.presence.remote())
+
+    async def close(self) -> None:
+        await self.presence.close()
+        await self.presence.redis.aclose()
+
+
+def test_redis_presence_shares_who_holds_which_client(redis_server: RedisServer) -> None:
+    async def scenario() -> None:
+        a, b = Frontend(redis_server.url, "a"), Frontend(redis_server.url, "b")
+        a.connect("C.0000000000000001")  # held before it started: written whole at start
+        await a.start()
+        await b.start()
+        try:
+            await wait_until(lambda: b.sees() == {"C.0000000000000001"}, 5)
+            a.connect("C.0000000000000002")
+            b.connect("C.0000000000000003")
+            await wait_until(lambda: len(b.sees()) == 2 and len(a.sees()) == 1, 5)
+            assert b.presence.holder("C.0000000000000002") == "a"
+            assert a.presence.holder("C.0000000000000003") == "b"
+            assert a.presence.holder("C.0000000000000001") is None  # its own, not another's
+            assert sorted(b.appeared) == ["C.0000000000000001", "C.0000000000000002"]
+            a.disconnect("C.0000000000000001")
+            await wait_until(lambda: b.sees() == {"C.0000000000000002"}, 5)
+        finally:
+            await a.close()
+        # A graceful stop takes its entry out at once, not after the time-to-live.
+        await wait_until(lambda: b.sees() == set(), 1.0)
+        await b.close()
+
+    asyncio.run(scenario())
+
+
+def test_a_frontend_that_stops_refreshing_drops_out_within_its_ttl(
+    redis_server: RedisServer,
+) -> None:
+    async def scenario() -> None:
+        a, b = Frontend(redis_server.url, "a", ttl=1.0), Frontend(redis_server.url, "b")
+        a.connect("C.0000000000000001")
+        await a.start()
+        await b.start()
+        try:
+            await wait_until(lambda: b.sees() == {"C.0000000000000001"}, 5)
+            assert a.presence._task is not None
+            a.presence._task.cancel()  # as if its process died: no goodbye, no refresh
+            gone = time.monotonic()
+            await wait_until(lambda: b.sees() == set(), 5, interval=0.02)
+            assert 0.5 < time.monotonic() - gone < 1.0 + 0.5
+        finally:
+            await a.presence.redis.aclose()
+            await b.close()
+
+    asyncio.run(scenario())
+
+
+@pytest.mark.timeout(60)
+def test_redis_presence_is_written_again_after_redis_restarts(redis_server: RedisServer) -> None:
+    async def scenario() -> None:
+        a, b = Frontend(redis_server.url, "a"), Frontend(redis_server.url, "b")
+        a.connect("C.0000000000000001")
+        await a.start()
+        await b.start()
+        try:
+            await wait_until(lambda: b.sees() == {"C.0000000000000001"}, 5)
+            await asyncio.to_thread(redis_server.stop)
+            await wait_until(lambda: a.presence.degraded_reason is not None, 5)
+            a.connect("C.0000000000000002")  # while Redis is away
+            await asyncio.to_thread(redis_server.start)  # empty: --save ''
+            await wait_until(lambda: b.sees() == {"C.0000000000000001", "C.0000000000000002"}, 10)
+            await wait_until(lambda: a.presence.degraded_reason is None, 5)
+        finally:
+            await a.close()
+            await b.close()
 
     asyncio.run(scenario())

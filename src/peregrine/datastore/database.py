@@ -107,12 +107,23 @@ class Database:
     def write(self) -> Iterator[Connection]:
         """A connection in a write transaction, committed on success, rolled back on error.
 
-        Inside ``joined`` (a group commit), the group's transaction instead: the committer
-        runs each piece of work in a savepoint, which an error rolls back.
+        Inside ``joined`` (a group commit), the group's transaction instead. An error that
+        leaves this block then cannot undo this write alone: it marks the batch ``spoiled``
+        (the committer runs it again with savepoints), or, in a batch run with savepoints,
+        this write has its own, which the error rolls back. Either way a store call that
+        catches its own error (``schedule_client`` losing a race) leaves nothing behind.
         """
         joined: Connection | None = getattr(self._joined, "connection", None)
         if joined is not None:
-            yield joined
+            if self._joined.savepoints:
+                with joined.begin_nested():
+                    yield joined
+                return
+            try:
+                yield joined
+            except BaseException:
+                self._joined.spoiled = True
+                raise
             return
         with self._writer(), self.engine.connect() as connection:
             connection.execution_options(**{_WRITE: True})
@@ -134,13 +145,22 @@ class Database:
             yield connection
 
     @contextlib.contextmanager
-    def joined(self, connection: Connection) -> Iterator[None]:
-        """Make ``write`` and ``read`` on this thread use ``connection``'s open transaction."""
+    def joined(self, connection: Connection, savepoints: bool = False) -> Iterator[None]:
+        """Make ``write`` and ``read`` on this thread use ``connection``'s open transaction
+        (with ``savepoints``, each ``write`` in a savepoint of its own)."""
         self._joined.connection = connection
+        self._joined.savepoints = savepoints
+        self._joined.spoiled = False
         try:
             yield
         finally:
             self._joined.connection = None
+
+    def take_spoiled(self) -> bool:
+        """Whether an error left a joined ``write`` since the last call (see ``write``)."""
+        spoiled = bool(getattr(self._joined, "spoiled", False))
+        self._joined.spoiled = False
+        return spoiled
 
     def _writer(self) -> contextlib.AbstractContextManager[Any]:
         if self.backend == "sqlite":

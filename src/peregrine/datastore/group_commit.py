@@ -11,9 +11,16 @@ to thousands.
 
 A piece that raises must not take the others down with it, nor leave half its changes: the
 batch is then rolled back and run again with each piece in a savepoint of its own, so the
-failing piece alone is undone and gets its exception. Pieces therefore may run twice, and must
-change nothing but the database (store calls do exactly that). Savepoints only on that second
-run keep the common case at one statement per change.
+failing piece alone is undone and gets its exception. The same happens when an error left a
+store call's ``write`` block but the call caught it (see ``Database.write``). Pieces therefore
+may run twice, and must change nothing but the database (store calls do exactly that).
+Savepoints only on that second run keep the common case at one statement per change.
+
+With several frontends writing one PostgreSQL database, two batches can take row locks in
+opposite orders (two frontends scheduling the same hunt on the same clients): one is chosen as
+the deadlock victim. Such a piece is not at fault, so the whole batch is rolled back; after a
+short random pause its pieces run one transaction each, so a conflict costs one piece's work
+instead of a cycle of whole batches deadlocking again.
 
 Work is ordinary store calls: while a batch runs, ``Database.write`` and ``Database.read`` on
 this thread join the batch's transaction (see ``Database.joined``). Coroutines wait through
@@ -26,6 +33,7 @@ import asyncio
 import contextlib
 import logging
 import queue
+import random
 import threading
 import time
 from collections.abc import Callable
@@ -152,6 +160,11 @@ class GroupCommitter:
                 if _busy(exc) and time.monotonic() < deadline:
                     log.warning("datastore busy; retrying a group commit of %d", len(batch))
                     self.busy_retries += 1
+                    if _conflict(exc) and len(batch) > 1:
+                        time.sleep(random.uniform(0.005, 0.05))  # noqa: S311 (not a secret)
+                        for work in batch:
+                            self._commit([work])
+                        return
                     continue
                 self._fail(batch, exc)
                 return
@@ -169,7 +182,7 @@ class GroupCommitter:
             work.value, work.error = None, exc
 
     def _run_batch(self, batch: list[_Work], *, savepoints: bool) -> None:
-        with self._db.write() as conn, self._db.joined(conn):
+        with self._db.write() as conn, self._db.joined(conn, savepoints):
             for work in batch:
                 work.value, work.error = None, None
                 try:
@@ -178,15 +191,28 @@ class GroupCommitter:
                             work.value = work.call()
                     else:
                         work.value = work.call()
+                        if self._db.take_spoiled():
+                            # It caught an error of its own, whose writes are still in the
+                            # transaction: only savepoints can take them out.
+                            raise _PieceFailed
                 except Exception as exc:
+                    if isinstance(exc, DBAPIError) and _busy(exc):
+                        # Not this piece's fault: the transaction lost a race with another
+                        # frontend (a deadlock victim). The whole batch runs again.
+                        raise
                     if not savepoints:
                         raise _PieceFailed from exc  # rolls the batch back; rerun
                     work.error = exc
 
 
+def _conflict(exc: DBAPIError) -> bool:
+    """Whether PostgreSQL refused the transaction over another's locks (deadlock, serialization)."""
+    return getattr(exc.orig, "sqlstate", None) in _RETRY_SQLSTATES
+
+
 def _busy(exc: DBAPIError) -> bool:
     """Whether the error means "busy, try again", not "this is wrong"."""
-    if getattr(exc.orig, "sqlstate", None) in _RETRY_SQLSTATES:
+    if _conflict(exc):
         return True
     message = str(exc.orig).lower()
     return "database is locked" in message or "database is busy" in message

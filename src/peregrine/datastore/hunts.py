@@ -308,7 +308,9 @@ class HuntStore:
                 ):
                     return None
                 pair = self._db.insert_ignore(hunt_clients).returning(hunt_clients.c.flow_id)
-                for flow, task in batch:
+                # In client order: two frontends' batches then lock (hunt, client) keys in the
+                # same order, and one waits for the other instead of both deadlocking.
+                for flow, task in sorted(batch, key=lambda item: item[0].client_id):
                     record = replace(flow, hunt_id=hunt_id)
                     client_id = record.client_id
                     known = conn.execute(_KNOWN_CLIENT, {"b_client": client_id}).scalar()

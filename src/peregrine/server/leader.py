@@ -200,7 +200,9 @@ class AdvisoryLeader:
                 self._proved_at = started  # proved as of when the question was asked
             elif self._proved_at is not None:
                 raise RuntimeError("the advisory lock is no longer held by this session")
-            await asyncio.sleep(self.check)
+            # Idle, the connection only hears from PostgreSQL when something happened to the
+            # session (terminated, server shutting down): check at once, not at the next turn.
+            await _readable(conn.fileno(), self.check)
 
     def _unreachable(self, exc: BaseException) -> None:
         reason = f"leader election (PostgreSQL): {type(exc).__name__}: {exc}".strip()
@@ -229,6 +231,25 @@ _STILL_HELD = (
     "SELECT count(*) = 1 FROM pg_locks WHERE locktype = 'advisory' AND granted"
     f" AND pid = pg_backend_pid() AND ((classid::bigint << 32) | objid::bigint) = {_KEY}"
 )
+
+
+async def _readable(fd: int, timeout: float) -> bool:
+    """Wait until ``fd`` has something to read (True) or ``timeout`` passes (False)."""
+    loop = asyncio.get_running_loop()
+    ready: asyncio.Future[None] = loop.create_future()
+
+    def wake() -> None:
+        if not ready.done():
+            ready.set_result(None)
+
+    loop.add_reader(fd, wake)
+    try:
+        await asyncio.wait_for(ready, timeout)
+    except TimeoutError:
+        return False
+    finally:
+        loop.remove_reader(fd)
+    return True
 
 
 async def _ask(
