@@ -53,7 +53,7 @@ def port_problem(config: ServerConfig, config_path: Path) -> str | None:
 
 def banner(config: ServerConfig, login: Path | None) -> str:
     """Where to find the server, and how to log in, from here and from elsewhere."""
-    lines = [f"  agents connect to  {', '.join(config.public_urls)}"]
+    lines = [f"  agents connect to   {', '.join(config.public_urls)}"]
     if config.api_port:
         url = api_url(config)
         lines += [
