@@ -9,11 +9,14 @@ import random
 import time
 from pathlib import Path
 
+import msgspec
 import psutil
 import pytest
 
+from peregrine.api.routes.collections import flow_out
 from peregrine.artifacts.repository import ArtifactRepository
 from peregrine.datastore import Datastore, FlowRecord
+from peregrine.server.collections import Limits
 from tests.engine.test_worker_isolation import markers, plant
 from tests.server.harness import (
     agent_config,
@@ -45,6 +48,21 @@ parameters:
   - name: Text
 sources:
   - query: SELECT count(*) AS n FROM (SELECT 1) WHERE regexp('^(a+)+$', :Text)
+---
+name: Test.Noisy
+description: 150 warnings (read_file() of a directory warns), then two uploads.
+type: CLIENT
+parameters:
+  - name: Dir
+  - name: First
+  - name: Second
+sources:
+  - name: warnings
+    query: |
+      WITH RECURSIVE c(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM c WHERE x < 150)
+      SELECT count(*) AS n FROM c JOIN read_file(:Dir || substr(x, 1, 0))
+  - name: uploads
+    query: SELECT upload(:First) AS first, upload(:Second) AS second
 """
 
 FINAL = ("Finished", "Error", "Cancelled")
@@ -140,5 +158,70 @@ def test_a_cancel_kills_a_query_stuck_before_its_first_row(
                     final = flow_of(server.datastore, flow.flow_id)
                     assert final.state == "Cancelled" and final.rows == 0
                 await wait_until(lambda: agent.spool.size == 0, 10)
+
+    asyncio.run(scenario())
+
+
+@pytest.mark.timeout(120)
+def test_warnings_and_skipped_uploads_show_in_the_collection_status(
+    tmp_path: Path, repository: ArtifactRepository
+) -> None:
+    """A collection that Finished but left things out says so: its warnings are counted in the
+    flow (those the agent did not log too), per source and in the API's view; an upload left
+    out for the collection's max_upload_bytes counts as a skipped upload, and one refused by
+    the server's own limit as a warning of the flow. The log holds a source's first 100
+    warnings and how many more there were."""
+    deployment = make_deployment(tmp_path / "deploy")
+    config = msgspec.structs.replace(
+        deployment.server,
+        limits=msgspec.structs.replace(deployment.server.limits, max_upload_bytes=1500),
+    )
+    first, second, large = tmp_path / "first.bin", tmp_path / "second.bin", tmp_path / "large"
+    first.write_bytes(b"1" * 600)
+    second.write_bytes(b"2" * 600)
+    large.write_bytes(b"3" * 2000)
+    noisy = {"Dir": str(tmp_path), "First": str(first), "Second": str(second)}
+
+    async def scenario() -> None:
+        async with running_server_with(config, repository) as server:
+            async with running_agent(agent_config(deployment, tmp_path / "host")) as agent:
+                await interrogated(server.datastore, agent.client_id)
+                flow = await start_flow(
+                    server,
+                    agent.client_id,
+                    [("Test.Noisy", noisy)],
+                    limits=Limits(max_upload_bytes=1000),
+                )
+                final = await server.wait_for_flow(flow.flow_id, FINAL, timeout=60)
+                assert final.state == "Finished", final.error
+                assert final.uploads == 1
+                assert final.warnings == 151
+                assert flow_out(final).warnings == 151
+                warned, uploaded = (
+                    final.sources["Test.Noisy/warnings"],
+                    final.sources["Test.Noisy/uploads"],
+                )
+                assert (warned["warnings"], warned["uploads_skipped"]) == (150, 0)
+                assert (uploaded["warnings"], uploaded["uploads_skipped"]) == (1, 1)
+                logs = server.filestore.read_logs(agent.client_id, flow.flow_id, 0, 1000)
+                messages = [e["message"] for e in logs if e["level"] == "warning"]
+                assert len(messages) == 102
+                assert all("is a dir, not a file" in m for m in messages[:100])
+                assert messages[100] == (
+                    "Test.Noisy/warnings: 50 more warnings were not logged "
+                    "(a source logs its first 100)"
+                )
+                assert "would pass the upload limit of 1000 bytes" in messages[101]
+
+                # No limit of its own: the agent sends what the server's limit refuses.
+                refused = await start_flow(
+                    server,
+                    agent.client_id,
+                    [("Test.Noisy", {**noisy, "Second": str(large)})],
+                )
+                final = await server.wait_for_flow(refused.flow_id, FINAL, timeout=60)
+                assert final.state == "Finished", final.error
+                assert final.uploads == 1
+                assert final.warnings == 150 + 1
 
     asyncio.run(scenario())

@@ -14,7 +14,7 @@ from peregrine.datastore.schema import metadata
 
 
 def test_head_is_the_newest_revision() -> None:
-    assert head_revision() == "0004"
+    assert head_revision() == "0005"
 
 
 def test_open_builds_the_schema_on_an_empty_database(datastore_url: str) -> None:
@@ -83,7 +83,7 @@ def test_flows_stored_before_expiry_existed_keep_their_data(datastore_url: str) 
     finally:
         db.close()
     with open_datastore(datastore_url) as store:
-        assert store.revision() == "0004"
+        assert store.revision() == head_revision()
         flow = store.collections.get("F.0000000000000001")
         assert flow is not None
         assert (flow.state, flow.creator, flow.created, flow.expires) == (
@@ -92,3 +92,31 @@ def test_flows_stored_before_expiry_existed_keep_their_data(datastore_url: str) 
             5.0,
             None,
         )
+
+
+def test_flows_stored_before_warning_counts_existed_count_none(datastore_url: str) -> None:
+    """0004 -> 0005 adds flows.warning_count; a flow stored before has 0 warnings."""
+    db = Database(datastore_url)
+    try:
+        with db.write() as conn:
+            command.upgrade(alembic_config(conn), "0004")
+            conn.exec_driver_sql(
+                "INSERT INTO clients (client_id, public_key, first_seen, last_seen, "
+                "ip_addresses, mac_addresses, users, labels) "
+                "VALUES ('C.0000000000000001', 'k', 1, 1, '[]', '[]', '[]', '[]')"
+            )
+            conn.exec_driver_sql(
+                "INSERT INTO flows (flow_id, client_id, artifacts, request, creator, created, "
+                "state, sources, row_count) VALUES ('F.0000000000000001', 'C.0000000000000001', "
+                "'[]', '{}', 'alice', 5, 'Finished', '{}', 7)"
+            )
+    finally:
+        db.close()
+    with open_datastore(datastore_url) as store:
+        assert store.revision() == "0005"
+        flow = store.collections.get("F.0000000000000001")
+        assert flow is not None
+        assert (flow.state, flow.rows, flow.warnings) == ("Finished", 7, 0)
+        assert store.collections.apply("F.0000000000000001", 1, 6.0, warnings=3)
+        flow = store.collections.get("F.0000000000000001")
+        assert flow is not None and flow.warnings == 3

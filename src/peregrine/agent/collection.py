@@ -25,7 +25,7 @@ from peregrine.artifacts.loader import ArtifactError, Definition
 from peregrine.artifacts.model import Artifact
 from peregrine.artifacts.repository import ArtifactRepository
 from peregrine.artifacts.runner import ArtifactRunner, SourceOutcome
-from peregrine.engine.context import QueryLimits, UploadSink
+from peregrine.engine.context import SKIPPED_UPLOADS, QueryLimits, UploadSink
 from peregrine.engine.registry import Registry
 from peregrine.protocol.messages import (
     MAX_MESSAGE_BYTES,
@@ -49,6 +49,9 @@ UPLOAD_WAIT_SECONDS = 24 * 3600.0
 BATCH_BYTES = 1024 * 1024
 #: A single row larger than this cannot fit in a message at all; it is left out, with an error.
 MAX_ROW_BYTES = MAX_MESSAGE_BYTES - 64 * 1024
+#: Warnings of one source that go into the collection's log; the rest are counted (the log says
+#: how many, and the flow's status counts them all).
+MAX_LOGGED_WARNINGS = 100
 
 _row_encoder = msgspec.msgpack.Encoder()
 
@@ -86,9 +89,27 @@ class CollectionJob:
             self.wake_sender()
         return seq
 
-    def _log(self, level: str, message: str) -> None:
-        entry: LogEntry = {"time": time.time(), "level": level, "message": message}
-        self._spool(lambda seq: LogBatch(flow_id=self.request.flow_id, seq=seq, entries=[entry]))
+    def _log(self, level: str, *messages: str) -> None:
+        """Log ``messages`` in one message to the server."""
+        now = time.time()
+        entries: list[LogEntry] = [
+            {"time": now, "level": level, "message": message} for message in messages
+        ]
+        self._spool(lambda seq: LogBatch(flow_id=self.request.flow_id, seq=seq, entries=entries))
+
+    def _log_warnings(self, outcome: SourceOutcome) -> None:
+        """The source's first warnings, then how many more there were."""
+        kept = outcome.warnings[: len(outcome.warnings) - (1 if outcome.warnings_dropped else 0)]
+        logged = kept[:MAX_LOGGED_WARNINGS]
+        more = outcome.warning_count - len(logged)
+        if more:
+            name = f"{outcome.artifact}/{outcome.source or 'default'}"
+            logged.append(
+                f"{name}: {more} more warnings were not logged (a source logs its first "
+                f"{MAX_LOGGED_WARNINGS})"
+            )
+        if logged:
+            self._log("warning", *logged)
 
     # -- running ----------------------------------------------------------------------------
 
@@ -140,7 +161,7 @@ class CollectionJob:
         upload_dir = self.work_dir / "uploads"
         upload_dir.mkdir(parents=True, exist_ok=True)
         sink = UploadSink(str(upload_dir), request.max_upload_bytes)
-        announced = 0
+        announced = skipped = 0
         failures: list[str] = []
         for call in request.artifacts:
             try:
@@ -154,13 +175,16 @@ class CollectionJob:
                     return "cancelled", None
                 outcome = SourceOutcome(call.name, source.name)
                 self._stream(outcome, runner.run_source(planned, source, outcome, uploads=sink))
-                for warning in outcome.warnings[:100]:
-                    self._log("warning", warning)
+                self._log_warnings(outcome)
+                skipped_here = _count_lines(upload_dir / SKIPPED_UPLOADS) - skipped
+                skipped += skipped_here
                 if outcome.error and outcome.status == "error":
                     failures.append(f"{call.name}/{source.name}: {outcome.error}")
                     self._log("error", f"{call.name}/{source.name or 'default'}: {outcome.error}")
 
-                def finished(seq: int, o: SourceOutcome = outcome) -> SourceFinished:
+                def finished(
+                    seq: int, o: SourceOutcome = outcome, skipped: int = skipped_here
+                ) -> SourceFinished:
                     return SourceFinished(
                         flow_id=request.flow_id,
                         seq=seq,
@@ -170,6 +194,8 @@ class CollectionJob:
                         rows=o.rows,
                         error=o.error,
                         elapsed=o.elapsed,
+                        warnings=o.warning_count,
+                        uploads_skipped=skipped,
                     )
 
                 self._spool(finished)
@@ -270,3 +296,12 @@ class CollectionJob:
             if self.cancelled.wait(0.2) or time.monotonic() > deadline:
                 return
         shutil.rmtree(self.work_dir, ignore_errors=True)
+
+
+def _count_lines(path: Path) -> int:
+    """Lines of a file that may not exist yet."""
+    try:
+        with open(path, "rb") as lines:
+            return sum(1 for _ in lines)
+    except FileNotFoundError:
+        return 0

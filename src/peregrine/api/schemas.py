@@ -76,6 +76,11 @@ class Flow(Out):
     expires: float | None = Field(
         default=None, description="When the collection expires if it has not started by then."
     )
+    warnings: int = Field(
+        default=0,
+        description="Warnings of its queries and uploads left out or refused (its log says "
+        "which): a Finished collection with warnings may be incomplete.",
+    )
 
 
 class Client(Out):

@@ -116,6 +116,8 @@ class Flow(Model, kw_only=True):
     sources: dict[str, dict[str, Any]] = msgspec.field(default_factory=dict)
     #: When the collection expires if it has not started by then (None: never, or unknown).
     expires: float | None = None
+    #: Warnings of its queries, uploads left out or refused: Finished may still be incomplete.
+    warnings: int = 0
 
     @property
     def done(self) -> bool:

@@ -32,6 +32,7 @@ _COLUMNS = {
     "bytes": "byte_count",
     "uploads": "upload_count",
     "logs": "log_count",
+    "warnings": "warning_count",
 }
 _FIELDS = {column: name for name, column in _COLUMNS.items()}
 
@@ -142,6 +143,7 @@ class CollectionStore:
         logs: int = 0,
         uploads: int = 0,
         upload_bytes: int = 0,
+        warnings: int = 0,
         source: tuple[str, dict[str, Any]] | None = None,
     ) -> bool:
         """Count agent message ``seq`` of the flow; False (and no change) for a duplicate.
@@ -153,7 +155,7 @@ class CollectionStore:
         """
         counts = _counts(
             flow_id, seq, now, rows=rows, bytes=bytes, logs=logs,
-            uploads=uploads, upload_bytes=upload_bytes,
+            uploads=uploads, upload_bytes=upload_bytes, warnings=warnings,
         )  # fmt: skip
         with self._db.write() as conn:
             if conn.execute(_COUNT, counts).rowcount != 1:
@@ -194,6 +196,7 @@ _COUNT = (
         log_count=flows.c.log_count + bindparam("b_logs"),
         upload_count=flows.c.upload_count + bindparam("b_uploads"),
         upload_bytes=flows.c.upload_bytes + bindparam("b_upload_bytes"),
+        warning_count=flows.c.warning_count + bindparam("b_warnings"),
     )
 )
 _DROP_TASK = delete(tasks).where(tasks.c.flow_id == bindparam("b_flow"))
@@ -214,6 +217,7 @@ def _counts(
     logs: int = 0,
     uploads: int = 0,
     upload_bytes: int = 0,
+    warnings: int = 0,
 ) -> dict[str, Any]:
     """Parameters of ``_COUNT``: count message ``seq`` unless the flow already has it."""
     return {
@@ -225,6 +229,7 @@ def _counts(
         "b_logs": logs,
         "b_uploads": uploads,
         "b_upload_bytes": upload_bytes,
+        "b_warnings": warnings,
     }
 
 

@@ -53,7 +53,8 @@ class ClientRecord:
 class FlowRecord:
     """One collection on one client: what was asked, its state, and its statistics.
 
-    ``sources`` maps ``"Artifact/source"`` to ``{"status", "rows", "error", "elapsed"}``.
+    ``sources`` maps ``"Artifact/source"`` to ``{"status", "rows", "error", "elapsed",
+    "warnings", "uploads_skipped"}``.
     ``last_seq`` is the highest agent message stored; anything at or below it is a duplicate.
     """
 
@@ -82,6 +83,9 @@ class FlowRecord:
     #: When a collection still waiting for its client (Scheduled) gives up: it then ends in
     #: Error, "expired before the client came online". None: the server's default applies.
     expires: float | None = None
+    #: Warnings of its queries (those past a query's limit too) and uploads left out for the
+    #: upload limit or refused by the server: a Finished collection may still be incomplete.
+    warnings: int = 0
 
     @property
     def duration(self) -> float | None:

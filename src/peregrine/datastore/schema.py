@@ -121,6 +121,8 @@ flows = Table(
     Column("hunt_id", String(64)),
     # Added by 0004: when a flow still Scheduled expires (see FlowRecord.expires).
     Column("expires", Double),
+    # Added by 0005: warnings of the collection's queries, and uploads left out or refused.
+    Column("warning_count", BigInteger, nullable=False, server_default="0"),
     _state_check(),
     Index("ix_flows_client_created", "client_id", "created"),
     Index("ix_flows_state", "state"),

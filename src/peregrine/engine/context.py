@@ -70,6 +70,10 @@ class QueryLimits:
         return None
 
 
+#: In an upload sink's directory: one JSON line per file ``upload()`` left out for the limit.
+SKIPPED_UPLOADS = "skipped.jsonl"
+
+
 @dataclass
 class UploadSink:
     """Where ``upload()`` copies files for a collection, and its byte budget."""

@@ -17,15 +17,13 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
-from peregrine.engine.context import QueryContext, UploadSink
+from peregrine.engine.context import SKIPPED_UPLOADS, QueryContext, UploadSink
 from peregrine.engine.errors import PluginError
 from peregrine.engine.registry import Arg, Plugin, scalar
 from peregrine.hookspecs import hookimpl
 from peregrine.plugins.hashing import CHUNK, open_regular
 
 INDEX = "uploads.jsonl"
-#: One JSON line per file left out for the upload limit, so a collection can say so in its status.
-SKIPPED = "skipped.jsonl"
 FILES = "files"
 _UNSAFE = re.compile(r"[\x00-\x1f<>:\"|?*\\]")
 _lock = threading.Lock()
@@ -73,7 +71,7 @@ def _skip(ctx: QueryContext, sink: UploadSink, path: str, size: int, why: str) -
     """Warn, and note the file in the sink's list of skipped uploads."""
     ctx.warn(f"upload(): {path}: {why}; skipped")
     record = {"path": path, "size": size, "reason": why}
-    with _lock, open(Path(sink.directory) / SKIPPED, "a", encoding="utf-8") as skipped:
+    with _lock, open(Path(sink.directory) / SKIPPED_UPLOADS, "a", encoding="utf-8") as skipped:
         skipped.write(json.dumps(record) + "\n")
 
 

@@ -195,6 +195,10 @@ class SourceFinished(FlowMessage, tag="source_done"):
     rows: Count
     error: str | None = None
     elapsed: Seconds = 0.0
+    #: Warnings of the source's query, those the agent did not log too.
+    warnings: Count = 0
+    #: Files upload() left out for the collection's upload limit.
+    uploads_skipped: Count = 0
 
 
 class UploadStart(FlowMessage, tag="upload_start"):

@@ -237,11 +237,14 @@ class Ingestor:
                 "rows": message.rows,
                 "error": message.error,
                 "elapsed": message.elapsed,
+                "warnings": message.warnings,
+                "uploads_skipped": message.uploads_skipped,
             }
-            collections.apply(flow_id, seq, now, source=(key, detail))
+            collections.apply(flow_id, seq, now, warnings=message.warnings, source=(key, detail))
         elif isinstance(message, UploadStart):
             refused = files.refused if files is not None else None
-            collections.apply(flow_id, seq, now, logs=1 if refused else 0)
+            counted = 1 if refused else 0  # logged, and a warning of the flow
+            collections.apply(flow_id, seq, now, logs=counted, warnings=counted)
             if files is not None:
                 outcome.resume = (flow_id, message.upload_id, files.resume_offset)
                 outcome.refused = refused
