@@ -105,6 +105,7 @@ def test_status(live: Live) -> None:
         status = http.get("/status").json()
     assert status["clients"] >= 1 and status["connected"] >= 1
     assert status["datastore"] == "sqlite"
+    assert status["leader"] is True and status["degraded"] == []  # one process: it leads
 
 
 def test_requests_too_large_for_an_agent_are_refused_at_creation(live: Live) -> None:

@@ -293,4 +293,8 @@ class Status(Out):
     flows_in_flight: int
     running_hunts: int
     datastore: str
+    #: Whether this frontend is the one doing the singleton work (flow monitor, hunt expiry).
     leader: bool
+    #: What does not work right now and why (the bus, presence, the leader election); each
+    #: recovers by itself. Empty when all is well.
+    degraded: list[str] = []

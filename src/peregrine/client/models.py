@@ -274,3 +274,4 @@ class Status(Model, kw_only=True):
     running_hunts: int
     datastore: str
     leader: bool
+    degraded: list[str] = []

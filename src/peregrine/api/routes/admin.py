@@ -302,5 +302,6 @@ async def status(request: Request, _: Principal = Depends(require(READ_RESULTS))
         flows_in_flight=len(in_flight),
         running_hunts=len(running),
         datastore=server.datastore.backend,
-        leader=True,
+        leader=server.leader.is_leader,
+        degraded=server.degraded(),
     )
