@@ -6,7 +6,11 @@ import ipaddress
 import json
 import os
 import platform
+import random
+import shutil
 import socket
+import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -84,3 +88,73 @@ def test_info_joins_with_other_tables(query):
         "SELECT i.hostname, p.pid FROM info() i, pslist() p WHERE p.pid = ?", (os.getpid(),)
     )
     assert rows == [{"hostname": socket.gethostname(), "pid": os.getpid()}]
+
+
+def _can_unshare() -> bool:
+    if os.geteuid() != 0 or not shutil.which("unshare"):
+        return False
+    probe = subprocess.run(["unshare", "--mount", "true"], capture_output=True, check=False)
+    return probe.returncode == 0
+
+
+def _silent_dns_server() -> tuple[str, list[socket.socket]]:
+    """UDP and TCP sockets on port 53 of a loopback address, which never answer."""
+    for _ in range(20):
+        address = f"127.0.0.{random.randint(100, 250)}"
+        udp = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        tcp = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        try:
+            udp.bind((address, 53))
+            tcp.bind((address, 53))
+        except OSError:
+            udp.close()
+            tcp.close()
+            continue
+        tcp.listen()
+        return address, [udp, tcp]
+    pytest.fail("no free loopback address for a silent DNS server")
+
+
+@pytest.mark.timeout(120)
+@pytest.mark.skipif(not _can_unshare(), reason="needs root and unshare to replace /etc/resolv.conf")
+def test_fqdn_lookup_is_bounded_where_dns_never_answers(tmp_path):
+    """With the host name out of /etc/hosts and a DNS server that never answers (a mount
+    namespace gives this process its own /etc/hosts and /etc/resolv.conf), glibc waits 10 s and
+    more; fqdn comes back as the host name within FQDN_TIMEOUT, with a warning."""
+    from peregrine.plugins.host import FQDN_TIMEOUT
+
+    address, sockets = _silent_dns_server()
+    hosts, resolv = tmp_path / "hosts", tmp_path / "resolv.conf"
+    hosts.write_text("127.0.0.1 localhost\n")
+    resolv.write_text(f"nameserver {address}\n")
+    code = (
+        "import json, time\n"
+        "from peregrine.engine import Engine\n"
+        "engine = Engine()\n"
+        "started = time.monotonic()\n"
+        "result = engine.execute('SELECT hostname, fqdn FROM info()')\n"
+        "rows = list(result)\n"
+        "print(json.dumps({'rows': rows, 'elapsed': time.monotonic() - started,\n"
+        "                  'warnings': result.warnings}))\n"
+    )
+    script = (
+        f"mount --bind {hosts} /etc/hosts && mount --bind {resolv} /etc/resolv.conf && "
+        f'exec {sys.executable} -c "$0"'
+    )
+    try:
+        run = subprocess.run(
+            ["unshare", "--mount", "--propagation", "private", "sh", "-c", script, code],
+            capture_output=True,
+            text=True,
+            timeout=100,
+            check=False,
+        )
+    finally:
+        for sock in sockets:
+            sock.close()
+    assert run.returncode == 0, run.stderr
+    out = json.loads(run.stdout)
+    [[hostname, fqdn]] = out["rows"]
+    assert fqdn == hostname == socket.gethostname()
+    assert out["elapsed"] < FQDN_TIMEOUT + 2, out
+    assert any("resolving the fully qualified name took over" in w for w in out["warnings"])

@@ -6,6 +6,7 @@ import ipaddress
 import platform
 import socket
 import sys
+import threading
 import time
 from collections.abc import Iterable, Iterator
 from pathlib import Path
@@ -19,6 +20,9 @@ from peregrine.engine.registry import Col, Lazy, Plugin, table
 from peregrine.hookspecs import hookimpl
 
 _MACHINE_ID_FILES = ("/etc/machine-id", "/var/lib/dbus/machine-id")
+#: Seconds ``info()`` waits for the fully qualified name: resolving it may ask DNS, which takes
+#: 20 s and more where no DNS server answers. Past it, the host name stands in (with a warning).
+FQDN_TIMEOUT = 2.0
 
 #: sys.platform, held in a plain str so that every branch below is type-checked on every OS.
 _PLATFORM: str = sys.platform
@@ -112,8 +116,28 @@ def _addresses() -> tuple[list[str], list[str]]:
     return ips, macs
 
 
-def _fqdn() -> str:
-    return socket.getfqdn()
+def _fqdn(ctx: QueryContext) -> str:
+    """``socket.getfqdn()`` within :data:`FQDN_TIMEOUT`, else the host name.
+
+    A lookup cannot be interrupted, so it runs in a daemon thread that is left to finish (or
+    not) on its own; the query does not wait for it."""
+    answer: list[str] = []
+    lookup = threading.Thread(
+        target=lambda: answer.append(socket.getfqdn()), name="fqdn-lookup", daemon=True
+    )
+    lookup.start()
+    deadline = time.monotonic() + FQDN_TIMEOUT
+    while lookup.is_alive() and time.monotonic() < deadline:
+        ctx.check()
+        lookup.join(0.05)
+    if answer:
+        return answer[0]
+    hostname = socket.gethostname()
+    ctx.warn(
+        f"info(): resolving the fully qualified name took over {FQDN_TIMEOUT:g} s (is DNS "
+        f"reachable?); fqdn is the host name {hostname!r}"
+    )
+    return hostname
 
 
 @table(
@@ -124,7 +148,8 @@ def _fqdn() -> str:
         Col(
             "fqdn",
             "TEXT",
-            "Fully qualified name; resolving it may query DNS, so it is computed on demand.",
+            "Fully qualified name; resolving it may query DNS, so it is computed on demand, "
+            f"waiting at most {FQDN_TIMEOUT:g} s (then the host name, with a warning).",
             expensive=True,
         ),
         Col("os", "TEXT", "OS family: linux, darwin or windows."),
@@ -162,7 +187,7 @@ def info(ctx: QueryContext) -> Iterator[dict[str, Any]]:
     ips, macs = _addresses()
     yield {
         "hostname": socket.gethostname(),
-        "fqdn": Lazy(_fqdn),
+        "fqdn": Lazy(_fqdn, ctx),
         "os": _os_family(),
         "platform": dist_id,
         "platform_name": dist_name,
