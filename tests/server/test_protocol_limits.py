@@ -7,6 +7,7 @@ by hand) or a stranger's websocket that never logs in.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import os
 import ssl
@@ -257,12 +258,78 @@ async def _probe_api(
     url = f"https://127.0.0.1:{server.api_port}/healthz"
     trust = ssl.create_default_context(cafile=deployment.server.ca_cert_path)
     async with httpx.AsyncClient(verify=trust, timeout=30) as api:
+        assert (await api.get(url)).status_code == 200  # connected: what follows is the loop
         while not stop.is_set():
             started = time.monotonic()
             answer = await api.get(url)
             latencies.append(time.monotonic() - started)
             assert answer.status_code == 200
             await asyncio.sleep(0.05)
+
+
+def _heavy_batch(flow_id: str, seq: int) -> bytes:
+    """A valid message near 4 MiB that is costly to decode and store: 2,000 rows of 600
+    two-character values (1.2 million cells)."""
+    columns = [f"c{n}" for n in range(600)]
+    return encode(
+        ResultBatch(
+            flow_id=flow_id, seq=seq, artifact="Test.Count", source="", columns=columns,
+            rows=[["ab"] * 600 for _ in range(2000)],
+        )
+    )  # fmt: skip
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(120)
+def test_an_agent_sending_costly_valid_messages_leaves_the_others_responsive(
+    tmp_path: Path, repository: ArtifactRepository
+) -> None:
+    """A rogue agent sends valid 4 MiB messages of 1.2 million cells as fast as it can for
+    8 s. Its connection budget (250,000 cells a second) lets two of them through, and
+    meanwhile another agent's collection finishes without a disconnect and the API answers
+    within 1 s."""
+    deployment = make_deployment(tmp_path / "deploy")
+    identity = load_or_create(tmp_path / "rogue.yaml")
+
+    async def scenario() -> tuple[int, list[float], float]:
+        async with running_server_with(deployment.server, repository) as server:
+            async with running_agent(agent_config(deployment, tmp_path / "good")) as good:
+                await interrogated(server, good.client_id)
+                flow_id = await own_flow(server, deployment, identity)
+                frames = [_heavy_batch(flow_id, seq) for seq in range(1, 41)]
+                latencies: list[float] = []
+                took: list[float] = []
+                stop = asyncio.Event()
+                probe = asyncio.create_task(_probe_api(server, deployment, latencies, stop))
+                async with RawAgent(deployment, identity) as raw:
+                    assert raw.ws is not None
+                    flow = await start_flow(
+                        server, good.client_id, [("Test.Count", {"N": 20_000})], batch_rows=200
+                    )
+                    sent, started = 0, time.monotonic()
+                    finished = asyncio.create_task(server.wait_for_flow(flow.flow_id, FINAL, 60))
+                    finished.add_done_callback(lambda _: took.append(time.monotonic() - started))
+                    with contextlib.suppress(TimeoutError):
+                        async with asyncio.timeout(8):
+                            for frame in frames:
+                                await raw.send(frame)  # waits once the server stops reading
+                                sent += 1
+                    record = server.datastore.collections.get(flow_id)
+                    assert record is not None
+                    stored_in_time = record.rows // 2000
+                    final = await finished
+                    good_took = took[0]
+                stop.set()
+                await probe
+                assert final.state == "Finished" and final.rows == 20_000
+                assert good.sessions == 1, "the good agent was never disconnected"
+                return stored_in_time, latencies, good_took
+
+    stored, latencies, good_took = asyncio.run(scenario())
+    # 500,000 cells of burst, then 250,000 a second: two of these messages in 8 s.
+    assert stored <= 3, f"{stored} messages stored in 8 s: the budget did not hold"
+    assert latencies and max(latencies) < 1.0, latencies
+    assert good_took < 30, good_took
 
 
 def test_past_its_budget_a_connection_is_read_slower_and_loses_nothing(

@@ -105,8 +105,8 @@ class AgentLimits(_Section):
     #: What one connection may send, on average: past it the server stops reading from that
     #: agent for a while (nothing is dropped: the agent keeps it spooled). Cells are the
     #: values of result rows and log entries.
-    bytes_per_second: Annotated[int, msgspec.Meta(ge=1 << 20)] = 8 << 20
-    cells_per_second: Annotated[int, msgspec.Meta(ge=10_000)] = 1_000_000
+    bytes_per_second: Annotated[int, msgspec.Meta(ge=1 << 20)] = 16 << 20
+    cells_per_second: Annotated[int, msgspec.Meta(ge=10_000)] = 250_000
     #: The largest upload an agent may announce (a collection's max_upload_bytes can lower it).
     max_upload_bytes: Annotated[int, msgspec.Meta(ge=1)] = 64 << 30
 
