@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import random
 import signal
 import socket
 import subprocess
@@ -21,8 +22,22 @@ from pathlib import Path
 _children: dict[int, subprocess.Popen[bytes]] = {}
 
 
+#: Where ``free_port`` looks: below the kernel's range for outgoing connections.
+PORT_RANGE = (10_000, 32_768)
+
+
 def free_port(host: str = "127.0.0.1") -> int:
-    """A TCP port nothing listens on now (the kernel's pick)."""
+    """A TCP port free now, below the ephemeral range: a port the kernel picks for us is one
+    it may also give the next outgoing connection (of any program) before our server binds
+    it, which on a busy machine happens."""
+    low, high = PORT_RANGE
+    with contextlib.suppress(OSError, ValueError):
+        high = min(high, int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0]))
+    for _ in range(200):
+        port = random.randrange(low, high)  # noqa: S311 (not a secret)
+        with socket.socket() as s, contextlib.suppress(OSError):
+            s.bind((host, port))
+            return port
     with socket.socket() as s:
         s.bind((host, 0))
         return int(s.getsockname()[1])
