@@ -104,6 +104,7 @@ def test_a_notice_too_large_is_refused_before_it_is_sent(redis_server: RedisServ
     asyncio.run(scenario())
 
 
+@pytest.mark.slow
 @pytest.mark.timeout(60)
 def test_the_bus_recovers_by_itself_when_redis_restarts(
     redis_server: RedisServer, caplog: pytest.LogCaptureFixture

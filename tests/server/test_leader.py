@@ -44,6 +44,7 @@ async def _watch(leaders: dict[str, AdvisoryLeader], seen: list[set[str]]) -> No
         await asyncio.sleep(0.01)
 
 
+@pytest.mark.slow
 @pytest.mark.timeout(90)
 def test_another_frontend_takes_over_when_the_leaders_session_is_killed(
     postgres_database: str,
