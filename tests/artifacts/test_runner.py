@@ -174,3 +174,34 @@ def test_offline_collection_writes_a_complete_archive(
     statuses = [s["status"] for s in by_name["T.TwoSources"]["sources"]]
     assert statuses == ["finished", "skipped", "error"]
     assert "running" in seen and "finished" in seen
+
+
+@pytest.mark.parametrize("isolated", [True, False])
+def test_every_warning_is_counted_in_the_outcome_and_the_archive(
+    tmp_path: Path, isolated: bool
+) -> None:
+    """1,500 warnings: the outcome and the offline archive's manifest count them all, though a
+    query keeps only its first 1,000 (its last warning says how many more there were)."""
+    repo = ArtifactRepository()
+    repo.load_texts(
+        [
+            (
+                "noisy.yaml",
+                "name: T.Noisy\ndescription: 1500 warnings.\nparameters:\n  - name: Dir\n"
+                "sources:\n  - query: |\n"
+                "      WITH RECURSIVE c(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM c "
+                "WHERE x < 1500)\n"
+                "      SELECT count(*) AS n FROM c JOIN read_file(:Dir || substr(x, 1, 0))\n",
+            )
+        ]
+    )
+    runner = ArtifactRunner(repo, isolated=isolated)
+    planned = runner.plan("T.Noisy", {"Dir": str(tmp_path)})
+    outcome = SourceOutcome("T.Noisy", "")
+    assert list(runner.run_source(planned, planned.artifact.sources[0], outcome)) == [(0,)]
+    assert (outcome.warning_count, outcome.warnings_dropped) == (1500, 500)
+    assert outcome.warnings[-1].startswith("500 more warnings were dropped")
+    archive = tmp_path / "noisy.zip"
+    collect(runner, [planned], archive)
+    [artifact] = read_manifest(archive)["artifacts"]
+    assert artifact["sources"][0]["warnings"] == 1500

@@ -73,7 +73,7 @@ def collect(
                         "error": outcome.error,
                         "columns": outcome.columns,
                         "truncated": outcome.truncated,
-                        "warnings": len(outcome.warnings),
+                        "warnings": outcome.warning_count,
                         "elapsed": round(outcome.elapsed, 3),
                         **stored,
                     }

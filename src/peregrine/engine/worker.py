@@ -65,6 +65,8 @@ class Request(msgspec.Struct, tag="request"):
     artifacts: list[dict[str, Any]] = []
     upload_dir: str | None = None
     max_upload_bytes: int | None = None
+    #: What the sink had used before this query: the budget is the collection's, not the worker's.
+    upload_used: int = 0
     #: What relative paths in the query are relative to: the caller's working directory. The
     #: worker moves there after it started, so its imports never search it.
     cwd: str | None = None
@@ -89,6 +91,8 @@ class Done(msgspec.Struct, tag="done"):
     warnings: list[str]
     elapsed: float
     warnings_dropped: int = 0
+    #: The upload sink's bytes used, this query's uploads included.
+    upload_used: int = 0
 
 
 class Failed(msgspec.Struct, tag="failed"):
@@ -96,6 +100,7 @@ class Failed(msgspec.Struct, tag="failed"):
     message: str
     warnings: list[str] = []
     warnings_dropped: int = 0
+    upload_used: int = 0
 
 
 ToWorker = Request | Cancel
@@ -176,6 +181,7 @@ class IsolatedQuery:
         self.kill_reason: str | None = None
         self.cancelled = False
         self._columns: list[Column] | None = None
+        self._uploads = uploads
         self._finished = threading.Event()
         self._write_lock = threading.Lock()
         self._proc = subprocess.Popen(
@@ -194,6 +200,7 @@ class IsolatedQuery:
             artifacts=[msgspec.to_builtins(a) for a in artifacts],
             upload_dir=uploads.directory if uploads else None,
             max_upload_bytes=uploads.max_bytes if uploads else None,
+            upload_used=uploads.used if uploads else 0,
             cwd=_caller_directory(),
         )
         self._send(request)
@@ -308,6 +315,9 @@ class IsolatedQuery:
         message = self._next_message()
         if isinstance(message, Failed):
             self._finish()
+            self.warnings = message.warnings
+            self.warnings_dropped = message.warnings_dropped
+            self._count_uploads(message.upload_used)
             raise error_from_kind(message.kind, message.message)
         if not isinstance(message, Header):
             self._finish()
@@ -327,16 +337,22 @@ class IsolatedQuery:
                     self.truncated = message.truncated
                     self.warnings = message.warnings
                     self.warnings_dropped = message.warnings_dropped
+                    self._count_uploads(message.upload_used)
                     self.elapsed = message.elapsed
                     return
                 elif isinstance(message, Failed):
                     self.warnings = message.warnings
                     self.warnings_dropped = message.warnings_dropped
+                    self._count_uploads(message.upload_used)
                     raise error_from_kind(message.kind, message.message)
                 else:
                     raise QueryError("the query worker sent a second header")
         finally:
             self._finish()
+
+    def _count_uploads(self, used: int) -> None:
+        if self._uploads is not None:
+            self._uploads.used = max(self._uploads.used, used)
 
     def cancel(self) -> None:
         """Stop the query whatever it is doing, before its first row too: the worker is told to
@@ -423,7 +439,7 @@ def serve(stdin: IO[bytes], stdout: IO[bytes]) -> None:
     ctx = QueryContext(
         limits=QueryLimits(timeout=request.timeout, max_rows=request.max_rows),
         permissions=frozenset(request.permissions),
-        uploads=UploadSink(request.upload_dir, request.max_upload_bytes)
+        uploads=UploadSink(request.upload_dir, request.max_upload_bytes, request.upload_used)
         if request.upload_dir
         else None,
     )
@@ -460,6 +476,7 @@ def serve(stdin: IO[bytes], stdout: IO[bytes]) -> None:
                 warnings=ctx.warnings.report(),
                 elapsed=time.monotonic() - started,
                 warnings_dropped=ctx.warnings.dropped,
+                upload_used=ctx.uploads.used if ctx.uploads else 0,
             )
         )
     except QueryError as exc:
@@ -469,6 +486,7 @@ def serve(stdin: IO[bytes], stdout: IO[bytes]) -> None:
                 message=str(exc),
                 warnings=ctx.warnings.report(),
                 warnings_dropped=ctx.warnings.dropped,
+                upload_used=ctx.uploads.used if ctx.uploads else 0,
             )
         )
     except Exception as exc:

@@ -51,20 +51,16 @@ def _unique(target: Path) -> Path:
     raise PluginError("upload", f"too many uploads named {target.name}")
 
 
-def _stored(directory: Path, path: str, size: int) -> tuple[str | None, int]:
-    """The index line of ``path`` if it is already stored with this size, and the bytes the
-    collection stored so far: its budget, whichever process (query worker) stored them."""
+def _already_uploaded(directory: Path, path: str, size: int) -> str | None:
     try:
         lines = (directory / INDEX).read_text(encoding="utf-8").splitlines()
     except FileNotFoundError:
-        return None, 0
-    earlier, used = None, 0
+        return None
     for line in lines:
         record = json.loads(line)
-        used += record["size"]
         if record["path"] == path and record["size"] == size:
-            earlier = line
-    return earlier, used
+            return line
+    return None
 
 
 def _skip(ctx: QueryContext, sink: UploadSink, path: str, size: int, why: str) -> None:
@@ -105,10 +101,9 @@ def upload(ctx: QueryContext, path: Any, name: Any = None) -> str | None:
     root = Path(sink.directory) / FILES
     with os.fdopen(fd, "rb") as source:
         size = os.fstat(source.fileno()).st_size
-        earlier, stored = _stored(Path(sink.directory), path, size)
+        earlier = _already_uploaded(Path(sink.directory), path, size)
         if earlier is not None and name is None:
             return earlier  # two sources collected the same file: store it once
-        sink.used = max(sink.used, stored)
         if sink.max_bytes is not None and sink.used + size > sink.max_bytes:
             _skip(
                 ctx,
