@@ -189,3 +189,25 @@ def test_grep_and_lines_return_the_exact_bytes_in_a_blob_column(query, nul_lines
     rows = query("SELECT line_bytes FROM lines(?)", [str(nul_lines)])
     assert [r["line_bytes"] for r in rows] == [b"\x00\x00key=2\x00tail", b"ab\x00cd secret=1"]
     assert "line_bytes" not in query("SELECT * FROM lines(?) LIMIT 1", [str(nul_lines)])[0]
+
+
+@pytest.mark.timeout(30)
+def test_a_fifo_is_skipped_not_waited_on(query, engine, tmp_path):
+    """Opening a FIFO nobody writes blocks for good, where neither the deadline nor a cancel
+    can reach: lines() and grep() skip it with a warning, and still read the files around it."""
+    import os
+
+    fifo = tmp_path / "pipe"
+    os.mkfifo(fifo)
+    (tmp_path / "notes.txt").write_text("secret=1\n")
+    rows = query(
+        "SELECT g.path, m.line FROM glob(?) g JOIN grep(g.path, 'secret') m",
+        [str(tmp_path / "*")],
+        timeout=10,
+    )
+    assert rows == [{"path": str(tmp_path / "notes.txt"), "line": "secret=1"}]
+    result = engine.execute("SELECT * FROM lines(?)", [str(fifo)])
+    assert list(result) == []
+    assert result.warnings == [
+        f"lines(): {fifo} is not a regular file (a FIFO, socket or device); skipped"
+    ]

@@ -15,14 +15,18 @@ the hidden BLOB column ``line_bytes``.
 from __future__ import annotations
 
 import functools
+import os
 import re
+import stat
 from collections.abc import Iterable, Iterator
+from pathlib import Path
 from typing import Any, BinaryIO
 
 from peregrine.engine.context import QueryContext
 from peregrine.engine.errors import PluginError
 from peregrine.engine.registry import Arg, Col, Plugin, table
 from peregrine.hookspecs import hookimpl
+from peregrine.plugins.hashing import open_regular
 
 #: The longest line returned whole; longer runs without a newline are split into pieces.
 MAX_LINE = 1 << 20
@@ -30,14 +34,23 @@ _CHECK_EVERY = 256
 
 
 def _open(ctx: QueryContext, plugin: str, path: str) -> BinaryIO | None:
-    """Open ``path`` for reading, or ``None`` (with a warning for anything but a missing file)."""
+    """Open a regular file for reading, or ``None``: silently for a missing path or a directory
+    (a glob joined to grep yields those), with a warning for anything else. A FIFO, socket or
+    device is never opened: opening a FIFO nobody writes would block the query for good."""
     try:
-        return open(path, "rb")
-    except (FileNotFoundError, NotADirectoryError, IsADirectoryError):
-        return None  # nothing to read (a glob joined to grep also yields directories)
+        fd = open_regular(path)
     except OSError as exc:
         ctx.warn(f"{plugin}(): cannot read {path}: {exc.strerror or exc}")
         return None
+    if fd is not None:
+        return os.fdopen(fd, "rb")
+    try:
+        mode = Path(path).stat().st_mode
+    except OSError:
+        return None
+    if not stat.S_ISDIR(mode):
+        ctx.warn(f"{plugin}(): {path} is not a regular file (a FIFO, socket or device); skipped")
+    return None
 
 
 def _read_lines(ctx: QueryContext, handle: BinaryIO) -> Iterator[tuple[int, int, bytes]]:
