@@ -36,6 +36,7 @@ from peregrine.protocol.messages import (
 )
 from peregrine.server.api_server import ApiServer
 from peregrine.server.bus import Bus
+from peregrine.server.client_admin import forget_locally
 from peregrine.server.client_index import ClientIndex
 from peregrine.server.cluster import make_bus, make_leader, make_presence
 from peregrine.server.collections import CollectionService, Limits
@@ -268,7 +269,9 @@ class Server:
 
     async def _reindex(self, client_id: str) -> None:
         record = await asyncio.to_thread(self.datastore.clients.get, client_id)
-        if record is not None:
+        if record is None:  # deleted (server/client_admin.py)
+            await forget_locally(self, client_id)
+        else:
             self.client_index.update(
                 client_id, record.labels, record.os, record.hostname, record.ip_addresses,
                 record.last_seen,
