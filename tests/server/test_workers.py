@@ -13,8 +13,7 @@ import msgspec
 import psutil
 import pytest
 
-from peregrine.auth.accounts import Accounts
-from peregrine.datastore import open_datastore
+from peregrine.cli.local_login import login_path, read_local_login
 from peregrine.loadtest import Fleet
 from tests.server.harness import Process, make_deployment, port_open, wait_until
 
@@ -36,10 +35,10 @@ def test_two_frontend_processes_share_the_ports_and_route_work(tmp_path: Path) -
         while not (port_open(cfg.port) and port_open(cfg.api_port)):
             assert time.monotonic() < deadline, server.output()
             time.sleep(0.2)
-        with open_datastore(cfg.datastore_url) as datastore:
-            accounts = Accounts(datastore)
-            accounts.create_user("admin", None, ["administrator"])
-            token = accounts.create_token("admin", "test").token
+        # The server made an administrator and its token for the CLI on this machine.
+        login = read_local_login(login_path(Path(cfg.data_dir)))
+        assert login is not None, server.output()
+        token = login.token
         assert server.proc is not None
         asyncio.run(_scenario(deployment, token, tmp_path, server.proc.pid))
     finally:
