@@ -289,3 +289,15 @@ def test_withdraw_leaves_a_started_flow_running(store: Datastore) -> None:
     assert record is not None and record.state == IN_PROGRESS and record.error is None
     with pytest.raises(NotFound):
         store.collections.withdraw("F.00000000000000ff", 200.0, "expired")
+
+
+def test_has_in_flight_counts_only_the_creators_unfinished_collections(store: Datastore) -> None:
+    assert not store.collections.has_in_flight(CLIENT, "alice")
+    store.collections.create(flow())
+    assert store.collections.has_in_flight(CLIENT, "alice")
+    assert not store.collections.has_in_flight(CLIENT, "bob")
+    assert not store.collections.has_in_flight("C.00000000000000bb", "alice")
+    store.collections.transition(FLOW, IN_PROGRESS, 101.0)
+    assert store.collections.has_in_flight(CLIENT, "alice")
+    store.collections.transition(FLOW, ERROR, 102.0, "lost")
+    assert not store.collections.has_in_flight(CLIENT, "alice")

@@ -180,6 +180,18 @@ class CollectionStore:
         with self._db.read() as conn:
             return [_record(row) for row in conn.execute(query)]
 
+    def has_in_flight(self, client_id: str, creator: str) -> bool:
+        """Whether the client has a collection by ``creator`` not yet in a final state."""
+        query = select(
+            exists().where(
+                flows.c.client_id == client_id,
+                flows.c.creator == creator,
+                flows.c.state.in_(IN_FLIGHT_STATES),
+            )
+        )
+        with self._db.read() as conn:
+            return bool(conn.execute(query).scalar())
+
 
 _RECORD_FIELDS = tuple(FlowRecord.__dataclass_fields__)
 

@@ -356,7 +356,22 @@ class Server:
         if client_id not in self.client_index.clients:
             await self._reindex(client_id)
         self.client_index.update(client_id, last_seen=time.time())
+        await self._interrogate_if_never_done(client_id)
         await self.hunts.client_checked_in(client_id, seen_hunts)
+
+    async def _interrogate_if_never_done(self, client_id: str) -> None:
+        """Interrogate a client that never was (it left between its enrollment and its
+        Welcome): otherwise it would never match a hunt that targets an OS."""
+        entry = self.client_index.clients.get(client_id)
+        if entry is None or entry.os is not None:
+            return  # deleted meanwhile, or interrogated: no query at most check-ins
+        record = await asyncio.to_thread(self.datastore.clients.get, client_id)
+        if record is None or record.interrogated is not None:
+            return
+        pending = self.datastore.collections.has_in_flight
+        if not await asyncio.to_thread(pending, client_id, INTERROGATOR):
+            log.info("interrogating %s: it has not been interrogated yet", client_id)
+            await self.interrogate(client_id)
 
     async def label(
         self, client_id: str, add: Iterable[str] = (), remove: Iterable[str] = ()

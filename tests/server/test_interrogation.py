@@ -1,0 +1,97 @@
+"""Every enrolled client is interrogated, even one whose first connection ended between its
+enrollment and its Welcome (it was interrogated only when new, so it never was)."""
+
+from __future__ import annotations
+
+import asyncio
+import sqlite3
+import threading
+from pathlib import Path
+
+import msgspec
+from websockets.asyncio.client import connect
+
+from peregrine.agent.identity import load_or_create
+from peregrine.config import client_ssl_context
+from peregrine.protocol.messages import Challenge, Hello, decode_from_server, encode
+from peregrine.server.app import INTERROGATOR, Server
+from tests.server.harness import (
+    agent_config,
+    make_deployment,
+    running_agent,
+    running_server_with,
+    wait_until,
+)
+
+
+def test_a_client_gone_before_its_welcome_is_interrogated_when_it_returns(tmp_path: Path) -> None:
+    deployment = make_deployment(tmp_path / "deploy")
+    limits = msgspec.structs.replace(deployment.server.limits, max_handshakes=1)
+    server_config = msgspec.structs.replace(deployment.server, limits=limits)
+    config = agent_config(deployment, tmp_path / "host")
+    identity = load_or_create(Path(config.writeback_path))
+    client_id = identity.client_id
+
+    async def leave_before_welcome(server: Server) -> None:
+        """Send the Hello and hang up while the enrollment waits for the database, so the
+        enrollment commits after the agent is gone and the Welcome cannot be sent."""
+        release = threading.Event()
+        locked = threading.Event()
+        holder = threading.Thread(target=_hold_write_lock, args=(server, locked, release))
+        holder.start()
+        try:
+            locked.wait(10)
+            async with connect(config.server_urls[0], ssl=client_ssl_context(config)) as ws:
+                challenge = decode_from_server(await ws.recv())
+                assert isinstance(challenge, Challenge)
+                await ws.send(
+                    encode(
+                        Hello(
+                            client_id=client_id,
+                            public_key=identity.public_key_bytes,
+                            signature=identity.sign(challenge.nonce + client_id.encode()),
+                            agent_version="test",
+                            enrollment_secret=config.enrollment_secret,
+                        )
+                    )
+                )
+            # The closing handshake is over: the server knows the connection is gone.
+        finally:
+            release.set()
+            await asyncio.to_thread(holder.join)
+        # Enrolled, and out of the handshake (the only slot is free again): the session has
+        # given up on its Welcome, and no interrogation was scheduled.
+        await wait_until(lambda: server.datastore.clients.get(client_id) is not None)
+        await wait_until(lambda: not server.connections.handshakes.locked())
+        assert server.datastore.collections.list_for_client(client_id) == []
+
+    async def scenario() -> None:
+        async with running_server_with(server_config) as server:
+            await leave_before_welcome(server)
+            async with running_agent(config):
+                record = await wait_until(
+                    lambda: (r := server.datastore.clients.get(client_id)) and r.interrogated and r,
+                    timeout=30,
+                )
+                assert record.os == "linux"
+            # It checks in again: once interrogated, a client is not interrogated again.
+            async with running_agent(config):
+                await asyncio.sleep(0.5)
+            flows = server.datastore.collections.list_for_client(client_id)
+            assert [f.creator for f in flows] == [INTERROGATOR]
+            assert flows[0].state == "Finished"
+
+    asyncio.run(scenario())
+
+
+def _hold_write_lock(server: Server, locked: threading.Event, release: threading.Event) -> None:
+    """Another writer holds the SQLite database until ``release`` (a slow commit)."""
+    path = server.config.datastore_url.removeprefix("sqlite:///")
+    connection = sqlite3.connect(path, isolation_level=None)
+    try:
+        connection.execute("BEGIN IMMEDIATE")
+        locked.set()
+        release.wait(30)
+        connection.execute("COMMIT")
+    finally:
+        connection.close()
