@@ -42,7 +42,15 @@ import msgspec
 
 from peregrine.cluster import processes
 from peregrine.cluster.generate import FrontendSpec, generate_cluster
-from peregrine.config.files import SECRET_MODE, write_atomic
+from peregrine.cluster.haproxy import Backend, render
+from peregrine.cluster.services import (
+    add_frontend_config,
+    add_to_pool_commands,
+    current_leader,
+    start_postgres,
+    stop_postgres,
+)
+from peregrine.config.files import PUBLIC_MODE, SECRET_MODE, write_atomic
 
 if TYPE_CHECKING:
     from sqlalchemy import Connection
@@ -53,6 +61,8 @@ MARKER = ".peregrine-dev-cluster"
 ADMIN = "admin"
 #: Seconds ``up`` waits for the frontends to be ready and in the balancer's pool.
 READY_TIMEOUT = 180.0
+#: Seconds a frontend may take to drain and stop gracefully before it is killed.
+STOP_TIMEOUT = 60.0
 
 
 class FrontendState(msgspec.Struct):
@@ -136,7 +146,7 @@ class DevCluster:
         state = self.state
         for frontend in state.frontends:
             if frontend.pid:
-                processes.stop(frontend.pid, frontend.config)
+                processes.stop(frontend.pid, frontend.config, STOP_TIMEOUT)
         if state.haproxy_pid:
             processes.stop(state.haproxy_pid, state.haproxy_config)
         if state.redis_pid:
@@ -205,15 +215,84 @@ class DevCluster:
         )  # fmt: skip
         _save(self.state)
 
-    def stop_frontend(self, name: str) -> None:
-        """A graceful stop (SIGTERM): the frontend drains, then exits."""
+    def stop_frontend(self, name: str, timeout: float = STOP_TIMEOUT) -> None:
+        """A graceful stop (SIGTERM): the frontend drains, then exits (killed after
+        ``timeout``)."""
         frontend = self.frontend(name)
-        processes.stop(frontend.pid, frontend.config)
+        processes.stop(frontend.pid, frontend.config, timeout)
+
+    def add_frontend(self, log_level: str = "WARNING", timeout: float = READY_TIMEOUT) -> str:
+        """A new frontend, started, ready and in HAProxy's pools (added through its runtime
+        API, without a reload; ``haproxy.cfg`` is rewritten too, for the next start): its
+        name. Its configuration is the first frontend's with its own name, ports and data
+        directory."""
+        name = f"frontend{len(self.state.frontends) + 1}"
+        spec = FrontendSpec(name, "127.0.0.1", processes.free_port(), processes.free_port())
+        path = add_frontend_config(Path(self.state.frontends[0].config), spec)
+        self.state.frontends.append(FrontendState(name, str(path), spec.host, spec.port,
+                                                  spec.api_port))  # fmt: skip
+        _save(self.state)
+        self.start_frontend(name, log_level)
+        processes.wait_for(
+            lambda: self.is_ready(name), name, timeout, self.directory / "logs" / f"{name}.log",
+            alive=lambda: processes.running(self.frontend(name).pid, str(path)),
+        )  # fmt: skip
+        for command in add_to_pool_commands(spec, Path(self.state.ca_cert)):
+            answer = self.haproxy(command).strip()
+            if answer and not answer.startswith("New server registered"):
+                raise RuntimeError(f"HAProxy refused {command!r}: {answer}")
+        self._write_haproxy_config()
+        return name
+
+    def _write_haproxy_config(self) -> None:
+        """``haproxy.cfg`` for the frontends there are now (HAProxy reads it when started)."""
+        from urllib.parse import urlsplit
+
+        state = self.state
+        text = render(
+            [Backend(f.name, f.host, f.port, f.api_port) for f in state.frontends],
+            bind_host="127.0.0.1",
+            agent_port=urlsplit(state.agent_url).port or 443,
+            api_port=urlsplit(state.api_url).port or 443,
+            ca_file=Path(state.ca_cert),
+            socket_path=Path(state.haproxy_socket),
+            max_connections=_balancer_connections(),
+        )
+        write_atomic(Path(state.haproxy_config), text, PUBLIC_MODE)
 
     def kill_frontend(self, name: str) -> None:
         """``kill -9``: the frontend vanishes without a word."""
         frontend = self.frontend(name)
         processes.kill(frontend.pid, frontend.config)
+
+    # -- the services -----------------------------------------------------------------------------
+
+    def leader(self) -> str | None:
+        """The frontend holding the leader's advisory lock now (as PostgreSQL says), or None."""
+        return current_leader(self.state.postgres_url)
+
+    def stop_redis(self) -> None:
+        processes.stop(self.state.redis_pid, "redis-server")
+
+    def start_redis(self) -> None:
+        """Start Redis again on its port (empty: it keeps nothing), after ``stop_redis``."""
+        _port, self.state.redis_pid = _start_redis(self.directory, self.state.redis_port)
+        _save(self.state)
+
+    def stop_postgres(self) -> None:
+        """Stop our own PostgreSQL (fast shutdown: sessions are cut, as in a restart)."""
+        stop_postgres(self._postgres_dir())
+
+    def start_postgres(self) -> None:
+        start_postgres(self._postgres_dir())
+
+    def _postgres_dir(self) -> Path:
+        if not self.state.postgres_dir:
+            raise RuntimeError(
+                "this cluster's database is on a server it did not start: start the cluster "
+                "without --postgres-url to stop and start PostgreSQL"
+            )
+        return Path(self.state.postgres_dir)
 
     def is_ready(self, name: str) -> bool:
         frontend = self.frontend(name)
@@ -417,14 +496,15 @@ def _balancer_connections() -> int:
     return max(100, min(100_000, (hard - 200) // 2))
 
 
-def _start_redis(directory: Path) -> tuple[int, int]:
-    """A throw-away redis-server on a free loopback port (no persistence); (port, pid)."""
+def _start_redis(directory: Path, port: int = 0) -> tuple[int, int]:
+    """A throw-away redis-server on ``port`` (default: a free loopback one), no persistence;
+    (port, pid)."""
     binary = shutil.which("redis-server") or shutil.which("redis-server", path="/usr/sbin")
     if binary is None:
         raise RuntimeError("Redis is not installed: apt-get install redis-server")
     data = directory / "redis"
     data.mkdir(mode=0o700, exist_ok=True)
-    port = processes.free_port()
+    port = port or processes.free_port()
     log = directory / "logs" / "redis.log"
     pid = processes.spawn(
         [binary, "--bind", "127.0.0.1", "--port", str(port), "--dir", str(data),
