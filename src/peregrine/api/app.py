@@ -24,6 +24,7 @@ from peregrine.auth.login_limits import FailedLogins
 from peregrine.auth.password_pool import PasswordPool
 from peregrine.config.model import LoginSettings
 from peregrine.datastore import DatastoreError, NotFound
+from peregrine.gui.routes import add_gui
 
 if TYPE_CHECKING:
     from peregrine.server.app import Server
@@ -56,6 +57,7 @@ def create_app(server: Server, accounts: Accounts, audit: AuditLog) -> FastAPI:
         redoc_url=None,
     )
     add_docs(app, f"{API_PREFIX}/openapi.json", app.title)
+    add_gui(app)  # the web GUI at /ui/: static files; it uses this API from the browser
     login = server.config.login if server is not None else LoginSettings()
     app.state.ctx = ApiContext(
         server=server,
