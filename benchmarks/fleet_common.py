@@ -23,7 +23,7 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import httpx
 import psutil
@@ -263,11 +263,22 @@ class ServerProcess:
             os.killpg(self.proc.pid, signal.SIGKILL)  # stragglers of its group (workers)
 
 
+class FleetPlace(Protocol):
+    """Where a simulated fleet gets its configuration and keys, and writes its output."""
+
+    @property
+    def directory(self) -> Path: ...
+    @property
+    def client_yaml(self) -> Path: ...
+    @property
+    def key_dir(self) -> Path: ...
+
+
 @dataclass
 class LoadTest:
     """``python -m peregrine loadtest`` against a deployment, stopped early with SIGINT."""
 
-    dep: Deployment
+    dep: FleetPlace
     clients: int
     processes: int = 1
     rows: int = 1
@@ -418,20 +429,28 @@ def top_frames(path: Path, count: int = 15) -> list[tuple[str, float]]:
 
 
 def seed_clients(dep: Deployment, count: int) -> int:
-    """Enroll simulated clients ``0 .. count-1`` straight into the datastore (one transaction,
-    with the host facts interrogation would store), so benchmarks of held connections and hunts
-    start from an enrolled, interrogated fleet without minutes of enrollment. Run it while the
-    server is stopped (the server loads its client index at start). Returns how many were new."""
+    """Enroll simulated clients ``0 .. count-1`` straight into the deployment's datastore (see
+    ``seed_datastore``). Returns how many were new."""
+    from peregrine.config import load_server_config
+
+    return seed_datastore(load_server_config(dep.server_yaml).datastore_url, dep.key_dir, count)
+
+
+def seed_datastore(url: str, key_dir: Path, count: int) -> int:
+    """Enroll simulated clients ``0 .. count-1`` (keys in ``key_dir``) straight into the
+    datastore at ``url``, SQLite or PostgreSQL (one transaction, with the host facts
+    interrogation would store), so benchmarks of held connections and hunts start from an
+    enrolled, interrogated fleet without minutes of enrollment. Run it while the servers are
+    stopped (a server loads its client index at start). Returns how many were new."""
     from sqlalchemy import select
 
-    from peregrine.config import load_server_config
     from peregrine.datastore import open_datastore
     from peregrine.datastore.schema import clients
     from peregrine.loadtest import KeyStore, hostname_for
     from peregrine.loadtest.keys import identity_from_raw
 
-    keys = KeyStore(dep.key_dir).load(count)
-    store = open_datastore(load_server_config(dep.server_yaml).datastore_url)
+    keys = KeyStore(key_dir).load(count)
+    store = open_datastore(url)
     db = store.db if hasattr(store, "db") else store._db
     try:
         with db.read() as conn:
