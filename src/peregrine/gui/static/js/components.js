@@ -31,7 +31,7 @@ export function pager({ offset, limit, total, onPage, label = "rows" }) {
  * A result set, one page at a time from the server (any page costs the same: the filestore
  * has a row index). fetchPage(offset, limit) -> {rows, total}; exports: [[label, href]].
  */
-export function resultsTable({ title, fetchPage, exports = [], pageSize = 100 }) {
+export function resultsTable({ title, fetchPage, exports = [], pageSize = 100, empty = "No rows." }) {
   const body = h("div", { class: "results-body" });
   const size = h("select", { "aria-label": "Rows per page", onchange: () => load(0) },
     [50, 100, 500, 1000].map((n) => h("option", { value: n, selected: n === pageSize }, `${n} / page`)));
@@ -45,6 +45,10 @@ export function resultsTable({ title, fetchPage, exports = [], pageSize = 100 })
     const limit = Number(size.value);
     try {
       const page = await fetchPage(offset, limit);
+      if (!page.total) {
+        replace(body, h("p", { class: "empty" }, empty));
+        return;
+      }
       replace(body,
         pager({ offset, limit, total: page.total, onPage: load }),
         rowsTable(page.rows, offset));
@@ -176,16 +180,19 @@ export function artifactLauncher({ initial = [] } = {}) {
     return ok ? out : null;
   }
 
-  function showServerError(detail) {
+  /** Put the API's refusal by the field it names; true if it named one. Otherwise it is
+   *  shown under the artifacts, unless `fallback` is false (the caller shows it). */
+  function showServerError(detail, { fallback = true } = {}) {
     // "Artifact.Name: parameter N (int) expects an integer, got 'x'"
     const m = /^(\S+): parameter (\S+) /.exec(detail);
     const input = m && chosen.get(m[1])?.inputs.get(m[2]);
     if (input) {
       setFieldError(input.focusTarget || input, detail.slice(m[1].length + 2));
       (input.focusTarget || input).focus();
-    } else {
-      general.textContent = detail;
+      return true;
     }
+    if (fallback) general.textContent = detail;
+    return false;
   }
   return { node, values, showServerError, add };
 }

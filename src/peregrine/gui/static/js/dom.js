@@ -122,9 +122,10 @@ export function stat(label, value, { kind } = {}) {
     h("span", { class: "stat-value" }, value), h("span", { class: "stat-label" }, label));
 }
 
-export function facts(pairs) {
+export function facts(options, pairs) {
   // A definition list of (label, value) pairs; values that are empty show a dash.
-  return h("dl", { class: "facts" }, pairs.map(([label, value]) => [
+  if (pairs === undefined) [options, pairs] = [{}, options];
+  return h("dl", { class: options.wide ? "facts facts-wide" : "facts" }, pairs.map(([label, value]) => [
     h("dt", {}, label),
     h("dd", {}, value === null || value === undefined || value === "" ||
       (Array.isArray(value) && !value.length) ? "—" : value),

@@ -21,7 +21,7 @@ export async function collectionPage([flowId]) {
 
   function draw() {
     replace(state, badge(flow.state));
-    replace(summary, facts([
+    replace(summary, facts({ wide: true }, [
       ["State", [badge(flow.state), flow.error ? h("span", { class: "error-text" }, ` ${flow.error}`) : null]],
       ["Artifacts", flow.artifacts.map((a) => `${a.name}${paramsText(a.parameters)}`).join("; ")],
       ["Created", `${time(flow.created)} by ${flow.creator}`],
@@ -63,7 +63,7 @@ export async function collectionPage([flowId]) {
     }) : message("info", "This collection returned no result sets."));
     get(`/collections/${flowId}/uploads`).then((list) => replace(uploads, uploadsTable(flowId, list)),
       (exc) => replace(uploads, message("error", exc.message)));
-    const log = resultsTable({ title: "Log", pageSize: 50,
+    const log = resultsTable({ title: "Log", pageSize: 50, empty: "Nothing was logged.",
       fetchPage: (offset, limit) => get(`/collections/${flowId}/logs`, { offset, limit }) });
     log.load(0);
     replace(logs, log.node);

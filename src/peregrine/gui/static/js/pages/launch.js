@@ -1,12 +1,18 @@
 // Launch a collection on one client: artifacts, their parameters, limits.
 
 import { get, post } from "../api.js";
-import { h, link, pageHead } from "../dom.js";
+import { h, link, message, pageHead } from "../dom.js";
 import { artifactLauncher, limitsForm } from "../components.js";
 import { navigate } from "../router.js";
+import { can } from "../session.js";
 
 export async function launchPage([clientId], query) {
   const client = await get(`/clients/${clientId}`);
+  if (!can("COLLECT_CLIENT")) {
+    return { node: h("div", { class: "page" }, pageHead("New collection"),
+      message("error", "Your account may not start collections (it lacks COLLECT_CLIENT): " +
+        "ask an administrator for the analyst or investigator role.")) };
+  }
   const launcher = artifactLauncher({ initial: query.getAll("artifact") });
   const limits = limitsForm();
   const button = h("button", { type: "submit", class: "primary" }, "Launch");

@@ -4,10 +4,16 @@ import { post } from "../api.js";
 import { field, h, link, message, pageHead, replace, setFieldError } from "../dom.js";
 import { artifactLauncher, limitsForm } from "../components.js";
 import { navigate } from "../router.js";
+import { can } from "../session.js";
 
 const OSES = ["linux", "windows", "darwin"];
 
 export async function newHuntPage(_params, query) {
+  if (!can("START_HUNT")) {
+    return { node: h("div", { class: "page" }, pageHead("New hunt"),
+      message("error", "Your account may not create hunts (it lacks START_HUNT): " +
+        "ask an administrator for the investigator role.")) };
+  }
   const launcher = artifactLauncher({ initial: query.getAll("artifact") });
   const limits = limitsForm();
   const description = h("input", { name: "description", maxlength: 2000 });
@@ -58,8 +64,9 @@ export async function newHuntPage(_params, query) {
       });
       navigate(`/ui/hunts/${hunt.hunt_id}`);
     } catch (exc) {
-      launcher.showServerError(exc.message);
-      replace(status, message("error", exc.message));
+      if (!launcher.showServerError(exc.message, { fallback: false })) {
+        replace(status, message("error", exc.message));
+      }
     } finally {
       button.disabled = false;
     }
