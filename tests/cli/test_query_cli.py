@@ -2,14 +2,19 @@
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import io
 import json
 import os
+import signal
 import subprocess
 import sys
+import time
+from collections.abc import Callable
 from pathlib import Path
 
+import psutil
 import pytest
 
 INFINITE = "WITH RECURSIVE c(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM c) "
@@ -127,3 +132,78 @@ def test_plugins_list_and_show(state: Path) -> None:
     assert {c["name"] for c in doc["columns"]} == {"name", "value"}
     missing = peregrine("plugins", "show", "pslst", state=state)
     assert missing.returncode == 1 and "Did you mean pslist" in missing.stderr
+
+
+def test_ctrl_c_before_the_first_row_stops_the_worker_without_a_traceback(
+    state: Path, tmp_path: Path
+) -> None:
+    env = {**os.environ, "PEREGRINE_STATE_DIR": str(state), "COLUMNS": "200"}
+    # Files, not pipes: a worker left running would hold a pipe open, and the test would hang.
+    with open(tmp_path / "out", "w+") as out, open(tmp_path / "err", "w+") as errors:
+        cli = subprocess.Popen(
+            [sys.executable, "-m", "peregrine", "query", INFINITE + "SELECT count(*) FROM c"],
+            stdout=out,
+            stderr=errors,
+            env=env,
+        )
+        worker = _worker_of(cli.pid)
+        try:
+            # The worker is counting (no row can come before the count ends); the CLI waits
+            # for the header. SIGINT to the CLI alone: the worker must not need it too.
+            _wait_for(lambda: worker.cpu_times().user > 0.5, "the worker never ran the query")
+            cli.send_signal(signal.SIGINT)
+            cli.wait(timeout=15)
+            gone = _gone(worker)
+        finally:
+            for process in (cli, worker):
+                with contextlib.suppress(psutil.NoSuchProcess, ProcessLookupError):
+                    process.kill()
+            cli.wait()
+        stderr = (tmp_path / "err").read_text()
+        assert gone, "the query worker still runs"
+        assert cli.returncode == 130, stderr
+        assert "Traceback" not in stderr and "cancelled" in stderr, stderr
+        assert (tmp_path / "out").read_text() == ""
+
+
+def _worker_of(pid: int) -> psutil.Process:
+    found: list[psutil.Process] = []
+
+    def spawned() -> bool:
+        found[:] = psutil.Process(pid).children()  # the worker is the CLI's only child
+        return bool(found)
+
+    _wait_for(spawned, "no query worker started")
+    return found[0]
+
+
+def _wait_for(check: Callable[[], bool], failure: str, timeout: float = 30) -> None:
+    deadline = time.monotonic() + timeout
+    while not check():
+        assert time.monotonic() < deadline, failure
+        time.sleep(0.05)
+
+
+def _gone(process: psutil.Process) -> bool:
+    try:
+        return process.status() == psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return True
+
+
+def _worker_of(pid: int) -> psutil.Process:
+    found: list[psutil.Process] = []
+
+    def spawned() -> bool:
+        found[:] = psutil.Process(pid).children()  # the worker is the CLI's only child
+        return bool(found)
+
+    _wait_for(spawned, "no query worker started")
+    return found[0]
+
+
+def _wait_for(check: Callable[[], bool], failure: str, timeout: float = 30) -> None:
+    deadline = time.monotonic() + timeout
+    while not check():
+        assert time.monotonic() < deadline, failure
+        time.sleep(0.05)

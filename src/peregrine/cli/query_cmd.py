@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import signal
 import sys
 from pathlib import Path
 from typing import Annotated, Any
@@ -75,8 +76,8 @@ def query(
         timeout=timeout, max_rows=max_rows, hard_timeout=hard_timeout, max_memory_mb=max_memory
     )
     out = sys.stdout
+    result: Any = None
     try:
-        result: Any
         if in_process:
             result = Engine().execute(sql, params or None, limits=limits)
         else:
@@ -84,19 +85,32 @@ def query(
 
             denylist = None if ignore_denylist else Denylist(denylist_path)
             result = IsolatedQuery(sql, params or None, limits=limits, denylist=denylist)
+        # Inside the Ctrl-C handler: the columns come with the first row, which a GROUP BY
+        # or an ORDER BY may take minutes to produce.
         columns = [c.name for c in result.columns]
-        try:
-            count = write_rows(result, columns, fmt, out, Console(file=out))
-        except KeyboardInterrupt:
-            result.cancel()
-            err.print("[yellow]cancelled[/yellow]")
-            raise typer.Exit(130) from None
+        count = write_rows(result, columns, fmt, out, Console(file=out))
+    except KeyboardInterrupt:
+        _stop(result)
+        err.print("[yellow]cancelled[/yellow]")
+        raise typer.Exit(130) from None
     except QueryError as exc:
         err.print(f"[bold red]Error:[/bold red] {escape(str(exc))}", highlight=False)
         raise typer.Exit(1) from None
     except BrokenPipeError:
         raise typer.Exit(0) from None
     _report(result.warnings, show_warnings, count, result.truncated, max_rows, fmt)
+
+
+def _stop(result: Any) -> None:
+    """Stop the query; a worker is waited for (killed if need be), since this process exits
+    next and the worker must not run on. A second Ctrl-C does not cut this short."""
+    if result is None:
+        return
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    if hasattr(result, "stop"):
+        result.stop()
+    else:
+        result.cancel()
 
 
 def _report(

@@ -367,6 +367,16 @@ class IsolatedQuery:
 
         threading.Thread(target=kill_later, name="query-cancel", daemon=True).start()
 
+    def stop(self) -> None:
+        """Cancel, and return only once the worker is gone: for a caller about to exit, whose
+        daemon threads (``cancel``'s delayed kill among them) die with it."""
+        self.cancel()
+        try:
+            self._proc.wait(timeout=CANCEL_GRACE)
+        except subprocess.TimeoutExpired:
+            self._proc.kill()
+        self._finish()
+
     def _finish(self) -> None:
         self._finished.set()
         self.elapsed = self.elapsed or time.monotonic() - self._started
