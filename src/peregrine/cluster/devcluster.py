@@ -121,12 +121,15 @@ class DevCluster:
         postgres_url: str | None = None,
         log_level: str = "WARNING",
         timeout: float = READY_TIMEOUT,
+        postgres_dir: Path | None = None,
     ) -> DevCluster:
         """Start a cluster of ``frontends`` in ``directory`` and wait until it is ready.
-        ``postgres_url``: make a database on this server instead of starting PostgreSQL."""
+        ``postgres_url``: make a database on this server instead of starting PostgreSQL;
+        ``postgres_dir``: where our own PostgreSQL lives (default ``directory/postgres``; as
+        root it runs as ``postgres``, which must be able to reach the folder)."""
         directory = directory.absolute()
         _prepare(directory)
-        state = _start_services(directory, frontends, postgres_url)
+        state = _start_services(directory, frontends, postgres_url, postgres_dir)
         _save(state)
         cluster = cls(directory)
         try:
@@ -432,13 +435,15 @@ def _prepare(directory: Path) -> None:
     (directory / "logs").mkdir(mode=0o700)
 
 
-def _start_services(directory: Path, count: int, postgres_url: str | None) -> ClusterState:
+def _start_services(
+    directory: Path, count: int, postgres_url: str | None, own_postgres: Path | None = None
+) -> ClusterState:
     """PostgreSQL and Redis started, the configuration written: the state to run it."""
     postgres_dir = database = ""
     if postgres_url:
         postgres_url, database = _create_database(postgres_url)
     else:
-        postgres_dir = str(directory / "postgres")
+        postgres_dir = str((own_postgres or directory / "postgres").absolute())
         postgres_url = subprocess.run(
             [str(repository_root() / "scripts" / "postgres"), "start", postgres_dir],
             check=True,

@@ -1,0 +1,160 @@
+"""Redis restarted mid-hunt, PostgreSQL restarted mid-hunt, on a 3-frontend cluster with its
+own PostgreSQL (stopped and started for real): the frontends say what is degraded while it
+is (``/readyz``, the status route), wait, and recover by themselves; every client's results
+arrive exactly once; a leader is elected again once PostgreSQL is back.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import shutil
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+
+from peregrine.cluster.devcluster import DevCluster
+from tests.cluster.conftest import api
+from tests.cluster.faults import (
+    Stopwatch,
+    all_held,
+    assert_exactly_once,
+    fleet,
+    start_hunt,
+    wait_hunt_done,
+)
+from tests.cluster.services import program
+from tests.server.harness import wait_until
+
+pytestmark = [pytest.mark.slow]
+
+CLIENTS = 120
+ROWS = 1500
+#: How long each service stays down.
+OUTAGE = 8.0
+
+
+@pytest.fixture(scope="module")
+def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[DevCluster]:
+    """A cluster whose PostgreSQL is its own (``scripts/postgres``), so a test may stop it."""
+    program("haproxy")
+    program("redis-server")
+    directory = tmp_path_factory.mktemp("cluster") / "dev"
+    # Outside pytest's owner-only folders: as root, PostgreSQL runs as the postgres user.
+    postgres = Path(tempfile.mkdtemp(prefix="peregrine-faults-pg-"))
+    postgres.chmod(0o755)
+    try:
+        running = DevCluster.up(directory, 3, timeout=120, postgres_dir=postgres / "pg")
+        try:
+            yield running
+        finally:
+            running.down()
+    finally:
+        shutil.rmtree(postgres, ignore_errors=True)
+
+
+def _answer_delay(index: int) -> float:
+    return (index % 20) * 0.3
+
+
+def _readiness(cluster: DevCluster, name: str) -> dict[str, str]:
+    """A frontend's /readyz checks, straight from it (not through the balancer)."""
+    frontend = cluster.frontend(name)
+    verify = cluster._tls()
+    answer = httpx.get(f"https://{frontend.host}:{frontend.api_port}/readyz", verify=verify)
+    checks: dict[str, str] = json.loads(answer.text)["checks"]
+    return checks
+
+
+@pytest.mark.timeout(150)
+def test_redis_restarted_mid_hunt(cluster: DevCluster, tmp_path: Path) -> None:
+    async def scenario() -> None:
+        agents = fleet(cluster, CLIENTS, tmp_path / "keys", rows=ROWS, answer_delay=_answer_delay)
+        await agents.start()
+        direct = api(cluster, "frontend1")
+        try:
+            await agents.wait_connected(CLIENTS, timeout=60)
+            await all_held(cluster, agents.client_ids)
+            hunt_id = await start_hunt(cluster)
+            await asyncio.sleep(2)
+            clock = Stopwatch()
+            cluster.stop_redis()
+            status = await wait_until(lambda: _degraded(direct, "bus (Redis"), 15, 0.3)
+            noticed = clock()
+            checks = await wait_until(lambda: _not_ready(cluster, "frontend1"), 15, 0.3)
+            assert checks["bus"] == "unavailable", checks
+            unready = clock()
+            await asyncio.sleep(max(0.0, OUTAGE - clock()))
+            cluster.start_redis()
+            restarted = clock()
+            await wait_until(lambda: _healthy(direct), 30, 0.3)
+            recovered = clock() - restarted
+            # Presence is written again: every client is found where it is.
+            await all_held(cluster, agents.client_ids, timeout=30)
+            await wait_hunt_done(cluster, hunt_id, CLIENTS, timeout=60)
+            print(
+                f"\nRedis down {restarted:.1f} s: status degraded after {noticed:.1f} s "
+                f"({status}), /readyz after {unready:.1f} s; healthy {recovered:.1f} s after "
+                "its restart"
+            )
+            await asyncio.to_thread(assert_exactly_once, cluster, hunt_id, agents.client_ids, ROWS)
+        finally:
+            await direct.close()
+            await agents.stop()
+
+    asyncio.run(scenario())
+
+
+@pytest.mark.timeout(150)
+def test_postgresql_restarted_mid_hunt(cluster: DevCluster, tmp_path: Path) -> None:
+    async def scenario() -> None:
+        agents = fleet(cluster, CLIENTS, tmp_path / "keys", rows=ROWS, answer_delay=_answer_delay)
+        await agents.start()
+        try:
+            await agents.wait_connected(CLIENTS, timeout=60)
+            await all_held(cluster, agents.client_ids)
+            await wait_until(cluster.leader, 30, 0.2)
+            hunt_id = await start_hunt(cluster)
+            await asyncio.sleep(2)
+            clock = Stopwatch()
+            await asyncio.to_thread(cluster.stop_postgres)
+            checks = await wait_until(lambda: _not_ready(cluster, "frontend1"), 15, 0.3)
+            assert checks["datastore"] in ("unavailable", "timeout"), checks
+            await asyncio.sleep(max(0.0, OUTAGE - clock()))
+            await asyncio.to_thread(cluster.start_postgres)
+            restarted = clock()
+            leader = await wait_until(cluster.leader, 15, 0.2)
+            led = clock() - restarted
+            await wait_until(lambda: cluster.is_ready("frontend1"), 15, 0.3)
+            await wait_hunt_done(cluster, hunt_id, CLIENTS, timeout=60)
+            print(
+                f"\nPostgreSQL down {restarted:.1f} s: {leader} led {led:.1f} s after its "
+                f"restart; {agents.stats.messages_resent} messages resent"
+            )
+            await asyncio.to_thread(assert_exactly_once, cluster, hunt_id, agents.client_ids, ROWS)
+        finally:
+            await agents.stop()
+
+    asyncio.run(scenario())
+
+
+async def _degraded(client: object, word: str) -> list[str] | None:
+    status = await client.status()  # type: ignore[attr-defined]
+    found = [d for d in status.degraded if word in d]
+    return found or None
+
+
+async def _healthy(client: object) -> bool:
+    status = await client.status()  # type: ignore[attr-defined]
+    return not status.degraded
+
+
+def _not_ready(cluster: DevCluster, name: str) -> dict[str, str] | None:
+    try:
+        checks = _readiness(cluster, name)
+    except httpx.HTTPError:
+        return None
+    return checks if any(v != "ok" for v in checks.values()) else None
