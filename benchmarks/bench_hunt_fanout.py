@@ -28,16 +28,13 @@ from fleet_common import LoadTest, Profiler, machine, top_frames, wait_connectio
 from fleet_targets import (
     Cluster,
     Embedded,
+    add_target_options,
     delta,
     load_average,
     make_target,
     parse_targets,
     wait_for_quiet,
 )
-
-#: PostgreSQL's statistics reach pg_stat_database up to 10 s late (an idle backend's last
-#: transactions): counters are read this long after a measured window ends.
-PG_STATS_LAG = 11.0
 
 
 def quantile(values: list[float], fraction: float) -> float | None:
@@ -94,7 +91,7 @@ def _net_per_flow(
 def run(args: argparse.Namespace, name: str, count: int, directory: Path | None) -> dict[str, Any]:
     target = make_target(name, directory, args.workers, args.cluster_agents)
     load = load_average()
-    lag = PG_STATS_LAG if isinstance(target, Cluster) else 0.0
+    lag = target.stats_lag
     with target.running(count):
         fleet = LoadTest(target, count, processes=args.processes, rows=args.rows, ramp=args.ramp)
         try:
@@ -191,10 +188,7 @@ def _hunt(
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--clients", type=int, nargs="+", default=[1000, 10_000])
-    parser.add_argument("--target", default="embedded", help="embedded, clusterN, or both: "
-                        "embedded,cluster3")  # fmt: skip
-    parser.add_argument("--cluster-agents", default="balancer", choices=["balancer", "frontends"],
-                        help="agents reach a cluster through HAProxy or straight")  # fmt: skip
+    add_target_options(parser)
     parser.add_argument("--idle", type=float, default=20.0, help="idle seconds measured first")
     parser.add_argument("--processes", type=int, default=2, help="simulator processes")
     parser.add_argument("--ramp", type=float, default=1000.0, help="new connections/s offered")
@@ -204,13 +198,6 @@ def main() -> None:
     parser.add_argument("--dir", type=Path, help="parent of the deployments (default: temp)")
     parser.add_argument("--timeout", type=float, default=300.0, help="to connect the fleet")
     parser.add_argument("--hunt-timeout", type=float, default=180.0)
-    parser.add_argument(
-        "--quiet-load",
-        type=float,
-        default=1.5,
-        help="wait for the load average to fall under this before each run",
-    )
-    parser.add_argument("--quiet-wait", type=float, default=300.0, help="at most this long")
     parser.add_argument("--profile", type=Path, help="py-spy collapsed stacks (FILE.N.txt)")
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args()

@@ -16,6 +16,7 @@ started on the way out. Not a benchmark itself.
 
 from __future__ import annotations
 
+import argparse
 import contextlib
 import os
 import re
@@ -23,6 +24,7 @@ import shutil
 import subprocess
 import time
 from collections.abc import Iterator
+from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
@@ -42,6 +44,9 @@ from fleet_common import (
 from peregrine.config import load_server_config
 
 CLUSTER = re.compile(r"cluster(\d+)$")
+#: PostgreSQL's statistics reach pg_stat_database up to 10 s late (an idle backend's last
+#: transactions): a cluster's counters are read this long after a burst of work ends.
+PG_STATS_LAG = 11.0
 
 
 def parse_targets(text: str) -> list[str]:
@@ -51,6 +56,22 @@ def parse_targets(text: str) -> list[str]:
         if name != "embedded" and not CLUSTER.match(name):
             raise SystemExit(f"unknown target {name!r}: use embedded or clusterN (cluster3)")
     return names or ["embedded"]
+
+
+def add_target_options(parser: argparse.ArgumentParser) -> None:
+    """The options every benchmark with targets takes."""
+    parser.add_argument(
+        "--target", default="embedded", help="embedded, clusterN, or several: embedded,cluster3"
+    )
+    parser.add_argument(
+        "--cluster-agents", default="balancer", choices=["balancer", "frontends"],
+        help="agents reach a cluster through HAProxy, or straight to its frontends",
+    )  # fmt: skip
+    parser.add_argument(
+        "--quiet-load", type=float, default=1.5,
+        help="wait for the load average to fall under this before each measured run",
+    )  # fmt: skip
+    parser.add_argument("--quiet-wait", type=float, default=300.0, help="at most this long")
 
 
 def make_target(
@@ -96,6 +117,8 @@ def established_on(procs: list[psutil.Process], ports: set[int]) -> int:
 
 class Embedded:
     """One server process on SQLite (``fleet_common``'s deployment)."""
+
+    stats_lag = 0.0
 
     def __init__(self, directory: Path | None, workers: int = 1) -> None:
         self.name = "embedded" if workers == 1 else f"embedded --workers {workers}"
@@ -147,6 +170,8 @@ class Embedded:
 
 class Cluster:
     """``peregrine.cluster.devcluster`` with N frontends on a durable PostgreSQL of its own."""
+
+    stats_lag = PG_STATS_LAG
 
     def __init__(self, directory: Path | None, frontends: int, agents_via: str) -> None:
         import tempfile
@@ -239,7 +264,9 @@ class Cluster:
 
         url = self.cluster.state.postgres_url.replace("postgresql+psycopg://", "postgresql://")
         with psycopg.connect(url, autocommit=True) as conn:
-            return conn.execute(sql.replace("?", "%s"), params).fetchall()  # type: ignore[arg-type]
+            rows = conn.execute(sql.replace("?", "%s"), params).fetchall()  # type: ignore[arg-type]
+        # sum() of integers is numeric in PostgreSQL: plain numbers, as SQLite gives.
+        return [tuple(_plain(v) for v in row) for row in rows]
 
     def _frontend_procs(self) -> list[psutil.Process]:
         procs: list[psutil.Process] = []
@@ -295,6 +322,12 @@ class Cluster:
             "filestore_bytes": directory_bytes(filestore),
             "disk_write_bytes": written_bytes(self._frontend_procs()),
         }
+
+
+def _plain(value: Any) -> Any:
+    if isinstance(value, Decimal):
+        return int(value) if value == value.to_integral_value() else float(value)
+    return value
 
 
 def redis_counters(port: int) -> dict[str, Any]:
