@@ -37,6 +37,8 @@ NEVER = (
     "httpx",
     "argon2",
     "pyarrow",
+    "duckdb",
+    "peregrine.analysis",
     "pluggy",
     "yara",
     "peregrine.plugins",

@@ -17,6 +17,7 @@ def test_permission_set_includes_the_named_ones_and_the_engines() -> None:
         "EXECVE",
         "FILESYSTEM_READ",
         "ARTIFACT_WRITER",
+        "ANALYZE",
         "SERVER_ADMIN",
     }
     assert set(roles.PERMISSIONS) == named
@@ -32,12 +33,14 @@ def test_each_role_has_its_documented_permissions() -> None:
         "START_HUNT",
         "FILESYSTEM_READ",
         "ARTIFACT_WRITER",
+        "ANALYZE",
     }
     assert roles.ROLES["analyst"] == {
         "READ_RESULTS",
         "LABEL_CLIENT",
         "COLLECT_CLIENT",
         "FILESYSTEM_READ",
+        "ANALYZE",
     }
     assert roles.ROLES["reader"] == {"READ_RESULTS"}
     assert roles.ROLES["api"] == {
@@ -46,6 +49,7 @@ def test_each_role_has_its_documented_permissions() -> None:
         "COLLECT_CLIENT",
         "START_HUNT",
         "FILESYSTEM_READ",
+        "ANALYZE",
     }
     only_admin = [name for name, perms in roles.ROLES.items() if "EXECVE" in perms]
     assert only_admin == ["administrator"]
@@ -57,6 +61,7 @@ def test_effective_permissions_are_the_union_and_ignore_unknown_names() -> None:
         "LABEL_CLIENT",
         "COLLECT_CLIENT",
         "FILESYSTEM_READ",
+        "ANALYZE",
         "EXECVE",
     }
     assert roles.effective_permissions(["retired-role"], ["NOT_A_PERMISSION"]) == frozenset()

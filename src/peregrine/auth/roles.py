@@ -27,6 +27,9 @@ EXECVE = "EXECVE"
 FILESYSTEM_READ = "FILESYSTEM_READ"
 #: Add and change custom artifacts.
 ARTIFACT_WRITER = "ARTIFACT_WRITER"
+#: Run SQL over collected results on the server (``POST /analysis``); what a query reads
+#: still needs READ_RESULTS.
+ANALYZE = "ANALYZE"
 #: Manage users, roles and other users' tokens, read the audit log, change server settings.
 SERVER_ADMIN = "SERVER_ADMIN"
 
@@ -39,6 +42,7 @@ PERMISSIONS: tuple[str, ...] = (
     EXECVE,
     FILESYSTEM_READ,
     ARTIFACT_WRITER,
+    ANALYZE,
     SERVER_ADMIN,
 )
 
@@ -60,12 +64,15 @@ ROLES: dict[str, frozenset[str]] = {
             START_HUNT,
             FILESYSTEM_READ,
             ARTIFACT_WRITER,
+            ANALYZE,
         }
     ),
-    ANALYST: frozenset({READ_RESULTS, LABEL_CLIENT, COLLECT_CLIENT, FILESYSTEM_READ}),
+    ANALYST: frozenset({READ_RESULTS, LABEL_CLIENT, COLLECT_CLIENT, FILESYSTEM_READ, ANALYZE}),
     READER: frozenset({READ_RESULTS}),
     # For automation: everything an analyst does, and hunts.
-    API: frozenset({READ_RESULTS, LABEL_CLIENT, COLLECT_CLIENT, START_HUNT, FILESYSTEM_READ}),
+    API: frozenset(
+        {READ_RESULTS, LABEL_CLIENT, COLLECT_CLIENT, START_HUNT, FILESYSTEM_READ, ANALYZE}
+    ),
 }
 
 if not frozenset(PERMISSIONS) >= KNOWN_PERMISSIONS:  # pragma: no cover - a guard for developers

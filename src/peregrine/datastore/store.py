@@ -11,6 +11,7 @@ from .collections import CollectionStore
 from .database import Database
 from .group_commit import GroupCommitter
 from .hunts import HuntStore
+from .snapshots import SnapshotStore
 from .tasks import TaskStore
 from .users import SessionStore, TokenStore, UserStore
 
@@ -34,6 +35,8 @@ class Datastore:
         self.tokens = TokenStore(db)
         self.sessions = SessionStore(db)
         self.audit = AuditStore(db)
+        #: Whole tables page by page, for the analysis engine (``analysis/catalog.py``).
+        self.snapshots = SnapshotStore(db)
         #: Runs store calls from many callers in one transaction (see ``group_commit``).
         self.group = GroupCommitter(db)
 

@@ -1,0 +1,341 @@
+"""Run one analyst's SQL with DuckDB over collected results: ``AnalysisEngine.run``.
+
+Each query gets a fresh in-memory DuckDB connection, set up in this order:
+
+1. limits: threads, memory, a temporary folder of its own with a size cap; no extension is
+   installed or loaded, Python objects are never scanned;
+2. the query is parsed (``statement.py``): one SELECT; Peregrine's table functions and their
+   literal arguments are found and the caller's permissions checked against them;
+3. each ``flow``/``hunt`` call becomes a view over the resolved files (``resultsets.py``;
+   paths bound as parameters, never pasted into SQL), and ``flow``/``hunt`` are table macros
+   that pick the view by a hash of their arguments; ``clients()``, ``collections()`` and
+   ``hunts()`` are tables read from the datastore, made only when the query uses them;
+4. ``allowed_paths`` = exactly those files, then ``enable_external_access = false`` and
+   ``lock_configuration = true``: from here no file, network or setting is reachable;
+5. the query runs with a timer that interrupts it, and rows are fetched batch by batch up to
+   the row limit.
+
+``duckdb`` is imported only here, on the first query: the server starts without it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import shutil
+import tempfile
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from types import TracebackType
+from typing import Any
+
+from peregrine.auth.roles import ANALYZE, READ_RESULTS
+from peregrine.datastore import Datastore
+from peregrine.filestore import Filestore
+
+from . import catalog
+from .columnar import CopyMaker
+from .errors import AnalysisError, NotPermitted, QueryFailed, QueryRefused, QueryTimedOut
+from .limits import AnalysisLimits
+from .resultsets import ResultFile, ResultSets
+from .statement import TableCall, parse
+
+#: What each table function needs beyond ANALYZE.
+NEEDS: dict[str, str] = {
+    "flow": READ_RESULTS,
+    "hunt": READ_RESULTS,
+    "clients": READ_RESULTS,
+    "collections": READ_RESULTS,
+    "hunts": READ_RESULTS,
+}
+BATCH_ROWS = 10_000
+_SEPARATOR = "\x1f"
+
+
+class AnalysisEngine:
+    """DuckDB over the filestore's result sets and the datastore's tables (thread-safe)."""
+
+    def __init__(
+        self,
+        datastore: Datastore,
+        filestore: Filestore,
+        limits: AnalysisLimits | None = None,
+        scratch_dir: Path | None = None,
+    ) -> None:
+        self.datastore = datastore
+        self.result_sets = ResultSets(datastore, filestore)
+        self.limits = limits or AnalysisLimits()
+        self.scratch_dir = scratch_dir
+        self.copies = CopyMaker()
+        self._slots = threading.BoundedSemaphore(self.limits.concurrent)
+
+    def run(
+        self, sql: str, permissions: frozenset[str], limits: AnalysisLimits | None = None
+    ) -> AnalysisResult:
+        """Start ``sql`` for a caller holding ``permissions``; iterate the result for its
+        Arrow record batches and close it (or use ``with``). Raises an ``AnalysisError``
+        subclass when the query is refused or fails before its first row."""
+        limits = limits or self.limits
+        if ANALYZE not in permissions:
+            raise NotPermitted("running analysis queries needs the ANALYZE permission")
+        deadline = time.monotonic() + limits.timeout
+        if not self._slots.acquire(timeout=limits.timeout):
+            raise QueryTimedOut(
+                f"{limits.concurrent} analysis queries were running for all of "
+                f"{limits.timeout:g} s: try again shortly"
+            )
+        try:
+            scratch = Path(tempfile.mkdtemp(prefix="peregrine-analysis-", dir=self.scratch_dir))
+        except BaseException:
+            self._slots.release()
+            raise
+        # From here the result owns the slot and the folder: its close() gives both back.
+        return AnalysisResult(self, sql, permissions, limits, scratch, deadline)
+
+    def _release(self) -> None:
+        self._slots.release()
+
+
+class AnalysisResult:
+    """A running query: Arrow record batches up to the row limit, then closed."""
+
+    def __init__(
+        self,
+        engine: AnalysisEngine,
+        sql: str,
+        permissions: frozenset[str],
+        limits: AnalysisLimits,
+        scratch: Path,
+        deadline: float,
+    ) -> None:
+        import duckdb
+
+        self._engine = engine
+        self._scratch = scratch
+        self.limits = limits
+        self.rows = 0
+        self.truncated = False
+        self.started = time.monotonic()
+        self._timed_out = threading.Event()
+        self._closed = False
+        self._conn: Any = None
+        self._timer: threading.Timer | None = None
+        try:
+            self._conn = duckdb.connect(":memory:", config=_config(limits, scratch))
+            self._timer = threading.Timer(max(0.0, deadline - time.monotonic()), self._interrupt)
+            self._timer.daemon = True
+            self._timer.start()
+            calls = parse(self._conn, sql)
+            _check_permissions(calls, permissions)
+            resolved = engine.result_sets.resolve(calls, scratch, limits.snapshot_bytes)
+            allowed = _register(self._conn, engine.datastore, calls, resolved.files)
+            self._conn.execute("SET allowed_paths = $paths", {"paths": allowed})
+            self._conn.execute("SET enable_external_access = false")
+            self._conn.execute("SET lock_configuration = true")
+            reader: Any = self._conn.sql(sql).to_arrow_reader(BATCH_ROWS)
+            engine.copies.schedule(resolved.to_copy)
+        except BaseException as exc:
+            error = self._translate(exc)
+            self.close()
+            if error is exc:
+                raise
+            raise error from None
+        self._reader = reader
+        self.schema: Any = reader.schema
+
+    @property
+    def columns(self) -> list[str]:
+        return list(self.schema.names)
+
+    def __iter__(self) -> Iterator[Any]:
+        try:
+            while not self._closed:
+                try:
+                    batch = self._reader.read_next_batch()
+                except StopIteration:
+                    return
+                room = self.limits.max_rows - self.rows
+                if batch.num_rows > room:
+                    batch = batch.slice(0, room)
+                    self.truncated = True
+                if batch.num_rows:
+                    self.rows += batch.num_rows
+                    yield batch
+                if self.truncated:
+                    return
+        except Exception as exc:
+            error = self._translate(exc)
+            if error is exc:
+                raise
+            raise error from None
+        finally:
+            self.close()
+
+    @property
+    def elapsed(self) -> float:
+        return time.monotonic() - self.started
+
+    def close(self) -> None:
+        """Stop the query and free its connection, files and slot (idempotent)."""
+        if self._closed:
+            return
+        self._closed = True
+        if self._timer is not None:
+            self._timer.cancel()
+        if self._conn is not None:
+            with contextlib.suppress(Exception):
+                self._conn.interrupt()
+            with contextlib.suppress(Exception):
+                self._conn.close()
+        shutil.rmtree(self._scratch, ignore_errors=True)
+        self._engine._release()
+
+    def __enter__(self) -> AnalysisResult:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        self.close()
+
+    def _interrupt(self) -> None:
+        self._timed_out.set()
+        with contextlib.suppress(Exception):
+            self._conn.interrupt()
+
+    def _translate(self, exc: BaseException) -> BaseException:
+        import duckdb
+
+        if isinstance(exc, AnalysisError):
+            return exc
+        if self._timed_out.is_set():
+            return QueryTimedOut(
+                f"the query ran past its time-out of {self.limits.timeout:g} s and was stopped: "
+                "filter earlier, aggregate, or read fewer result sets"
+            )
+        if isinstance(exc, duckdb.PermissionException):
+            return QueryRefused(
+                "analysis reads only the collections it names (flow(), hunt()) and the "
+                f"datastore's tables; files, network and settings are off: {_first_line(exc)}"
+            )
+        if isinstance(exc, duckdb.OutOfMemoryException):
+            return QueryFailed(
+                f"the query needs more than its {self.limits.memory_mb} MB of memory: "
+                "aggregate or filter earlier"
+            )
+        if isinstance(exc, duckdb.Error):
+            return QueryFailed(str(exc))
+        return exc
+
+
+def _first_line(exc: BaseException) -> str:
+    return str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+
+
+def _config(limits: AnalysisLimits, scratch: Path) -> dict[str, Any]:
+    return {
+        "threads": max(1, limits.threads),
+        "memory_limit": f"{limits.memory_mb}MB",
+        "temp_directory": str(scratch / "spill"),
+        "max_temp_directory_size": f"{limits.temp_mb}MB",
+        "autoinstall_known_extensions": False,
+        "autoload_known_extensions": False,
+        "allow_community_extensions": False,
+        "python_enable_replacements": False,
+    }
+
+
+def _check_permissions(calls: list[TableCall], permissions: frozenset[str]) -> None:
+    missing = sorted({NEEDS[c.function] for c in calls} - permissions)
+    if missing:
+        names = ", ".join(sorted({f"{c.function}()" for c in calls if NEEDS[c.function]}))
+        raise NotPermitted(f"{names} need(s) the {', '.join(missing)} permission")
+
+
+def view_name(function: str, args: tuple[str, ...]) -> str:
+    """The view a call reads: the same hash DuckDB's ``md5`` computes in the macros."""
+    digest = hashlib.md5(_SEPARATOR.join(args).encode(), usedforsecurity=False).hexdigest()
+    return f"__{function}_{digest}"
+
+
+_MACROS = {
+    "flow": "CREATE MACRO flow(flow_id, artifact_source) AS TABLE FROM query_table("
+    "'__flow_' || md5(flow_id || chr(31) || artifact_source))",
+    "hunt": "CREATE MACRO hunt(hunt_id, artifact_source) AS TABLE FROM query_table("
+    "'__hunt_' || md5(hunt_id || chr(31) || artifact_source))",
+}
+
+
+def _register(
+    conn: Any, datastore: Datastore, calls: list[TableCall], files: dict[TableCall, list[Any]]
+) -> list[str]:
+    """Make the views, tables and macros the query needs; returns every file they read."""
+    allowed: list[str] = []
+    for call in calls:
+        if call.function in ("clients", "collections", "hunts"):
+            table = catalog.snapshot(datastore, call.function)
+            conn.from_arrow(table).create(f"__{call.function}")
+            conn.execute(f"CREATE MACRO {call.function}() AS TABLE FROM __{call.function}")
+            continue
+        found: list[ResultFile] = files.get(call, [])
+        if call.function == "flow" and not found:
+            raise QueryRefused(
+                f"collection {call.args[0]} has no rows for {call.args[1]!r} "
+                "(artifact names are case-sensitive; a default source needs no '/')"
+            )
+        relation = _relation(conn, call, found)
+        relation.create_view(view_name(call.function, call.args))
+        allowed += [str(f.path) for f in found]
+    for macro in _MACROS.values():
+        conn.execute(macro)
+    return allowed
+
+
+def _relation(conn: Any, call: TableCall, found: list[ResultFile]) -> Any:
+    """One relation over the files: a scan per group of files with the same columns (Parquet
+    copies together), joined by name; for a hunt, each row's client id and host name."""
+    if not found:
+        return conn.sql("SELECT NULL::VARCHAR AS client_id, NULL::VARCHAR AS hostname WHERE false")
+    groups: dict[tuple[bool, tuple[str, ...]], list[ResultFile]] = {}
+    for item in found:
+        key = (True, ()) if item.columnar else (False, item.columns)
+        groups.setdefault(key, []).append(item)
+    parts: list[str] = []
+    params: dict[str, Any] = {}
+    for number, ((is_parquet, _columns), members) in enumerate(groups.items()):
+        params[f"f{number}"] = [str(m.path) for m in members]
+        if is_parquet:
+            scan = f"read_parquet($f{number}, union_by_name = true)"
+        else:
+            scan = f"read_json($f{number}, format = 'newline_delimited')"
+        if call.function != "hunt":
+            parts.append(f"SELECT * FROM {scan}")
+            continue
+        mapping = f"__map_{view_name('hunt', call.args)[7:]}_{number}"
+        _client_map(conn, mapping, members)
+        # The hunt's own client_id and hostname win over result columns of those names.
+        own = sorted({c for m in members for c in m.columns} & {"client_id", "hostname"})
+        exclude = f" EXCLUDE ({', '.join(own)})" if own else ""
+        parts.append(
+            f"SELECT m.client_id, m.hostname, r.*{exclude} FROM {scan} r "
+            f"JOIN {mapping} m ON m.file_index = r.file_index"
+        )
+    return conn.sql(" UNION ALL BY NAME ".join(parts), params=params)
+
+
+def _client_map(conn: Any, name: str, members: list[ResultFile]) -> None:
+    import pyarrow as pa
+
+    table = pa.table(
+        {
+            "file_index": pa.array(range(len(members)), pa.uint64()),
+            "client_id": [m.client_id for m in members],
+            "hostname": pa.array([m.hostname for m in members], pa.string()),
+        }
+    )
+    conn.from_arrow(table).create(name)
