@@ -23,6 +23,7 @@ from .passwords import MIN_PASSWORD_LENGTH, WeakPassword
 from .roles import (
     ADMINISTRATOR,
     ANALYST,
+    ANALYZE,
     API,
     ARTIFACT_WRITER,
     COLLECT_CLIENT,
@@ -43,6 +44,7 @@ from .roles import (
 __all__ = [
     "ADMINISTRATOR",
     "ANALYST",
+    "ANALYZE",
     "API",
     "ARTIFACT_WRITER",
     "COLLECT_CLIENT",
