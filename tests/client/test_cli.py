@@ -7,6 +7,7 @@ import csv
 import io
 import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -326,3 +327,43 @@ def test_a_real_process_prints_errors_without_a_traceback(live: Live) -> None:
         capture_output=True, text=True, env={**os.environ, **live.env()}, timeout=60, check=False,
     )  # fmt: skip
     assert done.returncode == 0 and json.loads(done.stdout)["total"] >= 1
+
+
+def test_flow_views_show_warnings(live: Live, tmp_path: Path) -> None:
+    evidence = tmp_path / "too-big.bin"
+    evidence.write_bytes(b"x" * 5000)
+    args = ["collect", live.client_id, "Test.Upload", "-p", f"Path={evidence}",
+            "--max-upload-bytes", "1K"]  # fmt: skip
+    collected = ok(live, *args)
+    flow_id = collected.stderr.split(":")[0].strip()
+    flow = json.loads(ok(live, "flows", "show", flow_id, "--json").stdout)
+    warnings = flow["warnings"]
+    assert warnings >= 1 and flow["state"] == "Finished"  # the upload was left out
+    plural = "s" if warnings > 1 else ""
+    assert f"Finished, 1 row, {warnings} warning{plural} (peregrine flows show {flow_id})" in (
+        collected.stderr
+    )
+    # The list has a warnings column; a collection without warnings shows 0.
+    quiet = json.loads(ok(live, "collect", live.client_id, "Test.Numbers", "--json").stdout)
+    assert quiet["flow"]["warnings"] == 0
+    listed = _cells(ok(live, "flows", live.client_id).stdout)
+    column = next(row for row in listed if row[0] == "flow id").index("warnings")
+    counts = {row[0]: row[column] for row in listed if row[0].startswith("F.")}
+    assert counts[flow_id] == str(warnings) and counts[quiet["flow"]["flow_id"]] == "0", listed
+    # The detail: the count, where to read them, and the source that lost its upload.
+    shown = ok(live, "flows", "show", flow_id).stdout
+    assert (
+        f"warnings   {warnings} (queries' warnings, uploads left out: peregrine flows log "
+        f"{flow_id})" in shown
+    ), shown
+    [source] = [row for row in _cells(shown) if row[0] == "Test.Upload"]
+    assert source[:5] == ["Test.Upload", "finished", "1", "1", "1"], shown
+
+
+def _cells(table: str) -> list[list[str]]:
+    """The cells of each row of a table the CLI printed."""
+    return [
+        [cell.strip() for cell in re.split("[│┃]", line)[1:-1]]
+        for line in table.splitlines()
+        if line.startswith(("│", "┃"))
+    ]

@@ -57,7 +57,8 @@ clients_app = typer.Typer(
 )
 flows_app = typer.Typer(
     cls=default_command("list"),
-    help="Collections: a client's list (the default: peregrine flows C.…), a collection's log.",
+    help="Collections: a client's list (the default: peregrine flows C.…), one in detail "
+    "(show), its log.",
 )
 hunts_app = typer.Typer(
     help="Hunts on the server: create, start, watch, results.", no_args_is_help=True
@@ -172,6 +173,14 @@ def ago(when: float | None, now: float | None = None) -> str:
         if seconds >= size:
             return f"{int(seconds // size)}{unit} ago"
     return f"{int(seconds)}s ago"
+
+
+def warnings_note(flow: Flow) -> str:
+    """``, 3 warnings (peregrine flows show F.…)``, or nothing when there were none."""
+    if not flow.warnings:
+        return ""
+    plural = "s" if flow.warnings != 1 else ""
+    return f", {flow.warnings} warning{plural} (peregrine flows show {flow.flow_id})"
 
 
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([smhdw]?)\s*$")
@@ -385,7 +394,9 @@ def collect(
             }
             print_json({"flow": done.to_dict(), "results": results})
         else:
-            err.print(f"{done.flow_id}: {done.state}, {done.rows} rows", markup=False)
+            note = warnings_note(done)
+            rows = f"{done.rows} row{'s' if done.rows != 1 else ''}"
+            err.print(f"{done.flow_id}: {done.state}, {rows}{note}", markup=False)
             for artifact, source in done.result_sets():
                 _print_result_set(client, done, artifact, source, show_rows)
     if done.state != "Finished":
@@ -427,13 +438,15 @@ def flows(
             f.state,
             str(f.rows),
             str(f.uploads),
+            str(f.warnings),
             ago(f.created, now),
             f.creator,
             f.error or "",
         ]
         for f in found
     ]
-    columns = ["flow id", "artifacts", "state", "rows", "uploads", "created", "creator", "error"]
+    columns = ["flow id", "artifacts", "state", "rows", "uploads", "warnings", "created",
+               "creator", "error"]  # fmt: skip
     print_table(console, columns, rows)
 
 
@@ -956,7 +969,7 @@ def artifacts_put(
 
 def register(app: typer.Typer) -> None:
     """Add these commands to the ``peregrine`` command."""
-    from peregrine.cli import client_delete_cmd, client_labels_cmd, flow_files_cmd
+    from peregrine.cli import client_delete_cmd, client_labels_cmd, flow_files_cmd, flow_show_cmd
 
     clients_app.command("search")(clients)
     client_labels_cmd.register(clients_app)
@@ -965,6 +978,7 @@ def register(app: typer.Typer) -> None:
     app.command("collect")(collect)
     flows_app.command("list")(flows)
     flow_files_cmd.register(app, flows_app)
+    flow_show_cmd.register(flows_app)
     app.add_typer(flows_app, name="flows")
     app.command("results")(results)
     app.add_typer(hunts_app, name="hunts")
