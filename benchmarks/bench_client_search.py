@@ -10,7 +10,7 @@ import json
 import random
 import time
 
-from peregrine.server.client_index import ClientIndex
+from peregrine.services.client_index import ClientIndex
 
 QUERIES = [
     "host:web-0042*",

@@ -16,7 +16,7 @@ import pytest
 from peregrine.api.routes.collections import flow_out
 from peregrine.artifacts.repository import ArtifactRepository
 from peregrine.datastore import Datastore, FlowRecord
-from peregrine.server.collections import Limits
+from peregrine.services.collections import Limits
 from tests.engine.test_worker_isolation import markers, plant
 from tests.server.harness import (
     agent_config,

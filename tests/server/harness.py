@@ -44,7 +44,7 @@ from peregrine.protocol.messages import (
     encode,
 )
 from peregrine.server.app import Server
-from peregrine.server.collections import CollectionService, Limits
+from peregrine.services.collections import CollectionService, Limits
 
 
 def free_port() -> int:

@@ -11,7 +11,7 @@ import httpx
 import pytest
 
 from peregrine.agent.identity import Identity
-from peregrine.server.client_index import ClientIndex, SearchError
+from peregrine.services.client_index import ClientIndex, SearchError
 from tests.server.harness import RawAgent, make_deployment, running_server, wait_until
 
 NOW = 1_800_000_000.0

@@ -14,7 +14,7 @@ from peregrine.artifacts.loader import builtin_files
 from peregrine.artifacts.repository import ArtifactRepository
 from peregrine.datastore import FlowRecord
 from peregrine.protocol.messages import MAX_MESSAGE_BYTES, ArtifactCall, CollectionRequest, encode
-from peregrine.server.collections import CollectionError
+from peregrine.services.collections import CollectionError
 from tests.server.harness import (
     agent_config,
     make_deployment,

@@ -6,7 +6,7 @@ import datetime as dt
 
 import pytest
 
-from peregrine.server.cron import CronError, parse
+from peregrine.services.cron import CronError, parse
 
 
 def at(text: str) -> float:

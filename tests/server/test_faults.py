@@ -40,10 +40,10 @@ from peregrine.protocol.messages import (
 )
 from peregrine.server import session as session_module
 from peregrine.server.app import Server
-from peregrine.server.collections import CollectionService, Limits
 from peregrine.server.connections import ConnectionRegistry
 from peregrine.server.ingest import Outcome
 from peregrine.server.monitor import GRACE_SECONDS
+from peregrine.services.collections import CollectionService, Limits
 from tests.server.harness import (
     RawAgent,
     agent_config,

@@ -43,7 +43,7 @@ from peregrine.protocol.messages import (
     encode,
 )
 from peregrine.server.app import Server
-from peregrine.server.collections import Limits
+from peregrine.services.collections import Limits
 from tests.server.harness import (
     RawAgent,
     agent_config,

@@ -37,12 +37,8 @@ from peregrine.protocol.messages import (
 from peregrine.server.api_server import ApiServer
 from peregrine.server.bus import Bus
 from peregrine.server.client_admin import forget_locally
-from peregrine.server.client_index import ClientIndex
 from peregrine.server.cluster import make_bus, make_leader, make_presence
-from peregrine.server.collections import CollectionService, Limits
 from peregrine.server.connections import ConnectionRegistry
-from peregrine.server.events import ServerEvents
-from peregrine.server.hunt_results import HuntResults
 from peregrine.server.hunts import HuntManager
 from peregrine.server.ingest import Ingestor
 from peregrine.server.leader import Leader
@@ -52,6 +48,10 @@ from peregrine.server.presence import PRESENCE_KINDS, Presence
 from peregrine.server.readiness import HEALTH_PATHS, Readiness, answer_on_agent_port
 from peregrine.server.seen import SeenWriter
 from peregrine.server.session import AgentSession
+from peregrine.services.client_index import ClientIndex
+from peregrine.services.collections import CollectionService, Limits
+from peregrine.services.events import ServerEvents
+from peregrine.services.hunt_results import HuntResults
 
 log = logging.getLogger(__name__)
 

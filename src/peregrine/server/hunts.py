@@ -28,9 +28,9 @@ from peregrine.datastore import new_hunt_id
 from peregrine.datastore.errors import NotFound
 from peregrine.engine.context import ALL_PERMISSIONS
 from peregrine.protocol.messages import CollectionRequest, decode_from_server, encode
-from peregrine.server import cron
-from peregrine.server.client_index import EnrollmentFollower
-from peregrine.server.collections import CollectionError, Limits, new_flow_id
+from peregrine.services import cron
+from peregrine.services.client_index import EnrollmentFollower
+from peregrine.services.collections import CollectionError, Limits, new_flow_id
 
 if TYPE_CHECKING:
     from peregrine.datastore import FlowRecord, HuntRecord

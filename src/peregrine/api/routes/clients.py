@@ -19,7 +19,7 @@ from peregrine.api.schemas import (
 from peregrine.auth.accounts import Principal
 from peregrine.auth.roles import LABEL_CLIENT, READ_RESULTS, SERVER_ADMIN
 from peregrine.server.client_admin import ClientConnected, UnknownClient, delete_client
-from peregrine.server.client_index import SearchError, describe
+from peregrine.services.client_index import SearchError, describe
 
 router = APIRouter(prefix="/clients", tags=["clients"])
 ClientId = Annotated[str, Path(pattern=r"^C\.[0-9a-f]{16}$", examples=["C.1a2b3c4d5e6f7a8b"])]

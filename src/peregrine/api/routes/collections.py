@@ -16,7 +16,7 @@ from peregrine.api.schemas import MAX_INT, CollectionIn, Flow, RowsPage, Upload
 from peregrine.auth.accounts import Principal
 from peregrine.auth.roles import COLLECT_CLIENT, READ_RESULTS
 from peregrine.datastore import FlowRecord
-from peregrine.server.collections import CollectionError, Limits
+from peregrine.services.collections import CollectionError, Limits
 
 router = APIRouter(tags=["collections"])
 FlowId = Annotated[str, Path(pattern=r"^F\.[0-9a-zA-Z]{16}$", examples=["F.0123456789abcdef"])]

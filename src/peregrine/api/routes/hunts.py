@@ -17,8 +17,8 @@ from peregrine.api.schemas import MAX_INT, Hunt, HuntClient, HuntIn, HuntStats, 
 from peregrine.auth.accounts import Principal
 from peregrine.auth.roles import READ_RESULTS, START_HUNT
 from peregrine.datastore import HUNT_STATES, HuntRecord
-from peregrine.server.collections import Limits
 from peregrine.server.hunts import HuntError, HuntSpec
+from peregrine.services.collections import Limits
 
 router = APIRouter(prefix="/hunts", tags=["hunts"])
 HuntId = Annotated[str, Path(pattern=r"^H\.[0-9a-f]{16}$", examples=["H.0123456789abcdef"])]
@@ -241,13 +241,15 @@ async def export_hunt(
     principal: Principal = Depends(require(READ_RESULTS)),
 ) -> StreamingResponse:
     """Streams as it is produced, whatever the size: no time-out, flat memory."""
-    await _hunt(request, hunt_id)
-    results = context(request).server.hunt_results
-    await Audit(request, principal).record(
+    # Recorded with its real outcome once the status is known (refused for an unknown hunt),
+    # and again as an error if the export fails while it streams.
+    Audit(request, principal).on_outcome(
         "hunt.export",
         target=hunt_id,
         parameters={"artifact": artifact, "source": source, "format": format},
     )
+    await _hunt(request, hunt_id)
+    results = context(request).server.hunt_results
     return StreamingResponse(
         _stream_export(results, hunt_id, artifact, source, format),
         media_type=MEDIA[format],
@@ -277,12 +279,18 @@ def _stream_export(
             self.position += len(data)
             return len(data)
 
+    failed: list[Exception] = []
+
     def produce() -> None:
         try:
             results.export(hunt_id, artifact, source, fmt, Sink())  # type: ignore[attr-defined]
+        except Exception as exc:
+            failed.append(exc)
         finally:
             chunks.put(None)
 
     threading.Thread(target=produce, daemon=True).start()
     while (chunk := chunks.get()) is not None:
         yield chunk
+    if failed:  # raised here, the response breaks off: a cut file never looks whole
+        raise failed[0]
