@@ -54,12 +54,24 @@ NAMESPACE = "peregrine:test"
 class Frontend:
     """One frontend's presence, holding ``clients``, with the short timings of a test."""
 
-    def __init__(self, url: str, name: str, ttl: float = 1.0) -> None:
+    def __init__(self, url: str, name: str, ttl: float = 1.0, **options: Any) -> None:
         self.clients: list[str] = []
         self.appeared: list[str] = []
         self.presence = RedisPresence(
-            redis.Redis.from_url(url), NAMESPACE, name, interval=0.1, ttl=ttl
+            redis.Redis.from_url(url), NAMESPACE, name, interval=0.1, ttl=ttl, **options
         )
+        #: The keys whose whole set this frontend read (SMEMBERS), in order.
+        self.whole_reads: list[str] = []
+        smembers = self.presence.redis.smembers
+
+        async def counted(key: str) -> Any:
+            self.whole_reads.append(key if isinstance(key, str) else key.decode())
+            return await smembers(key)
+
+        self.presence.redis.smembers = counted  # type: ignore[method-assign]
+
+    def whole_reads_of(self, name: str) -> int:
+        return sum(1 for key in self.whole_reads if key.endswith(f":clients:{name}"))
 
     async def start(self) -> None:
         async def appeared(clients: list[str]) -> None:
@@ -146,6 +158,75 @@ def test_redis_presence_is_written_again_after_redis_restarts(redis_server: Redi
             await asyncio.to_thread(redis_server.start)  # empty: --save ''
             await wait_until(lambda: b.sees() == {"C.0000000000000001", "C.0000000000000002"}, 10)
             await wait_until(lambda: a.presence.degraded_reason is None, 5)
+        finally:
+            await a.close()
+            await b.close()
+
+    asyncio.run(scenario())
+
+
+def test_other_frontends_changes_are_read_as_changes_not_whole_lists(
+    redis_server: RedisServer,
+) -> None:
+    """Every second a frontend's list changed, each other frontend read it whole: under churn,
+    (frontends - 1) x (clients each) ids a second per frontend. Now only the changes travel."""
+
+    async def scenario() -> None:
+        a, b = Frontend(redis_server.url, "a"), Frontend(redis_server.url, "b")
+        a.connect("C.0000000000000000")
+        await a.start()
+        await b.start()
+        try:
+            await wait_until(lambda: b.sees() == {"C.0000000000000000"}, 5)
+            assert b.whole_reads_of("a") == 1  # once, when it first heard of a
+            for n in range(1, 21):
+                a.connect(f"C.{2 * n:016x}")
+                a.connect(f"C.{2 * n + 1:016x}")
+                a.disconnect(f"C.{2 * n - 2:016x}")
+                await wait_until(lambda: b.sees() == set(a.clients), 5, interval=0.02)
+            assert b.whole_reads_of("a") == 1
+            assert sorted(set(b.appeared)) == sorted({f"C.{n:016x}" for n in range(42) if n != 1})
+            assert b.presence.holder("C.0000000000000029") == "a"
+            assert b.presence.holder("C.0000000000000000") is None  # gone long ago
+        finally:
+            await a.close()
+            await b.close()
+
+    asyncio.run(scenario())
+
+
+def test_a_frontend_too_far_behind_or_a_restarted_one_is_read_whole(
+    redis_server: RedisServer,
+) -> None:
+    async def scenario() -> None:
+        a = Frontend(redis_server.url, "a", changes_kept=3)
+        b = Frontend(redis_server.url, "b")
+        a.connect("C.0000000000000000")
+        await a.start()
+        await b.start()
+        try:
+            await wait_until(lambda: b.sees() == {"C.0000000000000000"}, 5)
+            assert b.presence._task is not None
+            b.presence._task.cancel()  # b stops looking while a changes 6 times
+            for n in range(1, 7):
+                a.connect(f"C.{n:016x}")
+                await a.presence.sync()
+            await b.presence.sync()  # a kept only its last 3 changes: b reads it whole
+            assert b.sees() == set(a.clients)
+            assert b.whole_reads_of("a") == 2
+            a.connect("C.0000000000000007")
+            await a.presence.sync()
+            await b.presence.sync()  # one behind: a change
+            assert b.sees() == set(a.clients)
+            assert b.whole_reads_of("a") == 2
+            # a restarts (a new boot, its whole list written again): read whole.
+            await a.close()
+            a = Frontend(redis_server.url, "a")
+            a.connect("C.0000000000000008")
+            await a.start()
+            await b.presence.sync()
+            assert b.sees() == {"C.0000000000000008"}
+            assert b.whole_reads_of("a") == 3
         finally:
             await a.close()
             await b.close()
