@@ -39,6 +39,7 @@ AUDITED: dict[tuple[str, str], str] = {
     ("POST", "/users/{name}/disable"): "user.disable",
     ("POST", "/me/tokens"): "token.create",
     ("DELETE", "/tokens/{token_id}"): "token.revoke",
+    ("POST", "/analysis"): "analysis.query",
 }
 NOT_STATE_CHANGING = {("POST", "/artifacts/check")}
 

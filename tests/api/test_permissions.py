@@ -20,6 +20,7 @@ from fastapi.routing import APIRoute, iter_route_contexts
 
 from peregrine.api.app import create_app
 from peregrine.auth.roles import (
+    ANALYZE,
     ARTIFACT_WRITER,
     COLLECT_CLIENT,
     LABEL_CLIENT,
@@ -183,6 +184,13 @@ MATRIX: dict[tuple[str, str], tuple[str, Builder]] = {
         lambda o, c: Call("POST", "/me/tokens", json={"name": "matrix", "expires_in": 60}),
     ),
     ("DELETE", "/tokens/{token_id}"): (ANYONE, _revoke_own_token),
+    # analysis
+    ("POST", "/analysis"): (
+        ANALYZE,
+        lambda o, c: Call(
+            "POST", "/analysis", json={"sql": f"SELECT * FROM flow('{o.flow_id}', 'Test.Upload')"}
+        ),
+    ),
     # audit and status
     ("GET", "/audit"): (SERVER_ADMIN, _get("/audit", limit=5)),
     ("GET", "/status"): (READ_RESULTS, _get("/status")),

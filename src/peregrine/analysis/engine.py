@@ -122,12 +122,15 @@ class AnalysisResult:
         self._closed = False
         self._conn: Any = None
         self._timer: threading.Timer | None = None
+        #: What the query reads, as written (for the audit trail).
+        self.reads: list[str] = []
         try:
             self._conn = duckdb.connect(":memory:", config=_config(limits, scratch))
             self._timer = threading.Timer(max(0.0, deadline - time.monotonic()), self._interrupt)
             self._timer.daemon = True
             self._timer.start()
             calls = parse(self._conn, sql)
+            self.reads = [f"{c.function}({', '.join(map(repr, c.args))})" for c in calls]
             _check_permissions(calls, permissions)
             resolved = engine.result_sets.resolve(calls, scratch, limits.snapshot_bytes)
             allowed = _register(self._conn, engine.datastore, calls, resolved.files)
@@ -202,6 +205,12 @@ class AnalysisResult:
         traceback: TracebackType | None,
     ) -> None:
         self.close()
+
+    def cancel(self) -> None:
+        """Interrupt the query from any thread (the reader then stops with an error)."""
+        if self._conn is not None and not self._closed:
+            with contextlib.suppress(Exception):
+                self._conn.interrupt()
 
     def _interrupt(self) -> None:
         self._timed_out.set()

@@ -16,7 +16,16 @@ from peregrine import __version__
 from peregrine.api.auditing import AuditEveryChange
 from peregrine.api.deps import ApiContext
 from peregrine.api.docs import add_docs
-from peregrine.api.routes import admin, artifacts, clients, collections, events, health, hunts
+from peregrine.api.routes import (
+    admin,
+    analysis,
+    artifacts,
+    clients,
+    collections,
+    events,
+    health,
+    hunts,
+)
 from peregrine.api.schemas import Error
 from peregrine.auth.accounts import Accounts
 from peregrine.auth.audit import AuditLog
@@ -69,7 +78,7 @@ def create_app(server: Server, accounts: Accounts, audit: AuditLog) -> FastAPI:
         ),
     )
     app.add_middleware(AuditEveryChange)  # a change nothing else recorded is recorded here
-    for module in (clients, collections, hunts, artifacts, admin, events):
+    for module in (clients, collections, hunts, artifacts, admin, events, analysis):
         app.include_router(module.router, prefix=API_PREFIX, responses=ERROR_RESPONSES)
     app.include_router(health.router)  # /healthz, /readyz: for balancers, unversioned
 

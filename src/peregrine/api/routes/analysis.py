@@ -1,0 +1,154 @@
+"""Server-side analysis: ``POST /analysis`` runs one SELECT (DuckDB) over collected results and
+streams the rows as JSONL, CSV or Parquet (see ``peregrine.analysis``)."""
+
+from __future__ import annotations
+
+import asyncio
+import io
+import logging
+import queue
+import threading
+from collections.abc import Iterator
+from typing import Literal
+
+from fastapi import APIRouter, Depends, HTTPException, Request
+from fastapi.responses import StreamingResponse
+from pydantic import BaseModel, Field
+
+from peregrine.analysis import (
+    AnalysisEngine,
+    AnalysisError,
+    AnalysisResult,
+    NotPermitted,
+)
+from peregrine.analysis.output import MEDIA_TYPES, write
+from peregrine.api.deps import Audit, context, require
+from peregrine.api.schemas import MAX_INT
+from peregrine.auth.accounts import Principal
+from peregrine.auth.roles import ANALYZE
+
+router = APIRouter(tags=["analysis"])
+log = logging.getLogger(__name__)
+#: Response header: the row limit that applied (a result of exactly that many rows was
+#: probably cut).
+MAX_ROWS_HEADER = "X-Peregrine-Max-Rows"
+
+
+class AnalysisIn(BaseModel):
+    """One analysis query."""
+
+    sql: str = Field(
+        min_length=1,
+        max_length=100_000,
+        description="One SELECT. Tables: flow('F.…', 'Artifact/Source'), hunt('H.…', "
+        "'Artifact/Source') (with client_id, hostname), clients(), collections(), hunts().",
+        examples=["SELECT name, count(*) AS n FROM hunt('H.0123456789abcdef', "
+                  "'Generic.System.Pslist') GROUP BY name ORDER BY n"],
+    )  # fmt: skip
+    format: Literal["jsonl", "csv", "parquet"] = "jsonl"
+    max_rows: int | None = Field(
+        default=None, ge=1, le=MAX_INT, description="Fewer rows than the server's limit."
+    )
+    timeout: float | None = Field(
+        default=None, gt=0, le=86_400, description="A shorter time-out than the server's."
+    )
+
+
+def _engine(request: Request) -> AnalysisEngine:
+    """The app's engine, made on the first query (so duckdb loads only then)."""
+    engine: AnalysisEngine | None = getattr(request.app.state, "analysis", None)
+    if engine is None:
+        server = context(request).server
+        engine = AnalysisEngine(server.datastore, server.filestore)
+        request.app.state.analysis = engine
+    return engine
+
+
+@router.post(
+    "/analysis",
+    summary="Run SQL over collected results (streamed)",
+    response_class=StreamingResponse,
+    responses={200: {"content": {t: {} for t in MEDIA_TYPES.values()}}},
+)
+async def analyze(
+    request: Request, body: AnalysisIn, principal: Principal = Depends(require(ANALYZE))
+) -> StreamingResponse:
+    """Read-only, with a time-out, a memory limit and a row limit; the rows stream as they
+    come. A result cut at the row limit ends with the limit's rows and no error: ask for an
+    aggregate, or a lower ``max_rows`` to look first."""
+    engine = _engine(request)
+    limits = engine.limits.narrowed(body.timeout, body.max_rows)
+    audit = Audit(request, principal)
+    parameters = body.model_dump()
+    try:
+        result = await asyncio.to_thread(engine.run, body.sql, principal.permissions, limits)
+    except AnalysisError as exc:
+        await audit.record(
+            "analysis.query", parameters=parameters, result="refused", reason=str(exc)
+        )
+        raise HTTPException(403 if isinstance(exc, NotPermitted) else 400, str(exc)) from None
+    await audit.record(
+        "analysis.query", target=", ".join(result.reads) or "(no tables)", parameters=parameters
+    )
+    return StreamingResponse(
+        _stream(result, body.format, principal.name),
+        media_type=MEDIA_TYPES[body.format],
+        headers={MAX_ROWS_HEADER: str(limits.max_rows)},
+    )
+
+
+def _stream(result: AnalysisResult, fmt: str, who: str) -> Iterator[bytes]:
+    """Write in a thread into a queue of bounded chunks; yield them. A failure after the
+    first bytes breaks the response off (the client sees an incomplete body, not a result);
+    a client that goes away stops the query."""
+    chunks: queue.Queue[bytes | BaseException | None] = queue.Queue(maxsize=16)
+    gone = threading.Event()
+
+    class Sink(io.RawIOBase):
+        position = 0
+
+        def writable(self) -> bool:
+            return True
+
+        def tell(self) -> int:
+            return self.position
+
+        def write(self, data: bytes) -> int:  # type: ignore[override]
+            while True:
+                if gone.is_set():
+                    raise ConnectionAbortedError("the client went away")
+                try:
+                    chunks.put(bytes(data), timeout=0.5)
+                    break
+                except queue.Full:
+                    continue
+            self.position += len(data)
+            return len(data)
+
+    def produce() -> None:
+        try:
+            rows = write(result, result.schema, fmt, Sink())
+            log.info(
+                "analysis by %s: %d rows in %.2f s%s", who, rows, result.elapsed,
+                " (cut at the row limit)" if result.truncated else "",
+            )  # fmt: skip
+            chunks.put(None)
+        except BaseException as exc:
+            if not gone.is_set():
+                chunks.put(exc)
+        finally:
+            result.close()
+
+    threading.Thread(target=produce, name="analysis-stream", daemon=True).start()
+    try:
+        while True:
+            chunk = chunks.get()
+            if chunk is None:
+                return
+            if isinstance(chunk, BaseException):
+                log.warning("analysis by %s broke off: %s", who, chunk)
+                raise chunk
+            yield chunk
+    finally:
+        gone.set()
+        result.cancel()
