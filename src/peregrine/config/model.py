@@ -26,6 +26,7 @@ DEFAULT_PORT = 8443
 PositiveFloat = Annotated[float, msgspec.Meta(gt=0)]
 Port = Annotated[int, msgspec.Meta(ge=1, le=65535)]
 NonNegativeInt = Annotated[int, msgspec.Meta(ge=0)]
+NonNegativeFloat = Annotated[float, msgspec.Meta(ge=0)]
 
 
 class ConfigError(Exception):
@@ -126,6 +127,20 @@ class LoginSettings(_Section):
     window: PositiveFloat = 300.0
 
 
+class DrainSettings(_Section):
+    """How a frontend of a cluster stops (SIGTERM): it answers ``/readyz`` "draining" for
+    ``balancer_seconds`` so the balancer takes it out of its pool first (HAProxy: two failed
+    checks, 2 s apart), then closes its agents' connections in batches spread over
+    ``agents_seconds`` (they reconnect elsewhere a few at a time), each once what it was
+    storing is stored and acknowledged. What still runs ``timeout`` seconds after the stop
+    began is cancelled (its agent resends what was not acknowledged). A frontend without a
+    cluster (no ``bus_url``) skips the two waits."""
+
+    balancer_seconds: NonNegativeFloat = 6.0
+    agents_seconds: NonNegativeFloat = 5.0
+    timeout: PositiveFloat = 30.0
+
+
 class LogSettings(_Section):
     level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
     #: A log file; empty: standard error.
@@ -173,6 +188,7 @@ class ServerConfig(_Section):
     flows: FlowDefaults = msgspec.field(default_factory=FlowDefaults)
     limits: AgentLimits = msgspec.field(default_factory=AgentLimits)
     login: LoginSettings = msgspec.field(default_factory=LoginSettings)
+    drain: DrainSettings = msgspec.field(default_factory=DrainSettings)
     logging: LogSettings = msgspec.field(default_factory=LogSettings)
 
     def __post_init__(self) -> None:

@@ -13,6 +13,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import math
+import random
 from collections.abc import AsyncIterator, Awaitable
 from typing import Protocol
 
@@ -20,6 +22,9 @@ from peregrine.config.model import AgentLimits
 from peregrine.server.budget import TokenBucket
 
 log = logging.getLogger(__name__)
+
+#: A draining frontend closes its agents' connections in at most this many batches.
+DRAIN_BATCHES = 20
 
 
 class Connection(Protocol):
@@ -31,6 +36,9 @@ class Connection(Protocol):
     async def alive(self, timeout: float) -> bool: ...
 
     async def close(self, code: int, reason: str) -> None: ...
+
+    async def drain(self, code: int, reason: str) -> None:
+        """Close once what is being stored now is stored and acknowledged."""
 
 
 class Pingable(Protocol):
@@ -226,16 +234,38 @@ class ConnectionRegistry:
             return False
         return True
 
-    async def shutdown(self, timeout: float = 10.0) -> None:
-        """Stop accepting, close every connection, wait up to ``timeout``, then cancel."""
+    async def shutdown(self, timeout: float = 10.0, spread: float = 0.0) -> None:
+        """Stop accepting and drain every connection (each closes once what it is storing is
+        stored and acknowledged), then wait for their handlers; what is left ``timeout``
+        seconds after the start is cancelled. With ``spread``, connections close in up to
+        ``DRAIN_BATCHES`` batches over about that many seconds, jittered, so their agents
+        reconnect elsewhere a few at a time rather than all at once."""
         self.accepting = False
-        connections = list(self._connections.values())
-        await asyncio.gather(
-            *(c.close(1001, "server shutting down") for c in connections),
-            return_exceptions=True,
-        )
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        spread = min(spread, timeout / 2)
+        draining: set[Connection] = set()
+        closing: list[asyncio.Task[None]] = []
+        while waiting := [c for c in self._connections.values() if c not in draining]:
+            # Logins in progress when accepting stopped register afterwards: the loop takes
+            # them too.
+            size = max(1, math.ceil(len(waiting) / DRAIN_BATCHES)) if spread else len(waiting)
+            for start in range(0, len(waiting), size):
+                if start and spread:
+                    pause = spread * size / len(waiting) * random.uniform(0.5, 1.5)  # noqa: S311
+                    await asyncio.sleep(max(0.0, min(pause, deadline - loop.time())))
+                batch = waiting[start : start + size]
+                draining.update(batch)
+                closing += [
+                    asyncio.create_task(c.drain(1001, "server shutting down")) for c in batch
+                ]
+            spread = 0.0  # latecomers: at once
+        if closing:
+            await asyncio.wait(closing, timeout=max(0.1, deadline - loop.time()))
         if self._tasks:
-            _, pending = await asyncio.wait(self._tasks, timeout=timeout)
+            _, pending = await asyncio.wait(self._tasks, timeout=max(0.1, deadline - loop.time()))
             for task in pending:
                 task.cancel()
+        for task in closing:
+            task.cancel()
         await self.keepalive.stop()

@@ -62,10 +62,15 @@ class Readiness:
     async def report(self) -> ReadinessReport:
         """The current report, computed again only when the last is older than a second."""
         async with self._lock:
+            if not self.server.connections.accepting and self._said_accepting():
+                self._report = None  # draining began: say so now, not a second late
             if self._report is None or time.monotonic() - self._at >= CACHE_SECONDS:
                 self._report = await self._check()
                 self._at = time.monotonic()
             return self._report
+
+    def _said_accepting(self) -> bool:
+        return self._report is not None and self._report.checks.get("accepting") == OK
 
     async def _check(self) -> ReadinessReport:
         checks = {

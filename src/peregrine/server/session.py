@@ -64,6 +64,8 @@ TRY_AGAIN_LATER = 1013
 #: frame bytes after which a run stops taking more (what a session holds decoded at once).
 READ_AHEAD = 16
 RUN_BYTES = 1 << 20
+#: How often a draining connection looks whether its store has finished.
+DRAIN_POLL = 0.02
 
 
 class ServerBusy(Exception):
@@ -77,7 +79,8 @@ class AgentSession:
     containers until they are needed."""
 
     __slots__ = (
-        "_budget", "_held", "_send_lock", "address", "client_id", "seen_hunts", "server", "ws",
+        "_budget", "_held", "_send_lock", "_storing", "address", "client_id", "seen_hunts",
+        "server", "ws",
     )  # fmt: skip
 
     def __init__(self, server: Server, ws: ServerConnection) -> None:
@@ -93,6 +96,8 @@ class AgentSession:
         self._held: dict[str, int] | None = None
         # What this connection may still send; made with its first message.
         self._budget: ConnectionBudget | None = None
+        # A run of messages is being stored and acknowledged (a drain waits for it).
+        self._storing = False
 
     # -- the registry's Connection protocol ------------------------------------------------
 
@@ -109,6 +114,13 @@ class AgentSession:
         return True
 
     async def close(self, code: int, reason: str) -> None:
+        await self.ws.close(code, reason)
+
+    async def drain(self, code: int, reason: str) -> None:
+        """Close once the run of messages being stored is stored and acknowledged, so the
+        agent has nothing of it to send again elsewhere (the caller bounds the wait)."""
+        while self._storing:
+            await asyncio.sleep(DRAIN_POLL)
         await self.ws.close(code, reason)
 
     # -- lifecycle --------------------------------------------------------------------------
@@ -286,8 +298,12 @@ class AgentSession:
                     break  # store what came; the next recv() reports the close
                 run.append(decode_from_agent(frame))
                 size += len(frame)
-            await self._pay(size, run)
-            await self._store(run)
+            self._storing = True
+            try:
+                await self._pay(size, run)
+                await self._store(run)
+            finally:
+                self._storing = False
 
     async def _pay(self, size: int, run: list[Message]) -> None:
         """Charge what the run costs; past the connection's budget, wait until it is paid
