@@ -174,13 +174,26 @@ class Server:
         return self._api.port if self._api is not None else None
 
     async def stop(self) -> None:
-        if self._api is not None:
-            await self._api.stop()
+        """Drain, then stop (``config.drain``). ``/readyz`` says "draining" at once; in a
+        cluster the balancer is given time to take this frontend out of its pool before
+        anything closes, then the agent listener stops and the agents' connections close a
+        few at a time, each after what it was storing is acknowledged; the API stops last."""
+        drain = self.config.drain
+        started = time.monotonic()
+        self.connections.accepting = False
+        if self.config.bus_url and drain.balancer_seconds > 0:
+            await asyncio.sleep(min(drain.balancer_seconds, drain.timeout / 2))
         if self._listener is not None:
-            self._listener.close()
-        await self.connections.shutdown()
+            self._listener.close(close_connections=False)
+        await self.connections.shutdown(
+            timeout=max(1.0, drain.timeout - (time.monotonic() - started)),
+            spread=drain.agents_seconds if self.config.bus_url else 0.0,
+        )
         if self._listener is not None:
             await self._listener.wait_closed()
+        log.info("drained in %.1f s", time.monotonic() - started)
+        if self._api is not None:
+            await self._api.stop()
         for task in (self._monitor_task, self._hunt_task):
             if task is not None:
                 task.cancel()
