@@ -95,6 +95,11 @@ def sign_in(page: Any, role: str, path: str = "/ui/") -> None:
     page.get_by_role("button", name="Sign out").wait_for()
 
 
+def showing(first: int, last: int, total: int, what: str = "rows") -> str:
+    """The pager's words for a page: "1\u20137 of 7 rows" (an en dash, as people write it)."""
+    return f"{first}\u2013{last} of {total} {what}"
+
+
 def screenshot(page: Any, name: str) -> Path:
     SCREENSHOTS.mkdir(parents=True, exist_ok=True)
     path = SCREENSHOTS / f"{name}.png"

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import re
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import httpx
@@ -28,7 +29,9 @@ class InProcess:
             async with httpx.AsyncClient(transport=transport, base_url="https://gui") as client:
                 return await client.get(path)
 
-        return asyncio.run(go())
+        # A thread of its own: the browser tests' Playwright keeps a loop running in this one.
+        with ThreadPoolExecutor(1) as thread:
+            return thread.submit(asyncio.run, go()).result()
 
 
 @pytest.fixture(scope="module")

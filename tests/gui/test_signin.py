@@ -42,7 +42,8 @@ def test_a_deep_link_survives_sign_in_reload_and_a_new_tab(page: Any, gui_live: 
     other.locator(".chip", has_text="second-tab").wait_for()
     assert "second-tab" in gui_live.server.datastore.clients.get(gui_live.client_id).labels
     other.get_by_role("button", name="Remove second-tab").click()
-    other.get_by_text("No labels.").wait_for()
+    other.locator(".chip", has_text="second-tab").wait_for(state="detached")
+    assert "second-tab" not in gui_live.server.datastore.clients.get(gui_live.client_id).labels
 
 
 def test_sign_out_ends_the_session(page: Any, gui_live: Live) -> None:

@@ -3,28 +3,41 @@
 import { get } from "./api.js";
 import { bytes, count, field, h, message, replace, setFieldError } from "./dom.js";
 
-/** "101–200 of 12,345" with previous/next buttons; onPage(offset) fetches and redraws. */
-export function pager({ offset, limit, total, onPage, label = "rows" }) {
-  const last = Math.max(0, Math.floor((total - 1) / limit) * limit);
-  const first = total ? offset + 1 : 0;
-  const end = Math.min(offset + limit, total);
-  const jump = h("input", { type: "number", min: 1, max: Math.max(1, total), value: first || 1,
-    class: "jump", "aria-label": `Go to row number (1 to ${total})` });
-  return h("div", { class: "pager" },
-    h("span", { class: "pager-range" }, `${count(first)}–${count(end)} of ${count(total)} ${label}`),
+/**
+ * "101–200 of 12,345" with first/previous/next/last buttons; onPage(offset) fetches and
+ * redraws. For lists whose size the API does not tell, give `shown` (rows on this page) and
+ * `more` (whether another page exists) instead of `total`.
+ */
+export function pager({ offset, limit, total, shown, more, onPage, label = "rows" }) {
+  const known = total !== undefined;
+  const end = known ? Math.min(offset + limit, total) : offset + shown;
+  const first = end > offset ? offset + 1 : 0;
+  const hasNext = known ? end < total : more;
+  const range = known ? `${count(first)}–${count(end)} of ${count(total)} ${label}`
+    : `${count(first)}–${count(end)} ${label}${more ? ", more on the next pages" : ""}`;
+  const buttons = [
+    h("span", { class: "pager-range" }, range),
     h("button", { type: "button", disabled: offset <= 0, onclick: () => onPage(0),
       "aria-label": "First page" }, "⇤"),
     h("button", { type: "button", disabled: offset <= 0,
       onclick: () => onPage(Math.max(0, offset - limit)) }, "← Previous"),
-    h("button", { type: "button", disabled: end >= total, onclick: () => onPage(offset + limit) },
+    h("button", { type: "button", disabled: !hasNext, onclick: () => onPage(offset + limit) },
       "Next →"),
-    h("button", { type: "button", disabled: end >= total, onclick: () => onPage(last),
-      "aria-label": "Last page" }, "⇥"),
-    h("form", { class: "jump-form", onsubmit: (e) => {
-      e.preventDefault();
-      const row = Math.min(Math.max(1, Number(jump.value) || 1), Math.max(1, total));
-      onPage(Math.floor((row - 1) / limit) * limit);
-    } }, jump, h("button", { type: "submit" }, "Go")));
+  ];
+  if (known) {
+    const last = Math.max(0, Math.floor((total - 1) / limit) * limit);
+    const jump = h("input", { type: "number", min: 1, max: Math.max(1, total), value: first || 1,
+      class: "jump", "aria-label": `Go to row number (1 to ${total})` });
+    buttons.push(
+      h("button", { type: "button", disabled: !hasNext, onclick: () => onPage(last),
+        "aria-label": "Last page" }, "⇥"),
+      h("form", { class: "jump-form", onsubmit: (e) => {
+        e.preventDefault();
+        const row = Math.min(Math.max(1, Number(jump.value) || 1), Math.max(1, total));
+        onPage(Math.floor((row - 1) / limit) * limit);
+      } }, jump, h("button", { type: "submit" }, "Go")));
+  }
+  return h("div", { class: "pager" }, buttons);
 }
 
 /**

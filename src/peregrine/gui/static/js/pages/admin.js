@@ -10,16 +10,17 @@ const ROLES = ["administrator", "investigator", "analyst", "reader", "api"];
 export async function adminPage() {
   const users = h("div");
   const tokens = h("div");
+  const userList = h("div");
   const audit = h("div");
   async function loadUsers() {
     const list = await get("/users");
-    replace(users, table([
+    replace(userList, table([
       { label: "User", cell: (u) => u.name },
       { label: "Roles", cell: (u) => u.roles.join(", ") },
       { label: "Extra permissions", cell: (u) => u.permissions.join(", ") },
       { label: "Last sign-in", cell: (u) => when(u.last_login) },
       { label: "State", cell: (u) => u.disabled ? `disabled ${time(u.disabled)}` : "active" },
-    ], list), addUserForm(loadUsers));
+    ], list));
   }
   async function loadTokens() {
     const list = await get("/me/tokens");
@@ -30,12 +31,15 @@ export async function adminPage() {
       { label: "Expires", cell: (t) => time(t.expires) },
       { label: "Last used", cell: (t) => when(t.last_used) },
       { label: "State", cell: (t) => t.revoked ? "revoked" : "active" },
-    ], list, { empty: "You have no API tokens." }), newTokenForm(loadTokens));
+    ], list, { empty: "You have no API tokens." }));
   }
   await Promise.all([loadUsers(), loadTokens()]);
+  // The forms stay put when the lists above them are redrawn (a new token stays shown).
+  replace(users, userList, addUserForm(loadUsers));
   replace(audit, auditLog());
   const node = h("div", { class: "page" }, pageHead("Administration"),
-    section("Users", users), section("My API tokens", tokens), section("Audit log", audit));
+    section("Users", users), section("My API tokens", tokens, newTokenForm(loadTokens)),
+    section("Audit log", audit));
   return { node };
 }
 
@@ -90,7 +94,8 @@ function auditLog() {
         { label: "Result", cell: (e) => e.reason ? `${e.result}: ${e.reason}` : e.result },
         { label: "From", class: "mono", cell: (e) => e.address || "" },
       ], entries.slice(0, AUDIT_PAGE), { empty: "No entry matches." }),
-      pager({ offset, limit: AUDIT_PAGE, total: offset + entries.length, onPage: load, label: "entries" }));
+      pager({ offset, limit: AUDIT_PAGE, shown: Math.min(entries.length, AUDIT_PAGE),
+        more: entries.length > AUDIT_PAGE, onPage: load, label: "entries" }));
     } catch (exc) {
       replace(body, message("error", exc.message));
     }

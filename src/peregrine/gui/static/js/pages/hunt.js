@@ -14,6 +14,7 @@ const CONTROLS = {
   Stopped: ["archive"],
   Archived: [],
 };
+const FORMAT_LABELS = { csv: "CSV", jsonl: "JSONL", parquet: "Parquet" };
 const CONTROL_LABELS = { start: "Start", pause: "Pause", stop: "Stop", archive: "Archive" };
 
 export async function huntPage([huntId]) {
@@ -26,7 +27,6 @@ export async function huntPage([huntId]) {
   const results = h("div", { class: "results-list" });
   const notes = h("div");
   let clientsOffset = 0;
-  let lastStats = null;
 
   function drawHead() {
     const controls = can("START_HUNT") ? (CONTROLS[hunt.state] || []).map((action) =>
@@ -58,7 +58,6 @@ export async function huntPage([huntId]) {
     }
   }
   function drawStats(s) {
-    lastStats = s;
     const done = s.finished + s.errors + s.cancelled;
     replace(stats,
       stat("clients", count(s.scheduled)),
@@ -78,7 +77,6 @@ export async function huntPage([huntId]) {
     clientsOffset = offset;
     try {
       const list = await get(`/hunts/${huntId}/clients`, { limit: CLIENTS_PAGE + 1, offset });
-      const total = lastStats ? lastStats.scheduled : offset + list.length;
       replace(clients, table([
         { label: "Host", cell: (c) => link(`/ui/clients/${c.client_id}`, c.hostname || c.client_id) },
         { label: "Collection", class: "mono", cell: (c) => link(`/ui/collections/${c.flow_id}`, c.flow_id) },
@@ -88,7 +86,8 @@ export async function huntPage([huntId]) {
         { label: "Error", cell: (c) => c.error || "" },
       ], list.slice(0, CLIENTS_PAGE), { empty: "No client has this hunt yet." }),
       list.length > CLIENTS_PAGE || offset
-        ? pager({ offset, limit: CLIENTS_PAGE, total: Math.max(total, offset + list.length), onPage: loadClients, label: "clients" })
+        ? pager({ offset, limit: CLIENTS_PAGE, shown: Math.min(list.length, CLIENTS_PAGE),
+          more: list.length > CLIENTS_PAGE, onPage: loadClients, label: "clients" })
         : null);
     } catch (exc) {
       replace(clients, message("error", exc.message));
@@ -106,7 +105,7 @@ export async function huntPage([huntId]) {
           title: `${definition.name}${name ? ` / ${name}` : ""}`,
           fetchPage: (offset, limit) => get(`/hunts/${huntId}/results`, { ...query, offset, limit }),
           exports: ["csv", "jsonl", "parquet"].map((format) =>
-            [format.toUpperCase(), url(`/hunts/${huntId}/export`, { ...query, format })]),
+            [FORMAT_LABELS[format], url(`/hunts/${huntId}/export`, { ...query, format })]),
         });
         t.load(0);
         tables.push(t);

@@ -23,7 +23,8 @@ export async function huntsPage(_params, query) {
     pageHead("Hunts", { actions: [filter, can("START_HUNT")
       ? h("a", { href: "/ui/hunts/new", class: "button primary" }, "New hunt") : null] }),
     huntsTable(hunts.slice(0, PAGE)),
-    pager({ offset, limit: PAGE, total: offset + hunts.length, onPage: go, label: more ? "hunts shown" : "hunts" }));
+    pager({ offset, limit: PAGE, shown: Math.min(hunts.length, PAGE), more, onPage: go,
+      label: "hunts" }));
   return { node };
 }
 
