@@ -64,8 +64,9 @@ def add_target_options(parser: argparse.ArgumentParser) -> None:
         "--target", default="embedded", help="embedded, clusterN, or several: embedded,cluster3"
     )
     parser.add_argument(
-        "--cluster-agents", default="balancer", choices=["balancer", "frontends"],
-        help="agents reach a cluster through HAProxy, or straight to its frontends",
+        "--cluster-agents", default="balancer", choices=["balancer", "frontends", "auto"],
+        help="agents reach a cluster through HAProxy, or straight to its frontends (auto: "
+        "straight only when HAProxy cannot hold them all)",
     )  # fmt: skip
     parser.add_argument(
         "--quiet-load", type=float, default=1.5,
@@ -83,14 +84,17 @@ def make_target(
     return Embedded(directory, workers)
 
 
-def directory_bytes(path: Path) -> int:
-    """Bytes in the files under ``path`` (what the filestore holds)."""
-    total = 0
-    for root, _, files in os.walk(path):
-        for name in files:
+def filestore_counts(path: Path) -> dict[str, int]:
+    """Bytes, files and folders under ``path`` (what the filestore holds: on a shared mount,
+    every file and folder is also metadata work for its server)."""
+    size = files = folders = 0
+    for root, dirs, names in os.walk(path):
+        folders += len(dirs)
+        files += len(names)
+        for name in names:
             with contextlib.suppress(OSError):
-                total += os.lstat(os.path.join(root, name)).st_size
-    return total
+                size += os.lstat(os.path.join(root, name)).st_size
+    return {"filestore_bytes": size, "filestore_files": files, "filestore_folders": folders}
 
 
 def written_bytes(procs: list[psutil.Process]) -> int:
@@ -163,7 +167,7 @@ class Embedded:
 
     def counters(self) -> dict[str, Any]:
         return {
-            "filestore_bytes": directory_bytes(self.filestore),
+            **filestore_counts(self.filestore),
             "disk_write_bytes": written_bytes(self.server.procs()),
         }
 
@@ -176,9 +180,9 @@ class Cluster:
     def __init__(self, directory: Path | None, frontends: int, agents_via: str) -> None:
         import tempfile
 
-        if agents_via not in ("balancer", "frontends"):
-            raise SystemExit("--cluster-agents is balancer or frontends")
-        self.name = f"cluster{frontends}" + (" (direct)" if agents_via == "frontends" else "")
+        if agents_via not in ("balancer", "frontends", "auto"):
+            raise SystemExit("--cluster-agents is balancer, frontends or auto")
+        self.name = f"cluster{frontends}"
         self.frontends = frontends
         self.agents_via = agents_via
         root = directory or Path(tempfile.mkdtemp(prefix="peregrine-bench-cluster-"))
@@ -219,14 +223,25 @@ class Cluster:
             stop_postgres(self.postgres_dir)
 
     def _check_capacity(self, clients: int) -> None:
+        """Agents through HAProxy only if it can hold them all (``auto``: else straight)."""
         text = Path(self.cluster.state.haproxy_config).read_text()
         maxconn = int(re.search(r"maxconn (\d+)", text).group(1))  # type: ignore[union-attr]
-        if self.agents_via == "balancer" and clients > maxconn:
+        if clients <= maxconn or self.agents_via == "frontends":
+            self.agents_via = "balancer" if self.agents_via == "auto" else self.agents_via
+        elif self.agents_via == "auto":
+            self.agents_via = "frontends"
+            self.notes.append(
+                f"agents went straight to the frontends: HAProxy holds at most {maxconn} "
+                "connections here (two descriptors each under the open-file limit)"
+            )
+        else:
             raise SystemExit(
                 f"HAProxy holds at most {maxconn} connections here (two descriptors each under "
-                f"this machine's open-file limit): use --cluster-agents frontends for "
-                f"{clients} clients"
+                f"this machine's open-file limit): use --cluster-agents frontends (or auto) "
+                f"for {clients} clients"
             )
+        if self.agents_via == "frontends":
+            self.name += " (agents straight to frontends)"
 
     def _write_client_config(self) -> None:
         """Agents use the cluster's client.yaml (the balancer), or a copy listing the
@@ -319,7 +334,7 @@ class Cluster:
             "pg_tuples_written": pg[2] + pg[3] + pg[4],
             "pg_wal_bytes": pg[5],
             **redis_stats,
-            "filestore_bytes": directory_bytes(filestore),
+            **filestore_counts(filestore),
             "disk_write_bytes": written_bytes(self._frontend_procs()),
         }
 
