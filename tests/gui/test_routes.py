@@ -116,3 +116,16 @@ def test_nothing_loads_from_outside_the_deployment() -> None:
     for name, asset in ASSETS.files.items():
         body = asset.body.replace(b'xmlns="http://www.w3.org/2000/svg"', b"")  # a name, not a load
         assert not re.search(rb"(https?:)?//[a-z0-9.-]+\.[a-z]{2,}/", body), name
+
+
+#: Ways a script turns text into markup or code; the GUI builds every node with h() instead.
+MARKUP_SINKS = rb"innerHTML|outerHTML|insertAdjacentHTML|document\.write|\beval\(|new Function|"
+MARKUP_SINKS += rb"javascript:"
+
+
+def test_no_script_turns_text_into_markup() -> None:
+    """Host names, labels, result cells and artifact text come from endpoints and users: they
+    are only ever text nodes, so none can become markup or script (and the CSP backs this)."""
+    for name, asset in ASSETS.files.items():
+        if name.endswith(".js"):
+            assert not re.search(MARKUP_SINKS, asset.body), name
