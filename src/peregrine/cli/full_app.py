@@ -6,6 +6,7 @@ import typer
 
 from peregrine import __version__
 from peregrine.cli import (
+    analyze_cmd,
     artifacts_cmd,
     config_cmd,
     loadtest_cmd,
@@ -32,6 +33,7 @@ app.command("agent")(server_cmd.agent)
 app.command("loadtest")(loadtest_cmd.loadtest)
 app.add_typer(users_cmd.app, name="users")
 remote_cmd.register(app)  # clients, collect, flows, results, hunts, server-artifacts (over the API)
+analyze_cmd.register(app)  # SQL over collected results, on the server
 
 
 @app.command("version")

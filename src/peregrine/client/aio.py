@@ -40,6 +40,7 @@ from peregrine.client._core import (
     raise_for,
     transport_error,
 )
+from peregrine.client.analysis import AsyncAnalysis
 from peregrine.client.errors import ServerError, TransportError, WaitTimeout
 from peregrine.client.models import (
     ArtifactSummary,
@@ -95,6 +96,7 @@ class AsyncPeregrine:
         self.users = AsyncUsers(self)
         self.tokens = AsyncTokens(self)
         self.audit = AsyncAudit(self)
+        self.analysis = AsyncAnalysis(self)
 
     @classmethod
     def from_env(cls, **overrides: Any) -> AsyncPeregrine:

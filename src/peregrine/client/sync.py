@@ -38,6 +38,7 @@ from peregrine.client._core import (
     raise_for,
     transport_error,
 )
+from peregrine.client.analysis import Analysis
 from peregrine.client.errors import ServerError, TransportError, WaitTimeout
 from peregrine.client.models import (
     ArtifactSummary,
@@ -97,6 +98,7 @@ class Peregrine:
         self.users = Users(self)
         self.tokens = Tokens(self)
         self.audit = Audit(self)
+        self.analysis = Analysis(self)
 
     @classmethod
     def from_env(cls, **overrides: Any) -> Peregrine:
