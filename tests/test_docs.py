@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import pytest
@@ -60,3 +61,41 @@ def test_every_cli_command_is_in_the_readme() -> None:
         if name == "version":
             continue
         assert f"peregrine {name}" in readme, f"README does not mention `peregrine {name}`"
+
+
+# `tests/x.py`, `tests/x.py::test_y`, and `::test_z` (another test of the file named last in
+# the same table row): how THREAT_MODEL.md names the test behind each claim.
+_TEST_FILE = re.compile(r"^tests/[\w/.-]+\.py$")
+_TEST_NAME = re.compile(r"^test_\w+$")
+
+
+def threat_model_references() -> list[tuple[str, str, str | None]]:
+    """(the row's threat, test file, test name or None) for every test THREAT_MODEL.md names."""
+    found: list[tuple[str, str, str | None]] = []
+    for line in (ROOT / "THREAT_MODEL.md").read_text().splitlines():
+        if not line.startswith("| ") or line.startswith("| threat |"):
+            continue
+        threat, current = line.split(" | ")[0].removeprefix("| "), ""
+        for ref in re.findall(r"`([^`]+)`", line):
+            path, sep, name = ref.partition("::")
+            if _TEST_FILE.match(path):
+                current = path
+                found.append((threat, path, name or None))
+            elif not path and sep:
+                found.append((threat, current, name))
+            elif _TEST_NAME.match(ref):
+                found.append((threat, "", ref))  # a bare name: which file is it in?
+    return found
+
+
+def test_every_test_the_threat_model_names_exists() -> None:
+    problems = []
+    for threat, path, name in threat_model_references():
+        source = ROOT / path
+        if not path:
+            problems.append(f"{threat}: {name} needs its file: tests/….py::{name}")
+        elif not source.is_file():
+            problems.append(f"{threat}: {path} does not exist")
+        elif name and f"def {name.split('::')[-1]}(" not in source.read_text():
+            problems.append(f"{threat}: {path} has no test {name}")
+    assert not problems, "THREAT_MODEL.md:\n" + "\n".join(problems)
