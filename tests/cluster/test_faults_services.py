@@ -132,8 +132,12 @@ def test_postgresql_restarted_mid_hunt(cluster: DevCluster, tmp_path: Path) -> N
             await wait_hunt_done(cluster, hunt_id, CLIENTS, timeout=60)
             print(
                 f"\nPostgreSQL down {restarted:.1f} s: {leader} led {led:.1f} s after its "
-                f"restart; {agents.stats.messages_resent} messages resent"
+                f"restart; {agents.stats.messages_resent} messages resent; agents saw "
+                f"{dict(agents.stats.errors)}"
             )
+            # The frontends waited for PostgreSQL with their agents still connected: nothing
+            # was acknowledged meanwhile, and nobody had to reconnect and send it again.
+            assert agents.stats.errors["connection_lost"] == 0, agents.stats.errors
             await asyncio.to_thread(assert_exactly_once, cluster, hunt_id, agents.client_ids, ROWS)
         finally:
             await agents.stop()

@@ -9,7 +9,8 @@ Exceptions::
     ├── KeyMismatch       a client id enrolled with another key
     ├── NotFound          the client, flow, hunt, user or token named does not exist
     │                     (also a LookupError)
-    └── Conflict          the record to create already exists
+    ├── Conflict          the record to create already exists
+    └── DatastoreUnavailable  the database does not answer now: try again shortly
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ from __future__ import annotations
 from .audit import AuditStore
 from .clients import ClientStore
 from .collections import CollectionStore
-from .errors import Conflict, DatastoreError, KeyMismatch, NotFound
+from .errors import Conflict, DatastoreError, DatastoreUnavailable, KeyMismatch, NotFound
 from .hunts import HuntStore, new_hunt_id
 from .records import (
     AUDIT_ERROR,
@@ -81,6 +82,7 @@ __all__ = [
     "Conflict",
     "Datastore",
     "DatastoreError",
+    "DatastoreUnavailable",
     "FlowRecord",
     "HuntClient",
     "HuntRecord",

@@ -23,11 +23,11 @@ from typing import Any
 
 from sqlalchemy import URL, Connection, Engine, create_engine, event, make_url
 from sqlalchemy.dialects import postgresql, sqlite
-from sqlalchemy.exc import ArgumentError
+from sqlalchemy.exc import ArgumentError, DBAPIError, OperationalError
 from sqlalchemy.pool import StaticPool
 from sqlalchemy.sql.dml import Insert
 
-from .errors import DatastoreError
+from .errors import DatastoreError, DatastoreUnavailable
 
 #: How long a SQLite writer waits for another process's write before failing.
 SQLITE_BUSY_TIMEOUT_MS = 10_000
@@ -125,7 +125,7 @@ class Database:
                 self._joined.spoiled = True
                 raise
             return
-        with self._writer(), self.engine.connect() as connection:
+        with self._unavailable_as_error(), self._writer(), self.engine.connect() as connection:
             connection.execution_options(**{_WRITE: True})
             with connection.begin():
                 yield connection
@@ -141,8 +141,21 @@ class Database:
             yield joined
             return
         lock = self._write_lock if self._lock_reads else contextlib.nullcontext()
-        with lock, self.engine.connect() as connection:
+        with self._unavailable_as_error(), lock, self.engine.connect() as connection:
             yield connection
+
+    @contextlib.contextmanager
+    def _unavailable_as_error(self) -> Iterator[None]:
+        """A lost or refused PostgreSQL connection becomes ``DatastoreUnavailable``, which
+        callers can wait out, instead of the driver's error."""
+        try:
+            yield
+        except DBAPIError as exc:
+            if unavailable(exc):
+                raise DatastoreUnavailable(
+                    f"the datastore ({self.url}) does not answer: {type(exc.orig).__name__}"
+                ) from exc
+            raise
 
     @contextlib.contextmanager
     def joined(self, connection: Connection, savepoints: bool = False) -> Iterator[None]:
@@ -176,6 +189,24 @@ class Database:
     def close(self) -> None:
         """Close every pooled connection."""
         self.engine.dispose()
+
+
+#: PostgreSQL's "the server is not there now" (shutting down, crashed, cannot connect now);
+#: class 08 is "connection exception".
+_UNAVAILABLE_SQLSTATES = {"57P01", "57P02", "57P03"}
+
+
+def unavailable(exc: DBAPIError) -> bool:
+    """Whether a PostgreSQL error means the server is unreachable now (a restart, a network
+    cut), not that the statement is wrong. SQLite's errors never do."""
+    if not type(exc.orig).__module__.startswith("psycopg"):
+        return False
+    if exc.connection_invalidated:
+        return True
+    state = getattr(exc.orig, "sqlstate", None)
+    if state is None:  # failed to connect, or the connection broke: no answer at all
+        return isinstance(exc, OperationalError)
+    return str(state).startswith("08") or state in _UNAVAILABLE_SQLSTATES
 
 
 class FairLock:

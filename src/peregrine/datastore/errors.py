@@ -17,3 +17,8 @@ class NotFound(DatastoreError, LookupError):
 
 class Conflict(DatastoreError):
     """The record to create already exists (for example a flow id used twice)."""
+
+
+class DatastoreUnavailable(DatastoreError):
+    """The database does not answer now (PostgreSQL restarting, the network cut): nothing of
+    the call is known to be stored; try again in a few seconds."""

@@ -43,7 +43,8 @@ from typing import Any, TypeVar
 
 from sqlalchemy.exc import DBAPIError
 
-from .database import Database
+from .database import Database, unavailable
+from .errors import DatastoreUnavailable
 
 log = logging.getLogger(__name__)
 
@@ -53,6 +54,10 @@ T = TypeVar("T")
 MAX_BATCH = 2000
 #: How long a batch keeps trying while the database is busy with another process's writes.
 BUSY_RETRY_SECONDS = 60.0
+#: How long a batch waits for a database that stopped answering, and its pauses meanwhile.
+OUTAGE_RETRY_SECONDS = 30.0
+OUTAGE_PAUSE_FIRST = 0.1
+OUTAGE_PAUSE_MAX = 1.0
 #: PostgreSQL's "try the transaction again" conditions: serialization failure, deadlock.
 _RETRY_SQLSTATES = {"40001", "40P01"}
 
@@ -149,6 +154,7 @@ class GroupCommitter:
         runs again, whole, for up to ``BUSY_RETRY_SECONDS``, rather than failing every piece.
         """
         deadline = time.monotonic() + BUSY_RETRY_SECONDS
+        outage: _Outage | None = None
         while True:
             try:
                 try:
@@ -156,6 +162,12 @@ class GroupCommitter:
                 except _PieceFailed:
                     self.reruns += 1
                     self._run_batch(batch, savepoints=True)
+            except DatastoreUnavailable as exc:
+                outage = outage or _Outage(len(batch))
+                if outage.wait():
+                    continue
+                self._fail(batch, exc)
+                return
             except DBAPIError as exc:
                 if _busy(exc) and time.monotonic() < deadline:
                     log.warning("datastore busy; retrying a group commit of %d", len(batch))
@@ -173,6 +185,8 @@ class GroupCommitter:
                 return
             self.batches += 1
             self.pieces += len(batch)
+            if outage is not None:
+                outage.over()
             return
 
     def _fail(self, batch: list[_Work], exc: Exception) -> None:
@@ -196,13 +210,45 @@ class GroupCommitter:
                             # transaction: only savepoints can take them out.
                             raise _PieceFailed
                 except Exception as exc:
-                    if isinstance(exc, DBAPIError) and _busy(exc):
+                    if isinstance(exc, DBAPIError) and (_busy(exc) or unavailable(exc)):
                         # Not this piece's fault: the transaction lost a race with another
-                        # frontend (a deadlock victim). The whole batch runs again.
+                        # frontend (a deadlock victim), or the database went away. The
+                        # whole batch runs again.
+                        raise
+                    if isinstance(exc, DatastoreUnavailable):
                         raise
                     if not savepoints:
                         raise _PieceFailed from exc  # rolls the batch back; rerun
                     work.error = exc
+
+
+class _Outage:
+    """The database stopped answering during a batch: the batch is retried, with pauses
+    growing to ``OUTAGE_PAUSE_MAX``, for up to ``OUTAGE_RETRY_SECONDS``. Its callers wait
+    (nothing of the batch is acknowledged meanwhile: their agents keep it spooled), and a
+    PostgreSQL restart costs a pause instead of every piece failing. A batch whose COMMIT
+    was lost with the connection may have been stored: it runs again, and its store calls
+    are idempotent (a seq, a (hunt, client) pair or an id already there changes nothing)."""
+
+    def __init__(self, size: int) -> None:
+        self.size = size
+        self.started = time.monotonic()
+        self.pause = OUTAGE_PAUSE_FIRST
+        log.warning("datastore unavailable; a group commit of %d waits for it", size)
+
+    def wait(self) -> bool:
+        """Pause before the next try; False once the outage has lasted too long."""
+        if time.monotonic() - self.started > OUTAGE_RETRY_SECONDS:
+            return False
+        time.sleep(self.pause)
+        self.pause = min(self.pause * 2, OUTAGE_PAUSE_MAX)
+        return True
+
+    def over(self) -> None:
+        log.warning(
+            "datastore back: a group commit of %d stored after %.1f s",
+            self.size, time.monotonic() - self.started,
+        )  # fmt: skip
 
 
 def _conflict(exc: DBAPIError) -> bool:

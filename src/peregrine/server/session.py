@@ -27,7 +27,7 @@ from websockets.asyncio.server import ServerConnection
 from websockets.exceptions import ConnectionClosed, ConnectionClosedOK
 
 from peregrine.agent.identity import client_id_for, verify
-from peregrine.datastore import KeyMismatch
+from peregrine.datastore import DatastoreUnavailable, KeyMismatch
 from peregrine.filestore import StorageFull
 from peregrine.protocol.messages import (
     Ack,
@@ -133,7 +133,8 @@ class AgentSession:
             self.server.connections.remove(self)  # it may have registered before the welcome
             _log_closed(exc, self.address)
             return
-        except ServerBusy as exc:
+        except (ServerBusy, DatastoreUnavailable) as exc:
+            self.server.connections.remove(self)
             log.warning("refused a login from %s: %s", self.address, exc)
             await self.ws.close(TRY_AGAIN_LATER, str(exc)[:120])
             return
@@ -155,6 +156,10 @@ class AgentSession:
         except (ProtocolError, NotYourFlow) as exc:
             log.warning("closing %s (%s): %s", self.client_id, self.address, exc)
             await self.ws.close(POLICY_VIOLATION, str(exc)[:120])
+        except DatastoreUnavailable as exc:
+            # Nothing unstored was acknowledged: the agent keeps it and sends it again.
+            log.warning("closing %s (%s): %s", self.client_id, self.address, exc)
+            await self.ws.close(TRY_AGAIN_LATER, "datastore unavailable; try again later")
         finally:
             self.server.connections.remove(self)
             self.server.events.client_disconnected(self.client_id)
