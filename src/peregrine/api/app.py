@@ -32,7 +32,7 @@ from peregrine.auth.audit import AuditLog
 from peregrine.auth.login_limits import FailedLogins
 from peregrine.auth.password_pool import PasswordPool
 from peregrine.config.model import LoginSettings
-from peregrine.datastore import DatastoreError, NotFound
+from peregrine.datastore import DatastoreError, DatastoreUnavailable, NotFound
 from peregrine.gui.routes import add_gui
 
 if TYPE_CHECKING:
@@ -85,6 +85,11 @@ def create_app(server: Server, accounts: Accounts, audit: AuditLog) -> FastAPI:
     @app.exception_handler(NotFound)
     async def not_found(request: Request, exc: NotFound) -> JSONResponse:
         return JSONResponse({"detail": str(exc)}, status_code=404)
+
+    @app.exception_handler(DatastoreUnavailable)
+    async def datastore_unavailable(request: Request, exc: DatastoreUnavailable) -> JSONResponse:
+        detail = "the datastore does not answer (restarting?); try again in a few seconds"
+        return JSONResponse({"detail": detail}, status_code=503, headers={"Retry-After": "5"})
 
     @app.exception_handler(DatastoreError)
     async def datastore_error(request: Request, exc: DatastoreError) -> JSONResponse:
