@@ -48,6 +48,7 @@ def test_the_server_says_where_it_is_and_the_local_cli_logs_in_by_itself(tmp_pat
         out = wait_for(server, "login (elsewhere)")
         api = f"https://127.0.0.1:{deployment.server.api_port}"
         assert f"{api}/api/v1" in out and f"{api}/api/docs" in out
+        assert f"{api}/ui/" in out and "peregrine users passwd admin" in out
         assert str(deployment.server.ca_cert_path) in out
         login = data / LOGIN_FILE
         assert str(login) in out and "peregrine users token NAME" in out

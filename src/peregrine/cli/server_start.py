@@ -57,6 +57,8 @@ def banner(config: ServerConfig, login: Path | None) -> str:
     if config.api_port:
         url = api_url(config)
         lines += [
+            f"  GUI                 {url}/ui/   (sign in as {ADMIN_USER} after "
+            f"`peregrine users passwd {ADMIN_USER}` sets its password)",
             f"  API                 {url}/api/v1   (docs: {url}/api/docs)",
             f"  CA certificate      {config.ca_cert_path}",
         ]

@@ -54,7 +54,9 @@ export function resultsTable({ title, fetchPage, exports = [], pageSize = 100, e
       h("div", { class: "actions" }, size, exports.map(([label, href]) =>
         h("a", { href, class: "button", download: "" }, label)))),
     body);
+  let current = 0;
   async function load(offset) {
+    current = offset;
     const limit = Number(size.value);
     try {
       const page = await fetchPage(offset, limit);
@@ -69,7 +71,8 @@ export function resultsTable({ title, fetchPage, exports = [], pageSize = 100, e
       replace(body, message("error", exc.message));
     }
   }
-  return { node, load };
+  // refresh(): the page being read again (new rows arrived), not a jump back to the first.
+  return { node, load, refresh: () => load(current) };
 }
 
 function rowsTable(rows, offset) {

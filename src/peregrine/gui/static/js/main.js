@@ -33,6 +33,7 @@ const ROUTES = [
 
 const root = document.getElementById("app");
 let current = null; // the page shown: {stop?}
+let firstRender = true;
 
 async function render() {
   if (current && current.stop) current.stop();
@@ -61,6 +62,9 @@ async function render() {
     }
     current = shown;
     replace(main, shown.node);
+    // After moving to another page, keyboard and screen-reader users start at its content.
+    if (!firstRender && !main.contains(document.activeElement)) main.focus();
+    firstRender = false;
     const heading = main.querySelector("h1");
     document.title = heading ? `${heading.textContent} · Peregrine` : "Peregrine";
   } catch (exc) {

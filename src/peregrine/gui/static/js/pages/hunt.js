@@ -8,6 +8,7 @@ import { pager, resultsTable } from "../components.js";
 import { can } from "../session.js";
 
 const CLIENTS_PAGE = 50;
+const RESULTS_REFRESH_MS = 3000;
 const CONTROLS = {
   Paused: ["start", "stop", "archive"],
   Running: ["pause", "stop"],
@@ -117,18 +118,26 @@ export async function huntPage([huntId]) {
 
   let stopWatch = null;
   let tables = [];
-  let refreshTimer = null;
+  let clientsTimer = null;
+  let resultsTimer = null;
+  let rowsShown = null;
   function restartWatch() {
     if (stopWatch) stopWatch();
     stopWatch = watch(`/hunts/${huntId}/events`, (data) => {
       const stateChanged = data.state !== hunt.state;
       drawStats(data);
-      // Clients and results follow the statistics, at most once a second.
-      clearTimeout(refreshTimer);
-      refreshTimer = setTimeout(() => {
-        loadClients();
-        for (const t of tables) t.load(0);
-      }, 1000);
+      // The clients and results follow the statistics, but not at every event: counting a
+      // hunt's rows reads every client's result set, so results are read again only when
+      // the row count moved, and at most every few seconds.
+      clearTimeout(clientsTimer);
+      clientsTimer = setTimeout(() => loadClients(), 1000);
+      if (data.rows !== rowsShown && !resultsTimer) {
+        resultsTimer = setTimeout(() => {
+          resultsTimer = null;
+          rowsShown = data.rows;
+          for (const t of tables) t.refresh();
+        }, rowsShown === null ? 0 : RESULTS_REFRESH_MS);
+      }
       if (stateChanged) {
         get(`/hunts/${huntId}`).then((fresh) => { hunt = fresh; drawHead(); });
       }
@@ -136,7 +145,9 @@ export async function huntPage([huntId]) {
   }
 
   drawHead();
-  drawStats(await get(`/hunts/${huntId}/stats`));
+  const initial = await get(`/hunts/${huntId}/stats`);
+  drawStats(initial);
+  rowsShown = initial.rows;
   await loadClients(0);
   tables = await loadResults();
   restartWatch();
@@ -146,5 +157,9 @@ export async function huntPage([huntId]) {
     h("div", { class: "columns" }, section("Hunt", summary), section("Clients", clients)),
     h("h2", { class: "section-title" }, "Results across clients"),
     results);
-  return { node, stop: () => { if (stopWatch) stopWatch(); clearTimeout(refreshTimer); } };
+  return { node, stop: () => {
+    if (stopWatch) stopWatch();
+    clearTimeout(clientsTimer);
+    clearTimeout(resultsTimer);
+  } };
 }
