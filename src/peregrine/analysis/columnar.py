@@ -113,7 +113,6 @@ class CopyMaker:
         self._failed: set[Path] = set()
         self._lock = threading.Lock()
         self._thread: threading.Thread | None = None
-        self._connection: Any | None = None
 
     def schedule(self, stems: Iterable[Path]) -> int:
         """Queue result sets for copying; returns how many were queued (not already waiting,
@@ -143,11 +142,13 @@ class CopyMaker:
     def _run(self) -> None:
         import duckdb
 
-        self._connection = duckdb.connect(":memory:", config=_CONVERTER_CONFIG)
+        connection: Any = None
         while True:
             stem = self._queue.get()
             try:
-                build(stem, self._connection)
+                if connection is None:
+                    connection = duckdb.connect(":memory:", config=_CONVERTER_CONFIG)
+                build(stem, connection)
             except Exception as exc:  # a result set DuckDB cannot read stays JSONL-only
                 log.warning("no Parquet copy of %s: %s", stem.name, exc)
                 with self._lock:
@@ -155,4 +156,7 @@ class CopyMaker:
             finally:
                 with self._lock:
                     self._waiting.discard(stem)
+                if self._queue.empty() and connection is not None:
+                    connection.close()  # none held while idle (nor at interpreter exit)
+                    connection = None
                 self._queue.task_done()
