@@ -16,6 +16,8 @@ def default_command(name: str) -> type[TyperGroup]:
     name of another of its commands (or ask for the group's help)."""
 
     class DefaultCommandGroup(TyperGroup):
+        default_name = name
+
         def parse_args(self, ctx: Any, args: list[str]) -> list[str]:  # Typer's own click
             if not args or (args[0] not in self.commands and args[0] not in _HELP):
                 args = [name, *args]
