@@ -26,7 +26,16 @@ def test_create_start_and_watch_a_hunt_finish(page: Any, gui_live: Live) -> None
     page.get_by_role("button", name="Create hunt").click()
     assert page.locator(f"#{expiry.get_attribute('id')}-error").inner_text() == "Required."
     assert gui_live.server.datastore.hunts.list(None, 1000, 0) == hunts_before
+    assert page.get_by_text("Required.").count() == 1
     expiry.fill("1")
+    assert page.get_by_text("Required.").count() == 0  # the message goes as the value is edited
+    # A refusal of the API about one field is shown by that field (a cron it cannot parse).
+    schedule = page.get_by_label("Or on a schedule (cron)")
+    schedule.fill("61 * * * *")
+    page.get_by_role("button", name="Create hunt").click()
+    page.locator(f"#{schedule.get_attribute('id')}-error").filter(has_text="61").wait_for()
+    assert gui_live.server.datastore.hunts.list(None, 1000, 0) == hunts_before
+    schedule.fill("")
     screenshot(page, "hunt-new")
     page.get_by_role("button", name="Create hunt").click()
     page.get_by_role("heading", name="GUI hunt for three numbers").wait_for()

@@ -97,6 +97,9 @@ export function field(label, input, { hint, error, id } = {}) {
   input.id = fid;
   const err = h("p", { class: "field-error", id: `${fid}-error`, role: "alert" }, error || "");
   input.setAttribute("aria-describedby", `${fid}-error${hint ? ` ${fid}-hint` : ""}`);
+  // A message about a value goes away as soon as the value is edited.
+  input.addEventListener("input", () => setFieldError(input, ""));
+  input.addEventListener("change", () => setFieldError(input, ""));
   return h("div", { class: "field" },
     h("label", { for: fid }, label),
     input,

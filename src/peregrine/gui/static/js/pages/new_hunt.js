@@ -24,6 +24,8 @@ export async function newHuntPage(_params, query) {
   const clientLimit = h("input", { name: "client_limit", inputmode: "numeric", placeholder: "no limit" });
   const expires = h("input", { name: "expires_hours", inputmode: "decimal", value: "168" });
   const rate = h("input", { name: "rate", inputmode: "decimal", placeholder: "server default" });
+  const every = h("input", { name: "every_minutes", inputmode: "decimal", placeholder: "once" });
+  const cron = h("input", { name: "cron", class: "mono", placeholder: "e.g. 0 3 * * *" });
   const status = h("div");
   const button = h("button", { type: "submit", class: "primary" }, "Create hunt");
 
@@ -47,7 +49,12 @@ export async function newHuntPage(_params, query) {
     const [limit, limitOk] = number(clientLimit, { integer: true });
     const [hours, hoursOk] = number(expires, { required: true });
     const [perSecond, rateOk] = number(rate);
-    if (!artifacts || !limitValues || !limitOk || !hoursOk || !rateOk) return;
+    let [minutes, everyOk] = number(every);
+    if (everyOk && minutes !== undefined && minutes < 1) {
+      setFieldError(every, "At least 1 minute.");
+      everyOk = false;
+    }
+    if (!artifacts || !limitValues || !limitOk || !hoursOk || !rateOk || !everyOk) return;
     button.disabled = true;
     replace(status);
     try {
@@ -61,10 +68,15 @@ export async function newHuntPage(_params, query) {
         client_limit: limit ?? null,
         expires_in: hours * 3600,
         notifications_per_second: perSecond ?? null,
+        every_seconds: minutes === undefined ? null : minutes * 60,
+        cron: cron.value.trim() || null,
       });
       navigate(`/ui/hunts/${hunt.hunt_id}`);
     } catch (exc) {
-      if (!launcher.showServerError(exc.message, { fallback: false })) {
+      if (exc.message.startsWith("cron: ")) {
+        setFieldError(cron, exc.message.slice(6));
+        cron.focus();
+      } else if (!launcher.showServerError(exc.message, { fallback: false })) {
         replace(status, message("error", exc.message));
       }
     } finally {
@@ -72,16 +84,20 @@ export async function newHuntPage(_params, query) {
     }
   } },
   launcher.node,
+  h("fieldset", {}, h("legend", {}, "Hunt"),
+    h("div", { class: "grid" },
+      field("Description", description, { hint: "what it looks for and why" }),
+      field("Expires after (hours)", expires),
+      field("Rate (clients a second)", rate, { hint: "how fast connected clients are told" }),
+      field("Repeat every (minutes)", every, { hint: "a new run each period; empty: once" }),
+      field("Or on a schedule (cron)", cron, { hint: "minute hour day month weekday" }))),
   h("fieldset", {}, h("legend", {}, "Which clients"),
     h("div", { class: "grid" },
-      field("Description", description),
       field("Include labels", include, { hint: "all of these, separated by spaces or commas" }),
       field("Exclude labels", exclude, { hint: "none of these" }),
       h("div", { class: "field" }, h("span", { class: "label" }, "Operating systems"), osGroup,
         h("p", { class: "hint" }, "none ticked: any")),
-      field("Client limit", clientLimit),
-      field("Expires after (hours)", expires),
-      field("Rate (clients a second)", rate, { hint: "how fast connected clients are told" }))),
+      field("Client limit", clientLimit))),
   limits.node,
   status,
   h("div", { class: "form-actions" }, button, link("/ui/hunts", "Cancel")),
