@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import io
 import threading
 from collections.abc import Iterator
@@ -257,13 +258,19 @@ async def export_hunt(
     )
 
 
+class _ReaderGone(Exception):
+    """The client stopped reading an export: its producer stops writing."""
+
+
 def _stream_export(
     results: object, hunt_id: str, artifact: str, source: str, fmt: str
 ) -> Iterator[bytes]:
-    """Run the export in a thread writing into a pipe of bounded chunks; yield them."""
+    """Run the export in a thread writing into a pipe of bounded chunks; yield them. A reader
+    that goes away stops the producer (else it would wait on the full pipe for good)."""
     import queue
 
     chunks: queue.Queue[bytes | None] = queue.Queue(maxsize=16)
+    gone = threading.Event()
 
     class Sink(io.RawIOBase):
         position = 0
@@ -275,6 +282,8 @@ def _stream_export(
             return self.position
 
         def write(self, data: bytes) -> int:  # type: ignore[override]
+            if gone.is_set():
+                raise _ReaderGone
             chunks.put(bytes(data))
             self.position += len(data)
             return len(data)
@@ -285,12 +294,19 @@ def _stream_export(
         try:
             results.export(hunt_id, artifact, source, fmt, Sink())  # type: ignore[attr-defined]
         except Exception as exc:
-            failed.append(exc)
+            if not gone.is_set():
+                failed.append(exc)
         finally:
-            chunks.put(None)
+            chunks.put(None)  # never blocks for good: a reader that left emptied the pipe
 
     threading.Thread(target=produce, daemon=True).start()
-    while (chunk := chunks.get()) is not None:
-        yield chunk
+    try:
+        while (chunk := chunks.get()) is not None:
+            yield chunk
+    finally:
+        gone.set()
+        with contextlib.suppress(queue.Empty):
+            while True:  # unblock a producer waiting for room; its next write stops it
+                chunks.get_nowait()
     if failed:  # raised here, the response breaks off: a cut file never looks whole
         raise failed[0]
