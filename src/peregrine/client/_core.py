@@ -150,8 +150,11 @@ def transport_error(exc: Exception, url: str) -> TransportError:
 # -- responses ----------------------------------------------------------------------------------
 
 
-def raise_for(status: int, content: bytes, reason: str) -> None:
-    """Raise the PeregrineError of an error response; nothing for a success."""
+def raise_for(
+    status: int, content: bytes, reason: str, headers: Mapping[str, str] | None = None
+) -> None:
+    """Raise the PeregrineError of an error response (with the Retry-After it carries);
+    nothing for a success."""
     if status < 400:
         return
     try:
@@ -159,11 +162,17 @@ def raise_for(status: int, content: bytes, reason: str) -> None:
     except ValueError:
         body = None
     text = content.decode("utf-8", "replace").strip()[:500]
-    raise error_for_status(status, body, text or f"HTTP {status} {reason}".strip())
+    raise error_for_status(status, body, text or f"HTTP {status} {reason}".strip(), headers)
 
 
-def decode(call: Call[T], status: int, content: bytes, reason: str = "") -> T:
-    raise_for(status, content, reason)
+def decode(
+    call: Call[T],
+    status: int,
+    content: bytes,
+    reason: str = "",
+    headers: Mapping[str, str] | None = None,
+) -> T:
+    raise_for(status, content, reason, headers)
     if call.type is None:
         return None  # type: ignore[return-value]
     try:

@@ -129,7 +129,9 @@ class AsyncPeregrine:
             )
         except httpx.TransportError as exc:
             raise transport_error(exc, self.url) from None
-        return decode(call, response.status_code, response.content, response.reason_phrase)
+        return decode(
+            call, response.status_code, response.content, response.reason_phrase, response.headers
+        )
 
     @contextlib.asynccontextmanager
     async def _stream(
@@ -145,7 +147,12 @@ class AsyncPeregrine:
             ) as response:
                 if response.status_code >= 400:
                     await response.aread()
-                    raise_for(response.status_code, response.content, response.reason_phrase)
+                    raise_for(
+                        response.status_code,
+                        response.content,
+                        response.reason_phrase,
+                        response.headers,
+                    )
                 yield response
         except httpx.TransportError as exc:
             raise transport_error(exc, self.url) from None

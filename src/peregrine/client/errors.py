@@ -7,6 +7,8 @@
     ├── Conflict                   409: not in this state (starting a stopped hunt...)
     ├── BadRequest                 400 and 422: the request itself is wrong (bad artifact,
     │                              unknown parameter, invalid field); 422 details are joined
+    ├── RateLimited                429: too many at once (failed logins, a busy password check,
+    │                              a balancer's limit); try again after ``retry_after``
     ├── ServerError                5xx: the server failed; retrying later may help
     ├── TransportError             the server could not be reached or the connection broke
     │                              (DNS, refused, TLS verification, time-out)
@@ -15,11 +17,16 @@
                                    (also a TimeoutError)
 
 ``status`` is the HTTP status (``None`` when there was no response) and ``body`` the decoded
-JSON error body, for scripts that want more than ``detail``.
+JSON error body, for scripts that want more than ``detail``. ``retry_after`` is the seconds the
+server asked to wait (its Retry-After header, on a 429 or a 503), or ``None``; ``detail`` then
+ends with ``(retry in N s)``.
 """
 
 from __future__ import annotations
 
+import email.utils
+import time
+from collections.abc import Mapping
 from typing import Any
 
 __all__ = [
@@ -30,6 +37,7 @@ __all__ = [
     "IntegrityError",
     "NotFound",
     "PeregrineError",
+    "RateLimited",
     "ServerError",
     "TransportError",
     "WaitTimeout",
@@ -40,11 +48,19 @@ __all__ = [
 class PeregrineError(Exception):
     """A failed API call; ``str(error)`` is ``detail``."""
 
-    def __init__(self, detail: str, *, status: int | None = None, body: Any = None) -> None:
+    def __init__(
+        self,
+        detail: str,
+        *,
+        status: int | None = None,
+        body: Any = None,
+        retry_after: float | None = None,
+    ) -> None:
         super().__init__(detail)
         self.detail = detail
         self.status = status
         self.body = body
+        self.retry_after = retry_after
 
 
 class AuthenticationError(PeregrineError):
@@ -65,6 +81,10 @@ class Conflict(PeregrineError):
 
 class BadRequest(PeregrineError):
     """400 or 422."""
+
+
+class RateLimited(PeregrineError):
+    """429."""
 
 
 class ServerError(PeregrineError):
@@ -90,6 +110,7 @@ _BY_STATUS: dict[int, type[PeregrineError]] = {
     404: NotFound,
     409: Conflict,
     422: BadRequest,
+    429: RateLimited,
 }
 
 
@@ -108,9 +129,30 @@ def _detail_text(detail: Any) -> str:
     return str(detail)
 
 
-def error_for_status(status: int, body: Any, fallback: str) -> PeregrineError:
+def retry_after(headers: Mapping[str, str] | None, now: float | None = None) -> float | None:
+    """The seconds a Retry-After header asks for (a number, or an HTTP date), or None."""
+    value = (headers or {}).get("retry-after", "").strip()
+    if not value:
+        return None
+    try:
+        seconds = float(value)
+    except ValueError:
+        try:
+            when = email.utils.parsedate_to_datetime(value).timestamp()
+        except (TypeError, ValueError, IndexError):
+            return None
+        seconds = when - (time.time() if now is None else now)
+    return max(0.0, seconds) if seconds == seconds else None  # NaN: no advice
+
+
+def error_for_status(
+    status: int, body: Any, fallback: str, headers: Mapping[str, str] | None = None
+) -> PeregrineError:
     """The exception for an error response whose decoded JSON body is ``body``."""
     detail = body.get("detail") if isinstance(body, dict) else None
     text = _detail_text(detail) if detail else fallback
     cls = _BY_STATUS.get(status) or (ServerError if status >= 500 else PeregrineError)
-    return cls(text, status=status, body=body)
+    wait = retry_after(headers) if status in (429, 503) else None
+    if wait is not None:
+        text = f"{text} (retry in {wait:.0f} s)"
+    return cls(text, status=status, body=body, retry_after=wait)

@@ -131,7 +131,9 @@ class Peregrine:
             )
         except httpx.TransportError as exc:
             raise transport_error(exc, self.url) from None
-        return decode(call, response.status_code, response.content, response.reason_phrase)
+        return decode(
+            call, response.status_code, response.content, response.reason_phrase, response.headers
+        )
 
     @contextlib.contextmanager
     def _stream(
@@ -148,7 +150,12 @@ class Peregrine:
             ) as response:
                 if response.status_code >= 400:
                     response.read()
-                    raise_for(response.status_code, response.content, response.reason_phrase)
+                    raise_for(
+                        response.status_code,
+                        response.content,
+                        response.reason_phrase,
+                        response.headers,
+                    )
                 yield response
         except httpx.TransportError as exc:
             raise transport_error(exc, self.url) from None
