@@ -18,8 +18,6 @@ import ast
 from collections.abc import Iterable
 from pathlib import Path
 
-import pytest
-
 SRC = Path(__file__).resolve().parent.parent / "src"
 PACKAGE = "peregrine"
 
@@ -163,7 +161,6 @@ def test_known_upward_imports_are_still_there() -> None:
         assert imported in imported_names(importer, modules[importer]), (importer, imported)
 
 
-@pytest.mark.xfail(strict=True, reason="api <-> server: the services are being moved out")
 def test_no_cycle_between_top_level_packages() -> None:
     edges = package_edges(import_graph())
     packages = {p for pair in edges for p in pair}
@@ -178,7 +175,6 @@ def test_no_cycle_between_top_level_packages() -> None:
     assert not found, "import cycles between packages:\n" + "\n".join(detail)
 
 
-@pytest.mark.xfail(strict=True, reason="api <-> server: the services are being moved out")
 def test_layers_import_only_downwards() -> None:
     graph = import_graph()
     wrong = [

@@ -26,7 +26,7 @@ import pytest
 from peregrine.agent.agent import Agent
 from peregrine.auth.roles import ROLES
 from peregrine.server.app import Server
-from peregrine.server.hunts import HuntSpec
+from peregrine.services.hunts import HuntSpec
 from tests.server.harness import (
     agent_config,
     make_deployment,

@@ -26,7 +26,7 @@ from schemathesis.checks import (
 from schemathesis.hooks import HookContext
 
 from peregrine.api.app import create_app
-from peregrine.server.hunts import HuntSpec
+from peregrine.services.hunts import HuntSpec
 from tests.api.conftest import API, Live, live_deployment
 
 

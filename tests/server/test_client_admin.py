@@ -11,8 +11,8 @@ import pytest
 
 from peregrine.config import GeneratedConfig
 from peregrine.server.app import Server
-from peregrine.server.client_admin import ClientConnected, UnknownClient, delete_client
-from peregrine.server.hunts import HuntSpec
+from peregrine.services.client_admin import ClientConnected, UnknownClient, delete_client
+from peregrine.services.hunts import HuntSpec
 from tests.server.harness import (
     agent_config,
     make_deployment,
@@ -60,7 +60,7 @@ def test_deleting_a_client_removes_everything_kept_of_it(
             kept_files = sorted(p for p in kept_dir.rglob("*") if p.is_file())
             assert (server.filestore.root / "clients" / gone).is_dir()
 
-            deleted = await delete_client(server, gone)
+            deleted = await delete_client(server.services, gone)
 
             assert (deleted.client_id, deleted.flows, deleted.was_connected) == (gone, 4, False)
             assert deleted.bytes_freed > 0
@@ -80,7 +80,7 @@ def test_deleting_a_client_removes_everything_kept_of_it(
             assert sorted(p for p in kept_dir.rglob("*") if p.is_file()) == kept_files
             assert store.clients.get(kept) is not None
             with pytest.raises(UnknownClient):
-                await delete_client(server, gone)
+                await delete_client(server.services, gone)
 
     asyncio.run(scenario())
 
@@ -99,13 +99,13 @@ def test_a_connected_client_is_deleted_only_when_forced(
                 await _interrogated(server, cid)
                 [old_flow] = store.collections.list_for_client(cid)
                 with pytest.raises(ClientConnected, match="force"):
-                    await delete_client(server, cid)
+                    await delete_client(server.services, cid)
                 assert store.clients.get(cid) is not None
                 assert store.collections.get(old_flow.flow_id) is not None
                 sessions = agent.sessions
                 before = time.time()
 
-                deleted = await delete_client(server, cid, force=True)
+                deleted = await delete_client(server.services, cid, force=True)
 
                 assert deleted.was_connected and deleted.flows == 1
                 assert store.collections.get(old_flow.flow_id) is None

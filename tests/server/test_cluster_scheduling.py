@@ -25,7 +25,7 @@ from peregrine.datastore import Datastore, FlowRecord, open_datastore
 from peregrine.datastore.collections import insert_flow
 from peregrine.datastore.schema import hunt_clients
 from peregrine.server.app import Server
-from peregrine.server.hunts import HuntSpec
+from peregrine.services.hunts import HuntSpec
 from tests.server.harness import make_deployment
 
 PROCESSES = 4

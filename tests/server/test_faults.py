@@ -42,8 +42,8 @@ from peregrine.server import session as session_module
 from peregrine.server.app import Server
 from peregrine.server.connections import ConnectionRegistry
 from peregrine.server.ingest import Outcome
-from peregrine.server.monitor import GRACE_SECONDS
 from peregrine.services.collections import CollectionService, Limits
+from peregrine.services.monitor import GRACE_SECONDS
 from tests.server.harness import (
     RawAgent,
     agent_config,

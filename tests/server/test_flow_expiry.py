@@ -13,8 +13,8 @@ import pytest
 
 from peregrine.config import GeneratedConfig
 from peregrine.datastore import FlowRecord
-from peregrine.server.hunts import HuntSpec
 from peregrine.services.collections import Limits
+from peregrine.services.hunts import HuntSpec
 from tests.server.harness import (
     agent_config,
     make_deployment,

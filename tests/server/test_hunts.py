@@ -13,7 +13,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from peregrine.server.app import Server
-from peregrine.server.hunts import HuntError, HuntSpec
+from peregrine.services.hunts import HuntError, HuntSpec
 from tests.server.harness import (
     agent_config,
     make_deployment,

@@ -17,7 +17,7 @@ import pytest
 from peregrine.config import GeneratedConfig
 from peregrine.loadtest import Fleet
 from peregrine.server.app import Server
-from peregrine.server.hunts import HuntSpec
+from peregrine.services.hunts import HuntSpec
 from tests.server.harness import make_deployment, wait_until
 
 pytestmark = pytest.mark.slow

@@ -14,7 +14,8 @@ from websockets.asyncio.client import connect
 from peregrine.agent.identity import load_or_create
 from peregrine.config import client_ssl_context
 from peregrine.protocol.messages import Challenge, Hello, decode_from_server, encode
-from peregrine.server.app import INTERROGATOR, Server
+from peregrine.server.app import Server
+from peregrine.services.interrogation import INTERROGATOR
 from tests.server.harness import (
     agent_config,
     make_deployment,

@@ -14,7 +14,7 @@ from fastapi.responses import JSONResponse
 
 from peregrine import __version__
 from peregrine.api.auditing import AuditEveryChange
-from peregrine.api.deps import ApiContext
+from peregrine.api.deps import ApiContext, ReadinessCheck
 from peregrine.api.docs import add_docs
 from peregrine.api.routes import (
     admin,
@@ -36,7 +36,7 @@ from peregrine.datastore import DatastoreError, DatastoreUnavailable, NotFound
 from peregrine.gui.routes import add_gui
 
 if TYPE_CHECKING:
-    from peregrine.server.app import Server
+    from peregrine.services.app import Services
 
 API_PREFIX = "/api/v1"
 
@@ -51,7 +51,14 @@ ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
 }
 
 
-def create_app(server: Server, accounts: Accounts, audit: AuditLog) -> FastAPI:
+def create_app(
+    services: Services,
+    accounts: Accounts,
+    audit: AuditLog,
+    readiness: ReadinessCheck | None = None,
+) -> FastAPI:
+    """The API over ``services``; ``readiness`` answers ``/readyz`` for the process serving
+    it. The composition root (``server/api_server.py``) makes and serves it."""
     app = FastAPI(
         title="Peregrine API",
         version="1",
@@ -67,9 +74,10 @@ def create_app(server: Server, accounts: Accounts, audit: AuditLog) -> FastAPI:
     )
     add_docs(app, f"{API_PREFIX}/openapi.json", app.title)
     add_gui(app)  # the web GUI at /ui/: static files; it uses this API from the browser
-    login = server.config.login if server is not None else LoginSettings()
+    login = services.config.login if services is not None else LoginSettings()
     app.state.ctx = ApiContext(
-        server=server,
+        services=services,
+        readiness=readiness,
         accounts=accounts,
         audit=audit,
         passwords=PasswordPool(login.hash_workers, login.max_waiting),

@@ -13,7 +13,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 from fastapi import Depends, HTTPException, Request
 
@@ -24,17 +24,35 @@ from peregrine.auth.login_limits import FailedLogins
 from peregrine.auth.password_pool import PasswordPool
 
 if TYPE_CHECKING:
-    from peregrine.server.app import Server
+    from peregrine.services.app import Services
 
 SESSION_COOKIE = "peregrine_session"
 CSRF_HEADER = "X-CSRF-Token"
 
 
+class ReadinessReport(Protocol):
+    @property
+    def ready(self) -> bool:
+        """Whether this process should get traffic."""
+
+    def body(self) -> dict[str, Any]:
+        """The answer's JSON body: the state and each check's outcome."""
+
+
+class ReadinessCheck(Protocol):
+    """Whether the process serving the API should get traffic (``server/readiness.py``)."""
+
+    async def report(self) -> ReadinessReport: ...
+
+
 @dataclass
 class ApiContext:
-    """Everything routes need, attached to the app at creation (``app.state.ctx``)."""
+    """Everything routes need, attached to the app at creation (``app.state.ctx``). Routes
+    reach collections, hunts and clients through ``services``, never the frontend process."""
 
-    server: Server
+    services: Services
+    #: The serving process's readiness for ``/readyz``, given by the composition root.
+    readiness: ReadinessCheck | None
     accounts: Accounts
     audit: AuditLog
     #: The only threads that run argon2 for the API (logins, new passwords).
@@ -54,7 +72,7 @@ class ApiContext:
     ) -> None:
         """Write one audit entry (in the datastore's group commit)."""
         await self.audit.record_grouped(
-            self.server.datastore.group, actor, action, target=target, address=address,
+            self.services.datastore.group, actor, action, target=target, address=address,
             parameters=parameters, result=result, reason=reason,
         )  # fmt: skip
 

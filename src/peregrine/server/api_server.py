@@ -1,4 +1,8 @@
-"""Serve the REST API from the frontend's own event loop (uvicorn, HTTPS)."""
+"""Serve the REST API from the frontend's own event loop (uvicorn, HTTPS).
+
+Part of the composition root: the only module of ``server/`` that imports the API, which it
+gives the services, the accounts, the audit log and this process's readiness.
+"""
 
 from __future__ import annotations
 
@@ -32,7 +36,7 @@ class ApiServer:
 
         self.server = server
         config = server.config
-        app = create_app(server, server.accounts, server.audit)
+        app = create_app(server.services, server.accounts, server.audit, server.readiness)
         self._ctx: ApiContext = app.state.ctx
         self._uvicorn = _EmbeddedUvicorn(
             uvicorn.Config(

@@ -1,9 +1,11 @@
-"""The embedded server: one process holding agent connections, the datastore and the filestore.
+"""The frontend process and its composition root.
 
-``Server`` wires the parts together (datastore, filestore, artifacts, connection registry,
-collection service, ingestion) and runs the WebSocket-over-TLS listener for agents plus the flow
-monitor. In the embedded mode this process is also the leader, so it runs the singleton work
-(the monitor) itself.
+``Server`` composes one process: the datastore, the filestore, the bus, presence and leader
+election (``cluster.py``), the services (``services/app.py``: collections, hunts, the monitor,
+the client index), the frontend (the WebSocket-over-TLS listener for agents, their sessions and
+ingestion) and the API (``api_server.py``). It is the services' ``Fleet``: they reach agents
+through it. In the embedded mode this process is also the leader, so it runs the singleton work
+(the monitor, hunt expiry) itself.
 """
 
 from __future__ import annotations
@@ -36,28 +38,21 @@ from peregrine.protocol.messages import (
 )
 from peregrine.server.api_server import ApiServer
 from peregrine.server.bus import Bus
-from peregrine.server.client_admin import forget_locally
 from peregrine.server.cluster import make_bus, make_leader, make_presence
 from peregrine.server.connections import ConnectionRegistry
-from peregrine.server.hunts import HuntManager
 from peregrine.server.ingest import Ingestor
 from peregrine.server.leader import Leader
-from peregrine.server.monitor import FlowMonitor
 from peregrine.server.prelogin import limited
 from peregrine.server.presence import PRESENCE_KINDS, Presence
 from peregrine.server.readiness import HEALTH_PATHS, Readiness, answer_on_agent_port
 from peregrine.server.seen import SeenWriter
 from peregrine.server.session import AgentSession
-from peregrine.services.client_index import ClientIndex
-from peregrine.services.collections import CollectionService, Limits
-from peregrine.services.events import ServerEvents
-from peregrine.services.hunt_results import HuntResults
+from peregrine.services.app import Services
+from peregrine.services.collections import Limits
 
 log = logging.getLogger(__name__)
 
 AGENT_PATH = "/agent"
-INTERROGATION = "Generic.Client.Info"
-INTERROGATOR = "server:interrogation"
 #: Every agent is pinged this often; one whose pong has not come after PING_TIMEOUT is closed.
 PING_INTERVAL = 60.0
 #: Connections the kernel queues before they are accepted (capped by net.core.somaxconn).
@@ -92,24 +87,20 @@ class Server:
         self.seen = SeenWriter(self.datastore.clients)
         #: This process's clients coming and going, told to the others; theirs, as last heard.
         self.presence: Presence = make_presence(config, self.bus)
-        self.events = ServerEvents()
         self.readiness = Readiness(self)
         self.ingestor = Ingestor(
             self.datastore, self.filestore, max_upload_bytes=config.limits.max_upload_bytes
         )
-        self.collections = CollectionService(
-            self.datastore,
-            self.repository,
-            self.push,
-            default_timeout=config.flows.timeout,
-            default_progress_timeout=config.flows.progress_timeout,
-            created=lambda flow: self.ingestor.expect(flow.flow_id, flow.client_id),
-            default_expiry=config.flows.scheduled_expiry,
+        self.services = Services(
+            config, self.datastore, self.filestore, self.repository, fleet=self, leader=self.leader
         )
-        self.monitor = FlowMonitor(self)
-        self.client_index = ClientIndex()
-        self.hunts = HuntManager(self)
-        self.hunt_results = HuntResults(self.datastore, self.filestore)
+        # The services' parts by their own names, for the sessions, the CLI and the tests.
+        self.events = self.services.events
+        self.collections = self.services.collections
+        self.monitor = self.services.monitor
+        self.client_index = self.services.client_index
+        self.hunts = self.services.hunts
+        self.hunt_results = self.services.hunt_results
         self.accounts = Accounts(self.datastore)
         self.audit = AuditLog(self.datastore.audit, default_audit_path(config.data_dir))
         self._listener: WebSocketServer | None = None
@@ -147,8 +138,8 @@ class Server:
             self._api = ApiServer(self)
             await self._api.start()
         self._monitor_task = asyncio.create_task(self.monitor.run())
-        await self.presence.start(self.connections.client_ids, self._appeared)
-        await self._load_client_index()
+        await self.presence.start(self.connections.client_ids, self.services.clients_appeared)
+        await self.services.load_client_index()
         await self.hunts.load()
         self._hunt_task = asyncio.create_task(self.hunts.run(load=False))
         log.info("listening for agents on %s:%s", self.config.bind_address, self.port)
@@ -159,15 +150,6 @@ class Server:
         # TLS 1.3 sends after every handshake would be CPU and bytes for nothing.
         context.num_tickets = 0
         return context
-
-    async def _load_client_index(self) -> None:
-        after: str | None = None
-        while True:
-            page = await asyncio.to_thread(self.datastore.clients.all_for_index, after, 5000)
-            self.client_index.load(page)
-            if len(page) < 5000:
-                return
-            after = page[-1].client_id
 
     @property
     def api_port(self) -> int | None:
@@ -240,7 +222,25 @@ class Server:
         finally:
             self.connections.keepalive.release(ws)
 
-    # -- several frontends ---------------------------------------------------------------------
+    # -- the services' Fleet (services/fleet.py) -----------------------------------------------
+
+    def holds(self, client_id: str) -> bool:
+        """Whether the client is connected to this process."""
+        return client_id in self.connections
+
+    def held_here(self) -> list[str]:
+        """The clients connected to this process."""
+        return list(self.connections.client_ids())
+
+    def expect(self, flow_id: str, client_id: str) -> None:
+        """A flow was stored for the client: the ingestor knows whose it is without a query."""
+        self.ingestor.expect(flow_id, client_id)
+
+    async def disconnect(self, client_id: str, reason: str) -> None:
+        """Close the client's connection to this process, if it has one."""
+        connection = self.connections.get(client_id)
+        if connection is not None:
+            await connection.close(1000, reason)
 
     def is_online(self, client_id: str) -> bool:
         """Whether the client is connected here or (as last shared) to another frontend."""
@@ -274,22 +274,6 @@ class Server:
                 await self.bus.publish(notice, to=holder)
         return False
 
-    async def _appeared(self, clients: list[str]) -> None:
-        """Clients seen on another frontend: one enrolled there is not in our index yet."""
-        for client_id in clients:
-            if client_id not in self.client_index.clients:
-                await self._reindex(client_id)
-
-    async def _reindex(self, client_id: str) -> None:
-        record = await asyncio.to_thread(self.datastore.clients.get, client_id)
-        if record is None:  # deleted (server/client_admin.py)
-            await forget_locally(self, client_id)
-        else:
-            self.client_index.update(
-                client_id, record.labels, record.os, record.hostname, record.ip_addresses,
-                record.last_seen,
-            )  # fmt: skip
-
     async def announce(self, kind: str, **fields: Any) -> None:
         """Tell the other processes (client changed, hunt started or stopped)."""
         await self.bus.publish({"kind": kind, **fields})
@@ -307,15 +291,13 @@ class Server:
         elif kind in PRESENCE_KINDS:
             await self.presence.on_notice(notice)
         elif kind == "client_changed":
-            await self._reindex(client_id)
-            if client_id in self.connections:
-                await self.hunts.client_checked_in(client_id)
+            await self.services.client_changed_elsewhere(client_id)
         elif kind == "hunt_started":
             await self.hunts.started_elsewhere(str(notice["hunt_id"]))
         elif kind == "hunt_stopped":
             self.hunts.stopped_elsewhere(str(notice["hunt_id"]))
 
-    # -- services -----------------------------------------------------------------------------
+    # -- the services, for the sessions and for scripts and tests that hold a Server ----------
 
     async def collect(
         self,
@@ -325,105 +307,26 @@ class Server:
         permissions: frozenset[str] = ALL_PERMISSIONS,
         limits: Limits | None = None,
     ) -> FlowRecord:
-        record = await self.collections.create(client_id, artifacts, creator, permissions, limits)
-        self.events.flow_changed(record.flow_id)
-        return record
+        return await self.services.collect(client_id, artifacts, creator, permissions, limits)
 
     async def wait_for_flow(
         self, flow_id: str, states: Iterable[str], timeout: float = 60.0
     ) -> FlowRecord:
-        wanted = set(states)
-
-        async def check() -> FlowRecord | None:
-            record = await asyncio.to_thread(self.datastore.collections.get, flow_id)
-            return record if record is not None and record.state in wanted else None
-
-        return await self.events.wait_for(check, timeout)
-
-    async def interrogate(self, client_id: str) -> None:
-        """Collect the client-info artifact; its result fills the client record."""
-        if self.repository.find(INTERROGATION) is None:
-            log.warning("no %s artifact: clients are not interrogated", INTERROGATION)
-            return
-        await self.collect(client_id, [(INTERROGATION, {})], creator=INTERROGATOR)
-
-    async def flow_finished(self, client_id: str, record: FlowRecord) -> None:
-        """A flow's last message is stored: an interrogation's facts go into the client."""
-        if record.creator != INTERROGATOR or record.state != "Finished":
-            return
-        flow_id = record.flow_id
-        info = await asyncio.to_thread(self._apply_interrogation, client_id, flow_id)
-        self.events.flow_changed(flow_id)
-        if info is not None:
-            # The OS is known now: hunts that target it may apply to this client.
-            await self.hunts.client_changed(
-                client_id,
-                os=info["os"],
-                hostname=info["hostname"],
-                ip_addresses=info["ip_addresses"],
-            )
-            await self.announce("client_changed", client_id=client_id)
-
-    async def client_connected(self, client_id: str, seen_hunts: Iterable[str] = ()) -> None:
-        """A client checked in: it gets every running hunt it matches and has not had."""
-        if client_id not in self.client_index.clients:
-            await self._reindex(client_id)
-        self.client_index.update(client_id, last_seen=time.time())
-        await self._interrogate_if_never_done(client_id)
-        await self.hunts.client_checked_in(client_id, seen_hunts)
-
-    async def _interrogate_if_never_done(self, client_id: str) -> None:
-        """Interrogate a client that never was (it left between its enrollment and its
-        Welcome): otherwise it would never match a hunt that targets an OS."""
-        entry = self.client_index.clients.get(client_id)
-        if entry is None or entry.os is not None:
-            return  # deleted meanwhile, or interrogated: no query at most check-ins
-        record = await asyncio.to_thread(self.datastore.clients.get, client_id)
-        if record is None or record.interrogated is not None:
-            return
-        pending = self.datastore.collections.has_in_flight
-        if not await asyncio.to_thread(pending, client_id, INTERROGATOR):
-            log.info("interrogating %s: it has not been interrogated yet", client_id)
-            await self.interrogate(client_id)
+        return await self.services.wait_for_flow(flow_id, states, timeout)
 
     async def label(
         self, client_id: str, add: Iterable[str] = (), remove: Iterable[str] = ()
     ) -> list[str]:
-        """Change a client's labels; a hunt that now matches it is scheduled on it."""
-        labels: list[str] = []
-        if add:
-            labels = await asyncio.to_thread(
-                self.datastore.clients.add_labels, client_id, list(add)
-            )
-        if remove:
-            labels = await asyncio.to_thread(
-                self.datastore.clients.remove_labels, client_id, list(remove)
-            )
-        await self.hunts.client_changed(client_id, labels=labels)
-        await self.announce("client_changed", client_id=client_id)
-        return labels
+        return await self.services.label(client_id, add, remove)
 
-    def _apply_interrogation(self, client_id: str, flow_id: str) -> dict[str, Any] | None:
-        host = self.filestore.read_rows(client_id, flow_id, INTERROGATION, "host", 0, 1)
-        users = self.filestore.read_rows(client_id, flow_id, INTERROGATION, "users", 0, 10_000)
-        if not host:
-            return None
-        facts = dict(host[0])
-        info = {
-            "hostname": facts.get("hostname"),
-            "fqdn": facts.get("fqdn"),
-            "os": facts.get("os"),
-            "release": facts.get("platform_version") or facts.get("platform_name"),
-            "kernel": facts.get("kernel_release"),
-            "arch": facts.get("arch"),
-            "ip_addresses": _json_list(facts.get("ip_addresses")),
-            "mac_addresses": _json_list(facts.get("mac_addresses")),
-            "users": [u["username"] for u in users if u.get("username")],
-            "agent_version": facts.get("agent_version"),
-            "boot_time": facts.get("boot_time"),
-        }
-        self.datastore.clients.set_info(client_id, info, time.time())
-        return info
+    async def interrogate(self, client_id: str) -> None:
+        await self.services.interrogate(client_id)
+
+    async def client_connected(self, client_id: str, seen_hunts: Iterable[str] = ()) -> None:
+        await self.services.client_connected(client_id, seen_hunts)
+
+    async def flow_finished(self, client_id: str, record: FlowRecord) -> None:
+        await self.services.flow_finished(client_id, record)
 
 
 def _cancel_only(payload: Any) -> bytes | None:
@@ -438,17 +341,3 @@ def _cancel_only(payload: Any) -> bytes | None:
         log.warning("bus: ignoring a send notice that is not a cancel")
         return None
     return data
-
-
-def _json_list(value: Any) -> list[str]:
-    import json
-
-    if isinstance(value, list):
-        return [str(v) for v in value]
-    if isinstance(value, str):
-        try:
-            parsed = json.loads(value)
-        except ValueError:
-            return [value]
-        return [str(v) for v in parsed] if isinstance(parsed, list) else [value]
-    return []

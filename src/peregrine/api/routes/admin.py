@@ -292,16 +292,16 @@ async def audit_log(
 
 @router.get("/status", response_model=Status, tags=["status"], summary="Server status")
 async def status(request: Request, _: Principal = Depends(require(READ_RESULTS))) -> Status:
-    server = context(request).server
-    in_flight = await asyncio.to_thread(server.datastore.collections.in_flight)
-    running = await asyncio.to_thread(server.datastore.hunts.running, time.time())
+    services = context(request).services
+    in_flight = await asyncio.to_thread(services.datastore.collections.in_flight)
+    running = await asyncio.to_thread(services.datastore.hunts.running, time.time())
     return Status(
         version=__version__,
-        clients=len(server.client_index),
-        connected=len(server.online()),
+        clients=len(services.client_index),
+        connected=len(services.fleet.online()),
         flows_in_flight=len(in_flight),
         running_hunts=len(running),
-        datastore=server.datastore.backend,
-        leader=server.leader.is_leader,
-        degraded=server.degraded(),
+        datastore=services.datastore.backend,
+        leader=services.leader.is_leader,
+        degraded=services.fleet.degraded(),
     )

@@ -58,8 +58,8 @@ def _engine(request: Request) -> AnalysisEngine:
     """The app's engine, made on the first query (so duckdb loads only then)."""
     engine: AnalysisEngine | None = getattr(request.app.state, "analysis", None)
     if engine is None:
-        server = context(request).server
-        engine = AnalysisEngine(server.datastore, server.filestore)
+        services = context(request).services
+        engine = AnalysisEngine(services.datastore, services.filestore)
         request.app.state.analysis = engine
     return engine
 

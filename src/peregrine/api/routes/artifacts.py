@@ -30,7 +30,7 @@ async def list_artifacts(
     search: str | None = Query(None, max_length=200),
     _: Principal = Depends(require(READ_RESULTS)),
 ) -> list[ArtifactSummary]:
-    repo = context(request).server.repository
+    repo = context(request).services.repository
     found = repo.search(search) if search else list(repo)
     return [
         ArtifactSummary(name=a.name, type=a.type, summary=a.summary, origin=a.origin) for a in found
@@ -42,7 +42,7 @@ async def show_artifact(
     name: str, request: Request, _: Principal = Depends(require(READ_RESULTS))
 ) -> dict[str, Any]:
     try:
-        artifact = context(request).server.repository.get(name)
+        artifact = context(request).services.repository.get(name)
     except ArtifactError as exc:
         raise HTTPException(404, str(exc)) from None
     data: dict[str, Any] = msgspec.to_builtins(artifact)
@@ -58,7 +58,7 @@ async def check_artifacts(
 
 
 def _check(request: Request, text: str) -> list[Any]:
-    repo = context(request).server.repository
+    repo = context(request).services.repository
     definitions, problems = parse_artifacts(text, "request")
     if problems:
         return problems
@@ -84,7 +84,7 @@ async def put_artifacts(
 ) -> list[ArtifactSummary]:
     """Checked completely first; stored in the server's custom artifact directory and used
     from then on. A custom artifact may replace a built-in one (that is reported)."""
-    server = context(request).server
+    services = context(request).services
     problems = [
         p for p in await asyncio.to_thread(_check, request, body.yaml) if p.severity == "error"
     ]
@@ -93,14 +93,14 @@ async def put_artifacts(
         await audit.record("artifact.put", result="refused", reason=str(problems[0]))
         raise HTTPException(400, "; ".join(str(p) for p in problems[:20]))
     definitions, _ = parse_artifacts(body.yaml, "request")
-    directory = Path(server.config.data_dir) / "artifacts"
+    directory = Path(services.config.data_dir) / "artifacts"
     directory.mkdir(parents=True, exist_ok=True, mode=0o700)
     out = []
     for definition in definitions:
         artifact = definition.artifact
         path = directory / f"{artifact.name}.yaml"
         await asyncio.to_thread(path.write_text, _document(body.yaml, artifact.name), "utf-8")
-        server.repository.load_file(path)
+        services.repository.load_file(path)
         out.append(
             ArtifactSummary(
                 name=artifact.name, type=artifact.type, summary=artifact.summary, origin=str(path)

@@ -18,7 +18,7 @@ from peregrine.api.schemas import (
 )
 from peregrine.auth.accounts import Principal
 from peregrine.auth.roles import LABEL_CLIENT, READ_RESULTS, SERVER_ADMIN
-from peregrine.server.client_admin import ClientConnected, UnknownClient, delete_client
+from peregrine.services.client_admin import ClientConnected, UnknownClient, delete_client
 from peregrine.services.client_index import SearchError, describe
 
 router = APIRouter(prefix="/clients", tags=["clients"])
@@ -35,10 +35,10 @@ async def search_clients(
 ) -> ClientPage:
     """Search with `host:`, `label:`, `os:`, `ip:`, `client:`, `recent:15m`, `online:true`,
     free text and `*` wildcards; terms are ANDed. Answered from the in-memory index."""
-    server = context(request).server
-    online = server.online()
+    services = context(request).services
+    online = services.fleet.online()
     try:
-        total, found = server.client_index.search(q, online=online, limit=limit, offset=offset)
+        total, found = services.client_index.search(q, online=online, limit=limit, offset=offset)
     except SearchError as exc:
         raise HTTPException(400, str(exc)) from None
     return ClientPage(total=total, items=[Client(**describe(c, online)) for c in found])
@@ -50,8 +50,8 @@ async def get_client(
     request: Request,
     _: Principal = Depends(require(READ_RESULTS)),
 ) -> ClientDetail:
-    server = context(request).server
-    record = await asyncio.to_thread(server.datastore.clients.get, client_id)
+    services = context(request).services
+    record = await asyncio.to_thread(services.datastore.clients.get, client_id)
     if record is None:
         raise HTTPException(404, f"no client {client_id}")
     return ClientDetail(
@@ -61,7 +61,7 @@ async def get_client(
         labels=record.labels,
         ip_addresses=record.ip_addresses,
         last_seen=record.last_seen,
-        online=server.is_online(client_id),
+        online=services.fleet.is_online(client_id),
         fqdn=record.fqdn,
         release=record.release,
         kernel=record.kernel,
@@ -84,10 +84,10 @@ async def change_labels(
 ) -> list[str]:
     """Returns the client's labels afterwards. A running hunt that now matches the client is
     scheduled on it."""
-    server = context(request).server
-    if await asyncio.to_thread(server.datastore.clients.get, client_id) is None:
+    services = context(request).services
+    if await asyncio.to_thread(services.datastore.clients.get, client_id) is None:
         raise HTTPException(404, f"no client {client_id}")
-    labels = await server.label(client_id, add=body.add, remove=body.remove)
+    labels = await services.label(client_id, add=body.add, remove=body.remove)
     await Audit(request, principal).record(
         "client.label", target=client_id, parameters=body.model_dump()
     )
@@ -115,7 +115,7 @@ async def remove_client(
     audit = Audit(request, principal)
     parameters = {"force": force}
     try:
-        deleted = await delete_client(context(request).server, client_id, force)
+        deleted = await delete_client(context(request).services, client_id, force)
     except UnknownClient as exc:
         await audit.record(
             "client.delete", target=client_id, parameters=parameters, result="refused",

@@ -27,7 +27,7 @@ def flow_out(record: FlowRecord) -> Flow:
 
 
 async def _flow(request: Request, flow_id: str) -> FlowRecord:
-    record = await asyncio.to_thread(context(request).server.datastore.collections.get, flow_id)
+    record = await asyncio.to_thread(context(request).services.datastore.collections.get, flow_id)
     if record is None:
         raise HTTPException(404, f"no collection {flow_id}")
     return record
@@ -39,11 +39,11 @@ async def create_collection(
 ) -> Flow:
     """Stored first, then pushed to the client at once if it is connected (else when it next
     connects). Artifacts needing permissions the caller lacks (EXECVE...) are refused."""
-    server = context(request).server
+    services = context(request).services
     audit = Audit(request, principal)
     params = body.model_dump()
     try:
-        record = await server.collect(
+        record = await services.collect(
             body.client_id,
             [(a.name, a.parameters) for a in body.artifacts],
             creator=principal.name,
@@ -72,7 +72,7 @@ async def list_collections(
     offset: int = Query(0, ge=0, le=MAX_INT),
     _: Principal = Depends(require(READ_RESULTS)),
 ) -> list[Flow]:
-    store = context(request).server.datastore.collections
+    store = context(request).services.datastore.collections
     records = await asyncio.to_thread(store.list_for_client, client_id, limit, offset)
     return [flow_out(r) for r in records]
 
@@ -88,15 +88,15 @@ async def get_collection(
 async def cancel_collection(
     flow_id: FlowId, request: Request, principal: Principal = Depends(require(COLLECT_CLIENT))
 ) -> Flow:
-    server = context(request).server
+    services = context(request).services
     record = await _flow(request, flow_id)
-    changed = await server.collections.cancel(flow_id, f"cancelled by {principal.name}")
+    changed = await services.collections.cancel(flow_id, f"cancelled by {principal.name}")
     await Audit(request, principal).record(
         "collection.cancel", target=f"{record.client_id}/{flow_id}",
         result="ok" if changed else "refused",
         reason=None if changed else f"already {record.state}",
     )  # fmt: skip
-    server.events.flow_changed(flow_id)
+    services.events.flow_changed(flow_id)
     return flow_out(await _flow(request, flow_id))
 
 
@@ -109,7 +109,7 @@ async def collection_logs(
     _: Principal = Depends(require(READ_RESULTS)),
 ) -> RowsPage:
     record = await _flow(request, flow_id)
-    fs = context(request).server.filestore
+    fs = context(request).services.filestore
     rows = await asyncio.to_thread(fs.read_logs, record.client_id, flow_id, offset, limit)
     total = await asyncio.to_thread(fs.log_count, record.client_id, flow_id)
     return RowsPage(offset=offset, rows=rows, total=total)
@@ -129,7 +129,7 @@ async def collection_results(
 ) -> RowsPage:
     """Any page costs the same: the result set has a row index."""
     record = await _flow(request, flow_id)
-    fs = context(request).server.filestore
+    fs = context(request).services.filestore
     rows: list[dict[str, Any]] = await asyncio.to_thread(
         fs.read_rows, record.client_id, flow_id, artifact, source, offset, limit
     )
@@ -142,7 +142,7 @@ async def collection_uploads(
     flow_id: FlowId, request: Request, _: Principal = Depends(require(READ_RESULTS))
 ) -> list[Upload]:
     record = await _flow(request, flow_id)
-    fs = context(request).server.filestore
+    fs = context(request).services.filestore
     uploads = await asyncio.to_thread(fs.uploads, record.client_id, flow_id)
     return [Upload.model_validate(u) for u in uploads]
 
@@ -164,7 +164,7 @@ async def download_upload(
     audit.on_outcome("upload.download", target=f"{flow_id}/{upload_id}")
     record = await _flow(request, flow_id)
     audit.on_outcome("upload.download", target=f"{record.client_id}/{flow_id}/{upload_id}")
-    fs = context(request).server.filestore
+    fs = context(request).services.filestore
     uploads = {
         u.upload_id: u for u in await asyncio.to_thread(fs.uploads, record.client_id, flow_id)
     }

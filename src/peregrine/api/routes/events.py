@@ -27,7 +27,7 @@ POLL_SECONDS = 1.0
 
 async def _changes(request: Request, snapshot) -> AsyncIterator[bytes]:  # type: ignore[no-untyped-def]
     """Send a snapshot each time it changes (woken by the server's events), until final."""
-    events = context(request).server.events
+    events = context(request).services.events
     last = None
     sent = time.monotonic()
     while not await request.is_disconnected():
@@ -47,7 +47,7 @@ async def _changes(request: Request, snapshot) -> AsyncIterator[bytes]:  # type:
 async def collection_events(
     flow_id: FlowId, request: Request, _: Principal = Depends(require(READ_RESULTS))
 ) -> StreamingResponse:
-    store = context(request).server.datastore.collections
+    store = context(request).services.datastore.collections
     if await asyncio.to_thread(store.get, flow_id) is None:
         raise HTTPException(404, f"no collection {flow_id}")
 
@@ -64,7 +64,7 @@ async def collection_events(
 async def hunt_events(
     hunt_id: HuntId, request: Request, _: Principal = Depends(require(READ_RESULTS))
 ) -> StreamingResponse:
-    store = context(request).server.datastore.hunts
+    store = context(request).services.datastore.hunts
     if await asyncio.to_thread(store.get, hunt_id) is None:
         raise HTTPException(404, f"no hunt {hunt_id}")
 

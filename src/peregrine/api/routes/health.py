@@ -24,7 +24,11 @@ async def healthz() -> JSONResponse:
 @router.get("/readyz")
 async def readyz(request: Request) -> JSONResponse:
     """200 when this frontend should get traffic, 503 (with what is wrong) when not."""
-    report = await context(request).server.readiness.report()
+    readiness = context(request).readiness
+    if readiness is None:  # an app with no process behind it never gets traffic
+        body: dict[str, object] = {"status": "not ready", "checks": {}}
+        return JSONResponse(body, status_code=503, headers={"Cache-Control": "no-store"})
+    report = await readiness.report()
     return JSONResponse(
         report.body(),
         status_code=200 if report.ready else 503,

@@ -18,8 +18,8 @@ from peregrine.api.schemas import MAX_INT, Hunt, HuntClient, HuntIn, HuntStats, 
 from peregrine.auth.accounts import Principal
 from peregrine.auth.roles import READ_RESULTS, START_HUNT
 from peregrine.datastore import HUNT_STATES, HuntRecord
-from peregrine.server.hunts import HuntError, HuntSpec
 from peregrine.services.collections import Limits
+from peregrine.services.hunts import HuntError, HuntSpec
 
 router = APIRouter(prefix="/hunts", tags=["hunts"])
 HuntId = Annotated[str, Path(pattern=r"^H\.[0-9a-f]{16}$", examples=["H.0123456789abcdef"])]
@@ -37,7 +37,7 @@ def hunt_out(record: HuntRecord) -> Hunt:
 def hunt_with_warnings(request: Request, record: HuntRecord) -> Hunt:
     """The hunt, warning when no known client matches its conditions (a mistyped label)."""
     out = hunt_out(record)
-    index = context(request).server.client_index
+    index = context(request).services.client_index
     if index.matching(record):
         return out
     labels = sorted({label for c in index.clients.values() for label in c.labels})
@@ -54,7 +54,7 @@ def hunt_with_warnings(request: Request, record: HuntRecord) -> Hunt:
 
 
 async def _hunt(request: Request, hunt_id: str) -> HuntRecord:
-    record = await asyncio.to_thread(context(request).server.datastore.hunts.get, hunt_id)
+    record = await asyncio.to_thread(context(request).services.datastore.hunts.get, hunt_id)
     if record is None:
         raise HTTPException(404, f"no hunt {hunt_id}")
     return record
@@ -64,7 +64,7 @@ async def _hunt(request: Request, hunt_id: str) -> HuntRecord:
 async def create_hunt(
     request: Request, body: HuntIn, principal: Principal = Depends(require(START_HUNT))
 ) -> Hunt:
-    server = context(request).server
+    services = context(request).services
     data = body.model_dump()
     spec = HuntSpec(
         artifacts=[(a.name, a.parameters) for a in body.artifacts],
@@ -82,7 +82,7 @@ async def create_hunt(
     )
     audit = Audit(request, principal)
     try:
-        record = await server.hunts.create(spec, principal.name, principal.query_permissions)
+        record = await services.hunts.create(spec, principal.name, principal.query_permissions)
     except HuntError as exc:
         await audit.record("hunt.create", parameters=data, result="refused", reason=str(exc))
         raise HTTPException(400, str(exc)) from None
@@ -101,7 +101,7 @@ async def list_hunts(
     known = set(HUNT_STATES)
     if state and not set(state) <= known:
         raise HTTPException(400, f"state must be among {', '.join(sorted(known))}")
-    store = context(request).server.datastore.hunts
+    store = context(request).services.datastore.hunts
     return [hunt_out(h) for h in await asyncio.to_thread(store.list, state, limit, offset)]
 
 
@@ -115,7 +115,7 @@ async def get_hunt(
 async def _change(
     request: Request, principal: Principal, hunt_id: str, action: str, **kw: bool
 ) -> Hunt:
-    manager = context(request).server.hunts
+    manager = context(request).services.hunts
     await _hunt(request, hunt_id)
     audit = Audit(request, principal)
     try:
@@ -169,7 +169,7 @@ async def hunt_add(
 ) -> bool:
     """Schedules the hunt on this client now, even if the hunt is paused or expired; false if
     the client already has it (a hunt runs on a client at most once)."""
-    manager = context(request).server.hunts
+    manager = context(request).services.hunts
     await _hunt(request, hunt_id)
     audit = Audit(request, principal)
     try:
@@ -187,7 +187,7 @@ async def hunt_stats(
 ) -> HuntStats:
     """Computed from the stored collections each time: they cannot drift."""
     await _hunt(request, hunt_id)
-    stats = await asyncio.to_thread(context(request).server.datastore.hunts.stats, hunt_id)
+    stats = await asyncio.to_thread(context(request).services.datastore.hunts.stats, hunt_id)
     return HuntStats.model_validate(stats)
 
 
@@ -201,7 +201,7 @@ async def hunt_clients(
     _: Principal = Depends(require(READ_RESULTS)),
 ) -> list[HuntClient]:
     await _hunt(request, hunt_id)
-    store = context(request).server.datastore.hunts
+    store = context(request).services.datastore.hunts
     try:
         clients = await asyncio.to_thread(store.clients, hunt_id, limit, offset, state)
     except ValueError as exc:
@@ -222,7 +222,7 @@ async def hunt_results(
     """One combined result set across the hunt's clients, each row with `client_id` and
     `hostname`."""
     await _hunt(request, hunt_id)
-    results = context(request).server.hunt_results
+    results = context(request).services.hunt_results
     rows = await asyncio.to_thread(results.page, hunt_id, artifact, source, offset, limit)
     total = await asyncio.to_thread(results.count, hunt_id, artifact, source)
     return RowsPage(offset=offset, rows=rows, total=total)
@@ -250,7 +250,7 @@ async def export_hunt(
         parameters={"artifact": artifact, "source": source, "format": format},
     )
     await _hunt(request, hunt_id)
-    results = context(request).server.hunt_results
+    results = context(request).services.hunt_results
     return StreamingResponse(
         _stream_export(results, hunt_id, artifact, source, format),
         media_type=MEDIA[format],

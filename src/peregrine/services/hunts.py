@@ -34,7 +34,7 @@ from peregrine.services.collections import CollectionError, Limits, new_flow_id
 
 if TYPE_CHECKING:
     from peregrine.datastore import FlowRecord, HuntRecord
-    from peregrine.server.app import Server
+    from peregrine.services.app import Services
 
 log = logging.getLogger(__name__)
 
@@ -74,17 +74,18 @@ class HuntSpec:
 
 
 class HuntManager:
-    def __init__(self, server: Server) -> None:
-        self.server = server
-        self.index = server.client_index
-        self.enrollments = EnrollmentFollower(self.index, server.datastore.clients)
+    def __init__(self, services: Services) -> None:
+        self.services = services
+        self.fleet = services.fleet
+        self.index = services.client_index
+        self.enrollments = EnrollmentFollower(self.index, services.datastore.clients)
         self._pushers: dict[str, asyncio.Task[None]] = {}
         self._templates: dict[str, tuple[FlowRecord, CollectionRequest]] = {}
         self._lock = asyncio.Lock()
 
     @property
     def datastore(self) -> Any:
-        return self.server.datastore
+        return self.services.datastore
 
     # -- creating and changing hunts ----------------------------------------------------------
 
@@ -95,7 +96,7 @@ class HuntManager:
         try:
             # The request every client would get (artifacts, parameters, rights, size), built
             # with ids as long as real ones, so its size is the size a client's would be.
-            self.server.collections.build(
+            self.services.collections.build(
                 _SIZING_CLIENT, spec.artifacts, "hunt", permissions, spec.limits, _SIZING_HUNT
             )
         except CollectionError as exc:
@@ -158,23 +159,23 @@ class HuntManager:
         if hunt.schedule is None:
             self._start_pushing(hunt)
             # Every process pushes the hunt to the clients it holds.
-            await self.server.announce("hunt_started", hunt_id=hunt_id)
-        self.server.events.hunt_changed(hunt_id)
+            await self.fleet.announce("hunt_started", hunt_id=hunt_id)
+        self.services.events.hunt_changed(hunt_id)
         return hunt
 
     async def pause(self, hunt_id: str) -> HuntRecord:
         await self._set(hunt_id, "Paused")
         self._stop_pushing(hunt_id)
-        await self.server.announce("hunt_stopped", hunt_id=hunt_id)
-        self.server.events.hunt_changed(hunt_id)
+        await self.fleet.announce("hunt_stopped", hunt_id=hunt_id)
+        self.services.events.hunt_changed(hunt_id)
         return await self._get(hunt_id)
 
     async def stop(self, hunt_id: str, cancel_running: bool = False) -> HuntRecord:
         """Stop scheduling; with ``cancel_running`` also cancel what has not finished."""
         await self._set(hunt_id, "Stopped")
         self._stop_pushing(hunt_id)
-        await self.server.announce("hunt_stopped", hunt_id=hunt_id)
-        self.server.events.hunt_changed(hunt_id)
+        await self.fleet.announce("hunt_stopped", hunt_id=hunt_id)
+        self.services.events.hunt_changed(hunt_id)
         if cancel_running:
             changed = await asyncio.to_thread(
                 self.datastore.hunts.cancel_unfinished, hunt_id, time.time(), "hunt stopped"
@@ -183,15 +184,15 @@ class HuntManager:
 
             for client_id, flow_id in changed:
                 cancel = encode(CancelCollection(flow_id=flow_id, reason="hunt stopped"))
-                await self.server.push(client_id, cancel, False)
-                self.server.events.flow_changed(flow_id)
+                await self.fleet.push(client_id, cancel, False)
+                self.services.events.flow_changed(flow_id)
         return await self._get(hunt_id)
 
     async def archive(self, hunt_id: str) -> HuntRecord:
         await self._set(hunt_id, "Archived")
         self._stop_pushing(hunt_id)
-        await self.server.announce("hunt_stopped", hunt_id=hunt_id)
-        self.server.events.hunt_changed(hunt_id)
+        await self.fleet.announce("hunt_stopped", hunt_id=hunt_id)
+        self.services.events.hunt_changed(hunt_id)
         return await self._get(hunt_id)
 
     async def hunt_add(self, hunt_id: str, client_id: str) -> bool:
@@ -225,7 +226,7 @@ class HuntManager:
         expires = self._flow_expiry(hunt, now)
         template = self._templates.get(hunt.hunt_id)
         if template is None:
-            record, payload = self.server.collections.prepare(
+            record, payload = self.services.collections.prepare(
                 client_id,
                 [(a["name"], a["parameters"]) for a in hunt.artifacts],
                 f"hunt:{hunt.hunt_id}",
@@ -254,7 +255,7 @@ class HuntManager:
             return now + float(wait)
         if hunt.expires > now:
             return hunt.expires
-        return now + self.server.collections.default_expiry
+        return now + self.services.collections.default_expiry
 
     def _requests_for(
         self, hunt: HuntRecord, client_ids: list[str]
@@ -281,9 +282,9 @@ class HuntManager:
             log.warning("hunt %s not scheduled on %s: %s", hunt.hunt_id, client_id, exc)
             return False
         if scheduled:
-            self.server.ingestor.expect(record.flow_id, client_id)
-            await self.server.push(client_id, payload, True)
-            self.server.events.flow_changed(record.flow_id)
+            self.fleet.expect(record.flow_id, client_id)
+            await self.fleet.push(client_id, payload, True)
+            self.services.events.flow_changed(record.flow_id)
         return bool(scheduled)
 
     async def started_elsewhere(self, hunt_id: str) -> None:
@@ -318,7 +319,7 @@ class HuntManager:
         already = await asyncio.to_thread(self._scheduled_clients, hunt.hunt_id)
         candidates = [
             cid
-            for cid in self.server.connections.client_ids()
+            for cid in self.fleet.held_here()
             if cid not in already and self.index.matches(hunt, cid)
         ]
         if not interval and hunt.client_limit is None:
@@ -327,7 +328,7 @@ class HuntManager:
             current = await asyncio.to_thread(self.datastore.hunts.get, hunt.hunt_id)
             if current is None or current.state != "Running":
                 return
-            if client_id not in self.server.connections:
+            if not self.fleet.holds(client_id):
                 continue  # it went away; it is scheduled when it checks in again
             await self.schedule(current, client_id)
             if interval:
@@ -344,7 +345,7 @@ class HuntManager:
 
         async def one_batch(chunk: list[str]) -> None:
             async with in_flight:
-                chunk = [c for c in chunk if c in self.server.connections]
+                chunk = [c for c in chunk if self.fleet.holds(c)]
                 if not chunk or stop.is_set():
                     return
                 try:
@@ -368,9 +369,9 @@ class HuntManager:
                 scheduled = set(done)
                 for record, payload in batch:
                     if record.client_id in scheduled:
-                        self.server.ingestor.expect(record.flow_id, record.client_id)
-                        await self.server.push(record.client_id, payload, True)
-                        self.server.events.flow_changed(record.flow_id)
+                        self.fleet.expect(record.flow_id, record.client_id)
+                        await self.fleet.push(record.client_id, payload, True)
+                        self.services.events.flow_changed(record.flow_id)
 
         chunks = [
             candidates[start : start + PUSH_BATCH]
@@ -417,7 +418,7 @@ class HuntManager:
     ) -> None:
         """Labels or OS changed (or became known): the client may now match running hunts."""
         self.index.update(client_id, labels, os, hostname, ip_addresses)
-        if client_id in self.server.connections:
+        if self.fleet.holds(client_id):
             await self.client_checked_in(client_id)
 
     # -- the leader loop ----------------------------------------------------------------------
@@ -435,7 +436,7 @@ class HuntManager:
             try:
                 # Every process: clients enrolled anywhere become searchable and huntable here.
                 await self.enrollments.catch_up()
-                if self.server.leader.try_acquire():  # singleton work: the leader only
+                if self.services.leader.try_acquire():  # singleton work: the leader only
                     await self.tick()
             except Exception:
                 log.exception("hunt manager pass failed")
@@ -446,7 +447,7 @@ class HuntManager:
         now = now or time.time()
         hunts = await asyncio.to_thread(self.datastore.hunts.list, ["Running"], 10_000, 0)
         for hunt in hunts:
-            if not self.server.leader.is_leader:
+            if not self.services.leader.is_leader:
                 return  # lost the lead mid-pass: the new leader takes it from here
             if hunt.expires <= now:
                 # Guarded by state: if another leader expired it meanwhile, this changes nothing.

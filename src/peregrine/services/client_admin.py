@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING
 from peregrine.datastore import NotFound
 
 if TYPE_CHECKING:
-    from peregrine.server.app import Server
+    from peregrine.services.app import Services
 
 log = logging.getLogger(__name__)
 
@@ -46,24 +46,24 @@ class DeletedClient:
     was_connected: bool
 
 
-async def delete_client(server: Server, client_id: str, force: bool = False) -> DeletedClient:
+async def delete_client(services: Services, client_id: str, force: bool = False) -> DeletedClient:
     """Delete the client, its collections, tasks, hunt rows, labels and files."""
-    if await asyncio.to_thread(server.datastore.clients.get, client_id) is None:
+    if await asyncio.to_thread(services.datastore.clients.get, client_id) is None:
         raise UnknownClient(f"no client {client_id}")
-    connected = server.is_online(client_id)
+    connected = services.fleet.is_online(client_id)
     if connected and not force:
         raise ClientConnected(
             f"{client_id} is connected; delete it with force to disconnect it first (its agent "
             "enrolls again as a new client if it keeps running: remove the agent to retire it)"
         )
     try:
-        flow_ids = await asyncio.to_thread(server.datastore.clients.forget, client_id)
+        flow_ids = await asyncio.to_thread(services.datastore.clients.forget, client_id)
     except NotFound:
         raise UnknownClient(f"no client {client_id}") from None
     # From here on a new connection with this id enrolls afresh; the old one is closed.
-    await forget_locally(server, client_id)
-    await server.announce("client_changed", client_id=client_id)  # the others do the same
-    freed = await asyncio.to_thread(server.filestore.remove_flows, client_id, flow_ids)
+    await forget_locally(services, client_id)
+    await services.fleet.announce("client_changed", client_id=client_id)  # the others do the same
+    freed = await asyncio.to_thread(services.filestore.remove_flows, client_id, flow_ids)
     log.info(
         "deleted client %s: %d collections, %d bytes of files%s",
         client_id, len(flow_ids), freed, " (it was connected)" if connected else "",
@@ -71,10 +71,8 @@ async def delete_client(server: Server, client_id: str, force: bool = False) -> 
     return DeletedClient(client_id, len(flow_ids), freed, connected)
 
 
-async def forget_locally(server: Server, client_id: str) -> None:
+async def forget_locally(services: Services, client_id: str) -> None:
     """A client is gone from the datastore: drop it from this process's index and close its
     connection here, if it has one."""
-    server.client_index.remove(client_id)
-    connection = server.connections.get(client_id)
-    if connection is not None:
-        await connection.close(1000, DELETED)
+    services.client_index.remove(client_id)
+    await services.fleet.disconnect(client_id, DELETED)

@@ -20,7 +20,7 @@ from peregrine.protocol.messages import CancelCollection, encode
 
 if TYPE_CHECKING:
     from peregrine.datastore import FlowRecord
-    from peregrine.server.app import Server
+    from peregrine.services.app import Services
 
 log = logging.getLogger(__name__)
 
@@ -30,14 +30,14 @@ GRACE_SECONDS = 30.0
 
 
 class FlowMonitor:
-    def __init__(self, server: Server, interval: float = INTERVAL_SECONDS) -> None:
-        self.server = server
+    def __init__(self, services: Services, interval: float = INTERVAL_SECONDS) -> None:
+        self.services = services
         self.interval = interval
 
     async def run(self) -> None:
         while True:
             try:
-                if self.server.leader.try_acquire():  # singleton work: the leader only
+                if self.services.leader.try_acquire():  # singleton work: the leader only
                     await self.check_once()
             except Exception:
                 log.exception("flow monitor pass failed")
@@ -46,11 +46,11 @@ class FlowMonitor:
     async def check_once(self, now: float | None = None) -> list[str]:
         """One pass; returns the flows it changed."""
         now = now or time.time()
-        flows = await asyncio.to_thread(self.server.datastore.collections.in_flight)
+        flows = await asyncio.to_thread(self.services.datastore.collections.in_flight)
         changed = []
-        store = self.server.datastore.collections
+        store = self.services.datastore.collections
         for flow in flows:
-            if not self.server.leader.is_leader:
+            if not self.services.leader.is_leader:
                 break  # lost the lead mid-pass: the new leader takes it from here
             expired = self.expired(flow, now)
             if expired is not None:
@@ -68,11 +68,11 @@ class FlowMonitor:
                 continue
             changed.append(flow.flow_id)
             log.info("flow %s of %s: %s (%s)", flow.flow_id, flow.client_id, state, reason)
-            self.server.events.flow_changed(flow.flow_id)
+            self.services.events.flow_changed(flow.flow_id)
             if state == "Error":
-                await asyncio.to_thread(self.server.datastore.tasks.cancel, flow.flow_id)
+                await asyncio.to_thread(self.services.datastore.tasks.cancel, flow.flow_id)
                 cancel = encode(CancelCollection(flow_id=flow.flow_id, reason=reason))
-                await self.server.push(flow.client_id, cancel, False)
+                await self.services.fleet.push(flow.client_id, cancel, False)
         return changed
 
     def expired(self, flow: FlowRecord, now: float) -> str | None:
@@ -83,17 +83,17 @@ class FlowMonitor:
             return None
         expires = flow.expires
         if expires is None:
-            expires = flow.created + self.server.collections.default_expiry
+            expires = flow.created + self.services.collections.default_expiry
         if now < expires:
             return None
         when = time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(expires))
-        if self.server.is_online(flow.client_id):
+        if self.services.fleet.is_online(flow.client_id):
             return f"expired before the agent started it (it expired at {when})"
         return f"expired before the client came online (it expired at {when})"
 
     def verdict(self, flow: FlowRecord, now: float) -> tuple[str, str] | None:
         """What should happen to ``flow`` now, or None."""
-        connected = self.server.is_online(flow.client_id)
+        connected = self.services.fleet.is_online(flow.client_id)
         if flow.timeout is not None:
             began = flow.started or flow.created
             # A flow still waiting for an offline client is not timing out yet: it is

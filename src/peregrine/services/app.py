@@ -1,0 +1,198 @@
+"""``Services``: collections, hunts, the flow monitor, the client index, labels and
+interrogation, composed once per process over one datastore and filestore.
+
+The API and the frontend's sessions call these; the services reach agents only through the
+``Fleet`` they are given (``services/fleet.py``), so they run behind any frontend. The process
+that runs a frontend (``server/app.py``) composes them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+from peregrine.artifacts.repository import ArtifactRepository
+from peregrine.config import ServerConfig
+from peregrine.datastore import Datastore, FlowRecord
+from peregrine.engine.context import ALL_PERMISSIONS
+from peregrine.filestore import Filestore
+from peregrine.services.client_admin import forget_locally
+from peregrine.services.client_index import ClientIndex
+from peregrine.services.collections import CollectionService, Limits
+from peregrine.services.events import ServerEvents
+from peregrine.services.fleet import Fleet, Leadership
+from peregrine.services.hunt_results import HuntResults
+from peregrine.services.hunts import HuntManager
+from peregrine.services.interrogation import INTERROGATION, INTERROGATOR, client_info
+from peregrine.services.monitor import FlowMonitor
+
+log = logging.getLogger(__name__)
+
+#: Clients read into the index per datastore query when a process starts.
+INDEX_PAGE = 5000
+
+
+class Services:
+    def __init__(
+        self,
+        config: ServerConfig,
+        datastore: Datastore,
+        filestore: Filestore,
+        repository: ArtifactRepository,
+        fleet: Fleet,
+        leader: Leadership,
+    ) -> None:
+        self.config = config
+        self.datastore = datastore
+        self.filestore = filestore
+        self.repository = repository
+        self.fleet = fleet
+        self.leader = leader
+        self.events = ServerEvents()
+        self.collections = CollectionService(
+            datastore,
+            repository,
+            fleet.push,
+            default_timeout=config.flows.timeout,
+            default_progress_timeout=config.flows.progress_timeout,
+            created=lambda flow: fleet.expect(flow.flow_id, flow.client_id),
+            default_expiry=config.flows.scheduled_expiry,
+        )
+        self.client_index = ClientIndex()
+        self.monitor = FlowMonitor(self)
+        self.hunts = HuntManager(self)
+        self.hunt_results = HuntResults(datastore, filestore)
+
+    async def load_client_index(self) -> None:
+        """Read every enrolled client into the index (when the process starts)."""
+        after: str | None = None
+        while True:
+            page = await asyncio.to_thread(self.datastore.clients.all_for_index, after, INDEX_PAGE)
+            self.client_index.load(page)
+            if len(page) < INDEX_PAGE:
+                return
+            after = page[-1].client_id
+
+    # -- collections --------------------------------------------------------------------------
+
+    async def collect(
+        self,
+        client_id: str,
+        artifacts: Iterable[tuple[str, Mapping[str, Any]]],
+        creator: str,
+        permissions: frozenset[str] = ALL_PERMISSIONS,
+        limits: Limits | None = None,
+    ) -> FlowRecord:
+        record = await self.collections.create(client_id, artifacts, creator, permissions, limits)
+        self.events.flow_changed(record.flow_id)
+        return record
+
+    async def wait_for_flow(
+        self, flow_id: str, states: Iterable[str], timeout: float = 60.0
+    ) -> FlowRecord:
+        wanted = set(states)
+
+        async def check() -> FlowRecord | None:
+            record = await asyncio.to_thread(self.datastore.collections.get, flow_id)
+            return record if record is not None and record.state in wanted else None
+
+        return await self.events.wait_for(check, timeout)
+
+    # -- clients ------------------------------------------------------------------------------
+
+    async def client_connected(self, client_id: str, seen_hunts: Iterable[str] = ()) -> None:
+        """A client checked in: it gets every running hunt it matches and has not had."""
+        if client_id not in self.client_index.clients:
+            await self.reindex(client_id)
+        self.client_index.update(client_id, last_seen=time.time())
+        await self._interrogate_if_never_done(client_id)
+        await self.hunts.client_checked_in(client_id, seen_hunts)
+
+    async def clients_appeared(self, clients: list[str]) -> None:
+        """Clients seen on another frontend: one enrolled there is not in our index yet."""
+        for client_id in clients:
+            if client_id not in self.client_index.clients:
+                await self.reindex(client_id)
+
+    async def client_changed_elsewhere(self, client_id: str) -> None:
+        """Another frontend changed the client (labels, interrogation, deletion)."""
+        await self.reindex(client_id)
+        if self.fleet.holds(client_id):
+            await self.hunts.client_checked_in(client_id)
+
+    async def reindex(self, client_id: str) -> None:
+        """Read the client into the index again; one deleted leaves it (and this process)."""
+        record = await asyncio.to_thread(self.datastore.clients.get, client_id)
+        if record is None:  # deleted (services/client_admin.py)
+            await forget_locally(self, client_id)
+        else:
+            self.client_index.update(
+                client_id, record.labels, record.os, record.hostname, record.ip_addresses,
+                record.last_seen,
+            )  # fmt: skip
+
+    async def label(
+        self, client_id: str, add: Iterable[str] = (), remove: Iterable[str] = ()
+    ) -> list[str]:
+        """Change a client's labels; a hunt that now matches it is scheduled on it."""
+        labels: list[str] = []
+        if add:
+            labels = await asyncio.to_thread(
+                self.datastore.clients.add_labels, client_id, list(add)
+            )
+        if remove:
+            labels = await asyncio.to_thread(
+                self.datastore.clients.remove_labels, client_id, list(remove)
+            )
+        await self.hunts.client_changed(client_id, labels=labels)
+        await self.fleet.announce("client_changed", client_id=client_id)
+        return labels
+
+    # -- interrogation ------------------------------------------------------------------------
+
+    async def interrogate(self, client_id: str) -> None:
+        """Collect the client-info artifact; its result fills the client record."""
+        if self.repository.find(INTERROGATION) is None:
+            log.warning("no %s artifact: clients are not interrogated", INTERROGATION)
+            return
+        await self.collect(client_id, [(INTERROGATION, {})], creator=INTERROGATOR)
+
+    async def flow_finished(self, client_id: str, record: FlowRecord) -> None:
+        """A flow's last message is stored: an interrogation's facts go into the client."""
+        if record.creator != INTERROGATOR or record.state != "Finished":
+            return
+        flow_id = record.flow_id
+        info = await asyncio.to_thread(self._apply_interrogation, client_id, flow_id)
+        self.events.flow_changed(flow_id)
+        if info is not None:
+            # The OS is known now: hunts that target it may apply to this client.
+            await self.hunts.client_changed(
+                client_id,
+                os=info["os"],
+                hostname=info["hostname"],
+                ip_addresses=info["ip_addresses"],
+            )
+            await self.fleet.announce("client_changed", client_id=client_id)
+
+    async def _interrogate_if_never_done(self, client_id: str) -> None:
+        """Interrogate a client that never was (it left between its enrollment and its
+        Welcome): otherwise it would never match a hunt that targets an OS."""
+        entry = self.client_index.clients.get(client_id)
+        if entry is None or entry.os is not None:
+            return  # deleted meanwhile, or interrogated: no query at most check-ins
+        record = await asyncio.to_thread(self.datastore.clients.get, client_id)
+        if record is None or record.interrogated is not None:
+            return
+        pending = self.datastore.collections.has_in_flight
+        if not await asyncio.to_thread(pending, client_id, INTERROGATOR):
+            log.info("interrogating %s: it has not been interrogated yet", client_id)
+            await self.interrogate(client_id)
+
+    def _apply_interrogation(self, client_id: str, flow_id: str) -> dict[str, Any] | None:
+        info = client_info(self.filestore, client_id, flow_id)
+        if info is not None:
+            self.datastore.clients.set_info(client_id, info, time.time())
+        return info
