@@ -38,7 +38,10 @@ ARTIFACT = "Generic.System.Pslist"
 BIG, JOIN = "H.00000000000000b1", "H.00000000000000b2"
 COLUMNS = ["pid", "ppid", "name", "username", "cmdline", "start_time", "rss"]
 PERMISSIONS = frozenset({ANALYZE, READ_RESULTS})
-STACK = f"SELECT name, count(*) AS n FROM hunt('{BIG}', '{ARTIFACT}') GROUP BY name ORDER BY n DESC, name"
+STACK = (
+    f"SELECT name, count(*) AS n FROM hunt('{BIG}', '{ARTIFACT}') "
+    "GROUP BY name ORDER BY n DESC, name"
+)
 SCAN = (
     f"SELECT client_id, pid, cmdline FROM hunt('{BIG}', '{ARTIFACT}') "
     "WHERE username = 'user3' AND cmdline LIKE '%--flag 9999%'"
