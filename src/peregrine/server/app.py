@@ -297,7 +297,7 @@ class Server:
         elif kind == "hunt_stopped":
             self.hunts.stopped_elsewhere(str(notice["hunt_id"]))
 
-    # -- the services, for the sessions and for scripts and tests that hold a Server ----------
+    # -- the services, for scripts and tests that hold a Server ------------------------------
 
     async def collect(
         self,
@@ -318,15 +318,6 @@ class Server:
         self, client_id: str, add: Iterable[str] = (), remove: Iterable[str] = ()
     ) -> list[str]:
         return await self.services.label(client_id, add, remove)
-
-    async def interrogate(self, client_id: str) -> None:
-        await self.services.interrogate(client_id)
-
-    async def client_connected(self, client_id: str, seen_hunts: Iterable[str] = ()) -> None:
-        await self.services.client_connected(client_id, seen_hunts)
-
-    async def flow_finished(self, client_id: str, record: FlowRecord) -> None:
-        await self.services.flow_finished(client_id, record)
 
 
 def _cancel_only(payload: Any) -> bytes | None:

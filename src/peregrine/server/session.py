@@ -148,7 +148,7 @@ class AgentSession:
         self.server.presence.online(self.client_id)
         try:
             await self.deliver_pending()
-            await self.server.client_connected(self.client_id, self.seen_hunts)
+            await self.server.services.client_connected(self.client_id, self.seen_hunts)
             self.seen_hunts = []  # used once, at check-in
             await self._serve()
         except ConnectionClosed as exc:
@@ -267,7 +267,7 @@ class AgentSession:
             self._send_lock.release()
         if enrolled:
             log.info("enrolled %s from %s", client_id, self.address)
-            await self.server.interrogate(client_id)
+            await self.server.services.interrogate(client_id)
         return True
 
     async def _reject(self, reason: str, retry_after: float = 300) -> None:
@@ -404,7 +404,7 @@ class AgentSession:
             if outcome.state_changed or outcome.finished:
                 self.server.events.flow_changed(flow_id)
             if outcome.finished:
-                await self.server.flow_finished(self.client_id, outcome.finished)
+                await self.server.services.flow_finished(self.client_id, outcome.finished)
 
     async def _storage_full(self, exc: StorageFull) -> None:
         log.error("filestore full, holding %s's results: %s", self.client_id, exc)

@@ -36,7 +36,7 @@ log = logging.getLogger(__name__)
 #: Seconds a collection waits for its client by default (``flows.scheduled_expiry``).
 DEFAULT_SCHEDULED_EXPIRY = 7 * 86400.0
 
-#: ``push(client_id, payload, stored)``: see ``Server.push``.
+#: ``push(client_id, payload, stored)``: see ``Fleet.push`` (``services/fleet.py``).
 Push = Callable[[str, bytes, bool], Awaitable[bool]]
 
 
@@ -72,7 +72,7 @@ class CollectionService:
     ) -> None:
         self.datastore = datastore
         self.repository = repository
-        #: Sends to a client wherever it is connected (``Server.push``).
+        #: Sends to a client wherever it is connected (``Fleet.push``).
         self.push = push
         #: Told of each flow stored, before its request is pushed (the ingestor's owner cache).
         self.created = created
