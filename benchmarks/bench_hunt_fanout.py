@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -201,11 +202,11 @@ def main() -> None:
     parser.add_argument("--profile", type=Path, help="py-spy collapsed stacks (FILE.N.txt)")
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args()
-    results = [
-        run(args, name, n, args.dir / f"hunt-{name}-{n}" if args.dir else None)
-        for n in args.clients
-        for name in parse_targets(args.target)
-    ]
+    results = []
+    for n in args.clients:
+        for name in parse_targets(args.target):
+            results.append(run(args, name, n, args.dir / f"hunt-{name}-{n}" if args.dir else None))
+            print(json.dumps(results[-1]), file=sys.stderr, flush=True)  # kept if later runs fail
     out = {"runs": results, "machine": machine()}
     if args.json:
         print(json.dumps(out, indent=2))

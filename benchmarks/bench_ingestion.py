@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -128,7 +129,10 @@ def main() -> None:
     parser.add_argument("--profile", type=Path, help="py-spy collapsed stacks of the server")
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args()
-    results = [run(args, name) for name in parse_targets(args.target)]
+    results = []
+    for name in parse_targets(args.target):
+        results.append(run(args, name))
+        print(json.dumps(results[-1]), file=sys.stderr, flush=True)  # kept if later runs fail
     out = {"runs": results, "machine": machine(), "load_average_end": load_average()}
     if args.json:
         print(json.dumps(out, indent=2))
