@@ -232,3 +232,38 @@ def test_a_frontend_too_far_behind_or_a_restarted_one_is_read_whole(
             await b.close()
 
     asyncio.run(scenario())
+
+
+def test_a_reader_that_looked_before_the_latest_writes_still_catches_up_from_changes(
+    redis_server: RedisServer,
+) -> None:
+    """Between reading a frontend's version and its changes, that frontend may write again:
+    the changes before the last ``version - known`` are fetched too, not the whole list."""
+
+    async def scenario() -> None:
+        a, b = Frontend(redis_server.url, "a"), Frontend(redis_server.url, "b")
+        a.connect("C.0000000000000000")
+        await a.start()
+        await b.start()
+        try:
+            await wait_until(lambda: b.sees() == {"C.0000000000000000"}, 5)
+            assert b.presence._task is not None
+            b.presence._task.cancel()
+            assert a.presence._task is not None
+            a.presence._task.cancel()  # only the syncs below write
+            _, known, held = b.presence._cache["a"]
+            for n in range(1, 4):
+                a.connect(f"C.{n:016x}")
+                await a.presence.sync()
+            appeared: set[str] = set()
+            # b read version known + 1; versions known + 2 and + 3 were written since.
+            reached = await b.presence._catch_up("a", known, known + 1, held, appeared)
+            assert reached == known + 3
+            assert held == set(a.clients)
+            assert appeared == {f"C.{n:016x}" for n in range(1, 4)}
+            assert b.whole_reads_of("a") == 1
+        finally:
+            await a.close()
+            await b.close()
+
+    asyncio.run(scenario())

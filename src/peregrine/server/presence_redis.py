@@ -44,8 +44,8 @@ TTL_SECONDS = 5.0
 WRITE_CHUNK = 5000
 #: Writes kept in a frontend's ``changes`` list (a reader further behind reads the whole set).
 CHANGES_KEPT = 64
-#: Entries read beyond those a reader knows it missed (writes made since it looked).
-CHANGES_SLACK = 8
+#: Writes made since a reader read a version that it fetches rather than reading the whole list.
+CHANGES_AHEAD = 8
 
 
 class RedisPresence:
@@ -217,13 +217,23 @@ class RedisPresence:
     ) -> int | None:
         """Apply ``name``'s writes after version ``known`` to ``held`` (in place); the version
         reached, or None (nothing changed) when they do not reach back to ``known + 1`` or
-        one of them rewrote the whole list: the caller reads it whole."""
-        entries = await self.redis.lrange(self._log(name), -(version - known + CHANGES_SLACK), -1)
-        parsed = [_text(e).split(" ") for e in entries]
-        missed = [e for e in parsed if e[0].isdigit() and int(e[0]) > known]
-        if not missed or int(missed[0][0]) != known + 1 or any("*" in e[1:] for e in missed):
+        one of them rewrote the whole list: the caller reads it whole.
+
+        Exactly the missed entries are read (the last ``version - known``); if the frontend
+        wrote again since its version was read, the few before those are read next."""
+        log, count = self._log(name), version - known
+        entries = [_text(e).split(" ") for e in await self.redis.lrange(log, -count, -1)]
+        if entries and entries[0][0].isdigit():
+            newer = int(entries[0][0]) - known - 1
+            if 0 < newer <= CHANGES_AHEAD:
+                older = await self.redis.lrange(log, -(count + newer), -(count + 1))
+                entries = [_text(e).split(" ") for e in older] + entries
+        versions = [int(e[0]) if e[0].isdigit() else -1 for e in entries]
+        if not entries or versions != list(range(known + 1, known + 1 + len(entries))):
             return None
-        for entry in missed:
+        if any("*" in entry[1:] for entry in entries):
+            return None
+        for entry in entries:
             for change in entry[1:]:
                 client = change[1:]
                 if change[0] == "+":
@@ -232,7 +242,7 @@ class RedisPresence:
                         held.add(client)
                 else:
                     held.discard(client)
-        return int(missed[-1][0])
+        return versions[-1]
 
     async def close(self) -> None:
         """Stop refreshing and take this frontend's entry out at once (a graceful stop)."""
