@@ -2,12 +2,12 @@
 
 Measured (``benchmarks/bench_analysis.py``, ``docs/benchmarks.md``): a stack count over a
 10,000,000-row hunt takes 2.9 s from the JSONL files and 0.8 s from Parquet copies (a filtered
-scan 3.5 s and 1.1 s) on a loaded 2-core machine. The copy is ``<stem>.<length>.parquet``: ``length`` is the committed
-byte length of the JSONL it was made from (``.meta``), so a copy is current exactly when its
-name matches the result set's ``.meta``; rows that arrive later (a late batch of a finished
-flow) make a new copy and the old one goes. The copy is made under a shared ``flock`` on the
-JSONL (writers take it exclusively), so it holds exactly the committed rows. It lives in the
-flow's folder, so deleting a client's flows deletes it too.
+scan 3.5 s and 1.1 s) on a loaded 2-core machine. The copy is ``<stem>.<length>.parquet``:
+``length`` is the committed byte length of the JSONL it was made from (``.meta``), so a copy is
+current exactly when its name matches the result set's ``.meta``; rows that arrive later (a late
+batch of a finished flow) make a new copy and the old one goes. The copy is made under a shared
+``flock`` on the JSONL (writers take it exclusively), so it holds exactly the committed rows. It
+lives in the flow's folder, so deleting a client's flows deletes it too.
 
 Copies are made off the query path, by one background thread (``schedule``): a query reads the
 JSONL of a result set without a copy, and the next query finds the copy.
