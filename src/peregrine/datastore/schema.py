@@ -283,3 +283,62 @@ audit = Table(
     Index("ix_audit_action", "action", "audit_id"),
     Index("ix_audit_target", "target", "audit_id"),
 )
+
+
+#: Notebooks (``notebooks/``): an analyst's cells over the analysis engine. ``owner`` is plain
+#: text like the audit's actor, and the hunt or client a notebook is about is not a foreign key:
+#: a notebook is part of an investigation's record and outlives what it describes.
+notebooks = Table(
+    "notebooks",
+    metadata,
+    Column("notebook_id", String(64), primary_key=True),
+    Column("title", Text, nullable=False),
+    Column("description", Text, nullable=False),
+    Column("owner", String(128), nullable=False),
+    Column("shared", Integer, nullable=False, server_default="0"),
+    Column("hunt_id", String(64)),
+    Column("client_id", String(64)),
+    Column("created", Double, nullable=False),
+    Column("modified", Double, nullable=False),
+    Index("ix_notebooks_owner", "owner", "modified"),
+    Index("ix_notebooks_modified", "modified", "notebook_id"),
+)
+
+#: A notebook's cells in order, each with its last result (rows capped) so opening a notebook
+#: reruns nothing.
+notebook_cells = Table(
+    "notebook_cells",
+    metadata,
+    Column(
+        "notebook_id",
+        String(64),
+        ForeignKey("notebooks.notebook_id", ondelete="CASCADE"),
+        primary_key=True,
+    ),
+    Column("cell_id", String(32), primary_key=True),
+    Column("position", Integer, nullable=False),
+    Column("kind", String(16), nullable=False),
+    Column("text", Text, nullable=False),
+    Column("chart", JSONText),
+    Column("result", JSONText),
+    Column("ran", Double),
+    Column("duration", Double),
+    Column("ran_by", Text),
+    CheckConstraint("kind IN ('markdown', 'sql')", name="kind"),
+    Index("ix_notebook_cells_position", "notebook_id", "position"),
+)
+
+#: Timelines: sources (result sets, hunts, event logs) merged on one time axis, as definitions.
+timelines = Table(
+    "timelines",
+    metadata,
+    Column("timeline_id", String(64), primary_key=True),
+    Column("title", Text, nullable=False),
+    Column("owner", String(128), nullable=False),
+    Column("shared", Integer, nullable=False, server_default="0"),
+    Column("sources", JSONText, nullable=False),
+    Column("created", Double, nullable=False),
+    Column("modified", Double, nullable=False),
+    Index("ix_timelines_owner", "owner", "modified"),
+    Index("ix_timelines_modified", "modified", "timeline_id"),
+)
