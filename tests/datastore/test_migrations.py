@@ -14,7 +14,7 @@ from peregrine.datastore.schema import metadata
 
 
 def test_head_is_the_newest_revision() -> None:
-    assert head_revision() == "0006"
+    assert head_revision() == "0007"
 
 
 def test_open_builds_the_schema_on_an_empty_database(datastore_url: str) -> None:
@@ -38,6 +38,10 @@ def test_open_builds_the_schema_on_an_empty_database(datastore_url: str) -> None
             "notebooks",
             "notebook_cells",
             "timelines",
+            "alert_rules",
+            "alert_rule_versions",
+            "alerts",
+            "alert_window_hits",
         }
         indexes = {index["name"] for index in inspect(engine).get_indexes("flows")}
         assert {"ix_flows_client_created", "ix_flows_state", "ix_flows_hunt_id"} <= indexes

@@ -342,3 +342,73 @@ timelines = Table(
     Index("ix_timelines_owner", "owner", "modified"),
     Index("ix_timelines_modified", "modified", "timeline_id"),
 )
+
+#: Alert rules (``peregrine.alerts``): the current version of each; ``definition`` holds the
+#: artifacts read, the condition and the optional window (JSON, so a new field needs no
+#: migration). Every saved version is also kept in ``alert_rule_versions``.
+alert_rules = Table(
+    "alert_rules",
+    metadata,
+    Column("rule_id", String(128), primary_key=True),
+    Column("version", BigInteger, nullable=False),
+    Column("severity", String(16), nullable=False),
+    Column("enabled", Integer, nullable=False),
+    Column("builtin", Integer, nullable=False),
+    Column("definition", JSONText, nullable=False),
+    Column("modified", Double, nullable=False),
+    Column("modified_by", Text, nullable=False),
+)
+
+alert_rule_versions = Table(
+    "alert_rule_versions",
+    metadata,
+    Column("rule_id", String(128), primary_key=True),
+    Column("version", BigInteger, primary_key=True),
+    Column("severity", String(16), nullable=False),
+    Column("enabled", Integer, nullable=False),
+    Column("definition", JSONText, nullable=False),
+    Column("modified", Double, nullable=False),
+    Column("modified_by", Text, nullable=False),
+)
+
+#: Alerts raised by rules. ``alert_key`` is unique: (rule, client, artifact, source, event seq),
+#: or (rule, window, group) for a windowed rule, so a rule fires once per event or window
+#: whatever the frontends, races and redeliveries.
+alerts = Table(
+    "alerts",
+    metadata,
+    Column("alert_id", AutoId, primary_key=True, autoincrement=True),
+    Column("alert_key", String(512), nullable=False, unique=True),
+    Column("rule_id", String(128), nullable=False),
+    Column("rule_version", BigInteger, nullable=False),
+    Column("severity", String(16), nullable=False),
+    Column("time", Double, nullable=False),
+    Column("client_id", String(64)),
+    Column("hostname", Text),
+    Column("artifact", Text),
+    Column("source", Text),
+    Column("event_seq", BigInteger),
+    Column("summary", Text, nullable=False),
+    Column("rows", JSONText, nullable=False),
+    Column("state", String(16), nullable=False),
+    Column("acked_by", Text),
+    Column("acked_at", Double),
+    Column("ack_comment", Text),
+    CheckConstraint("state IN ('open', 'acknowledged')", name="state"),
+    Index("ix_alerts_time", "time", "alert_id"),
+    Index("ix_alerts_state", "state", "alert_id"),
+    Index("ix_alerts_rule_id", "rule_id", "alert_id"),
+    Index("ix_alerts_client_id", "client_id", "alert_id"),
+)
+
+#: What windowed rules counted: one row per distinct member (a client id...) seen by a rule in
+#: a window for a group, written by whichever frontend received the event, so the count is
+#: the fleet's.
+alert_window_hits = Table(
+    "alert_window_hits",
+    metadata,
+    Column("rule_id", String(128), primary_key=True),
+    Column("window_start", Double, primary_key=True),
+    Column("group_key", String(256), primary_key=True),
+    Column("member", String(256), primary_key=True),
+)
