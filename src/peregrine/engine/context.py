@@ -133,6 +133,15 @@ class QueryContext:
         if deadline is not None and time.monotonic() > deadline:
             raise QueryTimeout(f"the query ran past its time-out of {self.limits.timeout:g} s")
 
+    def wait(self, seconds: float) -> None:
+        """Sleep up to ``seconds``, waking at once to raise when the query is cancelled or
+        reaches its deadline: how an event plugin that never ends waits for what comes next."""
+        deadline = self.deadline
+        if deadline is not None:
+            seconds = min(seconds, max(0.0, deadline - time.monotonic()))
+        self._cancelled.wait(max(0.0, seconds))
+        self.check()
+
     def checked(self, items: Iterable[T], every: int = 64) -> Iterator[T]:
         """Iterate ``items``, checking the deadline every ``every`` items."""
         for n, item in enumerate(items):

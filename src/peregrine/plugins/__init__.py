@@ -20,4 +20,5 @@ BUILTIN_MODULES = (
     "peregrine.plugins.helpers",
     "peregrine.plugins.upload",
     "peregrine.plugins.knowledgebase",
+    "peregrine.plugins.events_clock",
 )
