@@ -14,7 +14,7 @@ from peregrine.datastore.schema import metadata
 
 
 def test_head_is_the_newest_revision() -> None:
-    assert head_revision() == "0007"
+    assert head_revision() == "0008"
 
 
 def test_open_builds_the_schema_on_an_empty_database(datastore_url: str) -> None:
@@ -42,6 +42,8 @@ def test_open_builds_the_schema_on_an_empty_database(datastore_url: str) -> None
             "alert_rule_versions",
             "alerts",
             "alert_window_hits",
+            "event_assignments",
+            "event_status",
         }
         indexes = {index["name"] for index in inspect(engine).get_indexes("flows")}
         assert {"ix_flows_client_created", "ix_flows_state", "ix_flows_hunt_id"} <= indexes

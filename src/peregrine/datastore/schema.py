@@ -412,3 +412,38 @@ alert_window_hits = Table(
     Column("group_key", String(256), primary_key=True),
     Column("member", String(256), primary_key=True),
 )
+
+#: Event monitoring: which CLIENT_EVENT artifacts run on which clients (``labels`` empty: all).
+#: Every change bumps ``version`` past every other row's; an unassigned artifact stays as a
+#: ``removed`` row so the highest version is the version of the whole set.
+event_assignments = Table(
+    "event_assignments",
+    metadata,
+    Column("artifact", String(256), primary_key=True),
+    Column("parameters", JSONText, nullable=False),
+    Column("labels", JSONText, nullable=False),
+    Column("permissions", JSONText, nullable=False),
+    Column("version", BigInteger, nullable=False),
+    Column("removed", Integer, nullable=False, server_default="0"),
+    Column("modified", Double, nullable=False),
+    Column("modified_by", Text, nullable=False),
+    Index("ix_event_assignments_version", "version"),
+)
+
+#: How each assigned event artifact runs on each client, as its agent last reported.
+event_status = Table(
+    "event_status",
+    metadata,
+    Column(
+        "client_id",
+        String(64),
+        ForeignKey("clients.client_id", ondelete="CASCADE"),
+        primary_key=True,
+    ),
+    Column("artifact", String(256), primary_key=True),
+    Column("state", String(16), nullable=False),
+    Column("error", Text),
+    Column("restarts", BigInteger, nullable=False, server_default="0"),
+    Column("reported", Double, nullable=False),
+    Column("updated", Double, nullable=False),
+)
