@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections import Counter
+from collections.abc import Callable
 from pathlib import Path
 
 import msgspec
@@ -44,6 +45,12 @@ async def _all_held(
 
     found: dict[str, str] = await wait_until(check, timeout, 0.25)
     return {c: found[c] for c in clients}
+
+
+async def _finished_at(action: Callable[[str], None], name: str) -> float:
+    """Run ``action(name)`` in a thread; the monotonic time it returned."""
+    await asyncio.to_thread(action, name)
+    return time.monotonic()
 
 
 def test_a_collection_made_through_any_frontend_reaches_its_agent_wherever_it_is_held(
@@ -101,13 +108,15 @@ def test_a_stopped_frontend_leaves_the_pool_and_its_agents_reconnect_to_the_othe
                 moved = [c for c, h in held.items() if h == stop]
                 assert moved, held  # leastconn gave it some agents
                 started = time.monotonic()
-                if how == "graceful":
-                    cluster.stop_frontend(stop)
-                else:
-                    cluster.kill_frontend(stop)
+                # A graceful stop drains for seconds before the process exits: the signal is
+                # the moment that counts, so the stop runs beside the watch (and the agents'
+                # event loop keeps running meanwhile).
+                stopper = cluster.stop_frontend if how == "graceful" else cluster.kill_frontend
+                stopping = asyncio.create_task(_finished_at(stopper, stop))
                 out = {f"agents/{stop}": "DOWN", f"api/{stop}": "DOWN"}
                 await wait_until(lambda: out.items() <= cluster.pool().items(), 15, 0.2)  # noqa: B023
                 left_pool = time.monotonic() - started
+                exited = await stopping - started
                 # Its agents are back, on the frontends still running.
                 held = await _all_held(cluster, fleet.client_ids, timeout=30, avoid=stop)
                 back = time.monotonic() - started
@@ -115,7 +124,8 @@ def test_a_stopped_frontend_leaves_the_pool_and_its_agents_reconnect_to_the_othe
                 for _ in range(10):
                     assert (await balancer.status()) is not None
                 print(
-                    f"{stop} ({how}): out of the pool {left_pool:.1f} s, agents back {back:.1f} s"
+                    f"{stop} ({how}): out of the pool {left_pool:.1f} s, exited {exited:.1f} s, "
+                    f"agents back {back:.1f} s"
                 )
                 assert left_pool < 10
             # Started again, they are back in the pool and take new agents.
