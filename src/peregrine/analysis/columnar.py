@@ -9,8 +9,10 @@ batch of a finished flow) make a new copy and the old one goes. The copy is made
 ``flock`` on the JSONL (writers take it exclusively), so it holds exactly the committed rows. It
 lives in the flow's folder, so deleting a client's flows deletes it too.
 
-Copies are made off the query path, by one background thread (``schedule``): a query reads the
-JSONL of a result set without a copy, and the next query finds the copy.
+Copies are made off the query path and off the event loop, by one background thread with a
+bounded queue (``CopyMaker.schedule``): when a collection finishes (``finished_result_sets``,
+from ``Services.flow_finished``), and when a query reads the JSONL of a finished result set that
+has none yet (the next query finds the copy).
 """
 
 from __future__ import annotations
@@ -41,6 +43,18 @@ def current_copy(stem: Path, length: int) -> Path | None:
     """The Parquet copy of exactly ``length`` committed bytes, if one was made."""
     path = copy_path(stem, length)
     return path if path.is_file() else None
+
+
+def finished_result_sets(flow_dir: Path) -> list[Path]:
+    """The stems of a flow's result sets holding rows (what a finished flow copies)."""
+    from peregrine.filestore.rowlog import read_json
+
+    stems: list[Path] = []
+    for meta_path in sorted((flow_dir / "results").glob("*.meta")):
+        meta = read_json(meta_path)
+        if meta is not None and int(meta.get("rows", 0)) > 0:
+            stems.append(meta_path.with_suffix(""))
+    return stems
 
 
 def build(stem: Path, connection: Any | None = None) -> Path | None:

@@ -3,6 +3,10 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from peregrine.config.model import AnalysisSettings
 
 
 @dataclass(frozen=True, slots=True)
@@ -23,6 +27,17 @@ class AnalysisLimits:
     snapshot_bytes: int = 1 << 30
     #: Queries running at once in this process; others wait (within their time-out).
     concurrent: int = 2
+
+    @classmethod
+    def from_settings(cls, settings: AnalysisSettings) -> AnalysisLimits:
+        """The limits the server's ``analysis:`` configuration section sets."""
+        return cls(
+            timeout=settings.timeout,
+            max_rows=settings.max_rows,
+            memory_mb=settings.memory_mb,
+            threads=settings.threads,
+            concurrent=settings.concurrent,
+        )
 
     def narrowed(self, timeout: float | None = None, max_rows: int | None = None) -> AnalysisLimits:
         """These limits, with a shorter time-out or fewer rows if asked."""

@@ -141,6 +141,25 @@ class DrainSettings(_Section):
     timeout: PositiveFloat = 30.0
 
 
+class AnalysisSettings(_Section):
+    """Server-side analysis (``peregrine analyze``, notebooks, timelines): what one query may
+    use. A request may ask for less, never more."""
+
+    #: Seconds before a query is stopped.
+    timeout: PositiveFloat = 60.0
+    #: DuckDB's memory limit per query (MB); past it a query spills to disk, then fails.
+    memory_mb: Annotated[int, msgspec.Meta(ge=64)] = 2048
+    #: Rows a query returns at most; the result says when it was cut.
+    max_rows: Annotated[int, msgspec.Meta(ge=1)] = 1_000_000
+    #: Threads DuckDB may use for one query.
+    threads: Annotated[int, msgspec.Meta(ge=1, le=256)] = 2
+    #: Queries running at once in one server process; others wait within their time-out.
+    concurrent: Annotated[int, msgspec.Meta(ge=1, le=256)] = 2
+    #: Write each result set's Parquet copy when its collection finishes (in one background
+    #: thread), so the first query of a finished hunt is already fast.
+    parquet_on_finish: bool = True
+
+
 class LogSettings(_Section):
     level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
     #: A log file; empty: standard error.
@@ -190,6 +209,7 @@ class ServerConfig(_Section):
     login: LoginSettings = msgspec.field(default_factory=LoginSettings)
     drain: DrainSettings = msgspec.field(default_factory=DrainSettings)
     logging: LogSettings = msgspec.field(default_factory=LogSettings)
+    analysis: AnalysisSettings = msgspec.field(default_factory=AnalysisSettings)
 
     def __post_init__(self) -> None:
         self.public_urls = _check_urls("public_urls", self.public_urls)

@@ -14,6 +14,8 @@ import time
 from collections.abc import Iterable, Mapping
 from typing import Any
 
+from peregrine.analysis import AnalysisEngine, AnalysisLimits
+from peregrine.analysis.columnar import finished_result_sets
 from peregrine.artifacts.repository import ArtifactRepository
 from peregrine.config import ServerConfig
 from peregrine.datastore import Datastore, FlowRecord
@@ -65,6 +67,10 @@ class Services:
         self.monitor = FlowMonitor(self)
         self.hunts = HuntManager(self)
         self.hunt_results = HuntResults(datastore, filestore)
+        #: SQL over collected results (DuckDB is imported on the first query only).
+        self.analysis = AnalysisEngine(
+            datastore, filestore, AnalysisLimits.from_settings(config.analysis)
+        )
 
     async def load_client_index(self) -> None:
         """Read every enrolled client into the index (when the process starts)."""
@@ -161,7 +167,12 @@ class Services:
         await self.collect(client_id, [(INTERROGATION, {})], creator=INTERROGATOR)
 
     async def flow_finished(self, client_id: str, record: FlowRecord) -> None:
-        """A flow's last message is stored: an interrogation's facts go into the client."""
+        """A flow's last message is stored: its result sets get their Parquet copies (in the
+        background), and an interrogation's facts go into the client."""
+        if self.config.analysis.parquet_on_finish:
+            flow_dir = self.filestore.flow_dir(client_id, record.flow_id)
+            stems = await asyncio.to_thread(finished_result_sets, flow_dir)
+            self.analysis.copies.schedule(stems)
         if record.creator != INTERROGATOR or record.state != "Finished":
             return
         flow_id = record.flow_id

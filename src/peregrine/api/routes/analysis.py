@@ -55,13 +55,8 @@ class AnalysisIn(BaseModel):
 
 
 def _engine(request: Request) -> AnalysisEngine:
-    """The app's engine, made on the first query (so duckdb loads only then)."""
-    engine: AnalysisEngine | None = getattr(request.app.state, "analysis", None)
-    if engine is None:
-        services = context(request).services
-        engine = AnalysisEngine(services.datastore, services.filestore)
-        request.app.state.analysis = engine
-    return engine
+    """The services' engine (duckdb loads on its first query)."""
+    return context(request).services.analysis
 
 
 @router.post(
