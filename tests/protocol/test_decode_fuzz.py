@@ -19,6 +19,9 @@ from peregrine.protocol.messages import (
     MAX_ROWS_PER_MESSAGE,
     Ack,
     CollectionRequest,
+    EventAssignments,
+    EventRows,
+    EventStatus,
     FlowFinished,
     FlowMessage,
     FlowStarted,
@@ -51,12 +54,20 @@ VALID_AGENT_MESSAGES: list[Message] = [
     UploadStart(flow_id="F.1", seq=5, upload_id="u1", path="/etc/passwd", size=10, sha256="0" * 64),
     UploadChunk(flow_id="F.1", upload_id="u1", offset=0, data=b"0123456789", last=True),
     FlowFinished(flow_id="F.1", seq=6, status="finished", finished=1.7e9),
+    EventRows(
+        stream="events:Linux.Events.X", seq=1001, artifact="Linux.Events.X", source="",
+        time=1.7e9, columns=["pid", "cmd"], rows=[[1, "init"], [2, b"\x00"]],
+    ),
+    EventStatus(artifact="Linux.Events.X", state="restarting", restarts=3, error="killed",
+                time=1.7e9),
 ]  # fmt: skip
 VALID_FRAMES = [encode(message) for message in VALID_AGENT_MESSAGES]
 KINDS = ["hello", "flow_started", "rows", "logs", "source_done", "upload_start", "upload_chunk",
-         "flow_done", "ack", "collect", "bogus"]  # fmt: skip
+         "flow_done", "ack", "collect", "event_rows", "event_status", "event_assignments",
+         "bogus"]  # fmt: skip
 FIELDS = ["kind", "flow_id", "seq", "artifact", "source", "columns", "rows", "entries", "size",
-          "offset", "data", "upload_id", "path", "sha256", "client_id", "public_key"]  # fmt: skip
+          "offset", "data", "upload_id", "path", "sha256", "client_id", "public_key", "stream",
+          "time", "state", "restarts", "error", "version", "artifacts"]  # fmt: skip
 
 scalars = (
     st.none()
@@ -105,8 +116,12 @@ def _assert_decodes_or_refuses(frame: bytes, decode: Any) -> Message | None:
         message: Message = decode(frame)
     except ProtocolError:
         return None
-    if isinstance(message, FlowMessage):
+    if isinstance(message, FlowMessage | EventRows):
         assert 0 <= message.seq <= MAX_INT64
+    if isinstance(message, EventRows):
+        assert len(message.rows) <= MAX_ROWS_PER_MESSAGE and len(message.stream) <= 128
+        assert all(len(row) <= MAX_COLUMNS for row in message.rows)
+        assert 0 <= message.time <= 1e11
     if isinstance(message, ResultBatch):
         assert len(message.rows) <= MAX_ROWS_PER_MESSAGE
         assert all(len(row) <= MAX_COLUMNS for row in message.rows)
@@ -151,6 +166,11 @@ def _rows(rows: Any, **fields: Any) -> bytes:
     return msgspec.msgpack.encode({**base, "columns": ["c"], "rows": rows, **fields})
 
 
+def _events(rows: Any, **fields: Any) -> bytes:
+    base = {"kind": "event_rows", "stream": "events:A", "seq": 1, "artifact": "A", "source": ""}
+    return msgspec.msgpack.encode({**base, "time": 1.0, "columns": ["c"], "rows": rows, **fields})
+
+
 @pytest.mark.parametrize(
     ("what", "frame", "reason"),
     [
@@ -173,6 +193,21 @@ def _rows(rows: Any, **fields: Any) -> bytes:
             "<= 9223372036854775807",
         ),
         ("a text frame", "hello", "text frames"),
+        (
+            "event rows: four million of them",
+            _events([[]] * 4_000_000),
+            f"length <= {MAX_ROWS_PER_MESSAGE}",
+        ),
+        ("event rows: a negative seq", _events([[1]], seq=-1), ">= 0"),
+        ("event rows: NaN as their time", _events([[1]], time=float("nan")), ">= 0"),
+        ("event rows: a stream name of 1 KB", _events([[1]], stream="e" * 1024), "length <= 128"),
+        (
+            "an event status with a 1 MB error",
+            msgspec.msgpack.encode(
+                {"kind": "event_status", "artifact": "A", "state": "x", "error": "e" * (1 << 20)}
+            ),
+            "length <= 4096",
+        ),
     ],
     ids=lambda value: value if isinstance(value, str) and len(value) < 40 else "",
 )
@@ -191,3 +226,11 @@ def test_server_messages_are_bounded_too() -> None:
     request = CollectionRequest(flow_id="F.1", artifacts=[], definitions=[], batch_rows=10**6)
     with pytest.raises(ProtocolError, match="batch_rows"):
         decode_from_server(encode(request))
+
+
+def test_event_assignments_are_bounded_like_collection_requests() -> None:
+    message = EventAssignments(version=3, artifacts=[], definitions=[], batch_rows=10**6)
+    with pytest.raises(ProtocolError, match="batch_rows"):
+        decode_from_server(encode(message))
+    fine = EventAssignments(version=3, artifacts=[], definitions=[], batch_rows=10)
+    assert decode_from_server(encode(fine)) == fine

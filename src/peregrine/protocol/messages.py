@@ -158,6 +158,24 @@ class UploadResume(Message, tag="upload_resume"):
     refused: str | None = None
 
 
+class EventAssignments(Message, tag="event_assignments"):
+    """The event artifacts this client runs from now on (all of them: one missing is stopped).
+
+    ``version`` names the server's assignment set; the agent restarts only the artifacts whose
+    call (name, parameters) or definition changed."""
+
+    version: int
+    artifacts: list[ArtifactCall]
+    definitions: list[dict[str, Any]]
+    permissions: list[str] = []
+    #: Rows per batch and seconds between batches (whichever comes first).
+    batch_rows: Annotated[int, msgspec.Meta(ge=1, le=MAX_ROWS_PER_MESSAGE)] = 1000
+    batch_seconds: float = 1.0
+    #: What each event query's worker may use: percent of one core, MB of memory.
+    cpu_limit: float | None = None
+    max_memory_mb: int | None = None
+
+
 class StorageUnavailable(Message, tag="storage_unavailable"):
     """The server cannot store results now (disk full): keep them spooled and retry later."""
 
@@ -224,6 +242,38 @@ class FlowFinished(FlowMessage, tag="flow_done"):
     finished: Seconds = 0.0
 
 
+# -- agent → server: events ------------------------------------------------------------------
+
+
+class EventRows(Message, tag="event_rows"):
+    """Rows of an event artifact's source. ``stream`` is the agent's spool key of the artifact
+    (``events:<artifact>``); ``seq`` numbers the first row in the client's stream of that
+    artifact (row ``i`` is ``seq + i``), so batches of one stream never share a number. The
+    server stores a batch once (by ``seq``) and acknowledges it with ``Ack(stream, seq)``;
+    ``time`` (when the agent cut the batch) chooses the day the rows are filed under."""
+
+    stream: Id
+    seq: Count
+    artifact: Name
+    source: Name
+    time: Seconds
+    columns: Annotated[list[Name], msgspec.Meta(max_length=MAX_COLUMNS)]
+    rows: Annotated[list[Row], msgspec.Meta(max_length=MAX_ROWS_PER_MESSAGE)]
+
+
+class EventStatus(Message, tag="event_status"):
+    """How an event artifact runs on the agent: ``running``, ``restarting`` (its worker died
+    or went over its limits; restarted after a backoff), ``failed`` (it cannot start: a bad
+    definition) or ``stopped`` (unassigned). Not spooled: the latest is sent at each
+    connection and whenever it changes."""
+
+    artifact: Name
+    state: Name
+    restarts: Count = 0
+    error: Annotated[str, msgspec.Meta(max_length=4096)] | None = None
+    time: Seconds = 0.0
+
+
 AgentMessage = (
     Hello
     | FlowStarted
@@ -233,6 +283,8 @@ AgentMessage = (
     | UploadStart
     | UploadChunk
     | FlowFinished
+    | EventRows
+    | EventStatus
 )
 ServerMessage = (
     Challenge
@@ -244,6 +296,7 @@ ServerMessage = (
     | Ack
     | UploadResume
     | StorageUnavailable
+    | EventAssignments
 )
 
 _encoder = msgspec.msgpack.Encoder()
