@@ -1,0 +1,238 @@
+"""The alert engine: subscribed to a frontend's event stream, it matches each stored batch
+against the enabled rules, stores what they raise (once per key) and forwards the new alerts.
+
+Every frontend runs one. Rules are read from the datastore at start and again every
+``refresh`` seconds (a rule changed through any frontend's API is in force everywhere within
+that), and at once on this frontend when the API changes one here.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import time
+from collections import defaultdict
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from typing import Any
+
+from peregrine.datastore import Datastore
+from peregrine.datastore.alerts import AlertRecord
+from peregrine.events.stream import EventBatch, EventStream
+
+from .forward import Forwarding
+from .matcher import Matcher
+from .rules import Rule, RuleError, Window, rule_from_record
+
+log = logging.getLogger(__name__)
+
+#: The columns an event artifact's rows have, by artifact name (None: not an event artifact).
+ColumnsOf = Callable[[str], Sequence[str] | None]
+#: Matched rows kept in a windowed alert (the members beyond are counted, not kept).
+WINDOW_ROWS_KEPT = 20
+
+
+def no_columns(_artifact: str) -> Sequence[str] | None:
+    return ()
+
+
+class AlertEngine:
+    """Rules over one frontend's stream of stored event batches."""
+
+    def __init__(
+        self,
+        datastore: Datastore,
+        stream: EventStream,
+        forwarding: Forwarding | None = None,
+        *,
+        columns: ColumnsOf = no_columns,
+        refresh: float = 5.0,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self._datastore = datastore
+        self._stream = stream
+        self.forwarding = forwarding or Forwarding([])
+        self._columns = columns
+        self._refresh = refresh
+        self._clock = clock
+        self._matcher = Matcher()
+        self._by_artifact: dict[str, list[Rule]] = {}
+        self._loaded = 0.0
+        self._failing: set[str] = set()
+        self._windows_pruned = 0.0
+        self.batches = 0
+        self.raised = 0
+
+    async def start(self) -> None:
+        await self.reload()
+        self.forwarding.start()
+        self._stream.subscribe("alerts", self.on_batch)
+
+    async def close(self) -> None:
+        self._stream.unsubscribe("alerts")
+        await self.forwarding.close()
+        self._matcher.close()
+
+    async def reload(self) -> None:
+        """Read the enabled rules from the datastore now."""
+        records = await asyncio.to_thread(self._datastore.rules.all)
+        by_artifact: dict[str, list[Rule]] = defaultdict(list)
+        for record in records:
+            if not record.enabled:
+                continue
+            try:
+                rule = rule_from_record(record)
+            except RuleError as exc:
+                log.error("alert rule %s is not valid and is skipped: %s", record.rule_id, exc)
+                continue
+            for artifact in rule.artifacts:
+                by_artifact[artifact].append(rule)
+        self._by_artifact = dict(by_artifact)
+        self._loaded = time.monotonic()
+
+    def rules_for(self, artifact: str) -> list[Rule]:
+        return self._by_artifact.get(artifact, [])
+
+    async def on_batch(self, batch: EventBatch) -> None:
+        """Match one stored batch; store and forward what it raises."""
+        if time.monotonic() - self._loaded > self._refresh:
+            await self.reload()
+        rules = self.rules_for(batch.artifact)
+        self.batches += 1
+        if not rules or not batch.rows:
+            return
+        raised = await asyncio.to_thread(self.evaluate, batch, rules)
+        self.raised += len(raised)
+        for alert in raised:
+            self.forwarding.submit(alert)
+
+    def evaluate(self, batch: EventBatch, rules: Sequence[Rule]) -> list[AlertRecord]:
+        """Match, then store: the alerts this call raised (none when they exist already)."""
+        meta = {
+            "client_id": batch.client_id,
+            "hostname": batch.hostname,
+            "labels": ",".join(batch.labels),
+            "artifact": batch.artifact,
+            "source": batch.source,
+            "first_seq": batch.first_seq,
+            "received": batch.received,
+        }
+        known = self._columns(batch.artifact) or ()
+        found, failed = self._matcher.match(meta, batch.rows, rules, known)
+        for rule_id, error in failed.items():
+            if rule_id not in self._failing:  # once per rule, not once per batch
+                self._failing.add(rule_id)
+                log.warning("alert rule %s failed on %s: %s", rule_id, batch.artifact, error)
+        now = self._clock()
+        single: list[dict[str, Any]] = []
+        raised: list[AlertRecord] = []
+        for rule in rules:
+            hits = found.get(rule.rule_id)
+            if not hits:
+                continue
+            rows = [_with_meta(batch, index) for index in hits]
+            if rule.window is None:
+                single.extend(_event_alert(rule, batch, row, now) for row in rows)
+            else:
+                raised.extend(self._count(rule, rule.window, batch, rows, now))
+        if single:
+            raised[:0] = self._datastore.alerts.raise_many(single)
+        self._prune_windows(now)
+        return raised
+
+    def _count(
+        self, rule: Rule, window: Window, batch: EventBatch, rows: list[dict[str, Any]], now: float
+    ) -> list[AlertRecord]:
+        """Store this batch's members of each window/group, then raise for every group the
+        fleet has now reached the threshold in (the unique key keeps that to one alert)."""
+        start = window.start(batch.received)
+        groups: dict[str, list[dict[str, Any]]] = defaultdict(list)
+        for row in rows:
+            groups[_group_key(window, row)].append(row)
+        new: list[dict[str, Any]] = []
+        for group, members in groups.items():
+            self._datastore.alerts.add_members(
+                rule.rule_id, start, group, (str(row.get(window.distinct)) for row in members)
+            )
+            count = self._datastore.alerts.count_members(rule.rule_id, start, group)
+            if count >= window.threshold:
+                new.append(_window_alert(rule, window, start, group, count, members, now))
+        return self._datastore.alerts.raise_many(new) if new else []
+
+    def _prune_windows(self, now: float) -> None:
+        if now - self._windows_pruned < 60:
+            return
+        self._windows_pruned = now
+        longest = max(
+            (r.window.seconds for rs in self._by_artifact.values() for r in rs if r.window),
+            default=0.0,
+        )
+        self._datastore.alerts.forget_windows(now - 2 * max(longest, 60.0))
+
+
+def _with_meta(batch: EventBatch, index: int) -> dict[str, Any]:
+    row = dict(batch.rows[index])
+    row.update(
+        client_id=batch.client_id,
+        hostname=batch.hostname,
+        artifact=batch.artifact,
+        source=batch.source,
+        event_seq=batch.first_seq + index,
+        received=batch.received,
+    )
+    return row
+
+
+def _summary(rule: Rule, row: Mapping[str, Any]) -> str:
+    text = rule.description or rule.rule_id
+    details = ", ".join(f"{name}={row.get(name)}" for name in rule.summary_columns)
+    return f"{text}: {details}" if details else text
+
+
+def _event_alert(rule: Rule, batch: EventBatch, row: dict[str, Any], now: float) -> dict[str, Any]:
+    seq = row["event_seq"]
+    host = batch.hostname or batch.client_id
+    return {
+        "alert_key": f"{rule.rule_id}|{batch.client_id}|{batch.artifact}|{batch.source}|{seq}",
+        "rule_id": rule.rule_id,
+        "rule_version": rule.version,
+        "severity": rule.severity,
+        "time": now,
+        "summary": f"{_summary(rule, row)} (on {host})",
+        "client_id": batch.client_id,
+        "hostname": batch.hostname,
+        "artifact": batch.artifact,
+        "source": batch.source,
+        "event_seq": seq,
+        "rows": [row],
+    }
+
+
+def _group_key(window: Window, row: Mapping[str, Any]) -> str:
+    if not window.group_by:
+        return ""
+    return json.dumps([row.get(name) for name in window.group_by], default=str)[:256]
+
+
+def _window_alert(
+    rule: Rule,
+    window: Window,
+    start: float,
+    group: str,
+    count: int,
+    rows: Iterable[dict[str, Any]],
+    now: float,
+) -> dict[str, Any]:
+    grouped = f" for {group}" if group else ""
+    return {
+        "alert_key": f"{rule.rule_id}|window|{start:.0f}|{group}",
+        "rule_id": rule.rule_id,
+        "rule_version": rule.version,
+        "severity": rule.severity,
+        "time": now,
+        "summary": (
+            f"{rule.description or rule.rule_id}: {count} distinct {window.distinct} "
+            f"within {window.seconds:g} s{grouped}"
+        ),
+        "rows": list(rows)[:WINDOW_ROWS_KEPT],
+    }
