@@ -22,6 +22,8 @@ AUDITED: dict[tuple[str, str], str] = {
     ("DELETE", "/clients/{client_id}"): "client.delete",
     ("POST", "/collections"): "collection.create",
     ("POST", "/collections/{flow_id}/cancel"): "collection.cancel",
+    ("POST", "/clients/{client_id}/vfs/list"): "vfs.list",
+    ("POST", "/clients/{client_id}/vfs/download"): "vfs.download",
     ("GET", "/collections/{flow_id}/uploads/{upload_id}"): "upload.download",
     ("POST", "/hunts"): "hunt.create",
     ("POST", "/hunts/{hunt_id}/start"): "hunt.start",

@@ -128,6 +128,25 @@ MATRIX: dict[tuple[str, str], tuple[str, Builder]] = {
         READ_RESULTS,
         _get("/collections/{o.flow_id}/events"),
     ),
+    # the file browser
+    ("GET", "/clients/{client_id}/vfs"): (
+        READ_RESULTS,
+        lambda o, c: Call("GET", f"/clients/{o.client_id}/vfs", {"path": "/"}),
+    ),
+    ("GET", "/clients/{client_id}/vfs/file"): (
+        READ_RESULTS,
+        lambda o, c: Call("GET", f"/clients/{o.client_id}/vfs/file", {"path": "/etc/hostname"}),
+    ),
+    ("POST", "/clients/{client_id}/vfs/list"): (
+        COLLECT_CLIENT,
+        lambda o, c: Call("POST", f"/clients/{o.client_id}/vfs/list", json={"path": "/etc"}),
+    ),
+    ("POST", "/clients/{client_id}/vfs/download"): (
+        COLLECT_CLIENT,
+        lambda o, c: Call(
+            "POST", f"/clients/{o.client_id}/vfs/download", json={"path": "/etc/hostname"}
+        ),
+    ),
     # hunts
     ("POST", "/hunts"): (
         START_HUNT,

@@ -102,6 +102,8 @@ def _overrides(tmp_path: Path) -> dict[str, dict[str, Any]]:
         "Linux.Detection.TmpExecutables": {"PathGlob": small},
         "Linux.Detection.YaraProcesses": {"Pid": os.getpid()},
         "Linux.Sys.ProcessEnvironment": {"Pid": os.getpid()},
+        "System.VFS.ListDirectory": {"Path": str(tmp_path)},
+        "System.VFS.DownloadFile": {"Path": f"{tmp_path}/sample.txt", "Upload": False},
     }
 
 

@@ -25,6 +25,7 @@ from peregrine.api.routes import (
     events,
     health,
     hunts,
+    vfs,
 )
 from peregrine.api.schemas import Error
 from peregrine.auth.accounts import Accounts
@@ -86,7 +87,7 @@ def create_app(
         ),
     )
     app.add_middleware(AuditEveryChange)  # a change nothing else recorded is recorded here
-    for module in (clients, collections, hunts, artifacts, admin, events, analysis):
+    for module in (clients, collections, hunts, artifacts, admin, events, analysis, vfs):
         app.include_router(module.router, prefix=API_PREFIX, responses=ERROR_RESPONSES)
     app.include_router(health.router)  # /healthz, /readyz: for balancers, unversioned
 

@@ -25,6 +25,7 @@ from peregrine.services.client_admin import forget_locally
 from peregrine.services.client_index import ClientIndex
 from peregrine.services.collections import CollectionService, Limits
 from peregrine.services.events import ServerEvents
+from peregrine.services.file_browser import FileBrowser
 from peregrine.services.fleet import Fleet, Leadership
 from peregrine.services.hunt_results import HuntResults
 from peregrine.services.hunts import HuntManager
@@ -67,6 +68,7 @@ class Services:
         self.monitor = FlowMonitor(self)
         self.hunts = HuntManager(self)
         self.hunt_results = HuntResults(datastore, filestore)
+        self.file_browser = FileBrowser(datastore, filestore)
         #: SQL over collected results (DuckDB is imported on the first query only).
         self.analysis = AnalysisEngine(
             datastore, filestore, AnalysisLimits.from_settings(config.analysis)
