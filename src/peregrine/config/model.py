@@ -160,6 +160,47 @@ class AnalysisSettings(_Section):
     parquet_on_finish: bool = True
 
 
+class WebhookSettings(_Section):
+    """Alerts POSTed as JSON to one URL (set here only: the API cannot change it)."""
+
+    #: ``https://...`` (or ``http://``); empty: no webhook.
+    url: str = ""
+    #: Signs each POST (``X-Peregrine-Signature: sha256=<HMAC of timestamp.body>``); empty: none.
+    secret: str = ""
+    #: Seconds one attempt may take.
+    timeout: PositiveFloat = 5.0
+    #: Attempts after the first, 0.5 s apart and doubling (to 30 s), before an alert is given up.
+    retries: NonNegativeInt = 5
+    #: A CA certificate (PEM) to check an https URL against; empty: the system's.
+    ca_cert_path: str = ""
+
+
+class SyslogSettings(_Section):
+    """Alerts to a syslog receiver as RFC 5424 messages."""
+
+    #: ``host:port``; empty: no syslog.
+    address: str = ""
+    protocol: Literal["udp", "tcp"] = "udp"
+    #: The RFC 5424 facility number (16: local0).
+    facility: Annotated[int, msgspec.Meta(ge=0, le=23)] = 16
+    app_name: Annotated[str, msgspec.Meta(pattern=r"^[!-~]{1,48}$")] = "peregrine"
+
+
+class AlertSettings(_Section):
+    """Alert rules over incoming events, and where their alerts are forwarded."""
+
+    webhook: WebhookSettings = msgspec.field(default_factory=WebhookSettings)
+    syslog: SyslogSettings = msgspec.field(default_factory=SyslogSettings)
+    #: A file alerts are appended to as JSON lines (for a SIEM's shipper); empty: none.
+    jsonl_path: str = ""
+    #: Alerts each destination may have waiting; past it new ones are dropped (and counted).
+    queue: Annotated[int, msgspec.Meta(ge=1)] = 10_000
+    #: Seconds between re-reads of the rules (a change made on another frontend applies then).
+    rules_refresh: PositiveFloat = 5.0
+    #: Install the built-in rules (enabled) when the server starts, unless stored already.
+    builtin_rules: bool = True
+
+
 class LogSettings(_Section):
     level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
     #: A log file; empty: standard error.
@@ -210,6 +251,7 @@ class ServerConfig(_Section):
     drain: DrainSettings = msgspec.field(default_factory=DrainSettings)
     logging: LogSettings = msgspec.field(default_factory=LogSettings)
     analysis: AnalysisSettings = msgspec.field(default_factory=AnalysisSettings)
+    alerts: AlertSettings = msgspec.field(default_factory=AlertSettings)
 
     def __post_init__(self) -> None:
         self.public_urls = _check_urls("public_urls", self.public_urls)
