@@ -31,6 +31,8 @@ from peregrine.protocol.messages import (
     CancelCollection,
     Challenge,
     CollectionRequest,
+    EventAssignments,
+    EventStatus,
     FlowFinished,
     Hello,
     ProtocolError,
@@ -46,6 +48,7 @@ from peregrine.protocol.messages import (
 
 if TYPE_CHECKING:
     from peregrine.agent.collection import CollectionJob
+    from peregrine.agent.events import EventRunner
 
 log = logging.getLogger(__name__)
 
@@ -83,6 +86,13 @@ class Agent:
         self._resend = False
         self._upload_tasks: dict[str, asyncio.Task[None]] = {}
         self._threads: set[threading.Thread] = set()
+        #: The event artifacts assigned to this client, running (made on the first set).
+        self.events: EventRunner | None = None
+        #: The latest status of each event artifact, sent at each connection and on change.
+        self.event_statuses: dict[str, EventStatus] = {}
+        self._statuses_lock = threading.Lock()
+        #: The last assignment set, so a restarted agent watches again before it connects.
+        self._assignments_path = Path(config.spool_dir) / "event-assignments.msgpack"
 
     @property
     def client_id(self) -> str:
@@ -95,6 +105,7 @@ class Agent:
         self._loop = asyncio.get_running_loop()
         stop = stop or asyncio.Event()
         self._end_interrupted_flows()
+        await asyncio.to_thread(self._resume_events)
         attempt, failed = 0, None
         while not stop.is_set():
             url = choose_frontend(self.config.server_urls, failed)
@@ -126,6 +137,8 @@ class Agent:
         for job in list(self.jobs.values()):
             job.cancel(shutdown=True)
         await asyncio.to_thread(self._join_jobs, 15.0)
+        if self.events is not None:
+            await asyncio.to_thread(self.events.stop)
 
     def _join_jobs(self, timeout: float) -> None:
         deadline = time.monotonic() + timeout
@@ -228,6 +241,8 @@ class Agent:
             await asyncio.to_thread(self.spool.ack, message.flow_id, message.seq)
         elif isinstance(message, CollectionRequest):
             self._start_job(message)
+        elif isinstance(message, EventAssignments):
+            await asyncio.to_thread(self._apply_events, message, True)
         elif isinstance(message, CancelCollection):
             job = self.jobs.get(message.flow_id)
             if job is not None:
@@ -273,6 +288,47 @@ class Agent:
         self._threads.add(thread)
         thread.start()
 
+    # -- event monitoring (agent/events.py) -----------------------------------------------------
+
+    def _apply_events(self, message: EventAssignments, keep: bool) -> None:
+        """Run the assigned event artifacts; ``keep``: remember the set for the next start."""
+        if self.events is None:
+            if not message.artifacts:
+                return  # nothing to watch: the engine layers stay unloaded
+            from peregrine.agent.events import EventRunner
+
+            self.events = EventRunner(self.spool, self.wake, self._event_status)
+        if self.events.version == message.version:
+            return  # the same set again (each connection gets it)
+        self.events.apply(message)
+        if keep:
+            tmp = self._assignments_path.with_suffix(".tmp")
+            tmp.write_bytes(encode(message))
+            tmp.replace(self._assignments_path)
+
+    def _resume_events(self) -> None:
+        """Start the event artifacts of the last set at once: events that happen before the
+        server answers are watched and spooled too."""
+        try:
+            message = decode_from_server(self._assignments_path.read_bytes())
+        except (FileNotFoundError, ProtocolError):
+            return
+        if isinstance(message, EventAssignments):
+            self._apply_events(message, False)
+
+    def _event_status(self, status: EventStatus) -> None:
+        """From the event workers' threads: keep the status, have the sender send it."""
+        with self._statuses_lock:
+            self.event_statuses[status.artifact] = status
+        self.wake()
+
+    async def _send_statuses(self, ws: ClientConnection, sent: dict[str, EventStatus]) -> None:
+        with self._statuses_lock:
+            changed = [s for name, s in self.event_statuses.items() if sent.get(name) != s]
+        for status in changed:
+            await ws.send(encode(status))
+            sent[status.artifact] = status
+
     def wake(self) -> None:
         """Tell the sender there is something new in the spool (safe from any thread)."""
         if self._loop is not None:
@@ -281,6 +337,7 @@ class Agent:
     async def _send_loop(self, ws: ClientConnection) -> None:
         """Send every spooled message once per connection, in order; re-announce uploads."""
         sent: set[tuple[str, int]] = set()
+        statuses: dict[str, EventStatus] = {}
         # Bookkeeping of finished, fully acknowledged flows is no longer needed: keep the
         # spool from growing with every collection the agent ever ran.
         await asyncio.to_thread(self.spool.forget_done_flows)
@@ -299,6 +356,7 @@ class Agent:
                 if key not in sent:
                     await ws.send(item.payload)
                     sent.add(key)
+            await self._send_statuses(ws, statuses)
             with contextlib.suppress(asyncio.TimeoutError):
                 await asyncio.wait_for(self._wake.wait(), 5.0)
 

@@ -108,8 +108,18 @@ class Spool:
             rows = self._db.execute("SELECT flow_id FROM flows WHERE state = 'running'")
             return [r[0] for r in rows]
 
-    def append(self, flow_id: str, payload_for_seq: PayloadFactory) -> int:
-        """Assign the flow's next ``seq``, build the payload with it, store it durably."""
+    def open_stream(self, stream: str) -> None:
+        """Number an event stream's messages like a flow's, but never as a flow that a
+        restart interrupted (its state is ``events``; it has no end)."""
+        with self._lock:
+            self._db.execute(
+                "INSERT OR IGNORE INTO flows (flow_id, next_seq, state) VALUES (?, 1, 'events')",
+                (stream,),
+            )
+
+    def append(self, flow_id: str, payload_for_seq: PayloadFactory, span: int = 1) -> int:
+        """Assign the flow's next ``seq``, build the payload with it, store it durably.
+        ``span``: how many numbers the message takes (an event batch takes one per row)."""
         with self._lock:
             if self._bytes >= self.max_bytes:
                 raise SpoolFull(f"spool holds {self._bytes} bytes (limit {self.max_bytes})")
@@ -127,7 +137,7 @@ class Spool:
                 self._db.execute(
                     "INSERT INTO flows (flow_id, next_seq, state) VALUES (?, ?, 'running') "
                     "ON CONFLICT (flow_id) DO UPDATE SET next_seq = excluded.next_seq",
-                    (flow_id, seq + 1),
+                    (flow_id, seq + span),
                 )
                 self._db.execute("COMMIT")
             except BaseException:

@@ -114,11 +114,22 @@ class ArtifactRunner:
             query.cancel()
 
     def plan(
-        self, name: str, given: Mapping[str, Any], overrides: QueryLimits | None = None
+        self,
+        name: str,
+        given: Mapping[str, Any],
+        overrides: QueryLimits | None = None,
+        *,
+        events: bool = False,
     ) -> Planned:
-        """Everything that can be refused before anything runs: name, permissions, values."""
+        """Everything that can be refused before anything runs: name, permissions, values.
+        ``events``: plan a CLIENT_EVENT artifact (run continuously), which nothing else may."""
         artifact = self.repository.get(name)
-        if artifact.type not in ("CLIENT", "SERVER"):
+        if events and artifact.type != "CLIENT_EVENT":
+            raise ArtifactError(
+                f"{name} is a {artifact.type} artifact, not an event artifact (CLIENT_EVENT): "
+                "collect it instead"
+            )
+        if not events and artifact.type not in ("CLIENT", "SERVER"):
             raise ArtifactError(
                 f"{name} is a {artifact.type} artifact: it watches events and cannot be "
                 "collected once"
