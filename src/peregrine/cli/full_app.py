@@ -9,6 +9,7 @@ from peregrine.cli import (
     analyze_cmd,
     artifacts_cmd,
     config_cmd,
+    deploy_cmd,
     loadtest_cmd,
     plugins_cmd,
     query_cmd,
@@ -28,6 +29,7 @@ app.command("query")(query_cmd.query)
 app.add_typer(plugins_cmd.app, name="plugins")
 app.add_typer(artifacts_cmd.app, name="artifacts")
 app.add_typer(config_cmd.app, name="config")
+app.add_typer(deploy_cmd.app, name="deploy")
 app.command("server")(server_cmd.server)
 app.command("agent")(server_cmd.agent)
 app.command("loadtest")(loadtest_cmd.loadtest)

@@ -101,10 +101,19 @@ def start_postgres(directory: Path) -> None:
 # -- a frontend more ------------------------------------------------------------------------------
 
 
-def add_frontend_config(template: Path, spec: FrontendSpec) -> Path:
+def add_frontend_config(
+    template: Path, spec: FrontendSpec, settings: dict[str, object] | None = None
+) -> Path:
     """Write ``<spec.name>.yaml`` beside ``template`` (a frontend's configuration): the same
-    deployment, with this frontend's name, ports and data directory. Its path."""
+    deployment, with this frontend's name, ports and data directory, and ``settings``
+    (dotted keys: ``drain.agents_seconds``) changed. Its path."""
     data = yaml.safe_load(template.read_text())
+    for key, value in (settings or {}).items():
+        *sections, last = key.split(".")
+        place = data
+        for section in sections:
+            place = place.setdefault(section, {})
+        place[last] = value
     data.update(
         data_dir=spec.name,
         bind_address=spec.host,
