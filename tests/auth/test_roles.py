@@ -18,6 +18,7 @@ def test_permission_set_includes_the_named_ones_and_the_engines() -> None:
         "FILESYSTEM_READ",
         "ARTIFACT_WRITER",
         "ANALYZE",
+        "READ_METRICS",
         "SERVER_ADMIN",
     }
     assert set(roles.PERMISSIONS) == named
@@ -51,6 +52,7 @@ def test_each_role_has_its_documented_permissions() -> None:
         "FILESYSTEM_READ",
         "ANALYZE",
     }
+    assert roles.ROLES["monitoring"] == {"READ_METRICS"}
     only_admin = [name for name, perms in roles.ROLES.items() if "EXECVE" in perms]
     assert only_admin == ["administrator"]
 

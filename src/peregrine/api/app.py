@@ -25,6 +25,7 @@ from peregrine.api.routes import (
     events,
     health,
     hunts,
+    metrics,
     vfs,
 )
 from peregrine.api.schemas import Error
@@ -35,6 +36,8 @@ from peregrine.auth.password_pool import PasswordPool
 from peregrine.config.model import LoginSettings
 from peregrine.datastore import DatastoreError, DatastoreUnavailable, NotFound
 from peregrine.gui.routes import add_gui
+from peregrine.metrics.exposition import MetricsPage
+from peregrine.metrics.state import FleetStateCollector
 
 if TYPE_CHECKING:
     from peregrine.services.app import Services
@@ -90,6 +93,10 @@ def create_app(
     for module in (clients, collections, hunts, artifacts, admin, events, analysis, vfs):
         app.include_router(module.router, prefix=API_PREFIX, responses=ERROR_RESPONSES)
     app.include_router(health.router)  # /healthz, /readyz: for balancers, unversioned
+    app.state.metrics = MetricsPage(
+        FleetStateCollector(services.datastore.counts.fleet) if services is not None else None
+    )
+    app.include_router(metrics.router)  # /metrics: Prometheus, a monitoring token
 
     @app.exception_handler(NotFound)
     async def not_found(request: Request, exc: NotFound) -> JSONResponse:

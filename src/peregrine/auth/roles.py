@@ -30,6 +30,8 @@ ARTIFACT_WRITER = "ARTIFACT_WRITER"
 #: Run SQL over collected results on the server (``POST /analysis``); what a query reads
 #: still needs READ_RESULTS.
 ANALYZE = "ANALYZE"
+#: Read the Prometheus metrics (``/metrics``): counts and latencies, never results.
+READ_METRICS = "READ_METRICS"
 #: Manage users, roles and other users' tokens, read the audit log, change server settings.
 SERVER_ADMIN = "SERVER_ADMIN"
 
@@ -43,6 +45,7 @@ PERMISSIONS: tuple[str, ...] = (
     FILESYSTEM_READ,
     ARTIFACT_WRITER,
     ANALYZE,
+    READ_METRICS,
     SERVER_ADMIN,
 )
 
@@ -51,6 +54,7 @@ INVESTIGATOR = "investigator"
 ANALYST = "analyst"
 READER = "reader"
 API = "api"
+MONITORING = "monitoring"
 
 #: Each role's permissions. Only administrators may run programs on endpoints (``EXECVE``)
 #: unless someone is granted it individually.
@@ -73,6 +77,9 @@ ROLES: dict[str, frozenset[str]] = {
     API: frozenset(
         {READ_RESULTS, LABEL_CLIENT, COLLECT_CLIENT, START_HUNT, FILESYSTEM_READ, ANALYZE}
     ),
+    # For Prometheus: the metrics and nothing else, so a scraper's token read from its
+    # configuration cannot read what endpoints sent.
+    MONITORING: frozenset({READ_METRICS}),
 }
 
 if not frozenset(PERMISSIONS) >= KNOWN_PERMISSIONS:  # pragma: no cover - a guard for developers

@@ -140,15 +140,23 @@ def _supervise(
     login: Path | None,
 ) -> None:
     """Run ``workers`` frontend processes (restarted if one dies) and the local agent."""
+    import os
     import subprocess
     import sys
     import time
+
+    from peregrine.metrics.exposition import prepare_multiprocess_dir, worker_gone
+
+    # Each worker's metrics go to files here, so whichever answers a scrape answers for all.
+    metrics_dir = Path(cfg.data_dir) / "metrics"
+    env = {**os.environ, **prepare_multiprocess_dir(metrics_dir)}
 
     def spawn() -> subprocess.Popen[bytes]:
         # -P: `-m` would put the working directory first on the frontend's sys.path.
         return subprocess.Popen(
             [sys.executable, "-P", "-m", "peregrine", "server", "--config", str(config_path),
              "--no-local-agent", "--worker-of", str(workers), "--log-level", log_level],
+            env=env,
         )  # fmt: skip
 
     children = [spawn() for _ in range(workers)]
@@ -166,6 +174,7 @@ def _supervise(
                     if child.poll() is not None:
                         code = child.returncode
                         console.print(f"[yellow]frontend exited ({code}); restarting[/yellow]")
+                        worker_gone(metrics_dir, child.pid)
                         children[i] = spawn()
 
         watcher = asyncio.create_task(watch())

@@ -27,7 +27,12 @@ from sqlalchemy.exc import ArgumentError, DBAPIError, OperationalError
 from sqlalchemy.pool import StaticPool
 from sqlalchemy.sql.dml import Insert
 
+from peregrine.metrics.instruments import DATASTORE_SECONDS
+
 from .errors import DatastoreError, DatastoreUnavailable
+
+DATASTORE_READ = DATASTORE_SECONDS.labels(op="read")
+DATASTORE_WRITE = DATASTORE_SECONDS.labels(op="write")
 
 #: How long a SQLite writer waits for another process's write before failing.
 SQLITE_BUSY_TIMEOUT_MS = 10_000
@@ -125,7 +130,12 @@ class Database:
                 self._joined.spoiled = True
                 raise
             return
-        with self._unavailable_as_error(), self._writer(), self.engine.connect() as connection:
+        with (
+            DATASTORE_WRITE.time(),
+            self._unavailable_as_error(),
+            self._writer(),
+            self.engine.connect() as connection,
+        ):
             connection.execution_options(**{_WRITE: True})
             with connection.begin():
                 yield connection
@@ -141,7 +151,12 @@ class Database:
             yield joined
             return
         lock = self._write_lock if self._lock_reads else contextlib.nullcontext()
-        with self._unavailable_as_error(), lock, self.engine.connect() as connection:
+        with (
+            DATASTORE_READ.time(),
+            self._unavailable_as_error(),
+            lock,
+            self.engine.connect() as connection,
+        ):
             yield connection
 
     @contextlib.contextmanager

@@ -43,6 +43,8 @@ from typing import Any, TypeVar
 
 from sqlalchemy.exc import DBAPIError
 
+from peregrine.metrics.instruments import ERRORS, GROUP_COMMIT_BATCH, GROUP_COMMIT_SECONDS
+
 from .database import Database, unavailable
 from .errors import DatastoreUnavailable
 
@@ -141,7 +143,10 @@ class GroupCommitter:
                     stop = True
                     break
                 batch.append(work)
+            started = time.monotonic()
             self._commit(batch)
+            GROUP_COMMIT_SECONDS.observe(time.monotonic() - started)
+            GROUP_COMMIT_BATCH.observe(len(batch))
             _answer(batch)
             if stop:
                 return
@@ -192,6 +197,7 @@ class GroupCommitter:
     def _fail(self, batch: list[_Work], exc: Exception) -> None:
         # The transaction itself failed (BEGIN or COMMIT): nothing of the batch is stored.
         log.error("a group commit of %d changes failed: %s", len(batch), exc)
+        ERRORS.labels(kind="group_commit").inc()
         for work in batch:
             work.value, work.error = None, exc
 

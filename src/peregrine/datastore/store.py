@@ -8,6 +8,7 @@ from . import migrate
 from .audit import AuditStore
 from .clients import ClientStore
 from .collections import CollectionStore
+from .counts import CountStore
 from .database import Database
 from .group_commit import GroupCommitter
 from .hunts import HuntStore
@@ -37,6 +38,8 @@ class Datastore:
         self.audit = AuditStore(db)
         #: Whole tables page by page, for the analysis engine (``analysis/catalog.py``).
         self.snapshots = SnapshotStore(db)
+        #: Clients, collections and hunts counted, for the metrics (``metrics/state.py``).
+        self.counts = CountStore(db)
         #: Runs store calls from many callers in one transaction (see ``group_commit``).
         self.group = GroupCommitter(db)
 

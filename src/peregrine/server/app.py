@@ -30,6 +30,7 @@ from peregrine.config import ServerConfig, server_ssl_context, shrink_tls_read_b
 from peregrine.datastore import Datastore, FlowRecord, open_datastore
 from peregrine.engine.context import ALL_PERMISSIONS
 from peregrine.filestore import Filestore
+from peregrine.metrics.loop_lag import sample_loop_lag
 from peregrine.protocol.messages import (
     MAX_MESSAGE_BYTES,
     CancelCollection,
@@ -107,6 +108,7 @@ class Server:
         self._api: ApiServer | None = None
         self._monitor_task: asyncio.Task[None] | None = None
         self._hunt_task: asyncio.Task[None] | None = None
+        self._lag_task: asyncio.Task[None] | None = None
         self.port: int | None = None
 
     # -- lifecycle ----------------------------------------------------------------------------
@@ -142,6 +144,7 @@ class Server:
         await self.services.load_client_index()
         await self.hunts.load()
         self._hunt_task = asyncio.create_task(self.hunts.run(load=False))
+        self._lag_task = asyncio.create_task(sample_loop_lag())
         log.info("listening for agents on %s:%s", self.config.bind_address, self.port)
 
     def _agent_tls(self) -> ssl.SSLContext:
@@ -176,7 +179,7 @@ class Server:
         log.info("drained in %.1f s", time.monotonic() - started)
         if self._api is not None:
             await self._api.stop()
-        for task in (self._monitor_task, self._hunt_task):
+        for task in (self._monitor_task, self._hunt_task, self._lag_task):
             if task is not None:
                 task.cancel()
                 with contextlib.suppress(asyncio.CancelledError):

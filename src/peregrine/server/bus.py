@@ -25,7 +25,10 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any, Protocol
 
+from peregrine.metrics.instruments import BUS_PUBLISH_SECONDS
+
 log = logging.getLogger(__name__)
+BUS_PUBLISH_UNIX = BUS_PUBLISH_SECONDS.labels(bus="unix")
 
 Handler = Callable[[dict[str, Any]], Awaitable[None]]
 MAX_NOTICE_BYTES = 60_000
@@ -140,6 +143,10 @@ class UnixBus:
         data = json.dumps({**notice, "from": self.name}).encode()
         if len(data) > MAX_NOTICE_BYTES:
             raise ValueError(f"a bus notice of {len(data)} bytes is too large")
+        with BUS_PUBLISH_UNIX.time():
+            self._send(data)
+
+    def _send(self, data: bytes) -> None:
         for peer in self._current_peers():
             try:
                 self._sender.sendto(data, str(peer))

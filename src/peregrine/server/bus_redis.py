@@ -24,9 +24,11 @@ import redis.asyncio as redis
 from redis.exceptions import RedisError
 
 from peregrine.config.model import hide_password
+from peregrine.metrics.instruments import BUS_PUBLISH_SECONDS
 from peregrine.server.bus import MAX_NOTICE_BYTES, Handler
 
 log = logging.getLogger(__name__)
+BUS_PUBLISH_REDIS = BUS_PUBLISH_SECONDS.labels(bus="redis")
 
 #: Seconds a Redis connection may take to open, and a command to answer.
 CONNECT_TIMEOUT = 2.0
@@ -148,7 +150,8 @@ class RedisBus:
             self.dropped += 1
             return
         try:
-            await self.redis.publish(self.broadcast if to is None else self.channel(to), data)
+            with BUS_PUBLISH_REDIS.time():
+                await self.redis.publish(self.broadcast if to is None else self.channel(to), data)
         except (RedisError, OSError) as exc:
             self.dropped += 1
             self._publish_error = _describe(exc)

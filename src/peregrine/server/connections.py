@@ -19,6 +19,7 @@ from collections.abc import AsyncIterator, Awaitable
 from typing import Protocol
 
 from peregrine.config.model import AgentLimits
+from peregrine.metrics.instruments import AGENTS_CONNECTED
 from peregrine.server.budget import TokenBucket
 
 log = logging.getLogger(__name__)
@@ -207,11 +208,15 @@ class ConnectionRegistry:
                 del self._claims[client_id]
 
     def add(self, connection: Connection) -> None:
+        replaced = connection.client_id in self._connections
         self._connections[connection.client_id] = connection
+        if not replaced:
+            AGENTS_CONNECTED.inc()
 
     def remove(self, connection: Connection) -> None:
         if self._connections.get(connection.client_id) is connection:
             del self._connections[connection.client_id]
+            AGENTS_CONNECTED.dec()
 
     def client_ids(self) -> list[str]:
         return list(self._connections)

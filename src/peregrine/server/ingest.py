@@ -26,6 +26,7 @@ from dataclasses import dataclass
 
 from peregrine.datastore import Datastore, FlowRecord
 from peregrine.filestore import Filestore, StorageFull, UploadCorrupt
+from peregrine.metrics.ingestion import count_chunk, count_stored
 from peregrine.protocol.messages import (
     FlowFinished,
     FlowMessage,
@@ -144,6 +145,7 @@ class Ingestor:
         if not stored:
             return [], full
         outcomes = await self.datastore.group.run(self._record_run, client_id, stored, files)
+        count_stored(stored, [f.written if f is not None else 0 for f in files], full)
         return outcomes, full
 
     def _store_files_run(
@@ -272,6 +274,7 @@ class Ingestor:
         length = self.filestore.write_chunk(
             client_id, chunk.flow_id, chunk.upload_id, chunk.offset, chunk.data
         )
+        count_chunk(chunk.offset, len(chunk.data), length)
         if length != chunk.offset + len(chunk.data):
             # Out of place (a resend after a reconnect): tell the agent where to continue.
             return Outcome(resume=(chunk.flow_id, chunk.upload_id, length))

@@ -29,6 +29,7 @@ from websockets.exceptions import ConnectionClosed, ConnectionClosedOK
 from peregrine.agent.identity import client_id_for, verify
 from peregrine.datastore import DatastoreUnavailable, KeyMismatch
 from peregrine.filestore import StorageFull
+from peregrine.metrics.instruments import ENROLLMENTS, ENROLLMENTS_REFUSED, ERRORS
 from peregrine.protocol.messages import (
     Ack,
     Challenge,
@@ -135,11 +136,14 @@ class AgentSession:
             return
         except (ServerBusy, DatastoreUnavailable) as exc:
             self.server.connections.remove(self)
+            if isinstance(exc, DatastoreUnavailable):
+                ERRORS.labels(kind="datastore_unavailable").inc()
             log.warning("refused a login from %s: %s", self.address, exc)
             await self.ws.close(TRY_AGAIN_LATER, str(exc)[:120])
             return
         except (TimeoutError, ProtocolError) as exc:
             self.server.connections.remove(self)
+            ERRORS.labels(kind="agent_protocol").inc()
             reason = str(exc) or "no login within the handshake time-out"
             log.warning("handshake from %s failed: %s", self.address, reason)
             await self.ws.close(POLICY_VIOLATION, reason[:120])
@@ -154,10 +158,12 @@ class AgentSession:
         except ConnectionClosed as exc:
             _log_closed(exc, f"{self.client_id} ({self.address})")
         except (ProtocolError, NotYourFlow) as exc:
+            ERRORS.labels(kind="agent_protocol").inc()
             log.warning("closing %s (%s): %s", self.client_id, self.address, exc)
             await self.ws.close(POLICY_VIOLATION, str(exc)[:120])
         except DatastoreUnavailable as exc:
             # Nothing unstored was acknowledged: the agent keeps it and sends it again.
+            ERRORS.labels(kind="datastore_unavailable").inc()
             log.warning("closing %s (%s): %s", self.client_id, self.address, exc)
             await self.ws.close(TRY_AGAIN_LATER, "datastore unavailable; try again later")
         finally:
@@ -209,6 +215,7 @@ class AgentSession:
                 log.warning(
                     "refused enrollment of %s from %s: wrong secret", client_id, self.address
                 )
+                ENROLLMENTS_REFUSED.labels(reason="secret").inc()
                 await self._reject("enrollment refused: the enrollment secret is wrong")
                 return False
             wait = self.server.connections.enrollments.try_take()
@@ -217,6 +224,7 @@ class AgentSession:
                     "refused enrollment of %s from %s: over the enrollment rate "
                     "(limits.enrollments_per_second)", client_id, self.address,
                 )  # fmt: skip
+                ENROLLMENTS_REFUSED.labels(reason="rate").inc()
                 retry = wait + random.uniform(1.0, 5.0)  # noqa: S311 (spreads the retries)
                 await self._reject(
                     f"enrollment refused: too many new clients at once; retry in {retry:.0f} s",
@@ -266,6 +274,7 @@ class AgentSession:
         finally:
             self._send_lock.release()
         if enrolled:
+            ENROLLMENTS.inc()
             log.info("enrolled %s from %s", client_id, self.address)
             await self.server.services.interrogate(client_id)
         return True
