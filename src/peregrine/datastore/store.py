@@ -12,8 +12,10 @@ from .counts import CountStore
 from .database import Database
 from .group_commit import GroupCommitter
 from .hunts import HuntStore
+from .notebooks import NotebookStore
 from .snapshots import SnapshotStore
 from .tasks import TaskStore
+from .timelines import TimelineStore
 from .users import SessionStore, TokenStore, UserStore
 
 
@@ -36,6 +38,8 @@ class Datastore:
         self.tokens = TokenStore(db)
         self.sessions = SessionStore(db)
         self.audit = AuditStore(db)
+        self.notebooks = NotebookStore(db)
+        self.timelines = TimelineStore(db)
         #: Whole tables page by page, for the analysis engine (``analysis/catalog.py``).
         self.snapshots = SnapshotStore(db)
         #: Clients, collections and hunts counted, for the metrics (``metrics/state.py``).

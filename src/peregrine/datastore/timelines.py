@@ -1,0 +1,97 @@
+"""Timelines as definitions: a title, an owner and the sources merged on one time axis (the
+rows themselves are read through the analysis engine when a page is asked for)."""
+
+from __future__ import annotations
+
+import secrets
+from dataclasses import dataclass, field
+from typing import Any
+
+from sqlalchemy import Row, delete, func, or_, select, update
+
+from .database import Database
+from .schema import timelines
+
+
+def new_timeline_id() -> str:
+    """``T.`` and 16 hex digits."""
+    return "T." + secrets.token_hex(8)
+
+
+@dataclass(slots=True)
+class TimelineRecord:
+    timeline_id: str
+    title: str
+    owner: str
+    created: float
+    modified: float
+    shared: bool = False
+    #: Each source as the API describes it (``timelines/model.py``).
+    sources: list[dict[str, Any]] = field(default_factory=list)
+
+
+class TimelineStore:
+    def __init__(self, db: Database) -> None:
+        self._db = db
+
+    def create(self, timeline: TimelineRecord) -> None:
+        with self._db.write() as conn:
+            conn.execute(timelines.insert().values(**_values(timeline)))
+
+    def get(self, timeline_id: str) -> TimelineRecord | None:
+        with self._db.read() as conn:
+            row = conn.execute(
+                select(timelines).where(timelines.c.timeline_id == timeline_id)
+            ).first()
+        return None if row is None else _timeline(row)
+
+    def list(
+        self, visible_to: str | None, limit: int = 100, offset: int = 0
+    ) -> tuple[list[TimelineRecord], int]:
+        """Timelines newest first, and how many; ``visible_to``: that user's and shared ones."""
+        query = select(timelines)
+        count = select(func.count()).select_from(timelines)
+        if visible_to is not None:
+            mine = or_(timelines.c.owner == visible_to, timelines.c.shared != 0)
+            query, count = query.where(mine), count.where(mine)
+        query = query.order_by(timelines.c.modified.desc(), timelines.c.timeline_id)
+        with self._db.read() as conn:
+            rows = conn.execute(query.limit(limit).offset(offset)).all()
+            total = int(conn.execute(count).scalar_one())
+        return [_timeline(row) for row in rows], total
+
+    def update(self, timeline_id: str, modified: float, **values: Any) -> bool:
+        """Change a timeline's title, sharing or sources."""
+        allowed = {k: v for k, v in values.items() if k in ("title", "shared", "sources")}
+        if "shared" in allowed:
+            allowed["shared"] = int(bool(allowed["shared"]))
+        with self._db.write() as conn:
+            done = conn.execute(
+                update(timelines)
+                .where(timelines.c.timeline_id == timeline_id)
+                .values(modified=modified, **allowed)
+            )
+            return bool(done.rowcount)
+
+    def delete(self, timeline_id: str) -> bool:
+        with self._db.write() as conn:
+            done = conn.execute(delete(timelines).where(timelines.c.timeline_id == timeline_id))
+            return bool(done.rowcount)
+
+
+def _values(timeline: TimelineRecord) -> dict[str, Any]:
+    return {
+        "timeline_id": timeline.timeline_id,
+        "title": timeline.title,
+        "owner": timeline.owner,
+        "shared": int(timeline.shared),
+        "sources": timeline.sources,
+        "created": timeline.created,
+        "modified": timeline.modified,
+    }
+
+
+def _timeline(row: Row[Any]) -> TimelineRecord:
+    values = row._asdict()
+    values["shared"] = bool(values["shared"])
+    return TimelineRecord(**values)
