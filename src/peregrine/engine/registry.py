@@ -91,6 +91,10 @@ class TablePlugin:
     An argument whose name is also a column (``pid`` of ``pslist``) is a *filter*: an equality in
     ``WHERE pid = 42`` is handed to the generator so it can skip work, and SQLite still checks it.
     Other arguments are hidden columns, given positionally ``glob('/etc/*')`` or in ``WHERE``.
+
+    An *event* plugin (``events=True``) never ends: it yields a row when something happens and
+    waits otherwise (:meth:`QueryContext.wait`). The planner always puts it in the outer loop of
+    a join, so a join runs once per event instead of waiting for the event stream to end.
     """
 
     name: str
@@ -101,6 +105,7 @@ class TablePlugin:
     platforms: tuple[str, ...] = ALL_PLATFORMS
     permissions: tuple[str, ...] = ()
     examples: tuple[str, ...] = ()
+    events: bool = False
     kind: str = field(default="table", init=False)
 
     def __post_init__(self) -> None:
@@ -177,6 +182,7 @@ def table(
     platforms: Sequence[str] = ALL_PLATFORMS,
     permissions: Sequence[str] = (),
     examples: Sequence[str] = (),
+    events: bool = False,
 ) -> Callable[[TableFunc], TablePlugin]:
     """Decorate a generator ``func(ctx, **args)`` to make it a :class:`TablePlugin`."""
 
@@ -190,6 +196,7 @@ def table(
             platforms=tuple(platforms),
             permissions=tuple(permissions),
             examples=tuple(examples),
+            events=events,
         )
 
     return wrap

@@ -23,6 +23,8 @@ if TYPE_CHECKING:
 
 _PLAIN_TYPES = (type(None), int, float, str, bytes)
 _CHECK_EVERY = 256
+#: The planner's cost of entering an event plugin: more than any scan of an ordinary plugin.
+EVENTS_COST = 1e15
 
 
 def to_sqlite(value: Any) -> Any:
@@ -154,6 +156,12 @@ class PluginTable:
             is_argument = self.order[info.get_aConstraint_iColumn(given[arg_index])] < 0
             info.set_aConstraintUsage_omit(given[arg_index], is_argument)
         info.idxStr = ",".join(str(n) for n in order)
+        if self.plugin.events:
+            # Never ends: as an inner loop it would be entered once per outer row and never
+            # left. Costly to enter and one row deep, it is always the outer loop.
+            info.estimatedCost = EVENTS_COST
+            info.estimatedRows = 1
+            return True
         # Plans that supply more arguments are narrower: prefer them.
         info.estimatedCost = 1e6 / (1 + 10 * len(order))
         info.estimatedRows = max(1, 100_000 // (1 + 100 * len(order)))

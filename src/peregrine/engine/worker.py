@@ -22,6 +22,7 @@ import subprocess
 import sys
 import threading
 import time
+from collections import deque
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any
@@ -43,6 +44,9 @@ MAX_FRAME = 64 * 1024 * 1024
 BATCH_ROWS = 512
 BATCH_SECONDS = 0.1
 WATCHDOG_INTERVAL = 0.05
+#: The CPU limit holds over any window this long, not over the query's life: an event query
+#: idle for an hour must not then spend its saved-up share at full speed for minutes.
+CPU_WINDOW = 1.0
 #: How long a cancelled worker may take to stop by itself (and kill a program it started)
 #: before it is killed: a plugin stuck in C code (a regex, a blocking read) never looks.
 CANCEL_GRACE = 0.5
@@ -183,6 +187,8 @@ class IsolatedQuery:
         self._columns: list[Column] | None = None
         self._uploads = uploads
         self._finished = threading.Event()
+        #: (elapsed, CPU seconds used) samples over the last CPU_WINDOW, for the throttle.
+        self._cpu_samples: deque[tuple[float, float]] = deque([(0.0, 0.0)])
         self._write_lock = threading.Lock()
         self._proc = subprocess.Popen(
             worker_command(), stdin=subprocess.PIPE, stdout=subprocess.PIPE, cwd="/"
@@ -270,10 +276,16 @@ class IsolatedQuery:
         return True
 
     def _throttle(self, child: psutil.Process, elapsed: float, share: float) -> None:
-        """Pause the worker long enough to bring its average CPU use down to ``share``."""
+        """Pause the worker long enough to bring its CPU use over the last :data:`CPU_WINDOW`
+        down to ``share``."""
         times = child.cpu_times()
         used = times.user + times.system
-        pause = used / share - elapsed
+        samples = self._cpu_samples
+        samples.append((elapsed, used))
+        while len(samples) > 2 and elapsed - samples[1][0] >= CPU_WINDOW:
+            samples.popleft()
+        since, used_before = samples[0]
+        pause = (used - used_before) / share - (elapsed - since)
         if pause <= 0:
             return
         child.suspend()

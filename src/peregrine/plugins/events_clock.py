@@ -51,6 +51,7 @@ def ticks(ctx: QueryContext, period: float) -> Iterator[int]:
         Col("utc", "TEXT", "The same time in ISO 8601, UTC."),
     ],
     examples=("SELECT tick, utc FROM clock(0.5) LIMIT 3",),
+    events=True,
 )
 def clock(ctx: QueryContext, period: float = 1.0) -> Iterator[dict[str, Any]]:
     for tick in ticks(ctx, period):
