@@ -201,6 +201,20 @@ class AlertSettings(_Section):
     builtin_rules: bool = True
 
 
+class EventSettings(_Section):
+    """Event monitoring: how long events are kept, and what each event query may use on an
+    agent (its worker is throttled to ``cpu_limit`` percent of one core and restarted, with
+    backoff, past ``max_memory_mb``)."""
+
+    #: Days of events kept per client and artifact; older days are deleted by the leader.
+    retention_days: Annotated[float, msgspec.Meta(gt=0)] = 30.0
+    cpu_limit: Annotated[float, msgspec.Meta(gt=0, le=100)] = 25.0
+    max_memory_mb: Annotated[int, msgspec.Meta(ge=16)] = 512
+    #: Rows per batch an agent sends, and the most seconds a row waits to be sent.
+    batch_rows: Annotated[int, msgspec.Meta(ge=1, le=10_000)] = 1000
+    batch_seconds: Annotated[float, msgspec.Meta(gt=0, le=60)] = 1.0
+
+
 class LogSettings(_Section):
     level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
     #: A log file; empty: standard error.
@@ -249,6 +263,7 @@ class ServerConfig(_Section):
     limits: AgentLimits = msgspec.field(default_factory=AgentLimits)
     login: LoginSettings = msgspec.field(default_factory=LoginSettings)
     drain: DrainSettings = msgspec.field(default_factory=DrainSettings)
+    events: EventSettings = msgspec.field(default_factory=EventSettings)
     logging: LogSettings = msgspec.field(default_factory=LogSettings)
     analysis: AnalysisSettings = msgspec.field(default_factory=AnalysisSettings)
     alerts: AlertSettings = msgspec.field(default_factory=AlertSettings)

@@ -10,6 +10,7 @@ from .clients import ClientStore
 from .collections import CollectionStore
 from .counts import CountStore
 from .database import Database
+from .events import EventStore
 from .group_commit import GroupCommitter
 from .hunts import HuntStore
 from .notebooks import NotebookStore
@@ -38,6 +39,8 @@ class Datastore:
         self.tokens = TokenStore(db)
         self.sessions = SessionStore(db)
         self.audit = AuditStore(db)
+        #: Event monitoring: assignments and how they run on each client.
+        self.events = EventStore(db)
         self.notebooks = NotebookStore(db)
         self.timelines = TimelineStore(db)
         #: Whole tables page by page, for the analysis engine (``analysis/catalog.py``).

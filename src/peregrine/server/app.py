@@ -29,6 +29,7 @@ from peregrine.auth.audit import AuditLog, default_audit_path
 from peregrine.config import ServerConfig, server_ssl_context, shrink_tls_read_buffers
 from peregrine.datastore import Datastore, FlowRecord, open_datastore
 from peregrine.engine.context import ALL_PERMISSIONS
+from peregrine.events.stream import EventStream
 from peregrine.filestore import Filestore
 from peregrine.metrics.loop_lag import sample_loop_lag
 from peregrine.protocol.messages import (
@@ -41,6 +42,7 @@ from peregrine.server.api_server import ApiServer
 from peregrine.server.bus import Bus
 from peregrine.server.cluster import make_bus, make_leader, make_presence
 from peregrine.server.connections import ConnectionRegistry
+from peregrine.server.event_ingest import EventIngestor
 from peregrine.server.ingest import Ingestor
 from peregrine.server.leader import Leader
 from peregrine.server.prelogin import limited
@@ -50,6 +52,7 @@ from peregrine.server.seen import SeenWriter
 from peregrine.server.session import AgentSession
 from peregrine.services.app import Services
 from peregrine.services.collections import Limits
+from peregrine.services.event_monitoring import CHANGED as EVENT_ASSIGNMENTS_CHANGED
 
 log = logging.getLogger(__name__)
 
@@ -92,9 +95,13 @@ class Server:
         self.ingestor = Ingestor(
             self.datastore, self.filestore, max_upload_bytes=config.limits.max_upload_bytes
         )
+        #: Event batches once stored here, for alert rules and live followers.
+        self.event_stream = EventStream()
         self.services = Services(
-            config, self.datastore, self.filestore, self.repository, fleet=self, leader=self.leader
-        )
+            config, self.datastore, self.filestore, self.repository, fleet=self, leader=self.leader,
+            stream=self.event_stream,
+        )  # fmt: skip
+        self.event_ingestor = EventIngestor(self.services.event_monitoring)
         # The services' parts by their own names, for the sessions, the CLI and the tests.
         self.events = self.services.events
         self.collections = self.services.collections
@@ -109,6 +116,7 @@ class Server:
         self._monitor_task: asyncio.Task[None] | None = None
         self._hunt_task: asyncio.Task[None] | None = None
         self._lag_task: asyncio.Task[None] | None = None
+        self._retention_task: asyncio.Task[None] | None = None
         self.port: int | None = None
 
     # -- lifecycle ----------------------------------------------------------------------------
@@ -145,6 +153,9 @@ class Server:
         await self.hunts.load()
         self._hunt_task = asyncio.create_task(self.hunts.run(load=False))
         self._lag_task = asyncio.create_task(sample_loop_lag())
+        self._retention_task = asyncio.create_task(
+            self.services.event_monitoring.run_retention(self.leader)
+        )
         log.info("listening for agents on %s:%s", self.config.bind_address, self.port)
 
     def _agent_tls(self) -> ssl.SSLContext:
@@ -179,13 +190,15 @@ class Server:
         log.info("drained in %.1f s", time.monotonic() - started)
         if self._api is not None:
             await self._api.stop()
-        for task in (self._monitor_task, self._hunt_task, self._lag_task):
+        for task in (self._monitor_task, self._hunt_task, self._lag_task, self._retention_task):
             if task is not None:
                 task.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
                     await task
         await self.hunts.close()
         await asyncio.to_thread(self.ingestor.close)
+        await asyncio.to_thread(self.event_ingestor.close)
+        await self.event_stream.close()
         await self.presence.close()
         await self.seen.close()
         await self.bus.close()
@@ -299,6 +312,8 @@ class Server:
             await self.hunts.started_elsewhere(str(notice["hunt_id"]))
         elif kind == "hunt_stopped":
             self.hunts.stopped_elsewhere(str(notice["hunt_id"]))
+        elif kind == EVENT_ASSIGNMENTS_CHANGED:
+            await self.services.event_monitoring.changed_elsewhere()
 
     # -- the services, for scripts and tests that hold a Server ------------------------------
 

@@ -33,6 +33,8 @@ from peregrine.metrics.instruments import ENROLLMENTS, ENROLLMENTS_REFUSED, ERRO
 from peregrine.protocol.messages import (
     Ack,
     Challenge,
+    EventRows,
+    EventStatus,
     FlowMessage,
     Hello,
     LogBatch,
@@ -58,6 +60,8 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 STORAGE_RETRY_SECONDS = 30.0
+#: An event stream is named after its artifact (``agent/events.py``'s ``stream_key``).
+EVENT_STREAM_PREFIX = "events:"
 POLICY_VIOLATION = 1008
 MESSAGE_TOO_BIG = 1009
 TRY_AGAIN_LATER = 1013
@@ -154,6 +158,7 @@ class AgentSession:
             await self.deliver_pending()
             await self.server.services.client_connected(self.client_id, self.seen_hunts)
             self.seen_hunts = []  # used once, at check-in
+            await self.server.services.event_monitoring.push(self.client_id)
             await self._serve()
         except ConnectionClosed as exc:
             _log_closed(exc, f"{self.client_id} ({self.address})")
@@ -344,6 +349,15 @@ class AgentSession:
                     end += 1
                 await self._store_flow_messages(cast(list[FlowMessage], run[start:end]))
                 start = end
+            elif isinstance(message, EventRows):
+                end = start
+                while end < len(run) and isinstance(run[end], EventRows):
+                    end += 1
+                await self._store_events(cast(list[EventRows], run[start:end]))
+                start = end
+            elif isinstance(message, EventStatus):
+                await self.server.event_ingestor.status(self.client_id, message)
+                start += 1
             else:
                 raise ProtocolError(f"unexpected {type(message).__name__}")
 
@@ -394,6 +408,41 @@ class AgentSession:
             if rest:
                 await self._store_flow_messages(rest)
 
+    async def _store_events(self, batches: list[EventRows]) -> None:
+        """Store event batches, then acknowledge each stream's last one (acks are cumulative).
+        After a batch refused for want of space, its stream's later batches wait for it (as
+        a flow's messages do: see ``_store_flow_messages``)."""
+        held = self._held if self._held is not None else {}
+        wanted = []
+        for batch in batches:
+            if batch.stream != f"{EVENT_STREAM_PREFIX}{batch.artifact}":
+                raise ProtocolError(f"event stream {batch.stream!r} is not its artifact's")
+            first_refused = held.get(batch.stream)
+            if first_refused is None or batch.seq <= first_refused:
+                wanted.append(batch)
+        if not wanted:
+            return
+        try:
+            stored, full = await self.server.event_ingestor.store(self.client_id, wanted)
+        except ValueError as exc:  # rows wider than their columns: broken or hostile
+            raise ProtocolError(f"invalid event rows: {exc}") from None
+        acks: dict[str, int] = {}
+        for batch in wanted[:stored]:
+            acks[batch.stream] = max(batch.seq, acks.get(batch.stream, 0))
+            if held.get(batch.stream) == batch.seq:
+                del held[batch.stream]
+        for stream, seq in acks.items():
+            await self.send(encode(Ack(flow_id=stream, seq=seq)))
+        if full is not None:
+            refused = wanted[stored]
+            if self._held is None:
+                self._held = {}
+            self._held.setdefault(refused.stream, refused.seq)
+            await self._storage_full(full)
+            rest = [b for b in wanted[stored + 1 :] if b.stream != refused.stream]
+            if rest:
+                await self._store_events(rest)
+
     async def _answer(self, outcomes: list[tuple[str, Outcome]]) -> None:
         """Acknowledge (once per flow: acks are cumulative), tell where uploads resume, and
         announce flows that changed or finished."""
@@ -422,7 +471,7 @@ class AgentSession:
 
 def _cells(message: Message) -> int:
     """The values a message holds (rows times columns, log entries' fields), at least one."""
-    if isinstance(message, ResultBatch):
+    if isinstance(message, ResultBatch | EventRows):
         return max(1, len(message.rows) * len(message.columns))
     if isinstance(message, LogBatch):
         return max(1, sum(len(entry) for entry in message.entries))

@@ -20,9 +20,11 @@ from peregrine.artifacts.repository import ArtifactRepository
 from peregrine.config import ServerConfig
 from peregrine.datastore import Datastore, FlowRecord
 from peregrine.engine.context import ALL_PERMISSIONS
+from peregrine.events.stream import EventStream
 from peregrine.filestore import Filestore
 from peregrine.services.client_admin import forget_locally
 from peregrine.services.client_index import ClientIndex
+from peregrine.services.event_monitoring import EventMonitoring
 from peregrine.services.collections import CollectionService, Limits
 from peregrine.services.events import ServerEvents
 from peregrine.services.file_browser import FileBrowser
@@ -47,6 +49,7 @@ class Services:
         repository: ArtifactRepository,
         fleet: Fleet,
         leader: Leadership,
+        stream: EventStream | None = None,
     ) -> None:
         self.config = config
         self.datastore = datastore
@@ -68,6 +71,11 @@ class Services:
         self.monitor = FlowMonitor(self)
         self.hunts = HuntManager(self)
         self.hunt_results = HuntResults(datastore, filestore)
+        #: Event monitoring: assignments, stored events, the stream of events stored here.
+        self.event_monitoring = EventMonitoring(
+            config.events, datastore, filestore, repository, fleet, self.client_index,
+            stream if stream is not None else EventStream(),
+        )  # fmt: skip
         self.file_browser = FileBrowser(datastore, filestore)
         #: SQL over collected results (DuckDB is imported on the first query only).
         self.analysis = AnalysisEngine(
@@ -129,6 +137,7 @@ class Services:
         """Another frontend changed the client (labels, interrogation, deletion)."""
         await self.reindex(client_id)
         if self.fleet.holds(client_id):
+            await self.event_monitoring.push(client_id)
             await self.hunts.client_checked_in(client_id)
 
     async def reindex(self, client_id: str) -> None:
@@ -156,6 +165,7 @@ class Services:
                 self.datastore.clients.remove_labels, client_id, list(remove)
             )
         await self.hunts.client_changed(client_id, labels=labels)
+        await self.event_monitoring.push(client_id)  # its event artifacts may differ now
         await self.fleet.announce("client_changed", client_id=client_id)
         return labels
 
