@@ -57,6 +57,12 @@ parameters:
   - {name: Path, type: string, description: The file.}
 sources:
   - query: SELECT upload(:Path) AS stored
+---
+name: Test.Ticks
+description: An event artifact for alert rules (a row each minute).
+type: CLIENT_EVENT
+sources:
+  - query: SELECT tick, time, utc FROM clock(60)
 """
 
 
@@ -192,6 +198,25 @@ class Objects:
             return hunt.hunt_id
 
         return self.live.run(go())
+
+    def fresh_alert(self) -> int:
+        """An open alert raised on the first client (straight into the datastore)."""
+        n = next(_serial)
+        [alert] = self.live.server.datastore.alerts.raise_many(
+            [
+                {
+                    "alert_key": f"matrix|{n}",
+                    "rule_id": "Test.Matrix",
+                    "rule_version": 1,
+                    "severity": "low",
+                    "time": 1.0,
+                    "summary": "raised by the permission tests",
+                    "client_id": self.client_id,
+                    "rows": [{"n": n}],
+                }
+            ]
+        )
+        return alert.alert_id
 
     def fresh_user(self) -> str:
         name = f"target-{next(_serial)}"

@@ -20,6 +20,7 @@ from fastapi.routing import APIRoute, iter_route_contexts
 
 from peregrine.api.app import create_app
 from peregrine.auth.roles import (
+    ACKNOWLEDGE_ALERTS,
     ANALYZE,
     ARTIFACT_WRITER,
     COLLECT_CLIENT,
@@ -75,6 +76,28 @@ def _delete_fresh_client(o: Objects, caller: str | None) -> Call:
     client_id = f"C.{next(_serial) + 0xD000_0000_0000_0000:016x}"
     o.live.server.datastore.clients.enroll(client_id, client_id.encode(), time.time())
     return Call("DELETE", f"/clients/{client_id}")
+
+
+MATRIX_RULE = {
+    "rule_id": "Test.MatrixRule",
+    "artifacts": ["Test.Ticks"],
+    "condition": "tick > 1000",
+    "severity": "low",
+}
+
+
+def _stored_rule(o: Objects) -> str:
+    """A rule in the datastore (saved again: a new version each time)."""
+    o.live.server.services.alerting.rules.save(dict(MATRIX_RULE), "matrix")
+    return str(MATRIX_RULE["rule_id"])
+
+
+def _rule_call(action: str) -> Builder:
+    return lambda o, c: Call("POST", f"/rules/{_stored_rule(o)}/{action}")
+
+
+def _new_rule(o: Objects, caller: str | None) -> Call:
+    return Call("POST", "/rules", json={**MATRIX_RULE, "rule_id": f"Test.M{next(_serial)}"})
 
 
 def _revoke_own_token(o: Objects, caller: str | None) -> Call:
@@ -213,6 +236,24 @@ MATRIX: dict[tuple[str, str], tuple[str, Builder]] = {
     # audit and status
     ("GET", "/audit"): (SERVER_ADMIN, _get("/audit", limit=5)),
     ("GET", "/status"): (READ_RESULTS, _get("/status")),
+    # alerts and rules
+    ("GET", "/alerts"): (READ_RESULTS, _get("/alerts", limit=5)),
+    ("GET", "/alerts/{alert_id}"): (
+        READ_RESULTS,
+        lambda o, c: Call("GET", f"/alerts/{o.fresh_alert()}"),
+    ),
+    ("POST", "/alerts/{alert_id}/acknowledge"): (
+        ACKNOWLEDGE_ALERTS,
+        lambda o, c: Call("POST", f"/alerts/{o.fresh_alert()}/acknowledge", json={}),
+    ),
+    ("GET", "/rules"): (READ_RESULTS, _get("/rules")),
+    ("GET", "/rules/{rule_id}"): (
+        READ_RESULTS,
+        lambda o, c: Call("GET", f"/rules/{_stored_rule(o)}"),
+    ),
+    ("POST", "/rules"): (SERVER_ADMIN, _new_rule),
+    ("POST", "/rules/{rule_id}/enable"): (SERVER_ADMIN, _rule_call("enable")),
+    ("POST", "/rules/{rule_id}/disable"): (SERVER_ADMIN, _rule_call("disable")),
 }
 
 

@@ -19,6 +19,7 @@ def test_permission_set_includes_the_named_ones_and_the_engines() -> None:
         "ARTIFACT_WRITER",
         "ANALYZE",
         "READ_METRICS",
+        "ACKNOWLEDGE_ALERTS",
         "SERVER_ADMIN",
     }
     assert set(roles.PERMISSIONS) == named
@@ -35,6 +36,7 @@ def test_each_role_has_its_documented_permissions() -> None:
         "FILESYSTEM_READ",
         "ARTIFACT_WRITER",
         "ANALYZE",
+        "ACKNOWLEDGE_ALERTS",
     }
     assert roles.ROLES["analyst"] == {
         "READ_RESULTS",

@@ -71,12 +71,7 @@ class SyslogSink(Sink):
         frame = str(len(message)).encode() + b" " + message
         for attempt in range(2):  # a connection the receiver closed is opened once more
             try:
-                writer = self._writer
-                if writer is None:
-                    _, writer = await asyncio.wait_for(
-                        asyncio.open_connection(*self._address), self._timeout
-                    )
-                    self._writer = writer
+                writer = self._writer or await self._connect()
                 writer.write(frame)
                 await asyncio.wait_for(writer.drain(), self._timeout)
                 return
@@ -84,6 +79,11 @@ class SyslogSink(Sink):
                 await self.shut()
                 if attempt:
                     raise
+
+    async def _connect(self) -> asyncio.StreamWriter:
+        _, writer = await asyncio.wait_for(asyncio.open_connection(*self._address), self._timeout)
+        self._writer = writer
+        return writer
 
     async def shut(self) -> None:
         if self._udp is not None:

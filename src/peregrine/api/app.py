@@ -18,6 +18,7 @@ from peregrine.api.deps import ApiContext, ReadinessCheck
 from peregrine.api.docs import add_docs
 from peregrine.api.routes import (
     admin,
+    alerts,
     analysis,
     artifacts,
     clients,
@@ -26,6 +27,7 @@ from peregrine.api.routes import (
     health,
     hunts,
     metrics,
+    rules,
     vfs,
 )
 from peregrine.api.schemas import Error
@@ -90,7 +92,18 @@ def create_app(
         ),
     )
     app.add_middleware(AuditEveryChange)  # a change nothing else recorded is recorded here
-    for module in (clients, collections, hunts, artifacts, admin, events, analysis, vfs):
+    for module in (
+        clients,
+        collections,
+        hunts,
+        artifacts,
+        admin,
+        events,
+        analysis,
+        vfs,
+        alerts,
+        rules,
+    ):
         app.include_router(module.router, prefix=API_PREFIX, responses=ERROR_RESPONSES)
     app.include_router(health.router)  # /healthz, /readyz: for balancers, unversioned
     app.state.metrics = MetricsPage(

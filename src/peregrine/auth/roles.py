@@ -32,6 +32,8 @@ ARTIFACT_WRITER = "ARTIFACT_WRITER"
 ANALYZE = "ANALYZE"
 #: Read the Prometheus metrics (``/metrics``): counts and latencies, never results.
 READ_METRICS = "READ_METRICS"
+#: Acknowledge alerts raised by rules (seeing them needs only READ_RESULTS).
+ACKNOWLEDGE_ALERTS = "ACKNOWLEDGE_ALERTS"
 #: Manage users, roles and other users' tokens, read the audit log, change server settings.
 SERVER_ADMIN = "SERVER_ADMIN"
 
@@ -46,6 +48,7 @@ PERMISSIONS: tuple[str, ...] = (
     ARTIFACT_WRITER,
     ANALYZE,
     READ_METRICS,
+    ACKNOWLEDGE_ALERTS,
     SERVER_ADMIN,
 )
 
@@ -69,6 +72,7 @@ ROLES: dict[str, frozenset[str]] = {
             FILESYSTEM_READ,
             ARTIFACT_WRITER,
             ANALYZE,
+            ACKNOWLEDGE_ALERTS,
         }
     ),
     ANALYST: frozenset({READ_RESULTS, LABEL_CLIENT, COLLECT_CLIENT, FILESYSTEM_READ, ANALYZE}),

@@ -5,6 +5,7 @@ from __future__ import annotations
 from types import TracebackType
 
 from . import migrate
+from .alerts import AlertStore, RuleStore
 from .audit import AuditStore
 from .clients import ClientStore
 from .collections import CollectionStore
@@ -41,6 +42,9 @@ class Datastore:
         self.audit = AuditStore(db)
         #: Event monitoring: assignments and how they run on each client.
         self.events = EventStore(db)
+        #: Alert rules and the alerts they raise (``peregrine.alerts``).
+        self.rules = RuleStore(db)
+        self.alerts = AlertStore(db)
         self.notebooks = NotebookStore(db)
         self.timelines = TimelineStore(db)
         #: Whole tables page by page, for the analysis engine (``analysis/catalog.py``).

@@ -12,8 +12,10 @@ import asyncio
 import logging
 import time
 from collections.abc import Iterable, Mapping
+from pathlib import Path
 from typing import Any
 
+from peregrine.alerts.service import Alerting
 from peregrine.analysis import AnalysisEngine, AnalysisLimits
 from peregrine.analysis.columnar import finished_result_sets
 from peregrine.artifacts.repository import ArtifactRepository
@@ -81,6 +83,8 @@ class Services:
         self.analysis = AnalysisEngine(
             datastore, filestore, AnalysisLimits.from_settings(config.analysis)
         )
+        #: Alert rules and what they raise; matching starts on the process's event stream.
+        self.alerting = Alerting(config.alerts, datastore, repository, Path(config.data_dir))
 
     async def load_client_index(self) -> None:
         """Read every enrolled client into the index (when the process starts)."""
