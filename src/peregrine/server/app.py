@@ -125,6 +125,8 @@ class Server:
         shrink_tls_read_buffers()  # a frontend holds thousands of idle TLS connections
         await self.bus.start(self._on_notice)
         await self.leader.start()
+        # Rules subscribe before any agent can send: no stored batch goes unmatched.
+        await self.services.alerting.start(self.event_stream)
         self._listener = await serve(
             self._handle,
             self.config.bind_address,
@@ -198,6 +200,7 @@ class Server:
         await self.hunts.close()
         await asyncio.to_thread(self.ingestor.close)
         await asyncio.to_thread(self.event_ingestor.close)
+        await self.services.alerting.close()
         await self.event_stream.close()
         await self.presence.close()
         await self.seen.close()
