@@ -38,6 +38,7 @@ NEVER = (
     "argon2",
     "pyarrow",
     "duckdb",
+    "prometheus_client",  # the agent's metrics file is written by hand
     "peregrine.analysis",
     "pluggy",
     "yara",

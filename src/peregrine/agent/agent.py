@@ -22,7 +22,9 @@ from websockets.exceptions import WebSocketException
 
 from peregrine import __version__
 from peregrine.agent.identity import Identity, load_or_create, reidentify
+from peregrine.agent.metrics_file import keep_writing, stop_writing
 from peregrine.agent.spool import Spool
+from peregrine.agent.stats import STATS
 from peregrine.config import ClientConfig, client_ssl_context
 from peregrine.protocol.messages import (
     MAX_MESSAGE_BYTES,
@@ -106,6 +108,7 @@ class Agent:
         stop = stop or asyncio.Event()
         self._end_interrupted_flows()
         await asyncio.to_thread(self._resume_events)
+        metrics = self._start_metrics_file()
         attempt, failed = 0, None
         while not stop.is_set():
             url = choose_frontend(self.config.server_urls, failed)
@@ -134,11 +137,19 @@ class Agent:
             delay = backoff_delay(attempt, self.config.poll_min, self.config.poll_max)
             with contextlib.suppress(asyncio.TimeoutError):
                 await asyncio.wait_for(stop.wait(), delay)
+        await stop_writing(metrics)
         for job in list(self.jobs.values()):
             job.cancel(shutdown=True)
         await asyncio.to_thread(self._join_jobs, 15.0)
         if self.events is not None:
             await asyncio.to_thread(self.events.stop)
+
+    def _start_metrics_file(self) -> asyncio.Task[None] | None:
+        """The metrics file (``metrics_file``), kept current while the agent runs."""
+        if not self.config.metrics_file:
+            return None
+        path, interval = Path(self.config.metrics_file), self.config.metrics_interval
+        return asyncio.create_task(keep_writing(self, path, interval))
 
     def _join_jobs(self, timeout: float) -> None:
         deadline = time.monotonic() + timeout
@@ -356,6 +367,7 @@ class Agent:
                 if key not in sent:
                     await ws.send(item.payload)
                     sent.add(key)
+                    STATS.sent()
             await self._send_statuses(ws, statuses)
             with contextlib.suppress(asyncio.TimeoutError):
                 await asyncio.wait_for(self._wake.wait(), 5.0)

@@ -21,6 +21,7 @@ from typing import Any
 import msgspec
 
 from peregrine.agent.spool import PendingUpload, Spool, SpoolFull
+from peregrine.agent.stats import STATS
 from peregrine.artifacts.loader import ArtifactError, Definition
 from peregrine.artifacts.model import Artifact
 from peregrine.artifacts.repository import ArtifactRepository
@@ -176,6 +177,7 @@ class CollectionJob:
                 outcome = SourceOutcome(call.name, source.name)
                 self._stream(outcome, runner.run_source(planned, source, outcome, uploads=sink))
                 self._log_warnings(outcome)
+                STATS.source_done(outcome.status, outcome.error)
                 skipped_here = _count_lines(upload_dir / SKIPPED_UPLOADS) - skipped
                 skipped += skipped_here
                 if outcome.error and outcome.status == "error":
@@ -215,6 +217,7 @@ class CollectionJob:
             nonlocal batch, last, size
             if batch:
                 rows_out, batch, size = batch, [], 0
+                STATS.rows(len(rows_out))
                 self._spool(
                     lambda seq: ResultBatch(
                         flow_id=self.request.flow_id,

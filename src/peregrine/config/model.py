@@ -330,6 +330,10 @@ class ClientConfig(_Section):
     max_spool_bytes: Annotated[int, msgspec.Meta(ge=1 << 20)] = 1 << 30
     #: Labels the client reports at enrollment (for targeting hunts).
     labels: list[str] = []
+    #: Write the agent's metrics (Prometheus text format) to this file every
+    #: ``metrics_interval`` seconds, e.g. into node_exporter's textfile directory; empty: none.
+    metrics_file: str = ""
+    metrics_interval: Annotated[float, msgspec.Meta(ge=1)] = 15.0
 
     def __post_init__(self) -> None:
         self.server_urls = _check_urls("server_urls", self.server_urls)
@@ -344,6 +348,7 @@ class ClientConfig(_Section):
             self,
             writeback_path=_absolute(base_dir, self.writeback_path),
             spool_dir=_absolute(base_dir, self.spool_dir),
+            metrics_file=_absolute(base_dir, self.metrics_file) if self.metrics_file else "",
         )
 
 

@@ -74,7 +74,8 @@ ERROR_KINDS = (
     "storage_full",  # the filestore refused a write
     "group_commit",  # a group-commit transaction failed as a whole
     "source",  # a source of a collection ended in error on its agent
-    "api",  # an API request ended in a server error (5xx)
 )
 for _kind in ERROR_KINDS:
     ERRORS.labels(kind=_kind)
+for _reason in ("secret", "rate"):  # a wrong enrollment secret, over the enrollment rate
+    ENROLLMENTS_REFUSED.labels(reason=_reason)
