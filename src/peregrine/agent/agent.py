@@ -309,8 +309,7 @@ class Agent:
             from peregrine.agent.events import EventRunner
 
             self.events = EventRunner(self.spool, self.wake, self._event_status)
-        if self.events.version == message.version:
-            return  # the same set again (each connection gets it)
+        # Applied even at the same version: a label change gives a client another set.
         self.events.apply(message)
         if keep:
             tmp = self._assignments_path.with_suffix(".tmp")
