@@ -21,4 +21,6 @@ BUILTIN_MODULES = (
     "peregrine.plugins.upload",
     "peregrine.plugins.knowledgebase",
     "peregrine.plugins.events_clock",
+    "peregrine.plugins.events_process",
+    "peregrine.plugins.events_files",
 )

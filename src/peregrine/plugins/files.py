@@ -556,22 +556,23 @@ class Walker:
 _VANISHED = object()
 
 
-def _patterns_argument(pattern: Any) -> list[str]:
+def patterns_argument(pattern: Any, plugin: str = "glob") -> list[str]:
+    """One pattern, or a JSON array of them (an artifact's list parameter)."""
     text = os.fsdecode(pattern) if isinstance(pattern, bytes) else str(pattern)
     if text.lstrip().startswith("["):
         try:
             value = json.loads(text)
         except ValueError as exc:
-            raise PluginError("glob", f"pattern looks like a JSON array but is not: {exc}") from exc
+            raise PluginError(plugin, f"pattern looks like a JSON array but is not: {exc}") from exc
         if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
-            raise PluginError("glob", "a JSON pattern must be an array of strings")
+            raise PluginError(plugin, "a JSON pattern must be an array of strings")
         if not value:
             return []  # an empty list (e.g. an artifact's list parameter left empty) finds nothing
         patterns = value
     else:
         patterns = [text]
     if not patterns or any(not p.strip() for p in patterns):
-        raise PluginError("glob", "pattern must not be empty; e.g. glob('/etc/*.conf')")
+        raise PluginError(plugin, f"pattern must not be empty; e.g. {plugin}('/etc/*.conf')")
     return patterns
 
 
@@ -641,7 +642,7 @@ def glob(
     one_fs = _flag("glob", "one_filesystem", one_filesystem)
     dirs = _flag("glob", "include_dirs", include_dirs)
     parsed: list[tuple[str, tuple[Segment, ...]]] = []
-    for text in _patterns_argument(pattern):
+    for text in patterns_argument(pattern):
         try:
             alternatives = expand_braces(text)
         except ValueError as exc:

@@ -1,0 +1,31 @@
+"""Run an event query (one that never ends) in the engine while something happens beside it."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable
+from typing import Any
+
+from peregrine.engine import Engine, QueryLimits
+
+
+def rows_while(
+    sql: str,
+    action: Callable[[], object],
+    *,
+    params: dict[str, Any] | None = None,
+    delay: float = 0.5,
+    timeout: float = 15,
+) -> list[dict[str, Any]]:
+    """The rows of ``sql`` (which must end, by its LIMIT) as dicts; ``action`` runs in a thread
+    ``delay`` seconds after the query started, so the plugin is already watching."""
+    engine = Engine()
+    timer = threading.Timer(delay, action)
+    timer.start()
+    try:
+        result = engine.execute(sql, params, limits=QueryLimits(timeout=timeout))
+        names = [c.name for c in result.columns]
+        return [dict(zip(names, row, strict=True)) for row in result]
+    finally:
+        timer.cancel()
+        timer.join()

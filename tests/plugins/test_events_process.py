@@ -1,0 +1,71 @@
+"""process_events(): a real process started by the test is seen starting and exiting."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import uuid
+
+import pytest
+
+from peregrine.engine import Engine, PluginError
+from peregrine.plugins.events_process import exit_code, open_connector
+from tests.plugins.event_queries import rows_while
+
+
+def _netlink_permitted() -> bool:
+    try:
+        open_connector().close()
+    except OSError:
+        return False
+    return True
+
+
+def _run_marked(marker: str) -> None:
+    subprocess.run(["sleep", f"0.{marker}"], check=True)
+
+
+@pytest.mark.parametrize("method", ["netlink", "poll"])
+def test_a_started_process_is_seen_with_its_command_line_owner_and_exit(method: str) -> None:
+    if method == "netlink" and not _netlink_permitted():
+        pytest.skip("the process events connector needs root with CAP_NET_ADMIN")
+    marker = "3" + str(uuid.uuid4().int)[:6]  # sleep 0.3xxxxxx: long enough for a 0.05 s poll
+    rows = rows_while(
+        "SELECT * FROM process_events(:method, 0.05) WHERE action = 'start' AND cmdline = :cmd "
+        "LIMIT 1",
+        lambda: _run_marked(marker),
+        params={"method": method, "cmd": f"sleep 0.{marker}"},
+    )
+    (start,) = rows
+    assert start["action"] == "start" and start["method"] == method
+    assert start["name"] == "sleep" and start["exe"].endswith("sleep")
+    assert json.loads(start["argv"]) == ["sleep", f"0.{marker}"]
+    assert start["uid"] == os.getuid() and start["username"]
+    assert start["ppid"] == os.getpid() and start["parent_name"]
+
+
+def test_the_exit_of_a_started_process_says_what_exited_and_its_code() -> None:
+    if not _netlink_permitted():
+        pytest.skip("the process events connector needs root with CAP_NET_ADMIN")
+    marker = str(uuid.uuid4().int)[:8]
+    script = f"exit 3 # {marker}"
+    rows = rows_while(
+        "SELECT action, pid, cmdline, exit_code FROM process_events('netlink') "
+        "WHERE cmdline LIKE :like LIMIT 2",
+        lambda: subprocess.run(["sh", "-c", script], check=False),
+        params={"like": f"%{marker}%"},
+    )
+    assert [r["action"] for r in rows] == ["start", "exit"]
+    assert rows[0]["pid"] == rows[1]["pid"]
+    assert rows[1]["exit_code"] == 3
+
+
+def test_exit_status_reads_as_a_shell_says_it() -> None:
+    assert exit_code(3 << 8) == 3
+    assert exit_code(9) == -9
+
+
+def test_a_bad_method_is_refused_with_the_choices() -> None:
+    with pytest.raises(PluginError, match="auto, netlink, poll"):
+        list(Engine().execute("SELECT * FROM process_events('magic')"))
