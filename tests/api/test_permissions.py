@@ -55,6 +55,39 @@ def _get(path: str, **params: Any) -> Builder:
     return lambda o, caller: Call("GET", path.format(o=o), params)
 
 
+_NOTEBOOK_RIGHTS = frozenset({ANALYZE, READ_RESULTS})
+
+
+def _a_notebook(o: Objects, owner: str) -> tuple[str, str]:
+    """A shared notebook with one SQL cell, owned by ``owner``: (notebook id, cell id)."""
+    made = o.live.server.services.notebooks.create(
+        owner, _NOTEBOOK_RIGHTS, "matrix", shared=True,
+        cells=[{"kind": "sql", "text": "SELECT 1 AS one"}],
+    )  # fmt: skip
+    return made.notebook_id, made.cells[0].cell_id
+
+
+def _on_notebook(method: str, tail: str, body: Any = None, fresh: bool = False) -> Builder:
+    """A request on the shared notebook, or on a fresh one of the caller's (deletions)."""
+    shared: dict[str, tuple[str, str]] = {}
+
+    def build(o: Objects, caller: str | None) -> Call:
+        if fresh:
+            notebook, cell = _a_notebook(o, caller or "matrix")
+        else:
+            if "ids" not in shared:
+                shared["ids"] = _a_notebook(o, "matrix")
+            notebook, cell = shared["ids"]
+        return Call(method, f"/notebooks/{notebook}{tail.format(cell=cell)}", json=body)
+
+    return build
+
+
+def _notebook_export(o: Objects) -> dict[str, Any]:
+    notebook, _cell = _a_notebook(o, "matrix")
+    return o.live.server.services.notebooks.export_json(notebook, "matrix", _NOTEBOOK_RIGHTS)
+
+
 def _login(o: Objects, caller: str | None) -> Call:
     return Call("POST", "/auth/login", json={"username": "matrix-login", "password": PASSWORD})
 
@@ -233,6 +266,34 @@ MATRIX: dict[tuple[str, str], tuple[str, Builder]] = {
             "POST", "/analysis", json={"sql": f"SELECT * FROM flow('{o.flow_id}', 'Test.Upload')"}
         ),
     ),
+    # notebooks (the shared one: every role that reads or edits may; deletions: the caller's)
+    ("GET", "/notebooks"): (READ_RESULTS, _get("/notebooks")),
+    ("POST", "/notebooks"): (ANALYZE, lambda o, c: Call("POST", "/notebooks", json={"title": "m"})),
+    ("POST", "/notebooks/import"): (
+        ANALYZE,
+        lambda o, c: Call("POST", "/notebooks/import", json=_notebook_export(o)),
+    ),
+    ("GET", "/notebooks/{notebook_id}"): (READ_RESULTS, _on_notebook("GET", "")),
+    ("PATCH", "/notebooks/{notebook_id}"): (ANALYZE, _on_notebook("PATCH", "", {"title": "t"})),
+    ("DELETE", "/notebooks/{notebook_id}"): (ANALYZE, _on_notebook("DELETE", "", fresh=True)),
+    ("POST", "/notebooks/{notebook_id}/cells"): (
+        ANALYZE,
+        _on_notebook("POST", "/cells", {"kind": "markdown", "text": "m"}),
+    ),
+    ("PATCH", "/notebooks/{notebook_id}/cells/{cell_id}"): (
+        ANALYZE,
+        _on_notebook("PATCH", "/cells/{cell}", {"chart": {"type": "table"}}),
+    ),
+    ("DELETE", "/notebooks/{notebook_id}/cells/{cell_id}"): (
+        ANALYZE,
+        _on_notebook("DELETE", "/cells/{cell}", fresh=True),
+    ),
+    ("POST", "/notebooks/{notebook_id}/run"): (ANALYZE, _on_notebook("POST", "/run", {})),
+    ("GET", "/notebooks/{notebook_id}/cells/{cell_id}/result"): (
+        READ_RESULTS,
+        _on_notebook("GET", "/cells/{cell}/result"),
+    ),
+    ("GET", "/notebooks/{notebook_id}/export"): (READ_RESULTS, _on_notebook("GET", "/export")),
     # audit and status
     ("GET", "/audit"): (SERVER_ADMIN, _get("/audit", limit=5)),
     ("GET", "/status"): (READ_RESULTS, _get("/status")),

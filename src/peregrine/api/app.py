@@ -27,6 +27,7 @@ from peregrine.api.routes import (
     health,
     hunts,
     metrics,
+    notebooks,
     rules,
     vfs,
 )
@@ -100,6 +101,7 @@ def create_app(
         admin,
         events,
         analysis,
+        notebooks,
         vfs,
         alerts,
         rules,

@@ -11,6 +11,7 @@ from peregrine.cli import (
     config_cmd,
     deploy_cmd,
     loadtest_cmd,
+    notebooks_cmd,
     plugins_cmd,
     query_cmd,
     remote_cmd,
@@ -36,6 +37,7 @@ app.command("loadtest")(loadtest_cmd.loadtest)
 app.add_typer(users_cmd.app, name="users")
 remote_cmd.register(app)  # clients, collect, flows, results, hunts, server-artifacts (over the API)
 analyze_cmd.register(app)  # SQL over collected results, on the server
+app.add_typer(notebooks_cmd.app, name="notebooks")
 
 
 @app.command("version")

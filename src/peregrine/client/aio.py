@@ -62,6 +62,7 @@ from peregrine.client.models import (
     Upload,
     User,
 )
+from peregrine.client.notebooks import AsyncNotebooks
 
 T = TypeVar("T")
 
@@ -97,6 +98,7 @@ class AsyncPeregrine:
         self.tokens = AsyncTokens(self)
         self.audit = AsyncAudit(self)
         self.analysis = AsyncAnalysis(self)
+        self.notebooks = AsyncNotebooks(self)
 
     @classmethod
     def from_env(cls, **overrides: Any) -> AsyncPeregrine:

@@ -60,6 +60,7 @@ from peregrine.client.models import (
     Upload,
     User,
 )
+from peregrine.client.notebooks import Notebooks
 
 T = TypeVar("T")
 
@@ -99,6 +100,7 @@ class Peregrine:
         self.tokens = Tokens(self)
         self.audit = Audit(self)
         self.analysis = Analysis(self)
+        self.notebooks = Notebooks(self)
 
     @classmethod
     def from_env(cls, **overrides: Any) -> Peregrine:

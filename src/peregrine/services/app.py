@@ -24,6 +24,7 @@ from peregrine.datastore import Datastore, FlowRecord
 from peregrine.engine.context import ALL_PERMISSIONS
 from peregrine.events.stream import EventStream
 from peregrine.filestore import Filestore
+from peregrine.notebooks import NotebookService
 from peregrine.services.client_admin import forget_locally
 from peregrine.services.client_index import ClientIndex
 from peregrine.services.event_monitoring import EventMonitoring
@@ -83,6 +84,7 @@ class Services:
         self.analysis = AnalysisEngine(
             datastore, filestore, AnalysisLimits.from_settings(config.analysis)
         )
+        self.notebooks = NotebookService(datastore, filestore, self.analysis)
         #: Alert rules and what they raise; matching starts on the process's event stream.
         self.alerting = Alerting(config.alerts, datastore, repository, Path(config.data_dir))
 
