@@ -10,6 +10,7 @@ import { fleetPage } from "./pages/fleet.js";
 import { clientsPage } from "./pages/clients.js";
 import { clientPage } from "./pages/client.js";
 import { launchPage } from "./pages/launch.js";
+import { filesPage } from "./pages/files.js";
 import { collectionPage } from "./pages/collection.js";
 import { huntsPage } from "./pages/hunts.js";
 import { newHuntPage } from "./pages/new_hunt.js";
@@ -22,6 +23,7 @@ const ROUTES = [
   [/^\/ui\/clients\/?$/, clientsPage, "clients"],
   [/^\/ui\/clients\/(C\.[0-9a-f]{16})\/?$/, clientPage, "clients"],
   [/^\/ui\/clients\/(C\.[0-9a-f]{16})\/launch\/?$/, launchPage, "clients"],
+  [/^\/ui\/clients\/(C\.[0-9a-f]{16})\/files\/?$/, filesPage, "clients"],
   [/^\/ui\/collections\/(F\.[0-9A-Za-z]{16})\/?$/, collectionPage, "clients"],
   [/^\/ui\/hunts\/?$/, huntsPage, "hunts"],
   [/^\/ui\/hunts\/new\/?$/, newHuntPage, "hunts"],

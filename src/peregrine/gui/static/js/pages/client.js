@@ -10,9 +10,12 @@ export async function clientPage([clientId]) {
     get(`/clients/${clientId}`),
     get(`/clients/${clientId}/collections`, { limit: 50 }),
   ]);
-  const actions = can("COLLECT_CLIENT")
-    ? h("a", { href: `/ui/clients/${clientId}/launch`, class: "button primary" }, "New collection")
-    : null;
+  const actions = [
+    h("a", { href: `/ui/clients/${clientId}/files?path=/`, class: "button" }, "Browse files"),
+    can("COLLECT_CLIENT")
+      ? h("a", { href: `/ui/clients/${clientId}/launch`, class: "button primary" }, "New collection")
+      : null,
+  ];
   const node = h("div", { class: "page" },
     pageHead(client.hostname || clientId, {
       sub: [h("span", { class: "mono" }, clientId), " · ",
