@@ -126,3 +126,39 @@ def test_alerts_are_listed_by_filter_and_acknowledged_once(live: Live, objects: 
     entries = live.server.audit.query(action="alert.acknowledge", target=str(ids[0]))
     assert [e.result for e in entries] == ["refused", "ok"]  # newest first
     assert entries[1].parameters == {"comment": "our scanner"}
+
+
+def test_a_rule_is_tried_over_stored_events_without_raising_anything(live: Live) -> None:
+    files = live.server.services.event_monitoring.files
+    client = "C.00000000000000bb"
+    now = time.time()
+    files.append(client, "Test.Ticks", "", 1, now - 30, ["tick", "time", "utc"],
+                 [[n, now - 30, ""] for n in range(1, 11)])  # fmt: skip
+    files.append(client, "Test.Ticks", "", 11, now - 7200, ["tick", "time", "utc"],
+                 [[99, now - 7200, ""]])  # fmt: skip
+    body = {"rule": {**RULE, "rule_id": "Test.Trial"}, "since": now - 60, "client_id": client}
+    with live.http(live.tokens["analyst"]) as analyst:
+        response = analyst.post("/rules/test", json=body)
+        assert response.status_code == 200, response.text
+        result = response.json()
+        assert (result["scanned"], result["matched"]) == (10, 5)  # ticks 6-10, not the old 99
+        assert [m["tick"] for m in result["matches"]] == [6, 7, 8, 9, 10]
+        assert [m["event_seq"] for m in result["matches"]] == [6, 7, 8, 9, 10]
+
+        windowed = {
+            **body,
+            "rule": {**body["rule"], "window": {"seconds": 3600, "threshold": 1}},
+        }
+        windows = analyst.post("/rules/test", json=windowed).json()["windows"]
+        assert [(w["count"], w["fires"]) for w in windows] == [(1, True)]  # one client
+
+        bad = analyst.post("/rules/test", json={**body, "rule": {**RULE, "condition": "tick >"}})
+        assert bad.status_code == 400 and "position" in bad.json()["detail"]
+        assert (
+            analyst.post("/rules/test", json={"rule_id": "Test.Nope", "since": 0}).status_code
+            == 404
+        )
+    with live.http(live.tokens["reader"]) as reader:
+        assert reader.post("/rules/test", json=body).status_code == 403
+    assert not live.server.datastore.alerts.query(rule_id="Test.Trial")
+    assert live.server.audit.query(action="rule.test", target="Test.Trial")

@@ -315,6 +315,10 @@ MATRIX: dict[tuple[str, str], tuple[str, Builder]] = {
     ("POST", "/rules"): (SERVER_ADMIN, _new_rule),
     ("POST", "/rules/{rule_id}/enable"): (SERVER_ADMIN, _rule_call("enable")),
     ("POST", "/rules/{rule_id}/disable"): (SERVER_ADMIN, _rule_call("disable")),
+    ("POST", "/rules/test"): (
+        ANALYZE,
+        lambda o, c: Call("POST", "/rules/test", json={"rule_id": _stored_rule(o), "since": 0}),
+    ),
 }
 
 

@@ -148,7 +148,7 @@ class AlertEngine:
         start = window.start(batch.received)
         groups: dict[str, list[dict[str, Any]]] = defaultdict(list)
         for row in rows:
-            groups[_group_key(window, row)].append(row)
+            groups[group_key(window, row)].append(row)
         new: list[dict[str, Any]] = []
         for group, members in groups.items():
             self._datastore.alerts.add_members(
@@ -208,7 +208,7 @@ def _event_alert(rule: Rule, batch: EventBatch, row: dict[str, Any], now: float)
     }
 
 
-def _group_key(window: Window, row: Mapping[str, Any]) -> str:
+def group_key(window: Window, row: Mapping[str, Any]) -> str:
     if not window.group_by:
         return ""
     return json.dumps([row.get(name) for name in window.group_by], default=str)[:256]

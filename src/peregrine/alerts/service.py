@@ -11,13 +11,16 @@ from peregrine.artifacts.repository import ArtifactRepository
 from peregrine.config.model import AlertSettings
 from peregrine.datastore import Datastore
 from peregrine.events.stream import EventStream
+from peregrine.filestore.events import EventFiles
 
 from .columns import cached, event_columns
 from .engine import AlertEngine
 from .forward import Forwarding, Sink
 from .jsonl import JsonLinesSink
 from .rulebook import RuleBook
+from .rules import Rule
 from .syslog import SyslogSink
+from .trial import TrialResult, stored_clients, try_rule
 from .webhook import WebhookSink
 
 log = logging.getLogger(__name__)
@@ -86,6 +89,21 @@ class Alerting:
             refresh=self.settings.rules_refresh,
         )
         await self.engine.start()
+
+    def trial(
+        self,
+        rule: Rule,
+        files: EventFiles,
+        since: float,
+        until: float,
+        client_id: str | None = None,
+        limit: int = 100,
+    ) -> TrialResult:
+        """``rule`` (checked first) over stored events: what it would have raised."""
+        self.rules.check(rule)
+        clients = [client_id] if client_id else stored_clients(files)
+        known = tuple(c for artifact in rule.artifacts for c in self._columns(artifact) or ())
+        return try_rule(rule, files, since, until, clients, known=known, limit=limit)
 
     async def rules_changed(self) -> None:
         """A rule was saved here: use it now rather than at the next refresh."""

@@ -1,22 +1,25 @@
 """Alert rules: listed, read with their versions, saved (checked first), enabled, disabled.
 
-Reading needs READ_RESULTS; every change needs SERVER_ADMIN and is audited. Where alerts are
+Reading needs READ_RESULTS, trying a rule over stored events ANALYZE (it runs SQL on the
+server); every change needs SERVER_ADMIN and is audited. Where alerts are
 forwarded is not a rule's business: it is set in the server configuration only.
 """
 
 from __future__ import annotations
 
 import asyncio
+import dataclasses
+import time
 from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Depends, HTTPException, Path, Request
 from pydantic import BaseModel, ConfigDict, Field
 
-from peregrine.alerts.rules import MAX_CONDITION, Rule, RuleError
+from peregrine.alerts.rules import MAX_CONDITION, Rule, RuleError, rule_from_dict
 from peregrine.alerts.service import Alerting
 from peregrine.api.deps import Audit, context, require
 from peregrine.auth.accounts import Principal
-from peregrine.auth.roles import READ_RESULTS, SERVER_ADMIN
+from peregrine.auth.roles import ANALYZE, READ_RESULTS, SERVER_ADMIN
 from peregrine.datastore import Conflict, NotFound
 
 router = APIRouter(prefix="/rules", tags=["rules"])
@@ -91,6 +94,56 @@ async def list_rules(
 ) -> list[RuleOut]:
     rules = await asyncio.to_thread(_alerting(request).rules.list)
     return [rule_out(rule) for rule in rules]
+
+
+class RuleTestIn(BaseModel):
+    """A stored rule (``rule_id``) or a draft (``rule``), tried over stored events."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    rule_id: str | None = Field(default=None, pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
+    rule: RuleIn | None = None
+    since: float = Field(ge=0, description="From (epoch seconds, the agents' time of events)")
+    until: float | None = Field(default=None, ge=0, description="To, exclusive; default: now")
+    client_id: str | None = Field(default=None, pattern=r"^C\.[0-9a-f]{16}$")
+    limit: int = Field(default=100, ge=1, le=1000, description="Matching rows returned at most")
+
+
+class RuleTestOut(BaseModel):
+    scanned: int
+    matched: int
+    matches: list[dict[str, Any]]
+    windows: list[dict[str, Any]]
+    truncated: bool
+
+
+@router.post("/test", summary="Try a rule over stored events (nothing is raised)")
+async def test_rule(
+    request: Request, body: RuleTestIn, principal: Principal = Depends(require(ANALYZE))
+) -> RuleTestOut:
+    """What the rule would have matched in ``[since, until)``; windowed rules list each window
+    and whether it would have fired. Reads at most 1,000,000 stored events."""
+    services = context(request).services
+    audit = Audit(request, principal)
+    parameters = body.model_dump(exclude_none=True)
+    try:
+        if (body.rule_id is None) == (body.rule is None):
+            raise RuleError("rule", "give either rule_id (a stored rule) or rule (a draft)")
+        if body.rule is not None:
+            rule = rule_from_dict(body.rule.model_dump(exclude={"expected_version"}))
+        else:
+            rule = await asyncio.to_thread(services.alerting.rules.get, str(body.rule_id))
+        until = body.until if body.until is not None else time.time()
+        result = await asyncio.to_thread(
+            services.alerting.trial, rule, services.event_monitoring.files,
+            body.since, until, body.client_id, body.limit,
+        )  # fmt: skip
+    except (RuleError, NotFound) as exc:
+        await audit.record("rule.test", parameters=parameters, result="refused", reason=str(exc))
+        field = f"{exc.field}: " if isinstance(exc, RuleError) else ""
+        raise HTTPException(404 if isinstance(exc, NotFound) else 400, f"{field}{exc}") from None
+    await audit.record("rule.test", target=rule.rule_id, parameters=parameters)
+    return RuleTestOut(**dataclasses.asdict(result))
 
 
 @router.get("/{rule_id}", summary="One rule")
