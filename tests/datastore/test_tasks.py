@@ -51,3 +51,13 @@ def test_add_needs_the_clients_own_flow(store: Datastore) -> None:
     with pytest.raises(NotFound):
         store.tasks.add(CLIENT, "F.0000000000000002", b"x", 1.0)  # OTHER's flow
     assert store.tasks.pending(CLIENT) == []
+
+
+def test_waiting_names_the_clients_with_queued_requests(store: Datastore) -> None:
+    store.tasks.add(CLIENT, "F.0000000000000000", b"x", 1.0)
+    store.tasks.add(CLIENT, "F.0000000000000001", b"x", 2.0)
+    unknown = [f"C.{n:016x}" for n in range(1200)]  # more than one chunk
+    assert store.tasks.waiting([*unknown, OTHER, CLIENT]) == {CLIENT}
+    store.tasks.add(OTHER, "F.0000000000000002", b"x", 3.0)
+    assert store.tasks.waiting([CLIENT, OTHER]) == {CLIENT, OTHER}
+    assert store.tasks.waiting([]) == set()

@@ -129,6 +129,10 @@ def test_the_bus_recovers_by_itself_when_redis_restarts(
 
             await asyncio.to_thread(redis_server.start)
             await wait_until(lambda: a.healthy and b.healthy, 20)
+            # Each hands itself a resync (what it missed is read again from the datastore)
+            # and tells the others, whose link may not have been the one cut.
+            await wait_until(lambda: "resync" in inbox.kinds(), 10)
+            assert {n["from"] for n in inbox.notices if n["kind"] == "resync"} <= {"a", "b"}
 
             async def heard() -> bool:
                 await a.publish({"kind": "hunt_stopped", "hunt_id": "H.after"})

@@ -7,11 +7,16 @@ started (or the collection is cancelled).
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+
 from sqlalchemy import delete, select
 
 from .database import Database
 from .errors import NotFound
 from .schema import flows, tasks
+
+#: Client ids per query of ``waiting``.
+WAITING_CHUNK = 500
 
 
 class TaskStore:
@@ -43,6 +48,17 @@ class TaskStore:
         )
         with self._db.read() as conn:
             return [(flow_id, bytes(payload)) for flow_id, payload in conn.execute(query)]
+
+    def waiting(self, client_ids: Iterable[str]) -> set[str]:
+        """Which of ``client_ids`` have requests queued (asked in chunks: a frontend may hold
+        tens of thousands)."""
+        ids, found = list(client_ids), set[str]()
+        for start in range(0, len(ids), WAITING_CHUNK):
+            chunk = ids[start : start + WAITING_CHUNK]
+            query = select(tasks.c.client_id).distinct().where(tasks.c.client_id.in_(chunk))
+            with self._db.read() as conn:
+                found.update(conn.execute(query).scalars())
+        return found
 
     def delivered(self, flow_id: str) -> None:
         """The agent started the flow: it no longer needs the request."""

@@ -39,7 +39,7 @@ from peregrine.protocol.messages import (
     decode_from_server,
 )
 from peregrine.server.api_server import ApiServer
-from peregrine.server.bus import Bus
+from peregrine.server.bus import RESYNC, Bus
 from peregrine.server.cluster import make_bus, make_leader, make_presence
 from peregrine.server.connections import ConnectionRegistry
 from peregrine.server.event_ingest import EventIngestor
@@ -48,6 +48,7 @@ from peregrine.server.leader import Leader
 from peregrine.server.prelogin import limited
 from peregrine.server.presence import PRESENCE_KINDS, Presence
 from peregrine.server.readiness import HEALTH_PATHS, Readiness, answer_on_agent_port
+from peregrine.server.resync import Resync
 from peregrine.server.seen import SeenWriter
 from peregrine.server.session import AgentSession
 from peregrine.services.app import Services
@@ -92,6 +93,8 @@ class Server:
         #: This process's clients coming and going, told to the others; theirs, as last heard.
         self.presence: Presence = make_presence(config, self.bus)
         self.readiness = Readiness(self)
+        #: After a bus outage: what the dropped notices were about, read from the datastore.
+        self.resync = Resync(self)
         self.ingestor = Ingestor(
             self.datastore, self.filestore, max_upload_bytes=config.limits.max_upload_bytes
         )
@@ -202,6 +205,7 @@ class Server:
         await asyncio.to_thread(self.event_ingestor.close)
         await self.services.alerting.close()
         await self.event_stream.close()
+        await self.resync.close()
         await self.presence.close()
         await self.seen.close()
         await self.bus.close()
@@ -317,6 +321,8 @@ class Server:
             self.hunts.stopped_elsewhere(str(notice["hunt_id"]))
         elif kind == EVENT_ASSIGNMENTS_CHANGED:
             await self.services.event_monitoring.changed_elsewhere()
+        elif kind == RESYNC:
+            self.resync.request()
 
     # -- the services, for scripts and tests that hold a Server ------------------------------
 

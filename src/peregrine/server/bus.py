@@ -32,6 +32,8 @@ BUS_PUBLISH_UNIX = BUS_PUBLISH_SECONDS.labels(bus="unix")
 
 Handler = Callable[[dict[str, Any]], Awaitable[None]]
 MAX_NOTICE_BYTES = 60_000
+#: The notice a bus that dropped notices hands everyone once it works again (``resync.py``).
+RESYNC = "resync"
 #: Dropped notices are reported at most this often (with how many).
 DROP_REPORT_SECONDS = 10.0
 

@@ -8,7 +8,10 @@ datastore is the truth, a lost notice only delays work.
 
 Redis going away is expected (a restart, a fail-over): the listener reconnects by itself with
 backoff, publishing drops notices while Redis is unreachable instead of holding up its caller,
-and ``healthy``/``degraded_reason`` say so, once in the log and in the server's status.
+and ``healthy``/``degraded_reason`` say so, once in the log and in the server's status. When
+it is back, the bus hands its own handler a ``resync`` notice and sends one to every frontend
+(whose link to Redis may have stayed up while ours was cut): each then reads again from the
+datastore what the dropped notices were about (``resync.py``).
 """
 
 from __future__ import annotations
@@ -18,6 +21,7 @@ import contextlib
 import json
 import logging
 import time
+from collections.abc import Coroutine
 from typing import Any
 
 import redis.asyncio as redis
@@ -25,7 +29,7 @@ from redis.exceptions import RedisError
 
 from peregrine.config.model import hide_password
 from peregrine.metrics.instruments import BUS_PUBLISH_SECONDS
-from peregrine.server.bus import MAX_NOTICE_BYTES, Handler
+from peregrine.server.bus import MAX_NOTICE_BYTES, RESYNC, Handler
 
 log = logging.getLogger(__name__)
 BUS_PUBLISH_REDIS = BUS_PUBLISH_SECONDS.labels(bus="redis")
@@ -73,6 +77,7 @@ class RedisBus:
         self._publish_failed_at = float("-inf")
         self._was_healthy = True  # what the log last said
         self._subscribed = asyncio.Event()
+        self._handler: Handler | None = None
         self._task: asyncio.Task[None] | None = None
         self._handlers: set[asyncio.Task[None]] = set()
         self.dropped = 0
@@ -94,6 +99,7 @@ class RedisBus:
         return None
 
     async def start(self, handler: Handler) -> None:
+        self._handler = handler
         self._task = asyncio.create_task(self._listen(handler))
         # Usually subscribed within milliseconds; if Redis is down the frontend still starts
         # (agents and the API work; notices wait for Redis to come back).
@@ -114,6 +120,7 @@ class RedisBus:
                     message = await pubsub.get_message(timeout=1.0)
                     if message is not None:
                         self._dispatch(handler, message.get("data"))
+                    self._report()  # a publishing failure has aged out: say so within 1 s
             except (RedisError, OSError) as exc:
                 self._listening, self._listener_error = False, _describe(exc)
                 self._report()
@@ -131,7 +138,10 @@ class RedisBus:
             return
         if not isinstance(notice, dict) or notice.get("from") == self.name:
             return  # our own broadcast comes back to us
-        task = asyncio.create_task(self._handle(handler, notice))
+        self._spawn(self._handle(handler, notice))
+
+    def _spawn(self, work: Coroutine[Any, Any, None]) -> None:
+        task = asyncio.create_task(work)
         self._handlers.add(task)
         task.add_done_callback(self._handlers.discard)
 
@@ -166,7 +176,15 @@ class RedisBus:
         elif reason is None and not self._was_healthy:
             log.warning("bus (Redis): connected again (%d notice(s) dropped)", self.dropped)
             self.dropped = 0
+            self._spawn(self._resync())
         self._was_healthy = reason is None
+
+    async def _resync(self) -> None:
+        """Back after an outage: this frontend and every other re-read pending work."""
+        notice = {"kind": RESYNC}
+        await self.publish(notice)
+        if self._handler is not None:
+            await self._handle(self._handler, {**notice, "from": self.name})
 
     async def close(self) -> None:
         if self._task is not None:

@@ -1,8 +1,14 @@
 """Is this frontend fit for traffic? What a balancer asks before sending it agents or analysts.
 
-A frontend is *ready* when its datastore answers, its filestore takes a write, its bus (when
-the bus can tell) is connected, and it is not draining. The answer is computed at most once a
-second however often it is asked, one check at a time, each part with a time-out: the health
+A frontend is *ready* when its datastore answers, its filestore takes a write and it is not
+draining. The bus (Redis in a cluster) is reported but does not decide: agents' sessions,
+results and the datastore do not need it, so while it is away the frontend stays in the
+balancer's pool, *degraded* (notices between frontends are dropped; ``resync.py`` repairs
+what they would have done once it is back). Were it to decide, one Redis restart would take
+every frontend out of the pool at once and refuse every agent for nothing.
+
+The answer is computed at most once a second however often it is asked, one check at a time,
+each part with a time-out: the health
 endpoints are unauthenticated, so a flood of probes must not turn into a flood of database
 queries, and a hung shared mount must not hang the probe. The answer names each part's state
 in a word, never an error text (which could hold a database URL or a path).
@@ -32,6 +38,8 @@ CACHE_SECONDS = 1.0
 CHECK_TIMEOUT = 2.0
 
 OK = "ok"
+#: Parts whose failure leaves the frontend ready, only degraded.
+OPTIONAL = frozenset({"bus"})
 
 
 @dataclass(frozen=True)
@@ -41,8 +49,14 @@ class ReadinessReport:
     ready: bool
     checks: dict[str, str] = field(default_factory=dict)
 
+    @property
+    def degraded(self) -> bool:
+        """Ready, with an optional part (the bus) failing."""
+        return self.ready and any(v != OK for v in self.checks.values())
+
     def body(self) -> dict[str, Any]:
-        return {"status": "ready" if self.ready else "not ready", "checks": self.checks}
+        status = "degraded" if self.degraded else "ready" if self.ready else "not ready"
+        return {"status": status, "checks": self.checks}
 
 
 class Readiness:
@@ -80,7 +94,8 @@ class Readiness:
         # The bus tracks its own connection (Redis); a bus that cannot fail says it is healthy.
         checks["bus"] = OK if getattr(self.server.bus, "healthy", True) else "unavailable"
         checks["accepting"] = OK if self.server.connections.accepting else "draining"
-        return ReadinessReport(all(v == OK for v in checks.values()), checks)
+        required = [v for k, v in checks.items() if k not in OPTIONAL]
+        return ReadinessReport(all(v == OK for v in required), checks)
 
     async def _part(self, name: str, check: Callable[[], None]) -> str:
         """``ok``, ``timeout`` or ``unavailable``: one part's outcome, in a word."""
