@@ -88,6 +88,13 @@ def _notebook_export(o: Objects) -> dict[str, Any]:
     return o.live.server.services.notebooks.export_json(notebook, "matrix", _NOTEBOOK_RIGHTS)
 
 
+def _assigned_then_unassign(o: Objects, caller: str | None) -> Call:
+    """An event artifact assigned (to nobody: a label no client has) for this call to stop."""
+    name = "Test.Ticks"
+    o.live.server.datastore.events.assign(name, {}, ["none"], [], time.time(), "matrix")
+    return Call("DELETE", f"/events/assignments/{name}")
+
+
 def _login(o: Objects, caller: str | None) -> Call:
     return Call("POST", "/auth/login", json={"username": "matrix-login", "password": PASSWORD})
 
@@ -319,6 +326,25 @@ MATRIX: dict[tuple[str, str], tuple[str, Builder]] = {
         ANALYZE,
         lambda o, c: Call("POST", "/rules/test", json={"rule_id": _stored_rule(o), "since": 0}),
     ),
+    # event monitoring
+    ("GET", "/events/assignments"): (READ_RESULTS, _get("/events/assignments")),
+    ("POST", "/events/assignments"): (
+        START_HUNT,
+        lambda o, c: Call(
+            "POST", "/events/assignments", json={"artifact": "Test.Ticks", "labels": ["none"]}
+        ),
+    ),
+    ("DELETE", "/events/assignments/{artifact}"): (START_HUNT, _assigned_then_unassign),
+    ("GET", "/events/status"): (READ_RESULTS, _get("/events/status")),
+    ("GET", "/events/clients/{client_id}/{artifact}"): (
+        READ_RESULTS,
+        _get("/events/clients/{o.client_id}/Test.Ticks"),
+    ),
+    ("GET", "/events/clients/{client_id}/{artifact}/export"): (
+        READ_RESULTS,
+        _get("/events/clients/{o.client_id}/Test.Ticks/export", format="jsonl"),
+    ),
+    ("GET", "/events/follow"): (READ_RESULTS, _get("/events/follow", seconds=0.2)),
 }
 
 

@@ -27,8 +27,8 @@ from peregrine.filestore import Filestore
 from peregrine.notebooks import NotebookService
 from peregrine.services.client_admin import forget_locally
 from peregrine.services.client_index import ClientIndex
-from peregrine.services.event_monitoring import EventMonitoring
 from peregrine.services.collections import CollectionService, Limits
+from peregrine.services.event_monitoring import EventMonitoring
 from peregrine.services.events import ServerEvents
 from peregrine.services.file_browser import FileBrowser
 from peregrine.services.fleet import Fleet, Leadership

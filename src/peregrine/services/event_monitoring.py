@@ -15,10 +15,11 @@ and the live follow go through here.
 from __future__ import annotations
 
 import asyncio
+import itertools
 import logging
 import time
-from collections.abc import Iterable
-from typing import Any
+from collections.abc import Iterable, Iterator
+from typing import IO, Any
 
 import msgspec
 
@@ -41,6 +42,7 @@ from peregrine.protocol.messages import (
 )
 from peregrine.services.client_index import ClientIndex
 from peregrine.services.fleet import Fleet, Leadership
+from peregrine.services.hunt_results import EXPORT_FORMATS, write_export
 
 log = logging.getLogger(__name__)
 
@@ -217,6 +219,10 @@ class EventMonitoring:
             return "", ()
         return entry.hostname or "", tuple(sorted(entry.labels))
 
+    def exporter(self, start: float, end: float) -> EventExport:
+        """What the API's streamed export runs for ``[start, end)``."""
+        return EventExport(self.files, start, end)
+
     # -- retention (leader work) ----------------------------------------------------------------
 
     async def run_retention(self, leader: Leadership, interval: float = RETENTION_SECONDS) -> None:
@@ -235,3 +241,22 @@ class EventMonitoring:
         if removed:
             log.info("expired %d day files of events", removed)
         return removed
+
+
+class EventExport:
+    """A client's events of one artifact over a time range, written as a hunt's results are
+    (the same CSV, JSONL and Parquet writers)."""
+
+    def __init__(self, files: EventFiles, start: float, end: float) -> None:
+        self.files, self.start, self.end = files, start, end
+
+    def export(self, client_id: str, artifact: str, _source: str, fmt: str, out: IO[bytes]) -> int:
+        if fmt not in EXPORT_FORMATS:
+            raise ValueError(f"unknown export format {fmt!r}: {', '.join(EXPORT_FORMATS)}")
+        rows = self.files.iter_rows(client_id, artifact, self.start, self.end)
+        return write_export(_batches(rows), fmt, out)
+
+
+def _batches(rows: Iterator[dict[str, Any]], size: int = 1000) -> Iterator[list[dict[str, Any]]]:
+    while batch := list(itertools.islice(rows, size)):
+        yield batch

@@ -80,12 +80,16 @@ class HuntResults:
         """Stream the combined result set to ``out``; returns the rows written."""
         if fmt not in EXPORT_FORMATS:
             raise ValueError(f"unknown export format {fmt!r}: {', '.join(EXPORT_FORMATS)}")
-        batches = self.iter_batches(hunt_id, artifact, source)
-        if fmt == "jsonl":
-            return _jsonl(batches, out)
-        if fmt == "csv":
-            return _csv(batches, out)
-        return _parquet(batches, out)
+        return write_export(self.iter_batches(hunt_id, artifact, source), fmt, out)
+
+
+def write_export(batches: Iterator[list[dict[str, Any]]], fmt: str, out: IO[bytes]) -> int:
+    """Write batches of rows as ``fmt`` (one of ``EXPORT_FORMATS``); the rows written."""
+    if fmt == "jsonl":
+        return _jsonl(batches, out)
+    if fmt == "csv":
+        return _csv(batches, out)
+    return _parquet(batches, out)
 
 
 def _value(value: Any) -> Any:
