@@ -23,4 +23,5 @@ BUILTIN_MODULES = (
     "peregrine.plugins.events_clock",
     "peregrine.plugins.events_process",
     "peregrine.plugins.events_files",
+    "peregrine.plugins.events_logs",
 )

@@ -1,0 +1,125 @@
+"""log_lines() and journal_lines(): a real file appended to, rotated and truncated while
+followed."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import time
+from pathlib import Path
+
+import pytest
+
+from peregrine.engine import Engine, PluginError
+from peregrine.plugins.events_logs import LineFollower
+from tests.plugins.event_queries import rows_while
+
+SQL = "SELECT path, line, offset FROM log_lines(:paths, 0, 0.05) LIMIT {n}"
+
+
+def _append(path: Path, text: str) -> None:
+    with open(path, "a") as f:
+        f.write(text)
+
+
+def test_appended_lines_are_seen_and_old_ones_are_not(tmp_path: Path) -> None:
+    log = tmp_path / "app.log"
+    log.write_text("old line\n")
+    rows = rows_while(
+        SQL.format(n=2), lambda: _append(log, "first\nsecond\n"), params={"paths": str(log)}
+    )
+    assert [(r["line"], r["offset"]) for r in rows] == [("first", 9), ("second", 15)]
+
+
+def test_rotation_keeps_following_and_loses_no_line(tmp_path: Path) -> None:
+    """logrotate's way: the file is renamed (a last line lands in it after the rename) and a
+    new one is made under the name."""
+    log = tmp_path / "auth.log"
+    log.write_text("")
+
+    def rotate() -> None:
+        _append(log, "before\n")
+        time.sleep(0.2)
+        os.rename(log, tmp_path / "auth.log.1")
+        _append(tmp_path / "auth.log.1", "late write to the old file\n")
+        log.write_text("after rotation\n")
+        time.sleep(0.2)
+        _append(log, "and more\n")
+
+    rows = rows_while(SQL.format(n=4), rotate, params={"paths": str(log)})
+    assert [r["line"] for r in rows] == [
+        "before",
+        "late write to the old file",
+        "after rotation",
+        "and more",
+    ]
+    assert rows[2]["offset"] == 0
+
+
+def test_truncation_starts_again_from_the_top(tmp_path: Path) -> None:
+    log = tmp_path / "copytruncate.log"
+    log.write_text("x" * 100 + "\n")
+
+    def truncate() -> None:
+        with open(log, "w") as f:
+            f.write("fresh\n")
+
+    rows = rows_while(SQL.format(n=1), truncate, params={"paths": str(log)})
+    assert rows == [{"path": str(log), "line": "fresh", "offset": 0}]
+
+
+def test_a_file_made_later_matching_the_pattern_is_followed_from_its_start(
+    tmp_path: Path,
+) -> None:
+    log = tmp_path / "late.log"
+    follower = LineFollower(str(log), from_start=False)
+    assert list(follower.lines()) == []
+    log.write_text("one\ntwo")
+    assert list(follower.lines()) == [(b"one", 0)]
+    _append(log, "\n")
+    assert list(follower.lines()) == [(b"two", 4)]
+    follower.close()
+
+
+def test_a_json_list_of_paths_follows_each(tmp_path: Path) -> None:
+    a, b = tmp_path / "a.log", tmp_path / "b.log"
+    a.write_text("")
+    b.write_text("")
+
+    def write() -> None:
+        _append(a, "from a\n")
+        time.sleep(0.2)
+        _append(b, "from b\n")
+
+    rows = rows_while(SQL.format(n=2), write, params={"paths": json.dumps([str(a), str(b)])})
+    assert [(Path(r["path"]).name, r["line"]) for r in rows] == [
+        ("a.log", "from a"),
+        ("b.log", "from b"),
+    ]
+
+
+def test_journal_lines_without_journalctl_says_what_to_do_instead(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    monkeypatch.setenv("PATH", str(tmp_path))  # a host with no journalctl on its PATH
+    with pytest.raises(PluginError, match="follow its log files with log_lines"):
+        Engine().execute("SELECT * FROM journal_lines()")
+
+
+@pytest.mark.skipif(
+    shutil.which("systemd-cat") is None or not Path("/run/systemd/journal/socket").exists(),
+    reason="no journald running here to log to",
+)
+def test_journal_lines_sees_an_entry_logged_now() -> None:
+    import subprocess
+
+    rows = rows_while(
+        "SELECT identifier, message FROM journal_lines() WHERE identifier = 'peregrine-test' "
+        "LIMIT 1",
+        lambda: subprocess.run(
+            ["systemd-cat", "-t", "peregrine-test"], input=b"hello", check=False
+        ),
+        timeout=5,
+    )
+    assert rows == [{"identifier": "peregrine-test", "message": "hello"}]
