@@ -25,26 +25,24 @@ class Tail:
         self.file: BinaryIO | None = None
         self.identity: tuple[int, int] | None = None
         self.offset = 0
-        #: Set when the file in hand changed (rotation, truncation) since the last read.
-        self.restarted = False
         self._open(at_end=not from_start)
 
-    def _open(self, at_end: bool) -> None:
+    def _open(self, at_end: bool) -> bool:
         try:
             handle = open(self.path, "rb")  # noqa: SIM115 (kept open while it is followed)
         except OSError:
             self.file, self.identity = None, None
-            return
+            return False
         st = os.fstat(handle.fileno())
         self.file, self.identity = handle, (st.st_dev, st.st_ino)
         self.offset = handle.seek(0, os.SEEK_END) if at_end else 0
+        return True
 
     def read(self) -> Iterator[tuple[bytes, int]]:
-        """(chunk, offset in its file) for everything appended since the last call."""
+        """(chunk, offset in its file) for everything appended since the last call; a new
+        file (rotated, truncated, appeared) starts at offset 0."""
         if self.file is None:
             self._open(at_end=False)  # appeared after we started: all of it is new
-            if self.file is not None:
-                self.restarted = True
         yield from self._drain()
         try:
             st = Path(self.path).stat()
@@ -53,12 +51,10 @@ class Tail:
         if (st.st_dev, st.st_ino) != self.identity:
             self.close()
             self._open(at_end=False)
-            self.restarted = True
             yield from self._drain()
         elif st.st_size < self.offset and self.file is not None:
             self.file.seek(0)
             self.offset = 0
-            self.restarted = True
             yield from self._drain()
 
     def _drain(self) -> Iterator[tuple[bytes, int]]:
