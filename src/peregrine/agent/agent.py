@@ -26,6 +26,7 @@ from peregrine.agent.metrics_file import keep_writing, stop_writing
 from peregrine.agent.spool import Spool
 from peregrine.agent.stats import STATS
 from peregrine.config import ClientConfig, client_ssl_context
+from peregrine.logcontext import set_log_context
 from peregrine.protocol.messages import (
     MAX_MESSAGE_BYTES,
     UPLOAD_CHUNK_BYTES,
@@ -289,6 +290,7 @@ class Agent:
         self.jobs[request.flow_id] = job
 
         def run() -> None:
+            set_log_context(flow_id=request.flow_id, hunt_id=request.hunt_id or None)
             try:
                 job.run()
             finally:

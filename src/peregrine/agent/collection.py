@@ -124,6 +124,7 @@ class CollectionJob:
 
     def run(self) -> None:
         flow_id = self.request.flow_id
+        log.info("collection %s started", flow_id)
         self._spool(lambda seq: FlowStarted(flow_id=flow_id, seq=seq, started=time.time()))
         status, error = "finished", None
         try:
@@ -141,6 +142,7 @@ class CollectionJob:
             )
         )
         self.spool.finish_flow(flow_id)
+        log.info("collection %s ended: %s", flow_id, status)
 
     def _collect(self) -> tuple[str, str | None]:
         request = self.request

@@ -10,21 +10,23 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import logging
 import signal
 import sys
 from collections.abc import Sequence
 from pathlib import Path
 
+from peregrine import logformat
+from peregrine.logcontext import set_process_context
+from peregrine.logformat import FORMATS, LogFormat
+
 HELP = "Run an agent: stay connected to a frontend and answer collections."
 CONFIG_HELP = "client.yaml"
 LOG_LEVEL_HELP = "DEBUG, INFO, WARNING or ERROR."
+LOG_FORMAT_HELP = "text, or json: one JSON object a line with the client, flow and hunt ids."
 
 
-def configure_logging(level: str) -> None:
-    logging.basicConfig(
-        level=level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
-    )
+def configure_logging(level: str, format: LogFormat = "text", file: str = "") -> None:
+    logformat.configure_logging(level, format, file)
 
 
 async def until_signalled(stop: asyncio.Event) -> None:
@@ -35,9 +37,9 @@ async def until_signalled(stop: asyncio.Event) -> None:
     await stop.wait()
 
 
-def run(config: Path, log_level: str = "INFO") -> int:
+def run(config: Path, log_level: str = "INFO", log_format: LogFormat = "text") -> int:
     """Run the agent configured in ``config`` until it is signalled; the exit code."""
-    configure_logging(log_level)
+    configure_logging(log_level, log_format)
     from peregrine.agent.agent import Agent
     from peregrine.config import ConfigError, load_client_config
 
@@ -49,6 +51,7 @@ def run(config: Path, log_level: str = "INFO") -> int:
 
     async def main() -> None:
         runner = Agent(cfg)
+        set_process_context(client_id=runner.client_id)  # every line of this process
         print(f"agent {runner.client_id} → {', '.join(cfg.server_urls)}", file=sys.stderr)
         stop = asyncio.Event()
         task = asyncio.create_task(runner.run(stop))
@@ -67,5 +70,6 @@ def main(argv: Sequence[str]) -> int:
     parser = argparse.ArgumentParser(prog="peregrine agent", description=HELP)
     parser.add_argument("--config", "-c", type=Path, required=True, help=CONFIG_HELP)
     parser.add_argument("--log-level", default="INFO", help=LOG_LEVEL_HELP)
+    parser.add_argument("--log-format", default="text", choices=FORMATS, help=LOG_FORMAT_HELP)
     args = parser.parse_args(argv)
-    return run(args.config, args.log_level)
+    return run(args.config, args.log_level, args.log_format)

@@ -21,6 +21,7 @@ from peregrine.config import (
     load_client_config,
     load_server_config,
 )
+from peregrine.logformat import FORMATS, LogFormat
 
 console = Console(stderr=True)
 
@@ -46,7 +47,14 @@ def server(
         ),
     ] = 1,
     worker_of: Annotated[int, typer.Option(hidden=True, help="Internal: run as one worker.")] = 0,
-    log_level: Annotated[str, typer.Option(help="DEBUG, INFO, WARNING or ERROR.")] = "INFO",
+    log_level: Annotated[
+        str | None,
+        typer.Option(help="DEBUG, INFO, WARNING or ERROR (default: logging.level, INFO)."),
+    ] = None,
+    log_format: Annotated[
+        str | None,
+        typer.Option(help=f"{agent_cmd.LOG_FORMAT_HELP} Default: logging.format, text."),
+    ] = None,
     local_login: Annotated[
         bool,
         typer.Option(
@@ -61,7 +69,12 @@ def server(
     certificates, enrollment secret) and reuses it afterwards. It prints where its API and CA
     certificate are and how to log in.
     """
-    agent_cmd.configure_logging(log_level)
+    if log_format is not None and log_format not in FORMATS:
+        console.print(
+            f"[bold red]Error:[/bold red] --log-format {escape(log_format)}: use text or json"
+        )
+        raise typer.Exit(2)
+    agent_cmd.configure_logging(log_level or "INFO", _log_format(log_format or "text"))
     from peregrine.server.app import Server
 
     try:
@@ -73,6 +86,10 @@ def server(
     except ConfigError as exc:
         console.print(f"[bold red]Error:[/bold red] {escape(str(exc))}")
         raise typer.Exit(1) from None
+    # The configuration's logging, each part the command line did not set.
+    log_level = log_level or cfg.logging.level
+    log_format = log_format or cfg.logging.format
+    agent_cmd.configure_logging(log_level, _log_format(log_format), cfg.logging.file)
 
     login = None
     if not worker_of:
@@ -83,7 +100,7 @@ def server(
         login = _local_login(cfg) if local_login and cfg.api_port else None
 
     if workers > 1 and not worker_of:
-        _supervise(config, cfg, workers, local_agent, log_level, login)
+        _supervise(config, cfg, workers, local_agent, [log_level, log_format], login)
         return
 
     async def main() -> None:
@@ -136,7 +153,7 @@ def _supervise(
     cfg: Any,
     workers: int,
     local_agent: bool,
-    log_level: str,
+    logging: list[str],
     login: Path | None,
 ) -> None:
     """Run ``workers`` frontend processes (restarted if one dies) and the local agent."""
@@ -155,7 +172,8 @@ def _supervise(
         # -P: `-m` would put the working directory first on the frontend's sys.path.
         return subprocess.Popen(
             [sys.executable, "-P", "-m", "peregrine", "server", "--config", str(config_path),
-             "--no-local-agent", "--worker-of", str(workers), "--log-level", log_level],
+             "--no-local-agent", "--worker-of", str(workers),
+             "--log-level", logging[0], "--log-format", logging[1]],
             env=env,
         )  # fmt: skip
 
@@ -200,10 +218,16 @@ def _supervise(
 def agent(
     config: Annotated[Path, typer.Option("--config", "-c", help=agent_cmd.CONFIG_HELP)],
     log_level: Annotated[str, typer.Option(help=agent_cmd.LOG_LEVEL_HELP)] = "INFO",
+    log_format: Annotated[str, typer.Option(help=agent_cmd.LOG_FORMAT_HELP)] = "text",
 ) -> None:
     """Run an agent: stay connected to a frontend and answer collections."""
     # `peregrine agent` itself goes to agent_cmd.main (no Typer); this entry keeps the command
     # in the full command table and its help.
-    code = agent_cmd.run(config, log_level)
+    code = agent_cmd.run(config, log_level, _log_format(log_format))
     if code:
         raise typer.Exit(code)
+
+
+def _log_format(value: str) -> LogFormat:
+    """A --log-format value as the type configure_logging takes (text unless json)."""
+    return "json" if value == "json" else "text"

@@ -216,11 +216,14 @@ class EventSettings(_Section):
 
 
 class LogSettings(_Section):
+    """The server's log; ``peregrine server --log-level/--log-format`` override it."""
+
     level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
     #: A log file; empty: standard error.
     file: str = ""
-    #: One JSON object a line instead of text (for log shippers).
-    json: bool = False
+    #: ``json``: one JSON object a line (time, level, logger, message, and the client_id,
+    #: flow_id and hunt_id a line concerns), for log shippers; ``text``: for people.
+    format: Literal["text", "json"] = "text"
 
 
 class ServerConfig(_Section):

@@ -29,6 +29,7 @@ from websockets.exceptions import ConnectionClosed, ConnectionClosedOK
 from peregrine.agent.identity import client_id_for, verify
 from peregrine.datastore import DatastoreUnavailable, KeyMismatch
 from peregrine.filestore import StorageFull
+from peregrine.logcontext import log_context, set_log_context
 from peregrine.metrics.instruments import ENROLLMENTS, ENROLLMENTS_REFUSED, ERRORS
 from peregrine.protocol.messages import (
     Ack,
@@ -265,6 +266,7 @@ class AgentSession:
             if earlier is not None:
                 await earlier.close(1000, "replaced by a new connection")
             self.client_id = client_id
+            set_log_context(client_id=client_id)  # every later line of this connection
             # Pushes (send) wait until the welcome is out: it must be the first message.
             await self._send_lock.acquire()
             connections.add(self)  # before the welcome: a second comer now finds us
@@ -462,7 +464,9 @@ class AgentSession:
             if outcome.state_changed or outcome.finished:
                 self.server.events.flow_changed(flow_id)
             if outcome.finished:
-                await self.server.services.flow_finished(self.client_id, outcome.finished)
+                with log_context(flow_id=flow_id, hunt_id=outcome.finished.hunt_id or None):
+                    log.info("collection %s ended: %s", flow_id, outcome.finished.state)
+                    await self.server.services.flow_finished(self.client_id, outcome.finished)
 
     async def _storage_full(self, exc: StorageFull) -> None:
         log.error("filestore full, holding %s's results: %s", self.client_id, exc)

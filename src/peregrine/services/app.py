@@ -24,6 +24,7 @@ from peregrine.datastore import Datastore, FlowRecord
 from peregrine.engine.context import ALL_PERMISSIONS
 from peregrine.events.stream import EventStream
 from peregrine.filestore import Filestore
+from peregrine.logcontext import log_context
 from peregrine.notebooks import NotebookService
 from peregrine.services.client_admin import forget_locally
 from peregrine.services.client_index import ClientIndex
@@ -110,6 +111,9 @@ class Services:
     ) -> FlowRecord:
         record = await self.collections.create(client_id, artifacts, creator, permissions, limits)
         self.events.flow_changed(record.flow_id)
+        with log_context(client_id=client_id, flow_id=record.flow_id):
+            names = ", ".join(str(a.get("name")) for a in record.artifacts)
+            log.info("collection %s scheduled by %s: %s", record.flow_id, creator, names)
         return record
 
     async def wait_for_flow(

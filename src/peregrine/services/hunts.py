@@ -27,6 +27,7 @@ import msgspec
 from peregrine.datastore import new_hunt_id
 from peregrine.datastore.errors import NotFound
 from peregrine.engine.context import ALL_PERMISSIONS
+from peregrine.logcontext import log_context
 from peregrine.protocol.messages import CollectionRequest, decode_from_server, encode
 from peregrine.services import cron
 from peregrine.services.client_index import EnrollmentFollower
@@ -264,6 +265,10 @@ class HuntManager:
 
     async def schedule(self, hunt: HuntRecord, client_id: str, respect_limit: bool = True) -> bool:
         """Create the hunt's flow on one client, at most once; push it if connected."""
+        with log_context(hunt_id=hunt.hunt_id, client_id=client_id):
+            return await self._schedule(hunt, client_id, respect_limit)
+
+    async def _schedule(self, hunt: HuntRecord, client_id: str, respect_limit: bool) -> bool:
         try:
             record, payload = await asyncio.to_thread(self._request_for, hunt, client_id)
         except CollectionError as exc:

@@ -16,6 +16,7 @@ import time
 from typing import TYPE_CHECKING
 
 from peregrine.datastore import ERROR, SCHEDULED
+from peregrine.logcontext import log_context
 from peregrine.protocol.messages import CancelCollection, encode
 
 if TYPE_CHECKING:
@@ -67,7 +68,8 @@ class FlowMonitor:
             if not done:
                 continue
             changed.append(flow.flow_id)
-            log.info("flow %s of %s: %s (%s)", flow.flow_id, flow.client_id, state, reason)
+            with log_context(client_id=flow.client_id, flow_id=flow.flow_id, hunt_id=flow.hunt_id):
+                log.info("flow %s of %s: %s (%s)", flow.flow_id, flow.client_id, state, reason)
             self.services.events.flow_changed(flow.flow_id)
             if state == "Error":
                 await asyncio.to_thread(self.services.datastore.tasks.cancel, flow.flow_id)
