@@ -38,6 +38,7 @@ from peregrine.filestore import Filestore
 from . import catalog
 from .columnar import CopyMaker
 from .errors import AnalysisError, NotPermitted, QueryFailed, QueryRefused, QueryTimedOut
+from .event_tables import events_relation
 from .limits import AnalysisLimits
 from .resultsets import ResultFile, ResultSets
 from .statement import TableCall, parse
@@ -49,6 +50,7 @@ NEEDS: dict[str, str] = {
     "clients": READ_RESULTS,
     "collections": READ_RESULTS,
     "hunts": READ_RESULTS,
+    "events": READ_RESULTS,
 }
 BATCH_ROWS = 10_000
 _SEPARATOR = "\x1f"
@@ -277,6 +279,11 @@ _MACROS = {
     "'__flow_' || md5(flow_id || chr(31) || artifact_source))",
     "hunt": "CREATE MACRO hunt(hunt_id, artifact_source) AS TABLE FROM query_table("
     "'__hunt_' || md5(hunt_id || chr(31) || artifact_source))",
+    # Arguments not given are '' in the hash, as in TableCall.args; numbers as DuckDB prints them.
+    "events": "CREATE MACRO events(artifact, client := NULL, since := NULL, until := NULL) AS "
+    "TABLE FROM query_table('__events_' || md5(artifact || chr(31) || "
+    "coalesce(CAST(client AS VARCHAR), '') || chr(31) || coalesce(CAST(since AS VARCHAR), '') "
+    "|| chr(31) || coalesce(CAST(until AS VARCHAR), '')))",
 }
 
 
@@ -297,7 +304,10 @@ def _register(
                 f"collection {call.args[0]} has no rows for {call.args[1]!r} "
                 "(artifact names are case-sensitive; a default source needs no '/')"
             )
-        relation = _relation(conn, call, found)
+        if call.function == "events":
+            relation = events_relation(conn, call, found)
+        else:
+            relation = _relation(conn, call, found)
         relation.create_view(view_name(call.function, call.args))
         allowed += [str(f.path) for f in found]
     for macro in _MACROS.values():

@@ -17,12 +17,13 @@ from pathlib import Path
 
 from peregrine.datastore import FINAL_STATES, Datastore
 from peregrine.filestore import Filestore
+from peregrine.filestore.events import EventFiles
 from peregrine.filestore.names import result_set_name
 from peregrine.filestore.rowlog import read_json
 
 from . import columnar
 from .errors import QueryRefused
-from .statement import TableCall
+from .statement import TableCall, event_time
 
 _HUNT_PAGE = 1000
 
@@ -59,6 +60,10 @@ class ResultSets:
     def resolve(self, calls: list[TableCall], scratch: Path, max_copy_bytes: int) -> Resolved:
         resolved = Resolved()
         for call in calls:
+            if call.function == "events":
+                resolved.files[call] = self._events(call, scratch, resolved)
+                _check_copied(resolved, max_copy_bytes)
+                continue
             if call.function == "flow":
                 targets = self._flow(call.args[0])
             elif call.function == "hunt":
@@ -72,11 +77,7 @@ class ResultSets:
                 )
                 if found is not None:
                     files.append(found)
-                if resolved.copied_bytes > max_copy_bytes:
-                    raise QueryRefused(
-                        f"the collections still running hold more than {max_copy_bytes:,} bytes "
-                        "of rows to snapshot: query again once they finish"
-                    )
+                _check_copied(resolved, max_copy_bytes)
             resolved.files[call] = files
         return resolved
 
@@ -131,6 +132,43 @@ class ResultSets:
         _copy_prefix(data, snapshot, length)
         resolved.copied_bytes += length
         return ResultFile(snapshot, False, client_id, hostname, columns)
+
+    def _events(self, call: TableCall, scratch: Path, resolved: Resolved) -> list[ResultFile]:
+        """The day files of ``events(artifact, client, since, until)``: only the days the range
+        touches; a day still being written is read up to its commit record (a copy)."""
+        artifact, client, since, until = call.args
+        start = event_time(since, "since") if since else None
+        end = event_time(until, "until") if until else None
+        events = EventFiles(self.filestore.root, self.filestore.check_space)
+        clients = [client] if client else events.clients_of(artifact)
+        found: list[ResultFile] = []
+        for client_id in clients:
+            stems = events.day_stems(client_id, artifact, start, end)
+            if not stems:
+                continue
+            record = self.datastore.clients.get(client_id)
+            hostname = record.hostname if record is not None else None
+            for stem in stems:
+                meta = read_json(stem.with_name(stem.name + ".meta"))
+                if meta is None or int(meta.get("rows", 0)) == 0:
+                    continue
+                length = int(meta["length"])
+                data = stem.with_name(stem.name + ".jsonl")
+                if data.stat().st_size != length:  # a batch being written: its committed rows
+                    snapshot = scratch / f"events.{client_id}.{stem.name}.jsonl"
+                    _copy_prefix(data, snapshot, length)
+                    resolved.copied_bytes += length
+                    data = snapshot
+                found.append(ResultFile(data, False, client_id, hostname, ()))
+        return found
+
+
+def _check_copied(resolved: Resolved, max_copy_bytes: int) -> None:
+    if resolved.copied_bytes > max_copy_bytes:
+        raise QueryRefused(
+            f"the collections still running hold more than {max_copy_bytes:,} bytes "
+            "of rows to snapshot: query again once they finish"
+        )
 
 
 def _copy_prefix(source: Path, target: Path, length: int) -> None:

@@ -12,10 +12,12 @@ from __future__ import annotations
 import json
 import re
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import Any
 
 from peregrine.artifacts.model import NAME_RE
 from peregrine.filestore import FLOW_ID_RE
+from peregrine.filestore.names import CLIENT_ID_RE
 
 from .errors import QueryRefused
 
@@ -27,7 +29,11 @@ SIGNATURES: dict[str, tuple[str, ...]] = {
     "clients": (),
     "collections": (),
     "hunts": (),
+    # the artifact, then by name (all optional): client => 'C.…', since => …, until => …
+    "events": ("artifact", "client", "since", "until"),
 }
+#: ``events()``'s arguments given by name.
+EVENT_OPTIONS = ("client", "since", "until")
 #: DuckDB's ways to run SQL held in a string: the query would escape the names read here.
 _SQL_IN_STRINGS = frozenset({"query", "query_table"})
 _SOURCE_MAX = 200
@@ -89,6 +95,8 @@ def _table_functions(node: Any) -> list[dict[str, Any]]:
 
 
 def _call(name: str, arguments: list[dict[str, Any]]) -> TableCall:
+    if name == "events":
+        return _events_call(arguments)
     wanted = SIGNATURES[name]
     usage = f"{name}({', '.join(repr(a) for a in wanted)})"
     if len(arguments) != len(wanted):
@@ -119,3 +127,58 @@ def _check_artifact_source(name: str, call: TableCall) -> None:
     source = call.source
     if len(source) > _SOURCE_MAX or any(ord(ch) < 32 for ch in source):
         raise QueryRefused(f"{name}(): the source name must be printable, at most 200 characters")
+
+
+_EVENTS_USAGE = (
+    "events('Artifact.Name', client => 'C.…', since => '2026-01-01T00:00:00Z', "
+    "until => 1767225600): the artifact, then any of client, since, until by name"
+)
+
+
+def _events_call(arguments: list[dict[str, Any]]) -> TableCall:
+    """``events('Artifact', client => …, since => …, until => …)``: args are the artifact, the
+    client id, since and until as written (the view's name hashes them as DuckDB prints
+    them), '' for those not given."""
+    values = {"artifact": "", "client": "", "since": "", "until": ""}
+    for number, argument in enumerate(arguments):
+        expression = argument.get("expression", {})
+        literal = expression.get("literal", {}) if expression.get("class") == "CONSTANT" else {}
+        name = str(argument.get("name") or "")
+        if number == 0 and not name and literal.get("kind") == "STRING":
+            values["artifact"] = str(literal.get("text", ""))
+            continue
+        if name not in EVENT_OPTIONS or values[name]:
+            raise QueryRefused(f"events() takes {_EVENTS_USAGE}")
+        kind = literal.get("kind")
+        if name == "client" and kind != "STRING":
+            raise QueryRefused("events(): client is a client id in quotes ('C.…')")
+        if name != "client" and kind not in ("STRING", "INTEGER", "BIGINT", "DECIMAL"):
+            raise QueryRefused(f"events(): {name} is an ISO 8601 time in quotes or epoch seconds")
+        values[name] = str(literal.get("text", ""))
+    call = TableCall("events", tuple(values.values()))
+    if not values["artifact"] or NAME_RE.match(values["artifact"]) is None:
+        raise QueryRefused(f"events() takes {_EVENTS_USAGE}")
+    if values["client"] and CLIENT_ID_RE.fullmatch(values["client"]) is None:
+        raise QueryRefused(f"{values['client']!r} is not a client id (C. and 16 hex digits)")
+    for name in ("since", "until"):
+        if values[name]:
+            event_time(values[name], name)
+    return call
+
+
+def event_time(text: str, name: str = "time") -> float:
+    """Epoch seconds of an ``events()`` bound: a number of seconds or an ISO 8601 time (UTC
+    unless it says otherwise)."""
+    try:
+        return float(text)
+    except ValueError:
+        pass
+    try:
+        moment = datetime.fromisoformat(text)
+    except ValueError:
+        raise QueryRefused(
+            f"events(): {name} {text!r} is neither epoch seconds nor an ISO 8601 time"
+        ) from None
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=UTC)
+    return moment.timestamp()

@@ -142,6 +142,29 @@ class EventFiles:
                     if start <= record.get("_time", 0.0) < end:
                         yield record
 
+    def day_stems(
+        self, client_id: str, artifact: str, start: float | None, end: float | None
+    ) -> list[Path]:
+        """The stems of the client's day files of ``artifact`` that ``[start, end)`` touches
+        (None: open-ended), oldest first: for readers that scan the files themselves (the
+        analysis engine's ``events()``). Only the folder is listed; no other day is opened."""
+        first = day_of(start) if start is not None else ""
+        last = day_of(end) if end is not None else "9999-12-31"
+        folder = self._artifact_dir(client_id, artifact)
+        days = sorted(meta.stem for meta in folder.glob("*.meta"))
+        return [folder / day for day in days if first <= day <= last]
+
+    def clients_of(self, artifact: str) -> list[str]:
+        """The clients with a folder of ``artifact``'s events, sorted."""
+        name = result_set_name(artifact, "")
+        if not self.root.is_dir():
+            return []
+        return sorted(
+            c.name
+            for c in self.root.iterdir()
+            if CLIENT_ID_RE.fullmatch(c.name) and (c / name).is_dir()
+        )
+
     def artifacts(self, client_id: str) -> list[str]:
         """The artifacts the client has events of (from their day files' records)."""
         folder = self.root / check_id(client_id, CLIENT_ID_RE, "client id")

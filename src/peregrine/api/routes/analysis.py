@@ -41,7 +41,8 @@ class AnalysisIn(BaseModel):
         min_length=1,
         max_length=100_000,
         description="One SELECT. Tables: flow('F.…', 'Artifact/Source'), hunt('H.…', "
-        "'Artifact/Source') (with client_id, hostname), clients(), collections(), hunts().",
+        "'Artifact/Source') (with client_id, hostname), clients(), collections(), hunts(), "
+        "events('Artifact', client => 'C.…', since => …, until => …).",
         examples=["SELECT name, count(*) AS n FROM hunt('H.0123456789abcdef', "
                   "'Generic.System.Pslist') GROUP BY name ORDER BY n"],
     )  # fmt: skip
