@@ -10,6 +10,7 @@ from peregrine.cli import (
     artifacts_cmd,
     config_cmd,
     deploy_cmd,
+    events_cmd,
     loadtest_cmd,
     notebooks_cmd,
     plugins_cmd,
@@ -37,6 +38,7 @@ app.command("loadtest")(loadtest_cmd.loadtest)
 app.add_typer(users_cmd.app, name="users")
 remote_cmd.register(app)  # clients, collect, flows, results, hunts, server-artifacts (over the API)
 analyze_cmd.register(app)  # SQL over collected results, on the server
+events_cmd.register(app)  # event monitoring: assignments, status, stored and live events
 app.add_typer(notebooks_cmd.app, name="notebooks")
 
 

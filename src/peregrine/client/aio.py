@@ -42,6 +42,7 @@ from peregrine.client._core import (
 )
 from peregrine.client.analysis import AsyncAnalysis
 from peregrine.client.errors import ServerError, TransportError, WaitTimeout
+from peregrine.client.events import AsyncEvents
 from peregrine.client.models import (
     ArtifactSummary,
     AuditEntry,
@@ -99,6 +100,7 @@ class AsyncPeregrine:
         self.audit = AsyncAudit(self)
         self.analysis = AsyncAnalysis(self)
         self.notebooks = AsyncNotebooks(self)
+        self.events = AsyncEvents(self)
 
     @classmethod
     def from_env(cls, **overrides: Any) -> AsyncPeregrine:

@@ -40,6 +40,7 @@ from peregrine.client._core import (
 )
 from peregrine.client.analysis import Analysis
 from peregrine.client.errors import ServerError, TransportError, WaitTimeout
+from peregrine.client.events import Events
 from peregrine.client.models import (
     ArtifactSummary,
     AuditEntry,
@@ -101,6 +102,7 @@ class Peregrine:
         self.audit = Audit(self)
         self.analysis = Analysis(self)
         self.notebooks = Notebooks(self)
+        self.events = Events(self)
 
     @classmethod
     def from_env(cls, **overrides: Any) -> Peregrine:
