@@ -9,9 +9,11 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Depends, HTTPException, Path, Query, Request
 from fastapi.responses import StreamingResponse
 
+from peregrine.analysis.pages import table_call
 from peregrine.api.deps import Audit, context, require
 from peregrine.api.disposition import attachment
 from peregrine.api.routes.clients import ClientId
+from peregrine.api.row_pages import FILTERS, ORDER, SORT, row_query, sorted_page
 from peregrine.api.schemas import MAX_INT, CollectionIn, Flow, RowsPage, Upload
 from peregrine.auth.accounts import Principal
 from peregrine.auth.roles import COLLECT_CLIENT, READ_RESULTS
@@ -125,11 +127,23 @@ async def collection_results(
     source: str = Query("", max_length=200),
     offset: int = Query(0, ge=0, le=MAX_INT),
     limit: int = Query(100, ge=1, le=10_000),
+    sort: str | None = SORT,
+    order: str = ORDER,
+    filter: list[str] = FILTERS,
     _: Principal = Depends(require(READ_RESULTS)),
 ) -> RowsPage:
-    """Any page costs the same: the result set has a row index."""
+    """Any page costs the same: the result set has a row index. Sorted or filtered pages
+    are one query of the analysis engine over the whole result set."""
+    query = row_query(sort, order, filter)
     record = await _flow(request, flow_id)
     fs = context(request).services.filestore
+    if not query.plain:
+        columns = await asyncio.to_thread(fs.columns, record.client_id, flow_id, artifact, source)
+        if not columns:
+            return RowsPage(offset=offset, rows=[], total=0)
+        table = table_call("flow", flow_id, artifact, source)
+        kept, total = await sorted_page(request, table, columns, query, offset, limit)
+        return RowsPage(offset=offset, rows=kept, total=total)
     rows: list[dict[str, Any]] = await asyncio.to_thread(
         fs.read_rows, record.client_id, flow_id, artifact, source, offset, limit
     )

@@ -12,8 +12,10 @@ from typing import Annotated
 from fastapi import APIRouter, Depends, HTTPException, Path, Query, Request
 from fastapi.responses import StreamingResponse
 
+from peregrine.analysis.pages import table_call
 from peregrine.api.deps import Audit, context, require
 from peregrine.api.routes.clients import ClientId
+from peregrine.api.row_pages import FILTERS, ORDER, SORT, row_query, sorted_page
 from peregrine.api.schemas import MAX_INT, Hunt, HuntClient, HuntIn, HuntStats, RowsPage
 from peregrine.auth.accounts import Principal
 from peregrine.auth.roles import READ_RESULTS, START_HUNT
@@ -217,11 +219,19 @@ async def hunt_results(
     source: str = Query("", max_length=200),
     offset: int = Query(0, ge=0, le=MAX_INT),
     limit: int = Query(100, ge=1, le=10_000),
+    sort: str | None = SORT,
+    order: str = ORDER,
+    filter: list[str] = FILTERS,
     _: Principal = Depends(require(READ_RESULTS)),
 ) -> RowsPage:
     """One combined result set across the hunt's clients, each row with `client_id` and
-    `hostname`."""
+    `hostname`. Sorted or filtered pages are one query of the analysis engine."""
+    query = row_query(sort, order, filter)
     await _hunt(request, hunt_id)
+    if not query.plain:
+        table = table_call("hunt", hunt_id, artifact, source)
+        rows, total = await sorted_page(request, table, None, query, offset, limit)
+        return RowsPage(offset=offset, rows=rows, total=total)
     results = context(request).services.hunt_results
     rows = await asyncio.to_thread(results.page, hunt_id, artifact, source, offset, limit)
     total = await asyncio.to_thread(results.count, hunt_id, artifact, source)
