@@ -6,6 +6,7 @@ import typer
 
 from peregrine import __version__
 from peregrine.cli import (
+    alerts_cmd,
     analyze_cmd,
     artifacts_cmd,
     config_cmd,
@@ -39,6 +40,7 @@ app.add_typer(users_cmd.app, name="users")
 remote_cmd.register(app)  # clients, collect, flows, results, hunts, server-artifacts (over the API)
 analyze_cmd.register(app)  # SQL over collected results, on the server
 events_cmd.register(app)  # event monitoring: assignments, status, stored and live events
+alerts_cmd.register(app)  # alerts and the rules that raise them
 app.add_typer(notebooks_cmd.app, name="notebooks")
 
 

@@ -40,6 +40,7 @@ from peregrine.client._core import (
     raise_for,
     transport_error,
 )
+from peregrine.client.alerts import AsyncAlerts, AsyncRules
 from peregrine.client.analysis import AsyncAnalysis
 from peregrine.client.errors import ServerError, TransportError, WaitTimeout
 from peregrine.client.events import AsyncEvents
@@ -101,6 +102,8 @@ class AsyncPeregrine:
         self.analysis = AsyncAnalysis(self)
         self.notebooks = AsyncNotebooks(self)
         self.events = AsyncEvents(self)
+        self.alerts = AsyncAlerts(self)
+        self.rules = AsyncRules(self)
 
     @classmethod
     def from_env(cls, **overrides: Any) -> AsyncPeregrine:

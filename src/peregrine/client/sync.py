@@ -38,6 +38,7 @@ from peregrine.client._core import (
     raise_for,
     transport_error,
 )
+from peregrine.client.alerts import Alerts, Rules
 from peregrine.client.analysis import Analysis
 from peregrine.client.errors import ServerError, TransportError, WaitTimeout
 from peregrine.client.events import Events
@@ -103,6 +104,8 @@ class Peregrine:
         self.analysis = Analysis(self)
         self.notebooks = Notebooks(self)
         self.events = Events(self)
+        self.alerts = Alerts(self)
+        self.rules = Rules(self)
 
     @classmethod
     def from_env(cls, **overrides: Any) -> Peregrine:
