@@ -24,4 +24,6 @@ BUILTIN_MODULES = (
     "peregrine.plugins.events_process",
     "peregrine.plugins.events_files",
     "peregrine.plugins.events_logs",
+    "peregrine.plugins.events_network",
+    "peregrine.plugins.events_logins",
 )
