@@ -44,7 +44,11 @@ def test_every_example_query_compiles(example: tuple[str, str]) -> None:
     """Examples must name real plugins and supply required arguments; running them fully
     could take long (a walk of /), so only planning errors fail this test."""
     engine = Engine()
-    _, sql = example
+    name, sql = example
+    plugin = default_registry().get(name)
+    if getattr(plugin, "events", False):
+        engine.prepare(sql)  # it waits for an event that may never come on this machine
+        return
     try:
         result = engine.execute(sql, limits=QueryLimits(timeout=5, max_rows=1))
         result.close()
