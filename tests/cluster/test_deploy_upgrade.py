@@ -22,8 +22,14 @@ from peregrine.deploy.model import UPTEST_LOG, save_deployment
 from peregrine.deploy.rolling import Deployer, Timing, UpgradeFailed
 from peregrine.loadtest.reconnects import ReconnectWatch
 from tests.cluster.conftest import postgres_server_url
-from tests.cluster.faults import Stopwatch, all_held, assert_exactly_once, fleet, start_hunt
-from tests.cluster.faults import wait_hunt_done
+from tests.cluster.faults import (
+    Stopwatch,
+    all_held,
+    assert_exactly_once,
+    fleet,
+    start_hunt,
+    wait_hunt_done,
+)
 from tests.cluster.services import program
 
 pytestmark = [pytest.mark.slow]

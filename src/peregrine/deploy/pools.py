@@ -111,8 +111,10 @@ class HAProxyPool:
         lines = []
         if not present:
             spec = FrontendSpec(instance.name, instance.host, instance.port, instance.api_port)
-            added = [c for c in add_to_pool_commands(spec, self.ca_file) if f" {server} " in c]
-            lines += [c for c in added if not c.startswith("set server")]
+            lines += [
+                c for c in add_to_pool_commands(spec, self.ca_file)
+                if server in c.split() and not c.startswith("set server")
+            ]  # fmt: skip
         return [*lines, f"set server {server} state {instance.pool}"]
 
     def _rewrite_config(self, deployment: Deployment) -> None:
