@@ -27,13 +27,25 @@ from .rules import Rule, RuleError
 META_COLUMNS = ("client_id", "hostname", "labels", "artifact", "source", "event_seq", "received")
 #: How long one rule may run over one batch before it is stopped.
 RULE_TIME_LIMIT = 0.25
-_ALLOWED = {apsw.SQLITE_SELECT, apsw.SQLITE_READ, apsw.SQLITE_FUNCTION}
 _PREFIX = "SELECT event_seq FROM events WHERE ("
 _CONNECTIONS_KEPT = 64
 
 
-def _authorize(action: int, *_: Any) -> int:
-    return apsw.SQLITE_OK if action in _ALLOWED else apsw.SQLITE_DENY
+#: SQLite's own functions that reach outside the row (files, extensions, internals).
+_DENIED_FUNCTIONS = frozenset(
+    {"load_extension", "readfile", "writefile", "fts3_tokenizer", "sqlite_compileoption_get"}
+)
+
+
+def _authorize(action: int, first: str | None, second: str | None, *_: Any) -> int:
+    """Reads of the ``events`` table and calls of harmless functions; nothing else."""
+    if action == apsw.SQLITE_SELECT:
+        return apsw.SQLITE_OK
+    if action == apsw.SQLITE_READ and first == "events":
+        return apsw.SQLITE_OK
+    if action == apsw.SQLITE_FUNCTION and (second or "").lower() not in _DENIED_FUNCTIONS:
+        return apsw.SQLITE_OK
+    return apsw.SQLITE_DENY
 
 
 def _quote(name: str) -> str:
@@ -58,6 +70,7 @@ class _Table:
         return time.monotonic() > self._deadline
 
     def load(self, rows: Iterable[Sequence[Any]]) -> None:
+        self._deadline = float("inf")
         self.connection.authorizer = None
         self.connection.execute("DELETE FROM events")
         self.connection.executemany(self._insert, rows)

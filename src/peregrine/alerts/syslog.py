@@ -58,6 +58,7 @@ class SyslogSink(Sink):
         self._timeout = timeout
         self._udp: socket.socket | None = None
         self._writer: asyncio.StreamWriter | None = None
+        self._reader: asyncio.StreamReader | None = None
 
     async def deliver(self, document: dict[str, Any]) -> None:
         message = rfc5424(document, self._app_name, self._facility)
@@ -71,6 +72,8 @@ class SyslogSink(Sink):
         frame = str(len(message)).encode() + b" " + message
         for attempt in range(2):  # a connection the receiver closed is opened once more
             try:
+                if self._reader is not None and self._reader.at_eof():
+                    await self.shut()  # the receiver hung up: a write would vanish
                 writer = self._writer or await self._connect()
                 writer.write(frame)
                 await asyncio.wait_for(writer.drain(), self._timeout)
@@ -81,8 +84,10 @@ class SyslogSink(Sink):
                     raise
 
     async def _connect(self) -> asyncio.StreamWriter:
-        _, writer = await asyncio.wait_for(asyncio.open_connection(*self._address), self._timeout)
-        self._writer = writer
+        reader, writer = await asyncio.wait_for(
+            asyncio.open_connection(*self._address), self._timeout
+        )
+        self._reader, self._writer = reader, writer
         return writer
 
     async def shut(self) -> None:
@@ -92,3 +97,4 @@ class SyslogSink(Sink):
         if self._writer is not None:
             self._writer.close()
             self._writer = None
+            self._reader = None
