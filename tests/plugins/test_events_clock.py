@@ -3,13 +3,24 @@ and stops by LIMIT, by the row limit, by cancel and by a time-out."""
 
 from __future__ import annotations
 
+import json
 import threading
 import time
+from pathlib import Path
 
 import pytest
 
-from peregrine.engine import Engine, PluginError, QueryCancelled, QueryLimits, QueryTimeout
+from peregrine.engine import (
+    Engine,
+    PermissionDenied,
+    PluginError,
+    QueryCancelled,
+    QueryLimits,
+    QuerySyntaxError,
+    QueryTimeout,
+)
 from peregrine.engine.worker import IsolatedQuery
+from tests.plugins.event_queries import rows_while
 
 
 def test_rows_stream_as_they_come_in_the_engine() -> None:
@@ -69,3 +80,43 @@ def test_a_timeout_ends_it_at_the_deadline_not_the_next_tick() -> None:
 def test_a_period_too_short_is_refused_with_the_minimum() -> None:
     with pytest.raises(PluginError, match=r"at least 0\.01 seconds"):
         list(Engine().execute("SELECT * FROM clock(0)"))
+
+
+def test_diff_yields_the_first_run_then_only_rows_added_and_removed(tmp_path: Path) -> None:
+    (tmp_path / "kept").write_text("")
+    (tmp_path / "goes").write_text("")
+    query = f"SELECT name, size FROM glob({json.dumps(str(tmp_path / '*'))})"
+
+    def change() -> None:
+        (tmp_path / "goes").unlink()
+        (tmp_path / "new").write_text("abc")
+
+    rows = rows_while(
+        "SELECT _action, row ->> 'name' AS name, row ->> 'size' AS size, tick "
+        "FROM diff(:query, 0.1) LIMIT 4",
+        change,
+        params={"query": query},
+    )
+    first = sorted((r["_action"], r["name"]) for r in rows[:2])
+    assert first == [("added", "goes"), ("added", "kept")]
+    assert {r["tick"] for r in rows[:2]} == {1}
+    assert [(r["_action"], r["name"], r["size"]) for r in rows[2:]] == [
+        ("removed", "goes", 0),
+        ("added", "new", 3),
+    ]
+    assert rows[2]["tick"] == rows[3]["tick"] > 1
+
+
+def test_diff_keeps_the_permissions_of_the_query_it_is_in() -> None:
+    with pytest.raises(PermissionDenied, match="FILESYSTEM_READ"):
+        list(
+            Engine().execute(
+                "SELECT * FROM diff('SELECT * FROM glob(''/etc/*'')', 1)",
+                permissions=frozenset(),
+            )
+        )
+
+
+def test_diff_of_a_bad_query_says_what_is_wrong_with_it() -> None:
+    with pytest.raises(QuerySyntaxError, match="unknown table"):
+        list(Engine().execute("SELECT * FROM diff('SELECT * FROM nope()', 1)"))

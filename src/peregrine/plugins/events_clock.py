@@ -1,4 +1,5 @@
-"""``clock(period)``: the simplest event plugin, a row every ``period`` seconds, for ever.
+"""``clock(period)``: the simplest event plugin, a row every ``period`` seconds, for ever; and
+``diff(query, period)``, which runs a query on that clock and yields only what changed.
 
 Event plugins are table plugins whose generator never ends: they yield a row when something
 happens and wait otherwise, through :meth:`QueryContext.wait`, so a cancel or a deadline wakes
@@ -8,9 +9,12 @@ them at once. A query over one ends only by its ``LIMIT``, its row limit, a canc
 from __future__ import annotations
 
 import time
+from collections import Counter
 from collections.abc import Iterable, Iterator
 from datetime import UTC, datetime
 from typing import Any
+
+import msgspec
 
 from peregrine.engine.context import QueryContext
 from peregrine.engine.errors import PluginError
@@ -59,6 +63,49 @@ def clock(ctx: QueryContext, period: float = 1.0) -> Iterator[dict[str, Any]]:
         yield {"tick": tick, "time": now, "utc": datetime.fromtimestamp(now, UTC).isoformat()}
 
 
+def _results(ctx: QueryContext, query: str) -> tuple[list[str], Counter[tuple[Any, ...]]]:
+    """Run ``query`` once as a nested query (same permissions, cancel and deadline)."""
+    from peregrine.engine.executor import Engine  # the engine's own modules import plugins lazily
+
+    result = Engine().execute(query, ctx=ctx.child())
+    names = [c.name for c in result.columns]
+    return names, Counter(result)
+
+
+@table(
+    name="diff",
+    description=(
+        "Event plugin (never ends): runs `query` every `period` seconds and yields only the rows "
+        "added or removed since its last run (osquery's differential results); the first run's "
+        "rows are all added. The query must end; its row is a JSON object (`row ->> 'pid'`)."
+    ),
+    arguments=[
+        Arg("query", "TEXT", "The SQL to run again and again (a query that ends).", required=True),
+        Arg("period", "REAL", "Seconds between runs (at least 0.01).", default=60.0),
+    ],
+    columns=[
+        Col("_action", "TEXT", "added or removed."),
+        Col("row", "JSON", "The row, as an object of its columns."),
+        Col("tick", "INTEGER", "Which run saw the change: 1 is the first."),
+        Col("time", "REAL", "When that run started, seconds since the epoch."),
+    ],
+    examples=(
+        "SELECT _action, row ->> 'name' AS name FROM diff('SELECT name FROM users()', 5) LIMIT 3",
+    ),
+    events=True,
+)
+def diff(ctx: QueryContext, query: str, period: float = 60.0) -> Iterator[dict[str, Any]]:
+    before: Counter[tuple[Any, ...]] = Counter()
+    for tick in ticks(ctx, period):
+        now = time.time()
+        names, after = _results(ctx, str(query))
+        for action, rows in (("removed", before - after), ("added", after - before)):
+            for row in rows.elements():
+                encoded = msgspec.json.encode(dict(zip(names, row, strict=True)))
+                yield {"_action": action, "row": encoded.decode(), "tick": tick, "time": now}
+        before = after
+
+
 @hookimpl
 def register_query_plugins() -> Iterable[Plugin]:
-    return [clock]
+    return [clock, diff]
