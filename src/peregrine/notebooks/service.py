@@ -15,7 +15,8 @@ from dataclasses import replace
 from typing import Any
 
 from peregrine.analysis import AnalysisEngine
-from peregrine.auth.roles import ANALYZE, SERVER_ADMIN
+from peregrine.auth.roles import ANALYZE
+from peregrine.auth.sharing import may_open, owns, visible_to
 from peregrine.datastore import Datastore
 from peregrine.datastore.notebooks import CellRecord, NotebookRecord, new_cell_id, new_notebook_id
 from peregrine.filestore import Filestore
@@ -44,8 +45,7 @@ class NotebookService:
         self, user: str, permissions: frozenset[str], limit: int, offset: int,
         hunt_id: str | None = None,
     ) -> tuple[list[NotebookRecord], int]:  # fmt: skip
-        visible_to = None if SERVER_ADMIN in permissions else user
-        return self.datastore.notebooks.list(visible_to, limit, offset, hunt_id)
+        return self.datastore.notebooks.list(visible_to(user, permissions), limit, offset, hunt_id)
 
     def get(self, notebook_id: str, user: str, permissions: frozenset[str]) -> NotebookRecord:
         """The notebook with its cells and their stored results (nothing is run)."""
@@ -211,11 +211,11 @@ class NotebookService:
 
 
 def _may_read(notebook: NotebookRecord, user: str, permissions: frozenset[str]) -> bool:
-    return notebook.shared or _owns(notebook, user, permissions)
+    return may_open(notebook.owner, notebook.shared, user, permissions)
 
 
 def _owns(notebook: NotebookRecord, user: str, permissions: frozenset[str]) -> bool:
-    return notebook.owner == user or SERVER_ADMIN in permissions
+    return owns(notebook.owner, user, permissions)
 
 
 def _need_analyze(permissions: frozenset[str]) -> None:

@@ -1,0 +1,169 @@
+"""``TimelineService``: timelines kept in the datastore, read through the analysis engine.
+
+Definitions follow the notebooks' rules (``auth/sharing.py``): readers list and open their own
+and shared ones; reading rows runs queries, so pages and exports need ANALYZE, and every query
+is checked against the caller's own permissions. Calls block: the API runs them in threads.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Iterator
+from datetime import UTC, datetime
+from typing import Any
+
+from peregrine.analysis import AnalysisEngine, AnalysisError
+from peregrine.auth.roles import ANALYZE
+from peregrine.auth.sharing import may_open, owns, visible_to
+from peregrine.datastore import Datastore
+from peregrine.datastore.timelines import TimelineRecord, new_timeline_id
+
+from .model import (
+    Source,
+    TimelineError,
+    TimelineForbidden,
+    TimelineNotFound,
+    parse_sources,
+    render,
+)
+from .query import Filters, column_types, probe, source_select, timeline_sql
+
+MAX_PAGE = 5000
+
+
+class TimelineService:
+    def __init__(self, datastore: Datastore, engine: AnalysisEngine) -> None:
+        self.datastore = datastore
+        self.engine = engine
+
+    # -- definitions ----------------------------------------------------------------------
+
+    def visible(
+        self, user: str, permissions: frozenset[str], limit: int, offset: int
+    ) -> tuple[list[TimelineRecord], int]:
+        return self.datastore.timelines.list(visible_to(user, permissions), limit, offset)
+
+    def get(self, timeline_id: str, user: str, permissions: frozenset[str]) -> TimelineRecord:
+        found = self.datastore.timelines.get(timeline_id)
+        if found is None or not may_open(found.owner, found.shared, user, permissions):
+            raise TimelineNotFound(f"no timeline {timeline_id}: list them with GET /timelines")
+        return found
+
+    def create(
+        self, user: str, permissions: frozenset[str], title: str, sources: Any,
+        shared: bool = False,
+    ) -> TimelineRecord:  # fmt: skip
+        _need_analyze(permissions)
+        parsed = parse_sources(sources)
+        now = time.time()
+        record = TimelineRecord(
+            timeline_id=new_timeline_id(),
+            title=_title(title),
+            owner=user,
+            created=now,
+            modified=now,
+            shared=shared,
+            sources=[s.to_dict() for s in parsed],
+        )
+        self.datastore.timelines.create(record)
+        return record
+
+    def update(
+        self, timeline_id: str, user: str, permissions: frozenset[str], **changes: Any
+    ) -> TimelineRecord:
+        found = self.get(timeline_id, user, permissions)
+        _need_analyze(permissions)
+        if "shared" in changes and not owns(found.owner, user, permissions):
+            raise TimelineForbidden("only the timeline's owner changes whether it is shared")
+        if "title" in changes:
+            changes["title"] = _title(changes["title"])
+        if "sources" in changes:
+            changes["sources"] = [s.to_dict() for s in parse_sources(changes["sources"])]
+        self.datastore.timelines.update(timeline_id, time.time(), **changes)
+        return self.get(timeline_id, user, permissions)
+
+    def delete(self, timeline_id: str, user: str, permissions: frozenset[str]) -> None:
+        found = self.get(timeline_id, user, permissions)
+        if not owns(found.owner, user, permissions):
+            raise TimelineForbidden("only the timeline's owner (or an administrator) deletes it")
+        self.datastore.timelines.delete(timeline_id)
+
+    # -- rows -----------------------------------------------------------------------------
+
+    def page(
+        self, timeline_id: str, user: str, permissions: frozenset[str], filters: Filters,
+        offset: int = 0, limit: int = 100,
+    ) -> dict[str, Any]:  # fmt: skip
+        """Rows ``offset`` to ``offset + limit`` in time order; ``next_offset`` is None on the
+        last page."""
+        limit = max(1, min(limit, MAX_PAGE))
+        sources, selects = self._prepare(timeline_id, user, permissions)
+        sql = timeline_sql(selects, filters, limit + 1, offset)
+        rows = list(self._rows(sql, permissions, sources))
+        more = len(rows) > limit
+        return {
+            "rows": rows[:limit],
+            "offset": offset,
+            "next_offset": offset + limit if more else None,
+        }
+
+    def rows(
+        self, timeline_id: str, user: str, permissions: frozenset[str], filters: Filters
+    ) -> Iterator[dict[str, Any]]:
+        """Every row in time order (up to the engine's row limit): for exports."""
+        sources, selects = self._prepare(timeline_id, user, permissions)
+        yield from self._rows(timeline_sql(selects, filters), permissions, sources)
+
+    def _prepare(
+        self, timeline_id: str, user: str, permissions: frozenset[str]
+    ) -> tuple[dict[str, Source], list[str]]:
+        _need_analyze(permissions)
+        record = self.get(timeline_id, user, permissions)
+        sources = parse_sources(record.sources)
+        selects: list[str] = []
+        for source in sources:
+            try:
+                with self.engine.run(probe(source), permissions) as result:
+                    types = column_types(result.schema)
+            except AnalysisError as exc:
+                raise TimelineError(f"source {source.name!r}: {exc}") from None
+            selects += source_select(source, types)
+        return {s.name: s for s in sources}, selects
+
+    def _rows(
+        self, sql: str, permissions: frozenset[str], sources: dict[str, Source]
+    ) -> Iterator[dict[str, Any]]:
+        try:
+            with self.engine.run(sql, permissions) as result:
+                for batch in result:
+                    for ts, desc, source, data in zip(
+                        *(batch.column(i).to_pylist() for i in range(4)), strict=True
+                    ):
+                        values = json.loads(data)
+                        yield {
+                            "timestamp": ts,
+                            "datetime": _iso(ts),
+                            "timestamp_desc": desc,
+                            "source": source,
+                            "message": render(sources[source].message, values),
+                            "data": values,
+                        }
+        except AnalysisError as exc:
+            raise TimelineError(str(exc)) from None
+
+
+def _iso(micros: int) -> str:
+    """ISO 8601 with the UTC offset, as Timesketch reads it."""
+    return datetime.fromtimestamp(micros / 1_000_000, UTC).isoformat()
+
+
+def _title(title: Any) -> str:
+    if not isinstance(title, str) or not 0 < len(title.strip()) <= 200:
+        raise TimelineError("a title is 1 to 200 characters")
+    return title.strip()
+
+
+def _need_analyze(permissions: frozenset[str]) -> None:
+    if ANALYZE not in permissions:
+        raise TimelineForbidden("reading and writing timelines needs the ANALYZE permission")
