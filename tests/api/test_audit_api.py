@@ -32,6 +32,7 @@ AUDITED: dict[tuple[str, str], str] = {
     ("POST", "/hunts/{hunt_id}/archive"): "hunt.archive",
     ("POST", "/hunts/{hunt_id}/clients/{client_id}"): "hunt.add_client",
     ("GET", "/hunts/{hunt_id}/export"): "hunt.export",
+    ("GET", "/collections/{flow_id}/export"): "collection.export",
     ("PUT", "/artifacts"): "artifact.put",
     ("POST", "/auth/login"): "auth.login",
     ("POST", "/auth/logout"): "auth.logout",

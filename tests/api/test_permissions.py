@@ -179,6 +179,10 @@ MATRIX: dict[tuple[str, str], tuple[str, Builder]] = {
         READ_RESULTS,
         _get("/collections/{o.flow_id}/results", artifact="Test.Upload"),
     ),
+    ("GET", "/collections/{flow_id}/export"): (
+        READ_RESULTS,
+        _get("/collections/{o.flow_id}/export", artifact="Test.Upload", format="jsonl"),
+    ),
     ("GET", "/collections/{flow_id}/uploads"): (
         READ_RESULTS,
         _get("/collections/{o.flow_id}/uploads"),

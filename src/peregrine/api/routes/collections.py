@@ -13,12 +13,14 @@ from peregrine.analysis.pages import table_call
 from peregrine.api.deps import Audit, context, require
 from peregrine.api.disposition import attachment
 from peregrine.api.routes.clients import ClientId
+from peregrine.api.routes.hunts import MEDIA, _stream_export
 from peregrine.api.row_pages import FILTERS, ORDER, SORT, row_query, sorted_page
 from peregrine.api.schemas import MAX_INT, CollectionIn, Flow, RowsPage, Upload
 from peregrine.auth.accounts import Principal
 from peregrine.auth.roles import COLLECT_CLIENT, READ_RESULTS
 from peregrine.datastore import FlowRecord
 from peregrine.services.collections import CollectionError, Limits
+from peregrine.services.flow_export import FlowExport
 
 router = APIRouter(tags=["collections"])
 FlowId = Annotated[str, Path(pattern=r"^F\.[0-9a-zA-Z]{16}$", examples=["F.0123456789abcdef"])]
@@ -149,6 +151,37 @@ async def collection_results(
     )
     total = await asyncio.to_thread(fs.row_count, record.client_id, flow_id, artifact, source)
     return RowsPage(offset=offset, rows=rows, total=total)
+
+
+@router.get(
+    "/collections/{flow_id}/export",
+    summary="Export a result set (streamed)",
+    response_class=StreamingResponse,
+)
+async def export_results(
+    flow_id: FlowId,
+    request: Request,
+    artifact: str = Query(..., min_length=1, max_length=200),
+    source: str = Query("", max_length=200),
+    format: str = Query("csv", pattern="^(csv|jsonl|parquet)$"),
+    principal: Principal = Depends(require(READ_RESULTS)),
+) -> StreamingResponse:
+    """The whole result set in its stored order, streamed as it is read: no time-out, flat
+    memory, whatever its size (as a hunt's export)."""
+    audit = Audit(request, principal)
+    parameters = {"artifact": artifact, "source": source, "format": format}
+    audit.on_outcome("collection.export", target=flow_id, parameters=parameters)
+    record = await _flow(request, flow_id)
+    audit.on_outcome(
+        "collection.export", target=f"{record.client_id}/{flow_id}", parameters=parameters
+    )
+    export = FlowExport(context(request).services.filestore, record.client_id)
+    name = f"{flow_id}-{artifact}{'-' + source if source else ''}.{format}"
+    return StreamingResponse(
+        _stream_export(export, flow_id, artifact, source, format),
+        media_type=MEDIA[format],
+        headers={"Content-Disposition": attachment(name)},
+    )
 
 
 @router.get("/collections/{flow_id}/uploads", response_model=list[Upload], summary="Uploaded files")
