@@ -134,6 +134,7 @@ def test_postgresql_restarted_mid_hunt(cluster: DevCluster, tmp_path: Path) -> N
             await wait_until(cluster.leader, 30, 0.2)
             hunt_id = await start_hunt(cluster)
             await asyncio.sleep(2)
+            logs = _Logs(cluster)
             clock = Stopwatch()
             await asyncio.to_thread(cluster.stop_postgres)
             checks = await wait_until(lambda: _not_ready(cluster, "frontend1"), 15, 0.3)
@@ -154,10 +155,34 @@ def test_postgresql_restarted_mid_hunt(cluster: DevCluster, tmp_path: Path) -> N
             # was acknowledged meanwhile, and nobody had to reconnect and send it again.
             assert agents.stats.errors["connection_lost"] == 0, agents.stats.errors
             await asyncio.to_thread(assert_exactly_once, cluster, hunt_id, agents.client_ids, ROWS)
+            # The leader's loops said it once each way, without a traceback per pass.
+            for name, text in logs.since().items():
+                assert "Traceback" not in text, (name, text[-3000:])
+                for loop, most in (("hunt manager", 1), ("flow monitor", 0)):
+                    down = text.count(f"{loop}: the datastore (")
+                    back = text.count(f"{loop}: the datastore answers again")
+                    assert most <= down <= 1 and back == down, (name, loop, text[-3000:])
         finally:
             await agents.stop()
 
     asyncio.run(scenario())
+
+
+class _Logs:
+    """What each frontend logs from now on."""
+
+    def __init__(self, cluster: DevCluster) -> None:
+        folder = cluster.directory / "logs"
+        self.paths = {f.name: folder / f"{f.name}.log" for f in cluster.state.frontends}
+        self.sizes = {name: path.stat().st_size for name, path in self.paths.items()}
+
+    def since(self) -> dict[str, str]:
+        texts = {}
+        for name, path in self.paths.items():
+            with open(path, "rb") as log:
+                log.seek(self.sizes[name])
+                texts[name] = log.read().decode(errors="replace")
+        return texts
 
 
 async def _degraded(client: object, word: str) -> list[str] | None:

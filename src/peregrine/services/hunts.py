@@ -32,6 +32,7 @@ from peregrine.protocol.messages import CollectionRequest, decode_from_server, e
 from peregrine.services import cron
 from peregrine.services.client_index import EnrollmentFollower
 from peregrine.services.collections import CollectionError, Limits, new_flow_id
+from peregrine.services.outage import OutageLog
 
 if TYPE_CHECKING:
     from peregrine.datastore import FlowRecord, HuntRecord
@@ -437,14 +438,17 @@ class HuntManager:
     async def run(self, interval: float = MANAGER_INTERVAL_SECONDS, load: bool = True) -> None:
         if load:
             await self.load()
+        outage = OutageLog(log, "hunt manager")
         while True:
             try:
                 # Every process: clients enrolled anywhere become searchable and huntable here.
                 await self.enrollments.catch_up()
                 if self.services.leader.try_acquire():  # singleton work: the leader only
                     await self.tick()
-            except Exception:
-                log.exception("hunt manager pass failed")
+            except Exception as exc:
+                outage.failed(exc)
+            else:
+                outage.passed()
             await asyncio.sleep(interval)
 
     async def tick(self, now: float | None = None) -> None:

@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING
 from peregrine.datastore import ERROR, SCHEDULED
 from peregrine.logcontext import log_context
 from peregrine.protocol.messages import CancelCollection, encode
+from peregrine.services.outage import OutageLog
 
 if TYPE_CHECKING:
     from peregrine.datastore import FlowRecord
@@ -36,12 +37,14 @@ class FlowMonitor:
         self.interval = interval
 
     async def run(self) -> None:
+        outage = OutageLog(log, "flow monitor")
         while True:
             try:
                 if self.services.leader.try_acquire():  # singleton work: the leader only
                     await self.check_once()
-            except Exception:
-                log.exception("flow monitor pass failed")
+                    outage.passed()
+            except Exception as exc:
+                outage.failed(exc)
             await asyncio.sleep(self.interval)
 
     async def check_once(self, now: float | None = None) -> list[str]:
