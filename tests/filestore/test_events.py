@@ -89,3 +89,12 @@ def test_rows_must_fit_their_columns(events: EventFiles) -> None:
         events.append(CLIENT, ART, "", 1, NOW, ["a"], [[1, 2]])
     with pytest.raises(ValueError, match="client id"):
         events.append("../etc", ART, "", 1, NOW, ["a"], [[1]])
+
+
+def test_an_artifact_name_cannot_leave_its_clients_folder(events: EventFiles) -> None:
+    """The artifact name comes from the agent: it is sanitised into one folder name."""
+    events.append(CLIENT, "../../../etc/x", "", 1, NOW, ["a"], [[1]])
+    written = [p for p in events.root.rglob("*") if p.is_file()]
+    client_folder = (events.root / CLIENT).resolve()
+    assert written and all(client_folder in p.resolve().parents for p in written)
+    assert events.artifacts(CLIENT) == ["../../../etc/x"]

@@ -15,6 +15,8 @@ import psutil
 import pytest
 
 from peregrine.agent.agent import Agent
+from peregrine.config.model import EventSettings
+from peregrine.datastore.events import EventStatus
 from peregrine.events.stream import EventBatch
 from peregrine.server.app import Server
 from tests.server.harness import (
@@ -42,6 +44,18 @@ description: Another clock, to show one artifact changing leaves the other runni
 type: CLIENT_EVENT
 sources:
   - query: SELECT tick FROM clock(0.2)
+---
+name: Test.Events.Hog
+description: Takes 400 MB at once, every time (past the memory limit).
+type: CLIENT_EVENT
+sources:
+  - query: SELECT length(randomblob(400000000)) AS size FROM clock(1)
+---
+name: Test.Events.Short
+description: Ends after two rows, so it is restarted.
+type: CLIENT_EVENT
+sources:
+  - query: SELECT tick FROM clock(0.1) LIMIT 2
 ---
 name: Test.Once
 description: Not an event artifact.
@@ -180,3 +194,45 @@ async def test_an_agent_gets_its_set_at_login_and_by_its_labels(tmp_path: Path) 
         kept = Path(tmp_path / "a" / "spool" / "event-assignments.msgpack")
         assert kept.exists()
         assert msgspec.msgpack.decode(kept.read_bytes())["artifacts"] == []
+
+
+@pytest.mark.timeout(120)
+@in_loop
+async def test_a_worker_over_its_limits_or_ended_is_restarted_with_backoff(tmp_path: Path) -> None:
+    """Killed past its memory limit, or ended, an event query is restarted after 1 s, 2 s,
+    4 s...: a few restarts in ten seconds, not hundreds, each reported with why. Rows made
+    across restarts keep their numbers: no gap, no duplicate."""
+    deployment = make_deployment(tmp_path)
+    config = msgspec.structs.replace(
+        deployment.server, events=EventSettings(max_memory_mb=150, cpu_limit=100)
+    )
+    async with running_server_with(config, repository_with(ARTIFACTS)) as server:
+        monitoring = server.services.event_monitoring
+        async with running_agent(agent_config(deployment, tmp_path / "a")) as agent:
+            client = agent.client_id
+            await monitoring.assign("Test.Events.Hog", {}, [], "alice", ALL)
+            await monitoring.assign("Test.Events.Short", {}, [], "alice", ALL)
+
+            def status(artifact: str) -> EventStatus | None:
+                found = server.datastore.events.statuses(client_id=client, artifact=artifact)
+                return found[0] if found and found[0].restarts >= 3 else None
+
+            started = time.monotonic()
+            hog = await wait_until(lambda: status("Test.Events.Hog"), 60)
+            short = await wait_until(lambda: status("Test.Events.Short"), 60)
+            elapsed = time.monotonic() - started
+            assert hog.state in ("restarting", "running")
+            assert short.state in ("restarting", "running")
+            # Three restarts need at least 1 + 2 s of backoff between them.
+            assert elapsed >= 3.0
+            await asyncio.sleep(3)
+            later = server.datastore.events.statuses(client_id=client, artifact="Test.Events.Short")
+            assert later[0].restarts <= 6, "restarted without backing off"
+            killed = [
+                s.error
+                for s in server.datastore.events.statuses(client_id=client)
+                if s.artifact == "Test.Events.Hog" and s.error
+            ]
+            assert killed and "memory" in killed[0].lower(), killed
+            seqs = [r["_seq"] for r in stored(server, client, "Test.Events.Short")]
+            assert seqs == list(range(1, len(seqs) + 1)) and len(seqs) >= 6

@@ -1,0 +1,75 @@
+"""What an agent could abuse through event rows: a flood is paid for by the connection's budget
+(read slower, nothing lost, nothing doubled when sent again), and a batch must name its own
+artifact's stream (else the connection closes and nothing is stored)."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from pathlib import Path
+
+import pytest
+
+from peregrine.agent.identity import load_or_create
+from peregrine.protocol.messages import Ack, EventRows, decode_from_server, encode
+from tests.server.harness import RawAgent, make_deployment, running_server_with
+from tests.server.test_events import in_loop
+from tests.server.test_protocol_limits import with_limits
+
+ART = "Test.Events.Flood"
+STREAM = f"events:{ART}"
+
+
+def batch(seq: int, rows: int, stream: str = STREAM) -> bytes:
+    return encode(
+        EventRows(
+            stream=stream, seq=seq, artifact=ART, source="", time=time.time(), columns=["n"],
+            rows=[[n] for n in range(seq, seq + rows)],
+        )
+    )  # fmt: skip
+
+
+@pytest.mark.timeout(60)
+@in_loop
+async def test_an_event_flood_is_read_at_the_budget_and_stored_once(tmp_path: Path) -> None:
+    """40,000 event cells at once against 10,000 a second (20,000 in a burst): the last ack
+    comes after about 2 s; every event is stored once, and the whole flood sent again adds
+    nothing."""
+    deployment = make_deployment(tmp_path / "deploy")
+    identity = load_or_create(tmp_path / "raw.yaml")
+    config = with_limits(deployment, cells_per_second=10_000)
+    async with running_server_with(config) as server:
+        files = server.services.event_monitoring.files
+        async with RawAgent(deployment, identity) as raw:
+            assert raw.ws is not None
+            frames = [batch(seq, 2000) for seq in range(1, 40_001, 2000)]
+            for attempt in range(2):
+                started = time.monotonic()
+                for frame in frames:
+                    await raw.send(frame)
+                while True:
+                    message = decode_from_server(await asyncio.wait_for(raw.ws.recv(), 20))
+                    if isinstance(message, Ack) and message.seq == 38_001:
+                        assert message.flow_id == STREAM
+                        break
+                elapsed = time.monotonic() - started
+                print(f"flood {attempt + 1}: last ack after {elapsed:.1f} s")
+                assert 1.5 < elapsed < 8.0, elapsed
+        rows = list(files.iter_rows(identity.client_id, ART, 0, time.time() + 86400))
+        assert [r["_seq"] for r in rows] == list(range(1, 40_001))
+        assert [r["n"] for r in rows] == list(range(1, 40_001))
+
+
+@pytest.mark.timeout(60)
+@in_loop
+async def test_an_event_batch_naming_another_stream_closes_the_connection(tmp_path: Path) -> None:
+    deployment = make_deployment(tmp_path / "deploy")
+    identity = load_or_create(tmp_path / "raw.yaml")
+    async with running_server_with(deployment.server) as server:
+        async with RawAgent(deployment, identity) as raw:
+            await raw.send(batch(1, 10, stream="F.0123456789abcdef"))
+            closed = await raw.closed()
+        assert closed.rcvd is not None and closed.rcvd.code == 1008
+        assert "not its artifact's" in closed.rcvd.reason
+        files = server.services.event_monitoring.files
+        assert list(files.iter_rows(identity.client_id, ART, 0, time.time() + 86400)) == []
