@@ -1,5 +1,6 @@
-"""The other destinations, each against a real receiver: syslog over TCP (octet-counted RFC 5424
-frames, reconnecting when the receiver closed the connection) and a JSON-lines file."""
+"""The destinations' own behaviour, each against a real receiver: syslog over TCP (octet-counted
+RFC 5424 frames, reconnecting when the receiver closed the connection), a JSON-lines file, a
+bounded queue, and a webhook that never follows a redirect."""
 
 from __future__ import annotations
 
@@ -10,6 +11,9 @@ from typing import Any
 
 from peregrine.alerts.jsonl import JsonLinesSink
 from peregrine.alerts.syslog import SyslogSink
+from peregrine.alerts.webhook import WebhookSink
+
+from .conftest import Received
 
 
 def document(alert_id: int) -> dict[str, Any]:
@@ -77,3 +81,31 @@ def test_alerts_are_appended_to_a_json_lines_file(tmp_path: Path) -> None:
     lines = path.read_text().splitlines()
     assert [json.loads(line)["alert_id"] for line in lines] == [1, 2, 3]
     assert path.stat().st_mode & 0o777 == 0o600
+
+
+def test_a_destination_that_cannot_keep_up_drops_and_counts_instead_of_growing() -> None:
+    async def run() -> JsonLinesSink:
+        sink = JsonLinesSink(Path("/nonexistent/never-written.jsonl"), queue_size=2)
+        for n in range(5):  # its task is not running: nothing leaves the queue
+            sink.submit(document(n))
+        return sink
+
+    sink = asyncio.run(run())
+    assert (sink.dropped, sink.delivered) == (3, 0)
+
+
+def test_the_webhook_does_not_follow_redirects(webhook: tuple[str, Received]) -> None:
+    """A redirect to an internal address is not followed: the alert is given up, not sent."""
+    hook_url, received = webhook
+    received.fail_first.append(302)
+
+    async def run() -> WebhookSink:
+        sink = WebhookSink(hook_url, retries=0)
+        sink.start()
+        sink.submit(document(1))
+        await sink.drain()
+        await sink.close()
+        return sink
+
+    sink = asyncio.run(run())
+    assert (sink.failed, sink.delivered, received.bodies) == (1, 0, [])
