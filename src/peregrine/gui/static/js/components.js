@@ -42,49 +42,104 @@ export function pager({ offset, limit, total, shown, more, onPage, label = "rows
 
 /**
  * A result set, one page at a time from the server (any page costs the same: the filestore
- * has a row index). fetchPage(offset, limit) -> {rows, total}; exports: [[label, href]].
+ * has a row index). fetchPage(offset, limit, view) -> {rows, total}; exports: [[label, href]].
+ * With `sortable`, a column's header sorts by it (ascending, descending, stored order) and the
+ * row under the headers filters each column; view = {sort, order, filter: ["col:text"]} is
+ * then done by the server over the whole result set, never in the browser.
  */
-export function resultsTable({ title, fetchPage, exports = [], pageSize = 100, empty = "No rows." }) {
+export function resultsTable({ title, fetchPage, exports = [], pageSize = 100, empty = "No rows.",
+  sortable = false }) {
   const body = h("div", { class: "results-body" });
   const size = h("select", { "aria-label": "Rows per page", onchange: () => load(0) },
     [50, 100, 500, 1000].map((n) => h("option", { value: n, selected: n === pageSize }, `${n} / page`)));
+  const note = h("span", { class: "hint", role: "status" });
   const node = h("section", { class: "panel results" },
     h("div", { class: "results-head" },
       h("h3", {}, title),
-      h("div", { class: "actions" }, size, exports.map(([label, href]) =>
-        h("a", { href, class: "button", download: "" }, label)))),
+      h("div", { class: "actions" }, note, size, exports.length ? h("span", { class: "hint" }, "Export:") : null,
+        exports.map(([label, href]) => h("a", { href, class: "button", download: "",
+          title: "The whole result set, in its stored order" }, label)))),
     body);
+  const view = { sort: null, order: "asc", filters: new Map() };
+  let columns = []; // every column seen, so a filter that keeps nothing keeps its headers
   let current = 0;
+  let serial = 0;
   async function load(offset) {
     current = offset;
     const limit = Number(size.value);
+    const mine = ++serial;
+    const query = { sort: view.sort, order: view.sort ? view.order : null,
+      filter: [...view.filters].map(([c, t]) => `${c}:${t}`) };
+    const filtered = query.filter.length > 0;
     try {
-      const page = await fetchPage(offset, limit);
-      if (!page.total) {
+      const page = await fetchPage(offset, limit, query);
+      if (mine !== serial) return; // a newer request was made meanwhile
+      for (const row of page.rows) for (const key of Object.keys(row)) if (!columns.includes(key)) columns.push(key);
+      note.textContent = filtered ? `${count(page.total)} rows match the filters` : "";
+      if (!page.total && !filtered) {
         replace(body, h("p", { class: "empty" }, empty));
         return;
       }
+      const focused = document.activeElement?.dataset?.column;
       replace(body,
         pager({ offset, limit, total: page.total, onPage: load }),
-        rowsTable(page.rows, offset));
+        rowsTable(page.rows, offset, columns, sortable ? { view, apply: () => load(0) } : null));
+      const again = focused && body.querySelector(`input[data-column="${CSS.escape(focused)}"]`);
+      if (again) {
+        again.focus();
+        again.setSelectionRange(again.value.length, again.value.length);
+      }
     } catch (exc) {
-      replace(body, message("error", exc.message));
+      if (mine === serial) replace(body, message("error", exc.message));
     }
   }
   // refresh(): the page being read again (new rows arrived), not a jump back to the first.
   return { node, load, refresh: () => load(current) };
 }
 
-function rowsTable(rows, offset) {
-  const columns = [];
-  for (const row of rows) for (const key of Object.keys(row)) if (!columns.includes(key)) columns.push(key);
-  if (!rows.length) return h("p", { class: "empty" }, "No rows.");
-  return h("div", { class: "table-wrap" }, h("table", { class: "rows" },
-    h("thead", {}, h("tr", {}, h("th", { scope: "col", class: "rownum" }, "#"),
-      columns.map((c) => h("th", { scope: "col" }, c)))),
-    h("tbody", {}, rows.map((row, i) => h("tr", {},
+const SORT_NEXT = { none: "ascending", ascending: "descending", descending: "none" };
+
+function rowsTable(rows, offset, columns, control) {
+  const head = [h("th", { scope: "col", class: "rownum" }, "#"), columns.map((c) => {
+    if (!control) return h("th", { scope: "col" }, c);
+    const { view, apply } = control;
+    const state = view.sort !== c ? "none" : (view.order === "desc" ? "descending" : "ascending");
+    return h("th", { scope: "col", "aria-sort": state },
+      h("button", { type: "button", class: "sort", title: `Sort by ${c} (${SORT_NEXT[state]} next)`,
+        onclick: () => {
+          const next = SORT_NEXT[state];
+          view.sort = next === "none" ? null : c;
+          view.order = next === "descending" ? "desc" : "asc";
+          apply();
+        } }, c, h("span", { class: "sort-mark", "aria-hidden": "true" },
+        { none: "", ascending: " ▲", descending: " ▼" }[state])));
+  })];
+  const filters = control ? h("tr", { class: "filters" }, h("td", { class: "rownum" }),
+    columns.map((c) => {
+      const input = h("input", { type: "search", value: control.view.filters.get(c) || "",
+        placeholder: "filter", "aria-label": `Filter ${c}`, dataset: { column: c },
+        title: "Text the value contains (any case), or >10, <=2.5, =x, !=x" });
+      let timer = null;
+      const set = () => {
+        clearTimeout(timer);
+        const text = input.value.trim();
+        if ((control.view.filters.get(c) || "") === text) return;
+        if (text) control.view.filters.set(c, text);
+        else control.view.filters.delete(c);
+        control.apply();
+      };
+      input.addEventListener("keydown", (e) => { if (e.key === "Enter") set(); });
+      input.addEventListener("input", () => { clearTimeout(timer); timer = setTimeout(set, 600); });
+      return h("td", {}, input);
+    })) : null;
+  const body = rows.length
+    ? rows.map((row, i) => h("tr", {},
       h("td", { class: "rownum" }, count(offset + i + 1)),
-      columns.map((c) => h("td", {}, cell(row[c]))))))));
+      columns.map((c) => h("td", {}, cell(row[c])))))
+    : [h("tr", {}, h("td", { colspan: columns.length + 1, class: "empty" }, "No row matches the filters."))];
+  return h("div", { class: "table-wrap" }, h("table", { class: "rows" },
+    h("thead", {}, h("tr", {}, head), filters),
+    h("tbody", {}, body)));
 }
 
 function cell(value) {

@@ -55,8 +55,11 @@ export async function collectionPage([flowId]) {
       const info = flow.sources[key];
       const table = resultsTable({
         title: `${artifact}${source ? ` / ${source}` : ""}${info.status ? ` · ${info.status}` : ""}`,
-        fetchPage: (offset, limit) => get(`/collections/${flowId}/results`,
-          { artifact, source, offset, limit }),
+        fetchPage: (offset, limit, view) => get(`/collections/${flowId}/results`,
+          { artifact, source, offset, limit, ...view }),
+        sortable: true,
+        exports: [["csv", "CSV"], ["jsonl", "JSONL"], ["parquet", "Parquet"]].map(([format, label]) =>
+          [label, url(`/collections/${flowId}/export`, { artifact, source, format })]),
       });
       table.load(0);
       return table.node;

@@ -104,7 +104,9 @@ export async function huntPage([huntId]) {
         const query = { artifact: definition.name, source: name };
         const t = resultsTable({
           title: `${definition.name}${name ? ` / ${name}` : ""}`,
-          fetchPage: (offset, limit) => get(`/hunts/${huntId}/results`, { ...query, offset, limit }),
+          fetchPage: (offset, limit, view) =>
+            get(`/hunts/${huntId}/results`, { ...query, offset, limit, ...view }),
+          sortable: true,
           exports: ["csv", "jsonl", "parquet"].map((format) =>
             [FORMAT_LABELS[format], url(`/hunts/${huntId}/export`, { ...query, format })]),
         });
