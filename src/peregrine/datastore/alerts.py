@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from sqlalchemy import ColumnElement, func, select, update
+from sqlalchemy.exc import IntegrityError
 
 from .database import Database
 from .errors import Conflict, NotFound
@@ -128,7 +129,10 @@ class RuleStore:
                 "modified": modified,
                 "modified_by": modified_by,
             }
-            conn.execute(alert_rule_versions.insert().values(**values))
+            try:
+                conn.execute(alert_rule_versions.insert().values(**values))
+            except IntegrityError as exc:  # another frontend saved this version first
+                raise Conflict(f"rule {rule_id} was saved meanwhile: read it again") from exc
             keep_builtin = bool(current[1]) if current is not None else builtin
             if current is None:
                 conn.execute(alert_rules.insert().values(builtin=int(keep_builtin), **values))
