@@ -95,6 +95,34 @@ def _assigned_then_unassign(o: Objects, caller: str | None) -> Call:
     return Call("DELETE", f"/events/assignments/{name}")
 
 
+def _timeline(o: Objects) -> list[dict[str, Any]]:
+    """One source: the finished collection's rows (its text column holds no time: no rows)."""
+    return [{"kind": "flow", "id": o.flow_id, "artifact": "Test.Upload", "time": "stored"}]
+
+
+def _a_timeline(o: Objects, owner: str) -> str:
+    made = o.live.server.services.timelines.create(
+        owner, _NOTEBOOK_RIGHTS, "matrix", _timeline(o), shared=True
+    )
+    return made.timeline_id
+
+
+def _on_timeline(method: str, tail: str, body: Any = None, fresh: bool = False) -> Builder:
+    """A request on the shared timeline, or on a fresh one of the caller's (deletions)."""
+    shared: dict[str, str] = {}
+
+    def build(o: Objects, caller: str | None) -> Call:
+        if fresh:
+            timeline = _a_timeline(o, caller or "matrix")
+        else:
+            if "id" not in shared:
+                shared["id"] = _a_timeline(o, "matrix")
+            timeline = shared["id"]
+        return Call(method, f"/timelines/{timeline}{tail}", json=body)
+
+    return build
+
+
 def _login(o: Objects, caller: str | None) -> Call:
     return Call("POST", "/auth/login", json={"username": "matrix-login", "password": PASSWORD})
 
@@ -305,6 +333,17 @@ MATRIX: dict[tuple[str, str], tuple[str, Builder]] = {
         _on_notebook("GET", "/cells/{cell}/result"),
     ),
     ("GET", "/notebooks/{notebook_id}/export"): (READ_RESULTS, _on_notebook("GET", "/export")),
+    # timelines (the shared one; deletions: the caller's)
+    ("GET", "/timelines"): (READ_RESULTS, _get("/timelines")),
+    ("POST", "/timelines"): (
+        ANALYZE,
+        lambda o, c: Call("POST", "/timelines", json={"title": "m", "sources": _timeline(o)}),
+    ),
+    ("GET", "/timelines/{timeline_id}"): (READ_RESULTS, _on_timeline("GET", "")),
+    ("PATCH", "/timelines/{timeline_id}"): (ANALYZE, _on_timeline("PATCH", "", {"title": "t"})),
+    ("DELETE", "/timelines/{timeline_id}"): (ANALYZE, _on_timeline("DELETE", "", fresh=True)),
+    ("GET", "/timelines/{timeline_id}/rows"): (ANALYZE, _on_timeline("GET", "/rows")),
+    ("GET", "/timelines/{timeline_id}/export"): (ANALYZE, _on_timeline("GET", "/export")),
     # audit and status
     ("GET", "/audit"): (SERVER_ADMIN, _get("/audit", limit=5)),
     ("GET", "/status"): (READ_RESULTS, _get("/status")),

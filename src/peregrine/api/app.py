@@ -30,6 +30,7 @@ from peregrine.api.routes import (
     metrics,
     notebooks,
     rules,
+    timelines,
     vfs,
 )
 from peregrine.api.schemas import Error
@@ -104,6 +105,7 @@ def create_app(
         event_monitoring,
         analysis,
         notebooks,
+        timelines,
         vfs,
         alerts,
         rules,

@@ -37,6 +37,7 @@ from peregrine.services.hunt_results import HuntResults
 from peregrine.services.hunts import HuntManager
 from peregrine.services.interrogation import INTERROGATION, INTERROGATOR, client_info
 from peregrine.services.monitor import FlowMonitor
+from peregrine.timelines import TimelineService
 
 log = logging.getLogger(__name__)
 
@@ -86,6 +87,7 @@ class Services:
             datastore, filestore, AnalysisLimits.from_settings(config.analysis)
         )
         self.notebooks = NotebookService(datastore, filestore, self.analysis)
+        self.timelines = TimelineService(datastore, self.analysis)
         #: Alert rules and what they raise; matching starts on the process's event stream.
         self.alerting = Alerting(config.alerts, datastore, repository, Path(config.data_dir))
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Iterator
+from collections.abc import Generator, Iterator
 from datetime import UTC, datetime
 from typing import Any
 
@@ -110,7 +110,7 @@ class TimelineService:
 
     def rows(
         self, timeline_id: str, user: str, permissions: frozenset[str], filters: Filters
-    ) -> Iterator[dict[str, Any]]:
+    ) -> Generator[dict[str, Any], None, None]:
         """Every row in time order (up to the engine's row limit): for exports."""
         sources, selects = self._prepare(timeline_id, user, permissions)
         yield from self._rows(timeline_sql(selects, filters), permissions, sources)

@@ -4,12 +4,9 @@ streams the rows as JSONL, CSV or Parquet (see ``peregrine.analysis``)."""
 from __future__ import annotations
 
 import asyncio
-import io
 import logging
-import queue
-import threading
 from collections.abc import Iterator
-from typing import Literal
+from typing import IO, Literal
 
 from fastapi import APIRouter, Depends, HTTPException, Request
 from fastapi.responses import StreamingResponse
@@ -24,6 +21,7 @@ from peregrine.analysis import (
 from peregrine.analysis.output import MEDIA_TYPES, write
 from peregrine.api.deps import Audit, context, require
 from peregrine.api.schemas import MAX_INT
+from peregrine.api.streaming import ReaderGone, produced
 from peregrine.auth.accounts import Principal
 from peregrine.auth.roles import ANALYZE
 
@@ -94,57 +92,23 @@ async def analyze(
 
 
 def _stream(result: AnalysisResult, fmt: str, who: str) -> Iterator[bytes]:
-    """Write in a thread into a queue of bounded chunks; yield them. A failure after the
-    first bytes breaks the response off (the client sees an incomplete body, not a result);
-    a client that goes away stops the query."""
-    chunks: queue.Queue[bytes | BaseException | None] = queue.Queue(maxsize=16)
-    gone = threading.Event()
+    """The result written in a thread as the client reads it (``api/streaming.py``): a
+    failure after the first bytes breaks the response off, and a client that goes away stops
+    the query."""
 
-    class Sink(io.RawIOBase):
-        position = 0
-
-        def writable(self) -> bool:
-            return True
-
-        def tell(self) -> int:
-            return self.position
-
-        def write(self, data: bytes) -> int:  # type: ignore[override]
-            while True:
-                if gone.is_set():
-                    raise ConnectionAbortedError("the client went away")
-                try:
-                    chunks.put(bytes(data), timeout=0.5)
-                    break
-                except queue.Full:
-                    continue
-            self.position += len(data)
-            return len(data)
-
-    def produce() -> None:
+    def write_all(sink: IO[bytes]) -> None:
         try:
-            rows = write(result, result.schema, fmt, Sink())
+            rows = write(result, result.schema, fmt, sink)
             log.info(
                 "analysis by %s: %d rows in %.2f s%s", who, rows, result.elapsed,
                 " (cut at the row limit)" if result.truncated else "",
             )  # fmt: skip
-            chunks.put(None)
+        except ReaderGone:
+            raise
         except BaseException as exc:
-            if not gone.is_set():
-                chunks.put(exc)
+            log.warning("analysis by %s broke off: %s", who, exc)
+            raise
         finally:
             result.close()
 
-    threading.Thread(target=produce, name="analysis-stream", daemon=True).start()
-    try:
-        while True:
-            chunk = chunks.get()
-            if chunk is None:
-                return
-            if isinstance(chunk, BaseException):
-                log.warning("analysis by %s broke off: %s", who, chunk)
-                raise chunk
-            yield chunk
-    finally:
-        gone.set()
-        result.cancel()
+    return produced(write_all, stop=result.cancel)
