@@ -27,6 +27,20 @@ def builtin_rules() -> list[Rule]:
     return [rule_from_dict(item, builtin=True) for item in yaml.safe_load(text)]
 
 
+def check_rule(rule: Rule, columns: ColumnsOf, matcher: Matcher) -> None:
+    """RuleError unless every artifact is an event artifact and the condition compiles
+    against each one's columns."""
+    for artifact in rule.artifacts:
+        known = columns(artifact)
+        if known is None:
+            raise RuleError(
+                "artifacts",
+                f"{artifact} is not an event artifact (CLIENT_EVENT): "
+                "`peregrine artifacts list` names them",
+            )
+        matcher.check(rule, known)
+
+
 class RuleBook:
     """Check, save, list and switch rules in the datastore."""
 
@@ -36,17 +50,7 @@ class RuleBook:
         self._matcher = Matcher()
 
     def check(self, rule: Rule) -> None:
-        """RuleError unless every artifact is an event artifact and the condition compiles
-        against each one's columns."""
-        for artifact in rule.artifacts:
-            columns = self._columns(artifact)
-            if columns is None:
-                raise RuleError(
-                    "artifacts",
-                    f"{artifact} is not an event artifact (CLIENT_EVENT): "
-                    "`peregrine artifacts list` names them",
-                )
-            self._matcher.check(rule, columns)
+        check_rule(rule, self._columns, self._matcher)
 
     def list(self) -> list[Rule]:
         return [rule_from_record(record) for record in self._datastore.rules.all()]

@@ -8,7 +8,7 @@ rules themselves (``/alerts``, ``/rules``).
     p.alerts.acknowledge(alert["alert_id"], "our scanner")
     for alert in p.alerts.follow():                 # new alerts as they are raised
         ...
-    p.rules.add({"rule_id": "Team.FromTmp", "artifacts": ["Linux.Events.ProcessExecution"],
+    p.rules.add({"rule_id": "Team.FromTmp", "artifacts": ["Linux.Events.ProcessExecutions"],
                  "condition": "exe LIKE '/tmp/%'", "severity": "high"})
     p.rules.test("Team.FromTmp", since=time.time() - 86400)   # over stored events
 
