@@ -20,10 +20,11 @@ import pytest
 from sqlalchemy import Engine, text
 
 from peregrine.config import GeneratedConfig
+from peregrine.config.model import DrainSettings
 from peregrine.server.app import Server
 from peregrine.server.readiness import CACHE_SECONDS
 from tests.datastore.conftest import postgres_admin  # noqa: F401 (a fixture)
-from tests.server.harness import make_deployment, running_server_with, wait_until
+from tests.server.harness import free_port, make_deployment, running_server_with, wait_until
 
 
 def _client(deployment: GeneratedConfig) -> httpx.AsyncClient:
@@ -179,6 +180,40 @@ def test_an_unreachable_datastore_makes_the_frontend_not_ready(
             assert status == 503
             assert body["checks"]["datastore"] == "unavailable"  # type: ignore[index]
             assert name not in str(body)
+
+    try:
+        asyncio.run(scenario())
+    finally:
+        with postgres_admin.connect() as conn:
+            conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+
+
+def test_a_frontend_whose_bus_is_down_stays_ready_and_says_it_is_degraded(
+    tmp_path: Path,
+    postgres_admin: Engine,  # noqa: F811
+) -> None:
+    """Agents' sessions and results do not need Redis: a frontend whose bus does not answer
+    keeps its place in the balancer's pool (200), and says what is wrong."""
+    name = f"peregrine_health_{uuid.uuid4().hex[:12]}"
+    with postgres_admin.connect() as conn:
+        conn.execute(text(f'CREATE DATABASE "{name}"'))
+    url = postgres_admin.url.set(database=name).render_as_string(hide_password=False)
+    deployment = make_deployment(tmp_path / "deploy")
+    nobody = f"redis://127.0.0.1:{free_port()}/0"  # nothing listens there
+    config = msgspec.structs.replace(
+        deployment.server, datastore_url=url, bus_url=nobody, frontend_name="a",
+        drain=DrainSettings(balancer_seconds=0, agents_seconds=0),  # no balancer to wait for
+    )  # fmt: skip
+
+    async def scenario() -> None:
+        async with running_server_with(config) as server, _client(deployment) as http:
+            for where in (_api(server, "/readyz"), _agent_port(server, "/readyz")):
+                status, body = await _ready_state(http, where)
+                assert (status, body) == (200, {
+                    "status": "degraded",
+                    "checks": {"datastore": "ok", "filestore": "ok", "bus": "unavailable",
+                               "accepting": "ok"},
+                }), where  # fmt: skip
 
     try:
         asyncio.run(scenario())
