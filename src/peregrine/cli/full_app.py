@@ -18,6 +18,7 @@ from peregrine.cli import (
     query_cmd,
     remote_cmd,
     server_cmd,
+    timeline_cmd,
     users_cmd,
 )
 
@@ -42,6 +43,7 @@ analyze_cmd.register(app)  # SQL over collected results, on the server
 events_cmd.register(app)  # event monitoring: assignments, status, stored and live events
 alerts_cmd.register(app)  # alerts and the rules that raise them
 app.add_typer(notebooks_cmd.app, name="notebooks")
+app.add_typer(timeline_cmd.app, name="timeline")
 
 
 @app.command("version")

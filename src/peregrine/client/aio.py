@@ -65,6 +65,7 @@ from peregrine.client.models import (
     User,
 )
 from peregrine.client.notebooks import AsyncNotebooks
+from peregrine.client.timelines import AsyncTimelines
 
 T = TypeVar("T")
 
@@ -101,6 +102,7 @@ class AsyncPeregrine:
         self.audit = AsyncAudit(self)
         self.analysis = AsyncAnalysis(self)
         self.notebooks = AsyncNotebooks(self)
+        self.timelines = AsyncTimelines(self)
         self.events = AsyncEvents(self)
         self.alerts = AsyncAlerts(self)
         self.rules = AsyncRules(self)

@@ -63,6 +63,7 @@ from peregrine.client.models import (
     User,
 )
 from peregrine.client.notebooks import Notebooks
+from peregrine.client.timelines import Timelines
 
 T = TypeVar("T")
 
@@ -103,6 +104,7 @@ class Peregrine:
         self.audit = Audit(self)
         self.analysis = Analysis(self)
         self.notebooks = Notebooks(self)
+        self.timelines = Timelines(self)
         self.events = Events(self)
         self.alerts = Alerts(self)
         self.rules = Rules(self)
