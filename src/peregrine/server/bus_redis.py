@@ -172,7 +172,11 @@ class RedisBus:
         """Log a change of health once (not once per notice)."""
         reason = self.degraded_reason
         if reason is not None and self._was_healthy:
-            log.warning("%s; notices are dropped until it is back", reason)
+            log.warning(
+                "%s; agents are still served (degraded); notices between frontends are "
+                "dropped until it is back, then their work is read from the datastore",
+                reason,
+            )
         elif reason is None and not self._was_healthy:
             log.warning("bus (Redis): connected again (%d notice(s) dropped)", self.dropped)
             self.dropped = 0
