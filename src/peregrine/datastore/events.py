@@ -8,14 +8,16 @@ set, and an agent given the set twice can tell whether anything changed.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Any
+from dataclasses import dataclass, fields
+from typing import Any, TypeVar
 
 from sqlalchemy import func, select, text, update
 from sqlalchemy.dialects import postgresql, sqlite
 
 from .database import Database
 from .schema import event_assignments, event_status
+
+T = TypeVar("T")
 
 
 @dataclass(frozen=True, slots=True)
@@ -105,19 +107,7 @@ class EventStore:
         with self._db.read() as conn:
             rows = conn.execute(select(event_assignments).order_by(columns.artifact)).all()
         version = max((int(row.version) for row in rows), default=0)
-        return version, [
-            EventAssignment(
-                artifact=row.artifact,
-                parameters=row.parameters,
-                labels=row.labels,
-                permissions=row.permissions,
-                version=int(row.version),
-                modified=row.modified,
-                modified_by=row.modified_by,
-            )
-            for row in rows
-            if not row.removed
-        ]
+        return version, [_record(EventAssignment, row) for row in rows if not row.removed]
 
     # -- status -----------------------------------------------------------------------------
 
@@ -161,15 +151,9 @@ class EventStore:
             query = query.where(event_status.c.artifact == artifact)
         with self._db.read() as conn:
             rows = conn.execute(query.limit(limit)).all()
-        return [
-            EventStatus(
-                client_id=row.client_id,
-                artifact=row.artifact,
-                state=row.state,
-                error=row.error,
-                restarts=int(row.restarts),
-                reported=row.reported,
-                updated=row.updated,
-            )
-            for row in rows
-        ]
+        return [_record(EventStatus, row) for row in rows]
+
+
+def _record(kind: type[T], row: Any) -> T:
+    """A row as ``kind`` (a dataclass whose fields are columns of the row)."""
+    return kind(**{f.name: row._mapping[f.name] for f in fields(kind)})  # type: ignore[arg-type]
