@@ -17,9 +17,10 @@ from pathlib import Path
 import pytest
 
 from peregrine.cluster.devcluster import DevCluster
+from peregrine.deploy import launcher
 from peregrine.deploy.devcluster import from_dev_cluster
 from peregrine.deploy.model import UPTEST_LOG, save_deployment
-from peregrine.deploy.rolling import Deployer, Timing, UpgradeFailed
+from peregrine.deploy.rolling import Deployer, DeployError, Timing, UpgradeFailed
 from peregrine.loadtest.reconnects import ReconnectWatch
 from tests.cluster.conftest import postgres_server_url
 from tests.cluster.faults import (
@@ -152,3 +153,36 @@ def test_a_rolling_upgrade_under_a_hunt_loses_nothing_and_moves_agents_gradually
     assert not set(old) & {i.name for i in after.instances}
     assert deploy.pool.states() == {i.name: "UP" for i in after.instances}
     assert all(i.uptest is not None and i.uptest.passed for i in after.instances)
+
+
+@pytest.mark.timeout(150)
+def test_an_interrupted_upgrade_is_rolled_back_from_the_deployment_file(
+    cluster: DevCluster,
+) -> None:
+    first = deployer(cluster, soak_seconds=1)
+    before = {i.name for i in first.deployment.instances if i.pool == "ready"}
+    version = f"interrupted-{len(before)}"
+
+    def interrupt(line: str) -> None:
+        print(line)
+        if line.endswith("is in the pool"):
+            raise KeyboardInterrupt  # the operator's terminal went away mid-batch
+
+    first.say = interrupt
+    with pytest.raises(KeyboardInterrupt):
+        first.upgrade(version)
+    # What the file says: a new instance in the pool beside the old ones, the upgrade running.
+    second = deployer(cluster)
+    upgrade = second.deployment.upgrade
+    assert upgrade is not None and upgrade.outcome == "running" and upgrade.version == version
+    new = [i for i in second.deployment.instances if i.version == version]
+    assert len(new) == 1 and second.pool.states()[new[0].name] == "UP"
+    with pytest.raises(DeployError, match="--resume"):
+        second.upgrade("another")
+    second.rollback()
+    third = deployer(cluster)
+    assert third.deployment.upgrade is not None
+    assert third.deployment.upgrade.outcome == "rolled back"
+    assert {i.name for i in third.deployment.instances} == before
+    assert third.pool.states() == dict.fromkeys(before, "UP")
+    assert not launcher.alive(new[0])

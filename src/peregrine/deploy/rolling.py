@@ -227,8 +227,10 @@ class Deployer:
                 launcher.start(new, self.log_dir)
                 self.save()
         for _old, new in pairs:
-            if not self.uptest(new).passed:
-                raise DeployError(f"{new.name} ({upgrade.version}) failed its uptests")
+            run = self.uptest(new)
+            if not run.passed:
+                failed = "; ".join(f"{k}: {v}" for k, v in run.checks.items() if v != "ok")
+                raise DeployError(f"{new.name} ({upgrade.version}) failed its uptests ({failed})")
         for _old, new in pairs:
             self.admit(new)
         baseline = self._errors([new for _, new in pairs])
