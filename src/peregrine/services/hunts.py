@@ -430,9 +430,11 @@ class HuntManager:
     # -- the leader loop ----------------------------------------------------------------------
 
     async def load(self) -> None:
-        """Resume the hunts that were running (after a restart: still at most once)."""
+        """Resume the hunts that were running (after a restart, or a bus outage that dropped
+        their start: still at most once). One being pushed here already is left to go on:
+        cancelled mid-batch, it could leave flows stored but never pushed."""
         for hunt in await asyncio.to_thread(self.datastore.hunts.running, time.time()):
-            if hunt.schedule is None:
+            if hunt.schedule is None and hunt.hunt_id not in self._pushers:
                 self._start_pushing(hunt)  # resumes scheduling after a restart: at most once
 
     async def run(self, interval: float = MANAGER_INTERVAL_SECONDS, load: bool = True) -> None:
