@@ -23,6 +23,10 @@ HELP = "Run an agent: stay connected to a frontend and answer collections."
 CONFIG_HELP = "client.yaml"
 LOG_LEVEL_HELP = "DEBUG, INFO, WARNING or ERROR."
 LOG_FORMAT_HELP = "text, or json: one JSON object a line with the client, flow and hunt ids."
+STATE_DIR_HELP = (
+    "Keep the identity and the spool here (DIR/writeback.yaml, DIR/spool) whatever the "
+    "configuration says: the configuration can then stay read-only in /etc."
+)
 
 
 def configure_logging(level: str, format: LogFormat = "text", file: str = "") -> None:
@@ -37,7 +41,12 @@ async def until_signalled(stop: asyncio.Event) -> None:
     await stop.wait()
 
 
-def run(config: Path, log_level: str = "INFO", log_format: LogFormat = "text") -> int:
+def run(
+    config: Path,
+    log_level: str = "INFO",
+    log_format: LogFormat = "text",
+    state_dir: Path | None = None,
+) -> int:
     """Run the agent configured in ``config`` until it is signalled; the exit code."""
     configure_logging(log_level, log_format)
     from peregrine.agent.agent import Agent
@@ -48,6 +57,8 @@ def run(config: Path, log_level: str = "INFO", log_format: LogFormat = "text") -
     except ConfigError as exc:
         print(f"Error: {exc}", file=sys.stderr)
         return 1
+    if state_dir is not None:
+        cfg = cfg.in_state_dir(state_dir.absolute())
 
     async def main() -> None:
         runner = Agent(cfg)
@@ -71,5 +82,6 @@ def main(argv: Sequence[str]) -> int:
     parser.add_argument("--config", "-c", type=Path, required=True, help=CONFIG_HELP)
     parser.add_argument("--log-level", default="INFO", help=LOG_LEVEL_HELP)
     parser.add_argument("--log-format", default="text", choices=FORMATS, help=LOG_FORMAT_HELP)
+    parser.add_argument("--state-dir", type=Path, metavar="DIR", help=STATE_DIR_HELP)
     args = parser.parse_args(argv)
-    return run(args.config, args.log_level, args.log_format)
+    return run(args.config, args.log_level, args.log_format, args.state_dir)

@@ -219,11 +219,14 @@ def agent(
     config: Annotated[Path, typer.Option("--config", "-c", help=agent_cmd.CONFIG_HELP)],
     log_level: Annotated[str, typer.Option(help=agent_cmd.LOG_LEVEL_HELP)] = "INFO",
     log_format: Annotated[str, typer.Option(help=agent_cmd.LOG_FORMAT_HELP)] = "text",
+    state_dir: Annotated[
+        Path | None, typer.Option(metavar="DIR", help=agent_cmd.STATE_DIR_HELP)
+    ] = None,
 ) -> None:
     """Run an agent: stay connected to a frontend and answer collections."""
     # `peregrine agent` itself goes to agent_cmd.main (no Typer); this entry keeps the command
     # in the full command table and its help.
-    code = agent_cmd.run(config, log_level, _log_format(log_format))
+    code = agent_cmd.run(config, log_level, _log_format(log_format), state_dir)
     if code:
         raise typer.Exit(code)
 

@@ -354,6 +354,15 @@ class ClientConfig(_Section):
             metrics_file=_absolute(base_dir, self.metrics_file) if self.metrics_file else "",
         )
 
+    def in_state_dir(self, state_dir: Path) -> ClientConfig:
+        """A copy keeping the identity and the spool in ``state_dir`` (a package's
+        ``/var/lib/peregrine/agent``, with the configuration read-only in ``/etc``)."""
+        return msgspec.structs.replace(
+            self,
+            writeback_path=str(state_dir / "writeback.yaml"),
+            spool_dir=str(state_dir / "spool"),
+        )
+
 
 def _is_postgres(url: str) -> bool:
     return url.split(":", 1)[0].split("+", 1)[0] in ("postgresql", "postgres")
