@@ -98,3 +98,12 @@ def test_an_artifact_name_cannot_leave_its_clients_folder(events: EventFiles) ->
     client_folder = (events.root / CLIENT).resolve()
     assert written and all(client_folder in p.resolve().parents for p in written)
     assert events.artifacts(CLIENT) == ["../../../etc/x"]
+
+
+def test_a_deleted_clients_events_go_with_it(events: EventFiles) -> None:
+    events.append(CLIENT, ART, "", 1, NOW, ["a"], [[1]])
+    other = "C.00000000000000bb"
+    events.append(other, ART, "", 1, NOW, ["a"], [[1]])
+    assert events.remove_client(CLIENT) > 0
+    assert not (events.root / CLIENT).exists()
+    assert events.read(other, ART, 0, NOW + 1) != []

@@ -175,6 +175,13 @@ class EventFiles:
                 names.add(name)
         return sorted(names)
 
+    def remove_client(self, client_id: str) -> int:
+        """Delete every event of a (deleted) client; the bytes freed."""
+        folder = self.root / check_id(client_id, CLIENT_ID_RE, "client id")
+        freed = sum(p.stat().st_size for p in folder.rglob("*") if p.is_file())
+        shutil.rmtree(folder, ignore_errors=True)
+        return freed
+
     def expire(self, now: float | None = None) -> int:
         """Delete the days wholly older than the retention period (plus a day, so no batch
         can be on its way into one); how many day files went."""

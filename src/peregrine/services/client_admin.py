@@ -47,7 +47,7 @@ class DeletedClient:
 
 
 async def delete_client(services: Services, client_id: str, force: bool = False) -> DeletedClient:
-    """Delete the client, its collections, tasks, hunt rows, labels and files."""
+    """Delete the client, its collections, tasks, hunt rows, labels, files and events."""
     if await asyncio.to_thread(services.datastore.clients.get, client_id) is None:
         raise UnknownClient(f"no client {client_id}")
     connected = services.fleet.is_online(client_id)
@@ -64,6 +64,7 @@ async def delete_client(services: Services, client_id: str, force: bool = False)
     await forget_locally(services, client_id)
     await services.fleet.announce("client_changed", client_id=client_id)  # the others do the same
     freed = await asyncio.to_thread(services.filestore.remove_flows, client_id, flow_ids)
+    freed += await asyncio.to_thread(services.event_monitoring.files.remove_client, client_id)
     log.info(
         "deleted client %s: %d collections, %d bytes of files%s",
         client_id, len(flow_ids), freed, " (it was connected)" if connected else "",
