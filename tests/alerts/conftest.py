@@ -14,6 +14,10 @@ from typing import Any
 
 import pytest
 
+# The PostgreSQL relay a test can cut (``relayed``) and the admin pool it needs.
+from tests.datastore.conftest import postgres_admin  # noqa: F401 - a fixture
+from tests.datastore.test_outage import relayed  # noqa: F401 - a fixture
+
 
 @pytest.fixture(params=["sqlite", "postgresql"])
 def datastore_url(request: pytest.FixtureRequest, tmp_path: os.PathLike[str]) -> str:

@@ -219,3 +219,29 @@ def test_a_disabled_rule_raises_nothing(datastore_url: str) -> None:
             assert engine.raised == 0
 
     asyncio.run(run())
+
+
+def test_a_window_counts_per_group_and_per_window(datastore_url: str) -> None:
+    """50 hosts failing as root fire; 49 failing as admin do not; nor do 30 + 30 hosts in two
+    different windows."""
+    save_rules(datastore_url, SPRAY)
+    start = (int(time.time()) // 60) * 60.0 + 120  # two whole windows ahead (never pruned)
+
+    def failure(client: str, user: str, received: float) -> EventBatch:
+        row = {"user": user, "success": 0, "address": "203.0.113.9", "service": "sshd"}
+        return EventBatch(client, LOGINS, "", 0, [row], received, hostname=client)
+
+    async def run() -> None:
+        async with frontend(datastore_url) as (stream, engine):
+            for n in range(50):
+                stream.publish(failure(f"C.{n:016x}", "root", start + 1))
+            for n in range(49):
+                stream.publish(failure(f"C.{n:016x}", "admin", start + 2))
+            for n in range(60):  # 30 hosts at the end of one window, 30 early in the next
+                stream.publish(failure(f"C.{n:016x}", "oracle", start + (59 if n < 30 else 61)))
+            await settled(engine, batches=159)
+
+    asyncio.run(run())
+    with open_datastore(datastore_url) as datastore:
+        stored = datastore.alerts.query()
+    assert [a.summary.rsplit(" for ", 1)[1] for a in stored] == ['["root"]']

@@ -16,7 +16,7 @@ from collections import defaultdict
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
 
-from peregrine.datastore import Datastore
+from peregrine.datastore import Datastore, DatastoreUnavailable
 from peregrine.datastore.alerts import AlertRecord
 from peregrine.events.stream import EventBatch, EventStream
 
@@ -30,6 +30,8 @@ log = logging.getLogger(__name__)
 ColumnsOf = Callable[[str], Sequence[str] | None]
 #: Matched rows kept in a windowed alert (the members beyond are counted, not kept).
 WINDOW_ROWS_KEPT = 20
+#: Seconds a batch waits for a datastore that does not answer before its alerts are given up.
+OUTAGE_BOUND = 30.0
 
 
 def no_columns(_artifact: str) -> Sequence[str] | None:
@@ -101,10 +103,26 @@ class AlertEngine:
         self.batches += 1
         if not rules or not batch.rows:
             return
-        raised = await asyncio.to_thread(self.evaluate, batch, rules)
+        raised = await self._evaluate_through_outages(batch, rules)
         self.raised += len(raised)
         for alert in raised:
             self.forwarding.submit(alert)
+
+    async def _evaluate_through_outages(
+        self, batch: EventBatch, rules: Sequence[Rule]
+    ) -> list[AlertRecord]:
+        """``evaluate``, again after pauses while the datastore does not answer (0.1 s growing
+        to 1 s, up to ``OUTAGE_BOUND``): every write is keyed, so a rerun stores nothing twice."""
+        waited, pause = 0.0, 0.1
+        while True:
+            try:
+                return await asyncio.to_thread(self.evaluate, batch, rules)
+            except DatastoreUnavailable:
+                if waited >= OUTAGE_BOUND:
+                    raise
+                await asyncio.sleep(pause)
+                waited += pause
+                pause = min(pause * 2, 1.0)
 
     def evaluate(self, batch: EventBatch, rules: Sequence[Rule]) -> list[AlertRecord]:
         """Match, then store: the alerts this call raised (none when they exist already)."""
