@@ -275,6 +275,7 @@ MATRIX: dict[tuple[str, str], tuple[str, Builder]] = {
     # artifacts
     ("GET", "/artifacts"): (READ_RESULTS, _get("/artifacts", search="users")),
     ("GET", "/artifacts/{name}"): (READ_RESULTS, _get("/artifacts/Test.Numbers")),
+    ("GET", "/artifacts/{name}/yaml"): (READ_RESULTS, _get("/artifacts/Test.Numbers/yaml")),
     ("POST", "/artifacts/check"): (
         READ_RESULTS,
         lambda o, c: Call("POST", "/artifacts/check", json={"yaml": _custom_artifact()}),

@@ -216,6 +216,13 @@ class ArtifactText(Strict):
     yaml: str = Field(min_length=1, max_length=1_000_000)
 
 
+class ArtifactYaml(Out):
+    name: str
+    yaml: str
+    origin: str
+    custom: bool = Field(description="A server artifact (stored by PUT /artifacts).")
+
+
 class Problem(Out):
     file: str
     line: int | None

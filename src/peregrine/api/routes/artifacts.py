@@ -10,8 +10,9 @@ import msgspec
 from fastapi import APIRouter, Depends, HTTPException, Query, Request
 
 from peregrine.api.deps import Audit, context, require
-from peregrine.api.schemas import ArtifactSummary, ArtifactText, Problem
+from peregrine.api.schemas import ArtifactSummary, ArtifactText, ArtifactYaml, Problem
 from peregrine.artifacts.loader import ArtifactError, parse_artifacts
+from peregrine.artifacts.yaml_text import artifact_yaml
 from peregrine.auth.accounts import Principal
 from peregrine.auth.roles import ARTIFACT_WRITER, READ_RESULTS
 
@@ -47,6 +48,23 @@ async def show_artifact(
         raise HTTPException(404, str(exc)) from None
     data: dict[str, Any] = msgspec.to_builtins(artifact)
     return data
+
+
+@router.get("/{name}/yaml", response_model=ArtifactYaml, summary="One artifact as YAML")
+async def artifact_text(
+    name: str, request: Request, _: Principal = Depends(require(READ_RESULTS))
+) -> ArtifactYaml:
+    """The artifact as YAML to edit (a server artifact's own file; others written out from
+    their definition), and whether it is a server artifact."""
+    services = context(request).services
+    try:
+        artifact = services.repository.get(name)
+    except ArtifactError as exc:
+        raise HTTPException(404, str(exc)) from None
+    own = Path(services.config.data_dir) / "artifacts" / f"{artifact.name}.yaml"
+    custom = artifact.origin == str(own)
+    text = await asyncio.to_thread(own.read_text, "utf-8") if custom else artifact_yaml(artifact)
+    return ArtifactYaml(name=artifact.name, yaml=text, origin=artifact.origin, custom=custom)
 
 
 @router.post("/check", response_model=list[Problem], summary="Check artifact YAML")
