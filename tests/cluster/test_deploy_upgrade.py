@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import sys
 import threading
 from collections.abc import Iterator
 from pathlib import Path
@@ -186,3 +187,37 @@ def test_an_interrupted_upgrade_is_rolled_back_from_the_deployment_file(
     assert {i.name for i in third.deployment.instances} == before
     assert third.pool.states() == dict.fromkeys(before, "UP")
     assert not launcher.alive(new[0])
+
+
+@pytest.mark.timeout(200)
+def test_a_version_that_dies_in_its_soak_is_rolled_back_and_the_old_one_restarted(
+    cluster: DevCluster, tmp_path: Path
+) -> None:
+    deploy = deployer(cluster, soak_seconds=40)
+    before = {i.name: i.pid for i in deploy.deployment.instances if i.pool == "ready"}
+    # Passes its uptests, takes its share of agents, then dies 40 s after it started: after
+    # the old instance of its slot was drained and stopped, within the soak.
+    dies = (
+        f"{sys.executable} -m peregrine server --config {{config}} --no-local-agent & "
+        "sleep 40; kill -9 $!"
+    )
+
+    async def scenario() -> None:
+        agents = fleet(cluster, 30, tmp_path / "keys")
+        await agents.start()
+        try:
+            await agents.wait_connected(30, timeout=60)
+            with pytest.raises(UpgradeFailed, match="exited during the soak"):
+                await asyncio.to_thread(deploy.upgrade, "3-dies", command=["sh", "-c", dies])
+            await agents.wait_connected(30, timeout=60)
+            await all_held(cluster, agents.client_ids)
+        finally:
+            await agents.stop()
+
+    asyncio.run(scenario())
+    after = deploy.deployment
+    assert after.upgrade is not None and after.upgrade.outcome == "rolled back"
+    assert {i.name for i in after.instances} == set(before)
+    restarted = [i for i in after.instances if i.pid != before[i.name]]
+    assert len(restarted) == 1 and launcher.alive(restarted[0]), after.instances
+    assert deploy.pool.states() == dict.fromkeys(before, "UP")
