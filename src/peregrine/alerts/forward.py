@@ -10,6 +10,7 @@ in the fleet; one raised just before a crash is stored but may not be forwarded 
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
@@ -22,24 +23,7 @@ log = logging.getLogger(__name__)
 
 def alert_document(alert: AlertRecord) -> dict[str, Any]:
     """An alert as JSON: what the API returns and every sink sends."""
-    return {
-        "alert_id": alert.alert_id,
-        "rule_id": alert.rule_id,
-        "rule_version": alert.rule_version,
-        "severity": alert.severity,
-        "time": alert.time,
-        "summary": alert.summary,
-        "client_id": alert.client_id,
-        "hostname": alert.hostname,
-        "artifact": alert.artifact,
-        "source": alert.source,
-        "event_seq": alert.event_seq,
-        "rows": alert.rows,
-        "state": alert.state,
-        "acked_by": alert.acked_by,
-        "acked_at": alert.acked_at,
-        "ack_comment": alert.ack_comment,
-    }
+    return dataclasses.asdict(alert)
 
 
 class Sink(ABC):

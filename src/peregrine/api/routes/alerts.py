@@ -12,10 +12,10 @@ from pydantic import BaseModel, ConfigDict, Field
 from peregrine.alerts.forward import alert_document
 from peregrine.alerts.rules import SEVERITIES
 from peregrine.api.deps import Audit, context, require
+from peregrine.api.routes.rules import Refusal, refused
 from peregrine.api.schemas import MAX_INT
 from peregrine.auth.accounts import Principal
 from peregrine.auth.roles import ACKNOWLEDGE_ALERTS, READ_RESULTS
-from peregrine.datastore import Conflict, NotFound
 
 router = APIRouter(prefix="/alerts", tags=["alerts"])
 AlertId = Annotated[int, Path(ge=1, le=MAX_INT)]
@@ -106,17 +106,11 @@ async def acknowledge(
         record = await asyncio.to_thread(
             store.acknowledge, alert_id, principal.name, time.time(), body.comment
         )
-    except NotFound as exc:
+    except Refusal as exc:
         await audit.record(
             "alert.acknowledge", target=str(alert_id), parameters=parameters,
             result="refused", reason=str(exc),
         )  # fmt: skip
-        raise HTTPException(404, str(exc)) from None
-    except Conflict as exc:
-        await audit.record(
-            "alert.acknowledge", target=str(alert_id), parameters=parameters,
-            result="refused", reason=str(exc),
-        )  # fmt: skip
-        raise HTTPException(409, str(exc)) from None
+        raise refused(exc) from None
     await audit.record("alert.acknowledge", target=str(alert_id), parameters=parameters)
     return Alert.model_validate(alert_document(record))

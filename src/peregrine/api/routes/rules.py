@@ -84,6 +84,17 @@ def rule_out(rule: Rule) -> RuleOut:
     )
 
 
+#: What the rule and alert routes refuse with, and the status each gets.
+Refusal = (RuleError, NotFound, Conflict)
+
+
+def refused(exc: Exception) -> HTTPException:
+    """The HTTP error for a refusal: 400 for a bad rule (its field first), 404, 409."""
+    if isinstance(exc, RuleError):
+        return HTTPException(400, f"{exc.field}: {exc}")
+    return HTTPException(404 if isinstance(exc, NotFound) else 409, str(exc))
+
+
 def _alerting(request: Request) -> Alerting:
     return context(request).services.alerting
 
@@ -138,10 +149,9 @@ async def test_rule(
             services.alerting.trial, rule, services.event_monitoring.files,
             body.since, until, body.client_id, body.limit,
         )  # fmt: skip
-    except (RuleError, NotFound) as exc:
+    except Refusal as exc:
         await audit.record("rule.test", parameters=parameters, result="refused", reason=str(exc))
-        field = f"{exc.field}: " if isinstance(exc, RuleError) else ""
-        raise HTTPException(404 if isinstance(exc, NotFound) else 400, f"{field}{exc}") from None
+        raise refused(exc) from None
     await audit.record("rule.test", target=rule.rule_id, parameters=parameters)
     return RuleTestOut(**dataclasses.asdict(result))
 
@@ -167,17 +177,11 @@ async def save_rule(
         rule = await asyncio.to_thread(
             alerting.rules.save, data, principal.name, expected_version=body.expected_version
         )
-    except RuleError as exc:
+    except Refusal as exc:
         await audit.record(
             "rule.save", target=body.rule_id, parameters=data, result="refused", reason=str(exc)
         )
-        detail = f"{exc.field}: {exc}"
-        raise HTTPException(400, detail) from None
-    except Conflict as exc:
-        await audit.record(
-            "rule.save", target=body.rule_id, parameters=data, result="refused", reason=str(exc)
-        )
-        raise HTTPException(409, str(exc)) from None
+        raise refused(exc) from None
     await audit.record(
         "rule.save", target=rule.rule_id, parameters={**data, "version": rule.version}
     )
@@ -191,12 +195,9 @@ async def _switch(request: Request, rule_id: str, principal: Principal, enabled:
     action = "rule.enable" if enabled else "rule.disable"
     try:
         rule = await asyncio.to_thread(alerting.rules.set_enabled, rule_id, enabled, principal.name)
-    except NotFound as exc:
+    except Refusal as exc:
         await audit.record(action, target=rule_id, result="refused", reason=str(exc))
-        raise HTTPException(404, str(exc)) from None
-    except Conflict as exc:
-        await audit.record(action, target=rule_id, result="refused", reason=str(exc))
-        raise HTTPException(409, str(exc)) from None
+        raise refused(exc) from None
     await audit.record(action, target=rule_id, parameters={"version": rule.version})
     await alerting.rules_changed()
     return rule_out(rule)
