@@ -20,7 +20,9 @@ from typing import TYPE_CHECKING
 
 from websockets.exceptions import ConnectionClosed
 
+from peregrine.datastore import DatastoreUnavailable
 from peregrine.server.session import AgentSession
+from peregrine.services.outage import OutageLog
 
 if TYPE_CHECKING:
     from peregrine.server.app import Server
@@ -51,22 +53,21 @@ class Resync:
             self._task = asyncio.create_task(self._run())
 
     async def _run(self) -> None:
-        failing = False
+        outage = OutageLog(log, "resync after a bus outage")
         while True:
             await self._wanted.wait()
             await asyncio.sleep(self.settle)
             self._wanted.clear()
             try:
                 await self.once()
-            except Exception as exc:
-                if not failing:
-                    log.warning("bus back, but re-reading pending work failed (%s); "
-                                "retrying every %g s", exc, RETRY_SECONDS)  # fmt: skip
-                failing = True
+            except DatastoreUnavailable as exc:  # away too: tried again until it answers
+                outage.failed(exc)
                 await asyncio.sleep(RETRY_SECONDS)
                 self._wanted.set()
+            except Exception as exc:  # a bug: its traceback, and the next request tries again
+                outage.failed(exc)
             else:
-                failing = False
+                outage.passed()
 
     async def once(self) -> None:
         """One pass: pending tasks of the clients held here, the client index, hunts."""
