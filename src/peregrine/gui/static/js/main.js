@@ -16,6 +16,7 @@ import { huntsPage } from "./pages/hunts.js";
 import { newHuntPage } from "./pages/new_hunt.js";
 import { huntPage } from "./pages/hunt.js";
 import { artifactsPage, artifactPage } from "./pages/artifacts.js";
+import { editArtifactPage, newArtifactPage } from "./pages/artifact_editor.js";
 import { adminPage } from "./pages/admin.js";
 
 const ROUTES = [
@@ -29,6 +30,8 @@ const ROUTES = [
   [/^\/ui\/hunts\/new\/?$/, newHuntPage, "hunts"],
   [/^\/ui\/hunts\/(H\.[0-9a-f]{16})\/?$/, huntPage, "hunts"],
   [/^\/ui\/artifacts\/?$/, artifactsPage, "artifacts"],
+  [/^\/ui\/artifacts\/new\/?$/, newArtifactPage, "artifacts"],
+  [/^\/ui\/artifacts\/([^/]+)\/edit\/?$/, editArtifactPage, "artifacts"],
   [/^\/ui\/artifacts\/([^/]+)\/?$/, artifactPage, "artifacts"],
   [/^\/ui\/admin\/?$/, adminPage, "admin"],
 ];

@@ -13,7 +13,10 @@ export async function artifactsPage(_params, query) {
   const input = h("input", { type: "search", name: "search", value: search,
     "aria-label": "Search artifacts", placeholder: "name or words of the description" });
   const node = h("div", { class: "page" },
-    pageHead("Artifacts", { sub: `${found.length.toLocaleString("en-US")} found` }),
+    pageHead("Artifacts", { sub: `${found.length.toLocaleString("en-US")} found`,
+      actions: can("ARTIFACT_WRITER")
+        ? h("a", { href: "/ui/artifacts/new", class: "button primary" }, "New server artifact")
+        : null }),
     h("form", { class: "search-bar", role: "search", onsubmit: (e) => {
       e.preventDefault();
       navigate(`/ui/artifacts?${new URLSearchParams({ search: input.value.trim() })}`);
@@ -30,9 +33,14 @@ export async function artifactsPage(_params, query) {
 
 export async function artifactPage([name]) {
   const a = await get(`/artifacts/${encodeURIComponent(name)}`);
-  const actions = a.type === "CLIENT" && can("START_HUNT")
-    ? h("a", { href: `/ui/hunts/new?artifact=${encodeURIComponent(a.name)}`, class: "button" },
-      "Hunt with it") : null;
+  const actions = [
+    a.type === "CLIENT" && can("START_HUNT")
+      ? h("a", { href: `/ui/hunts/new?artifact=${encodeURIComponent(a.name)}`, class: "button" },
+        "Hunt with it") : null,
+    can("ARTIFACT_WRITER")
+      ? h("a", { href: `/ui/artifacts/${encodeURIComponent(a.name)}/edit`, class: "button" }, "Edit")
+      : null,
+  ];
   const node = h("div", { class: "page" },
     pageHead(a.name, { sub: a.type || "CLIENT", actions }),
     section("Description", h("p", { class: "prose" }, a.description || "No description.")),
