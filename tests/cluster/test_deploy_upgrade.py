@@ -156,22 +156,29 @@ def test_a_rolling_upgrade_under_a_hunt_loses_nothing_and_moves_agents_gradually
     assert all(i.uptest is not None and i.uptest.passed for i in after.instances)
 
 
-@pytest.mark.timeout(150)
-def test_an_interrupted_upgrade_is_rolled_back_from_the_deployment_file(
-    cluster: DevCluster,
-) -> None:
+def interrupted(cluster: DevCluster, version: str) -> set[str]:
+    """An upgrade to ``version`` stopped as its first new instance entered the pool (the
+    operator's terminal went away); the instances serving before it."""
     first = deployer(cluster, soak_seconds=1)
     before = {i.name for i in first.deployment.instances if i.pool == "ready"}
-    version = f"interrupted-{len(before)}"
 
     def interrupt(line: str) -> None:
         print(line)
         if line.endswith("is in the pool"):
-            raise KeyboardInterrupt  # the operator's terminal went away mid-batch
+            raise KeyboardInterrupt
 
     first.say = interrupt
     with pytest.raises(KeyboardInterrupt):
         first.upgrade(version)
+    return before
+
+
+@pytest.mark.timeout(150)
+def test_an_interrupted_upgrade_is_rolled_back_from_the_deployment_file(
+    cluster: DevCluster,
+) -> None:
+    version = "interrupted-1"
+    before = interrupted(cluster, version)
     # What the file says: a new instance in the pool beside the old ones, the upgrade running.
     second = deployer(cluster)
     upgrade = second.deployment.upgrade
@@ -221,3 +228,16 @@ def test_a_version_that_dies_in_its_soak_is_rolled_back_and_the_old_one_restarte
     restarted = [i for i in after.instances if i.pid != before[i.name]]
     assert len(restarted) == 1 and launcher.alive(restarted[0]), after.instances
     assert deploy.pool.states() == dict.fromkeys(before, "UP")
+
+
+@pytest.mark.timeout(180)
+def test_an_interrupted_upgrade_is_resumed_from_the_deployment_file(cluster: DevCluster) -> None:
+    before = interrupted(cluster, "resumed")
+    deployer(cluster, soak_seconds=1).resume()
+    after = deployer(cluster)
+    assert after.deployment.upgrade is not None
+    assert after.deployment.upgrade.outcome == "finished"
+    assert [i.version for i in after.deployment.instances] == ["resumed"] * 3
+    assert not before & {i.name for i in after.deployment.instances}
+    assert after.pool.states() == {i.name: "UP" for i in after.deployment.instances}
+    assert all(launcher.alive(i) for i in after.deployment.instances)
