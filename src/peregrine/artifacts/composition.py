@@ -120,6 +120,7 @@ class ArtifactTables:
             columns=tuple(columns),
             func=_runner(artifact, source, registry),
             arguments=arguments,
+            events=artifact.type == "CLIENT_EVENT",
         )
         self._tables[reference] = plugin
         return plugin

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from peregrine.artifacts.composition import ArtifactTables
+from peregrine.artifacts.event_check import event_problem
 from peregrine.artifacts.loader import (
     ArtifactError,
     Definition,
@@ -211,6 +212,10 @@ class ArtifactRepository:
                 except QueryError as exc:
                     problems.append(Problem(artifact.origin, line, f"SQL: {exc}", name))
                     continue
+                of_source = path[0] == "sources"
+                ending = event_problem(artifact, sql, self.registry) if of_source else None
+                if ending:
+                    problems.append(Problem(artifact.origin, line, ending, name))
                 undeclared = sorted(set(parameters) - declared)
                 if undeclared:
                     problems.append(

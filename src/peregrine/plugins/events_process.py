@@ -116,7 +116,12 @@ class Known(dict[int, dict[str, Any]]):
         self[info["pid"]] = info
 
     def exited(self, pid: int) -> dict[str, Any]:
-        return self.pop(pid, None) or {"pid": pid}
+        """What started as ``pid``, or (forked, never seen executing) its name if still there."""
+        known = self.pop(pid, None)
+        if known is not None:
+            return known
+        name = _read(f"/proc/{pid}/comm")
+        return {"pid": pid, "name": name.strip() if name else None}
 
 
 def _row(
@@ -246,7 +251,11 @@ def polled_events(ctx: QueryContext, period: float) -> Iterator[dict[str, Any]]:
         Col("ppid", "INTEGER", "Parent process id."),
         Col("name", "TEXT", "Process name (comm)."),
         Col("exe", "TEXT", "Path of the executable (NULL when gone or not readable)."),
-        Col("cmdline", "TEXT", "Command line, arguments joined by spaces."),
+        Col(
+            "cmdline",
+            "TEXT",
+            "Command line, arguments joined by spaces (NULL when it ended before it was read).",
+        ),
         Col("argv", "JSON", "Command line as a JSON array."),
         Col("uid", "INTEGER", "Real user id."),
         Col("username", "TEXT", "Owner of the process."),
