@@ -27,7 +27,7 @@ def events(tmp_path: Path) -> EventFiles:
     return EventFiles(store.root, store.check_space, retention_days=30)
 
 
-def _append(events: EventFiles, seq: int, when: float, n: int = 2) -> int:
+def _append(events: EventFiles, seq: int, when: float, n: int = 2) -> tuple[str, int] | None:
     rows = [[seq + i, f"row {seq + i}"] for i in range(n)]
     return events.append(CLIENT, ART, "", seq, when, ["n", "label"], rows)
 
@@ -36,10 +36,11 @@ def test_a_batch_is_stored_once_whatever_resends(
     events: EventFiles, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setattr("time.time", lambda: NOW)
-    assert _append(events, 1, _t(29)) > 0
-    assert _append(events, 3, _t(29)) > 0
-    assert _append(events, 1, _t(29)) == 0  # the agent sent it again after a reconnect
-    assert _append(events, 3, _t(29)) == 0
+    assert _append(events, 1, _t(29)) == ("2026-11-29", 0)
+    assert _append(events, 3, _t(29)) == ("2026-11-29", 2)  # after the first batch's 2 rows
+    assert _append(events, 1, _t(29)) is None  # the agent sent it again after a reconnect
+    assert _append(events, 3, _t(29)) is None
+    assert [r["_seq"] for r in events.read_day(CLIENT, ART, "2026-11-29", 2, 2)] == [3, 4]
     rows = events.read(CLIENT, ART, _t(29, 0), _t(30, 0), limit=100)
     assert [r["_seq"] for r in rows] == [1, 2, 3, 4]
     assert rows[0] == {"n": 1, "label": "row 1", "_seq": 1, "_time": _t(29), "_source": ""}

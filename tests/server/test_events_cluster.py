@@ -1,9 +1,11 @@
 """Event monitoring in the distributed mode: two frontends of one cluster (in this process) over
 a real Redis and PostgreSQL and a shared filestore. An assignment made on frontend "b" reaches
-an agent connected to frontend "a" through the bus; "a" stores the events, "b" reads them."""
+an agent connected to frontend "a" through the bus; "a" stores the events, "b" reads them, and
+a live follower on "b" gets them as they are stored on "a"."""
 
 from __future__ import annotations
 
+import asyncio
 import time
 from pathlib import Path
 
@@ -48,10 +50,16 @@ async def test_an_assignment_made_on_one_frontend_reaches_an_agent_on_another(
         client = host.client_id
         await wait_until(lambda: client in b.online(), 20)  # b knows a holds it
         assert not b.holds(client)
-        version = await b.services.event_monitoring.assign(CLOCK, {"period": 0.1}, [], "x", ALL)
-        started = time.monotonic()
-        await wait_until(lambda: len(stored(b, client, CLOCK)) >= 5, 60)  # read on b
-        print(f"assigned on b, 5 events readable on b {time.monotonic() - started:.1f} s later")
+        async with b.services.event_monitoring.follow(client_id=client) as followed:
+            await asyncio.sleep(1.0)  # b's "someone follows here" reaches a
+            version = await b.services.event_monitoring.assign(CLOCK, {"period": 0.1}, [], "x", ALL)
+            started = time.monotonic()
+            await wait_until(lambda: len(stored(b, client, CLOCK)) >= 5, 60)  # read on b
+            print(f"assigned on b, 5 events readable on b {time.monotonic() - started:.1f} s later")
+            live = await asyncio.wait_for(followed.get(), 30)  # stored on a, followed on b
+            assert (live.client_id, live.artifact) == (client, CLOCK)
+            assert live.rows and live.rows[0]["tick"] == live.first_seq
+            assert "_seq" not in live.rows[0]
         assert a.services.event_monitoring.files.root == b.services.event_monitoring.files.root
         assert host.events is not None and host.events.version == version
         await b.services.event_monitoring.unassign(CLOCK, "x")

@@ -83,8 +83,9 @@ class EventFiles:
         when: float,
         columns: list[str],
         rows: list[list[Any]],
-    ) -> int:
-        """Store a batch durably; bytes written, 0 if the batch was stored before.
+    ) -> tuple[str, int] | None:
+        """Store a batch durably; where its rows are (the day file and the number of rows
+        before them there), None if the batch was stored before.
 
         ``StorageFull`` when there is no room (nothing stored); ``ValueError`` for a row whose
         width is not the number of columns."""
@@ -93,9 +94,10 @@ class EventFiles:
             if len(row) != width:
                 raise ValueError(f"event row {number} has {len(row)} values for {width} columns")
         directory = self._artifact_dir(client_id, artifact)
-        log = self._day(client_id, artifact, self.filed_under(when))
+        day = self.filed_under(when)
+        log = self._day(client_id, artifact, day)
         if seq <= log.meta()["last_seq"]:
-            return 0
+            return None
         keys = [str(c) for c in columns]
         records = [
             {**row_record(keys, row), "_seq": seq + i, "_time": when, "_source": source}
@@ -103,10 +105,23 @@ class EventFiles:
         ]
         make_dirs(self.base, directory)  # each new folder made durable
 
-        def describe(meta: dict[str, Any]) -> None:
+        before: list[int] = []
+
+        def describe(meta: dict[str, Any]) -> None:  # called under the file's lock
+            before.append(int(meta["rows"]) - len(records))
             meta.update(artifact=artifact, client_id=client_id)
 
-        return log.append(seq, records, describe)
+        if not log.append(seq, records, describe):
+            return None  # another writer stored it meanwhile
+        return day, before[0]
+
+    def read_day(
+        self, client_id: str, artifact: str, day: str, offset: int, limit: int
+    ) -> list[dict[str, Any]]:
+        """Rows ``offset`` .. ``offset + limit - 1`` of one day file (where ``append`` said a
+        batch went)."""
+        date.fromisoformat(day)  # a day, nothing else, names the file
+        return self._day(client_id, artifact, day).read(offset, limit)
 
     def read(
         self,

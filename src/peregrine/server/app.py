@@ -53,7 +53,7 @@ from peregrine.server.seen import SeenWriter
 from peregrine.server.session import AgentSession
 from peregrine.services.app import Services
 from peregrine.services.collections import Limits
-from peregrine.services.event_monitoring import CHANGED as EVENT_ASSIGNMENTS_CHANGED
+from peregrine.services.event_monitoring import NOTICES as EVENT_NOTICES
 
 log = logging.getLogger(__name__)
 
@@ -205,6 +205,7 @@ class Server:
         await asyncio.to_thread(self.event_ingestor.close)
         await self.services.alerting.close()
         await self.event_stream.close()
+        await self.services.event_monitoring.close()
         await self.resync.close()
         await self.presence.close()
         await self.seen.close()
@@ -319,8 +320,8 @@ class Server:
             await self.hunts.started_elsewhere(str(notice["hunt_id"]))
         elif kind == "hunt_stopped":
             self.hunts.stopped_elsewhere(str(notice["hunt_id"]))
-        elif kind == EVENT_ASSIGNMENTS_CHANGED:
-            await self.services.event_monitoring.changed_elsewhere()
+        elif kind in EVENT_NOTICES:
+            await self.services.event_monitoring.on_notice(notice)
         elif kind == RESYNC:
             self.resync.request()
 

@@ -37,7 +37,8 @@ class EventIngestor:
         """Store and publish ``batches`` in order; how many were stored (the first ones), and
         the error that stopped the rest if the filestore is full."""
         loop = asyncio.get_running_loop()
-        stored, full = await loop.run_in_executor(self._files, self._write, client_id, batches)
+        placed, full = await loop.run_in_executor(self._files, self._write, client_id, batches)
+        stored = len(placed)
         received = time.time()
         hostname, labels = self.monitoring.describe(client_id)
         for batch in batches[:stored]:
@@ -53,19 +54,27 @@ class EventIngestor:
                     labels=labels,
                 )
             )
+        new = [(batch, *where) for batch, where in zip(batches, placed, strict=False) if where]
+        await self.monitoring.tell_followers_elsewhere(client_id, new)
         return stored, full
 
-    def _write(self, client_id: str, batches: list[EventRows]) -> tuple[int, StorageFull | None]:
+    def _write(
+        self, client_id: str, batches: list[EventRows]
+    ) -> tuple[list[tuple[str, int] | None], StorageFull | None]:
+        """Each batch's place (None: stored before), up to the first the disk refused."""
         files = self.monitoring.files
-        for number, batch in enumerate(batches):
+        placed: list[tuple[str, int] | None] = []
+        for batch in batches:
             try:
-                files.append(
-                    client_id, batch.artifact, batch.source, batch.seq, batch.time,
-                    batch.columns, batch.rows,
+                placed.append(
+                    files.append(
+                        client_id, batch.artifact, batch.source, batch.seq, batch.time,
+                        batch.columns, batch.rows,
+                    )
                 )  # fmt: skip
             except StorageFull as exc:
-                return number, exc
-        return len(batches), None
+                return placed, exc
+        return placed, None
 
     async def status(self, client_id: str, status: EventStatus) -> None:
         await self.monitoring.record_status(client_id, status)

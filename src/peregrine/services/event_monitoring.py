@@ -15,10 +15,11 @@ and the live follow go through here.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import itertools
 import logging
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import AsyncIterator, Iterable, Iterator
 from typing import IO, Any
 
 import msgspec
@@ -37,6 +38,7 @@ from peregrine.protocol.messages import (
     MAX_MESSAGE_BYTES,
     ArtifactCall,
     EventAssignments,
+    EventRows,
     EventStatus,
     encode,
 )
@@ -48,6 +50,16 @@ log = logging.getLogger(__name__)
 
 #: The bus notice that the assignment set changed (each frontend pushes to its own clients).
 CHANGED = "event_assignments_changed"
+#: Bus notices of the live follow across frontends: someone follows here (sent every
+#: FOLLOW_ANNOUNCE_SECONDS while they do), and where a batch just stored lies in the shared
+#: filestore (sent only while a follower elsewhere said so within FOLLOW_INTEREST_SECONDS).
+FOLLOWING = "events_following"
+STORED = "events_stored"
+NOTICES = frozenset({CHANGED, FOLLOWING, STORED})
+FOLLOW_ANNOUNCE_SECONDS = 5.0
+FOLLOW_INTEREST_SECONDS = 15.0
+#: Batches one follower may lag before the oldest are dropped for it.
+FOLLOW_BACKLOG = 256
 #: Seconds a frontend trusts its copy of the set without reading it again (a lost notice
 #: costs at most this much delay).
 CACHE_SECONDS = 10.0
@@ -79,6 +91,10 @@ class EventMonitoring:
         self.client_index = client_index
         self.stream = stream
         self.files = EventFiles(filestore.root, filestore.check_space, settings.retention_days)
+        #: Batches stored by the other frontends, read back for the followers here.
+        self.remote = EventStream()
+        self._followers = 0
+        self._followed_elsewhere_until = 0.0
         self._set: tuple[int, list[EventAssignment]] | None = None
         self._read_at = 0.0
         self._payloads: dict[tuple[int, tuple[str, ...]], bytes] = {}
@@ -211,6 +227,93 @@ class EventMonitoring:
     def publish(self, batch: EventBatch) -> None:
         """A batch is durable: hand it to the alert rules and the followers of this process."""
         self.stream.publish(batch)
+
+    # -- the live follow, across frontends ------------------------------------------------------
+
+    @contextlib.asynccontextmanager
+    async def follow(
+        self, client_id: str | None = None, artifact: str | None = None
+    ) -> AsyncIterator[asyncio.Queue[EventBatch]]:
+        """A queue of the batches stored from now on, on this frontend and (through the bus
+        and the shared filestore) on the others, filtered by client and artifact. A follower
+        that lags more than FOLLOW_BACKLOG batches loses the oldest (a live view)."""
+        queue: asyncio.Queue[EventBatch] = asyncio.Queue(FOLLOW_BACKLOG)
+
+        async def take(batch: EventBatch) -> None:
+            if (client_id is None or batch.client_id == client_id) and (
+                artifact is None or batch.artifact == artifact
+            ):
+                if queue.full():
+                    queue.get_nowait()
+                queue.put_nowait(batch)
+
+        name = f"follow-{id(queue)}"
+        self.stream.subscribe(name, take)
+        self.remote.subscribe(name, take)
+        self._followers += 1
+        announcer = asyncio.create_task(self._announce_following())
+        try:
+            yield queue
+        finally:
+            self._followers -= 1
+            announcer.cancel()
+            self.stream.unsubscribe(name)
+            self.remote.unsubscribe(name)
+
+    async def close(self) -> None:
+        await self.remote.close()
+
+    async def _announce_following(self) -> None:
+        while True:
+            await self.fleet.announce(FOLLOWING)
+            await asyncio.sleep(FOLLOW_ANNOUNCE_SECONDS)
+
+    async def tell_followers_elsewhere(
+        self, client_id: str, placed: list[tuple[EventRows, str, int]]
+    ) -> None:
+        """Batches just stored here, with where they lie: announced only while someone
+        follows on another frontend (a bus notice per batch costs nothing otherwise)."""
+        if time.monotonic() > self._followed_elsewhere_until:
+            return
+        for batch, day, offset in placed:
+            await self.fleet.announce(
+                STORED, client_id=client_id, artifact=batch.artifact, source=batch.source,
+                day=day, offset=offset, count=len(batch.rows), first_seq=batch.seq,
+            )  # fmt: skip
+
+    async def on_notice(self, notice: dict[str, Any]) -> None:
+        """A notice of another frontend (see NOTICES)."""
+        kind = notice.get("kind")
+        if kind == CHANGED:
+            await self.changed_elsewhere()
+        elif kind == FOLLOWING:
+            self._followed_elsewhere_until = time.monotonic() + FOLLOW_INTEREST_SECONDS
+        elif kind == STORED and self._followers:
+            try:
+                batch = await asyncio.to_thread(self._read_stored, notice)
+            except (KeyError, TypeError, ValueError, OSError) as exc:
+                log.warning("could not read a batch another frontend stored: %s", exc)
+                return
+            self.remote.publish(batch)
+
+    def _read_stored(self, notice: dict[str, Any]) -> EventBatch:
+        client_id, artifact = str(notice["client_id"]), str(notice["artifact"])
+        count = min(int(notice["count"]), 10_000)
+        rows = self.files.read_day(
+            client_id, artifact, str(notice["day"]), int(notice["offset"]), count
+        )
+        hostname, labels = self.describe(client_id)
+        meta = ("_seq", "_time", "_source")
+        return EventBatch(
+            client_id=client_id,
+            artifact=artifact,
+            source=str(notice.get("source", "")),
+            first_seq=int(notice["first_seq"]),
+            rows=[{k: v for k, v in row.items() if k not in meta} for row in rows],
+            received=time.time(),
+            hostname=hostname,
+            labels=labels,
+        )
 
     def describe(self, client_id: str) -> tuple[str, tuple[str, ...]]:
         """A client's host name and labels, as the index knows them (for ``EventBatch``)."""

@@ -20,14 +20,12 @@ from peregrine.api.schemas import MAX_INT
 from peregrine.auth.accounts import Principal
 from peregrine.auth.roles import READ_RESULTS, START_HUNT
 from peregrine.datastore.events import EventAssignment
-from peregrine.events.stream import EventBatch
-from peregrine.services.event_monitoring import EventAssignmentError
+from peregrine.services.event_monitoring import EventAssignmentError, EventMonitoring
 
 router = APIRouter(prefix="/events", tags=["event monitoring"])
 ArtifactName = Annotated[str, Path(min_length=1, max_length=256)]
-#: Seconds between keep-alive comments on a quiet follow, and batches one follower may lag.
+#: Seconds between keep-alive comments on a quiet follow.
 HEARTBEAT_SECONDS = 15.0
-FOLLOW_BACKLOG = 256
 
 
 class AssignmentIn(BaseModel):
@@ -211,7 +209,7 @@ async def export_events(
     )
 
 
-@router.get("/follow", summary="Events as they are stored on this frontend (SSE)")
+@router.get("/follow", summary="Events as they are stored, on any frontend (SSE)")
 async def follow(
     request: Request,
     client_id: str | None = Query(None, pattern=r"^C\.[0-9a-f]{16}$"),
@@ -220,38 +218,27 @@ async def follow(
     _: Principal = Depends(require(READ_RESULTS)),
 ) -> StreamingResponse:
     """One `data:` line per stored batch (JSON: client_id, hostname, artifact, source,
-    first_seq, rows), filtered by client and artifact. Only batches stored by the frontend
-    serving the request (each agent's batches are stored by the frontend it is connected
-    to); a follower that falls more than 256 batches behind misses batches (read them back
-    by time range)."""
-    stream = context(request).services.event_monitoring.stream
+    first_seq, received, rows), filtered by client and artifact: the batches this frontend
+    stores and, in a cluster or with `--workers`, those the others store (told over the bus,
+    read from the shared filestore). A follower more than 256 batches behind loses the oldest
+    (read them back by time range)."""
+    monitoring = context(request).services.event_monitoring
     return StreamingResponse(
-        _follow(request, stream, client_id, artifact, seconds), media_type="text/event-stream"
+        _follow(request, monitoring, client_id, artifact, seconds),
+        media_type="text/event-stream",
     )
 
 
 async def _follow(
     request: Request,
-    stream: Any,
+    monitoring: EventMonitoring,
     client_id: str | None,
     artifact: str | None,
     seconds: float | None,
 ) -> AsyncIterator[bytes]:
-    queue: asyncio.Queue[EventBatch] = asyncio.Queue(FOLLOW_BACKLOG)
-
-    async def take(batch: EventBatch) -> None:
-        if (client_id is None or batch.client_id == client_id) and (
-            artifact is None or batch.artifact == artifact
-        ):
-            if queue.full():
-                queue.get_nowait()  # keep the newest: a live view, not an archive
-            queue.put_nowait(batch)
-
-    name = f"follow-{id(queue)}"
-    stream.subscribe(name, take)
-    try:
+    until = None if seconds is None else time.monotonic() + seconds
+    async with monitoring.follow(client_id, artifact) as queue:
         yield b": following\n\n"
-        until = None if seconds is None else time.monotonic() + seconds
         while not await request.is_disconnected():
             left = HEARTBEAT_SECONDS if until is None else until - time.monotonic()
             if left <= 0:
@@ -272,8 +259,6 @@ async def _follow(
                 "rows": batch.rows,
             }
             yield f"data: {json.dumps(body, default=_bytes)}\n\n".encode()
-    finally:
-        stream.unsubscribe(name)
 
 
 def _bytes(value: Any) -> Any:
