@@ -1,6 +1,7 @@
 """What an agent could abuse through event rows: a flood is paid for by the connection's budget
-(read slower, nothing lost, nothing doubled when sent again), and a batch must name its own
-artifact's stream (else the connection closes and nothing is stored)."""
+(read slower, nothing lost, nothing doubled when sent again), a batch must name its own
+artifact's stream (else the connection closes and nothing is stored), and statuses are kept
+only for event artifacts the server knows."""
 
 from __future__ import annotations
 
@@ -11,8 +12,14 @@ from pathlib import Path
 import pytest
 
 from peregrine.agent.identity import load_or_create
-from peregrine.protocol.messages import Ack, EventRows, decode_from_server, encode
-from tests.server.harness import RawAgent, make_deployment, running_server_with
+from peregrine.protocol.messages import Ack, EventRows, EventStatus, decode_from_server, encode
+from tests.server.harness import (
+    RawAgent,
+    make_deployment,
+    repository_with,
+    running_server_with,
+    wait_until,
+)
 from tests.server.test_events import in_loop
 from tests.server.test_protocol_limits import with_limits
 
@@ -73,3 +80,25 @@ async def test_an_event_batch_naming_another_stream_closes_the_connection(tmp_pa
         assert "not its artifact's" in closed.rcvd.reason
         files = server.services.event_monitoring.files
         assert list(files.iter_rows(identity.client_id, ART, 0, time.time() + 86400)) == []
+
+
+@pytest.mark.timeout(60)
+@in_loop
+async def test_statuses_about_made_up_artifacts_are_not_stored(tmp_path: Path) -> None:
+    """One status row per client and artifact: an agent naming thousands of artifacts that do
+    not exist must not grow the table; a report about a real event artifact is kept."""
+    deployment = make_deployment(tmp_path / "deploy")
+    identity = load_or_create(tmp_path / "raw.yaml")
+    real = "Test.Events.Real"
+    repository = repository_with(
+        f"name: {real}\ntype: CLIENT_EVENT\nsources:\n  - query: SELECT tick FROM clock(1)\n"
+    )
+    async with running_server_with(deployment.server, repository) as server:
+        async with RawAgent(deployment, identity) as raw:
+            for n in range(200):
+                await raw.send(encode(EventStatus(artifact=f"Made.Up.{n}", state="running")))
+            await raw.send(encode(EventStatus(artifact="Test.Quick", state="running")))
+            await raw.send(encode(EventStatus(artifact=real, state="running", time=1.0)))
+            store = server.datastore.events
+            await wait_until(lambda: store.statuses(client_id=identity.client_id), 10)
+        assert [s.artifact for s in store.statuses()] == [real]

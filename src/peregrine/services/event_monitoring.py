@@ -216,13 +216,20 @@ class EventMonitoring:
 
     # -- what agents report ---------------------------------------------------------------------
 
-    async def record_status(self, client_id: str, status: EventStatus) -> None:
+    async def record_status(self, client_id: str, status: EventStatus) -> bool:
+        """Keep an agent's report; one about an artifact that is not an event artifact here
+        is dropped (so an agent cannot fill the table with made-up names). Whether kept."""
+        known = self.repository.find(status.artifact)
+        if known is None or known.type != "CLIENT_EVENT":
+            log.warning("%s reported on %r, not an event artifact", client_id, status.artifact)
+            return False
         state = status.state if status.state in STATES else "unknown"
         await self.datastore.group.run(
             self.datastore.events.record_status,
             client_id, status.artifact[:256], state, status.error, status.restarts,
             status.time, time.time(),
         )  # fmt: skip
+        return True
 
     def publish(self, batch: EventBatch) -> None:
         """A batch is durable: hand it to the alert rules and the followers of this process."""
