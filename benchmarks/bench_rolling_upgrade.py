@@ -93,7 +93,7 @@ async def _measure(directory: Path, args: argparse.Namespace, keys: Path) -> lis
             await fleet.wait_connected(args.clients, timeout=120)
             await asyncio.sleep(0.2)
             watcher.cancel()
-            soaks = [at - started for at, line in marks if line.startswith("soak:")]
+            soaks = [at - started for at, line in marks if line.startswith("soak")]
             batches = [round(b - a, 1) for a, b in zip([0.0, *soaks], soaks, strict=False)]
             results.append({
                 "upgrade_s": round(took, 1),

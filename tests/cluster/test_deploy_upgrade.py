@@ -154,6 +154,8 @@ def test_a_rolling_upgrade_under_a_hunt_loses_nothing_and_moves_agents_gradually
     assert not set(old) & {i.name for i in after.instances}
     assert deploy.pool.states() == {i.name: "UP" for i in after.instances}
     assert all(i.uptest is not None and i.uptest.passed for i in after.instances)
+    # Each batch's soak read the new instance's own /metrics: no error of its own.
+    assert [soak.frontend_errors for soak in deploy.soaks] == [0, 0, 0], deploy.soaks
 
 
 def interrupted(cluster: DevCluster, version: str) -> set[str]:

@@ -26,6 +26,7 @@ from pathlib import Path
 import httpx
 
 from peregrine.deploy import launcher
+from peregrine.deploy.metrics import frontend_errors
 from peregrine.deploy.model import (
     UPTEST_LOG,
     Instance,
@@ -64,7 +65,36 @@ class Timing:
     max_error_rate: float = 0.05
     #: Fewer errors than this never fail a batch (one refused connection is no trend).
     min_errors: int = 3
+    #: Errors the new instances may count themselves (``peregrine_errors_total``) in the soak.
+    max_frontend_errors: int = 0
     uptest_timeouts: dict[str, float] = field(default_factory=dict)
+
+
+@dataclass
+class Counts:
+    """What went wrong with some instances: connection and response errors and connections,
+    as the balancer counted them, and the instances' own errors (None: no ``/metrics``)."""
+
+    connection_errors: int = 0
+    connections: int = 0
+    frontend_errors: int | None = 0
+
+    def __sub__(self, before: Counts) -> Counts:
+        own = None
+        if self.frontend_errors is not None and before.frontend_errors is not None:
+            own = self.frontend_errors - before.frontend_errors
+        return Counts(
+            self.connection_errors - before.connection_errors,
+            self.connections - before.connections,
+            own,
+        )
+
+    def __str__(self) -> str:
+        own = "unknown (no /metrics)" if self.frontend_errors is None else self.frontend_errors
+        return (
+            f"{self.connection_errors} connection errors in {self.connections} connections, "
+            f"their own errors {own}"
+        )
 
 
 class Deployer:
@@ -84,6 +114,8 @@ class Deployer:
         self.token = token
         self.timing = timing or Timing()
         self.say = say
+        #: What each batch's soak saw, in order.
+        self.soaks: list[Counts] = []
 
     @property
     def log_dir(self) -> Path:
@@ -233,7 +265,7 @@ class Deployer:
                 raise DeployError(f"{new.name} ({upgrade.version}) failed its uptests ({failed})")
         for _old, new in pairs:
             self.admit(new)
-        baseline = self._errors([new for _, new in pairs])
+        baseline = self._counts([new for _, new in pairs])
         for old, _new in pairs:
             self.retire(old)
         self._soak([new for _, new in pairs], baseline)
@@ -260,8 +292,9 @@ class Deployer:
         self.save()
         return old, new
 
-    def _soak(self, instances: list[Instance], baseline: tuple[int, int]) -> None:
-        """Watch the batch's new instances: alive and up all along, few connection errors."""
+    def _soak(self, instances: list[Instance], baseline: Counts) -> None:
+        """Watch the batch's new instances: alive and up all along, few connection errors
+        (the balancer's count) and few errors of their own (their ``/metrics``)."""
         end = time.monotonic() + self.timing.soak_seconds
         while time.monotonic() < end:
             for instance in instances:
@@ -271,29 +304,30 @@ class Deployer:
                 if isinstance(self.pool, HAProxyPool) and state not in ("UP", "UP 1/2"):
                     raise DeployError(f"the balancer has {instance.name} {state} in the soak")
             time.sleep(0.5)
-        errors, connections = self._errors(instances)
-        errors -= baseline[0]
-        connections -= baseline[1]
-        rate = errors / max(1, connections)
-        self.say(f"soak: {errors} connection errors in {connections} connections")
-        if errors >= self.timing.min_errors and rate > self.timing.max_error_rate:
-            raise DeployError(
-                f"error rate {rate:.1%} ({errors} of {connections} connections) on "
-                f"{', '.join(i.name for i in instances)} during the soak"
-            )
+        seen = self._counts(instances) - baseline
+        self.soaks.append(seen)
+        names = ", ".join(i.name for i in instances)
+        self.say(f"soak of {names}: {seen}")
+        rate = seen.connection_errors / max(1, seen.connections)
+        if seen.connection_errors >= self.timing.min_errors and rate > self.timing.max_error_rate:
+            raise DeployError(f"error rate {rate:.1%} on {names} during the soak ({seen})")
+        if (seen.frontend_errors or 0) > self.timing.max_frontend_errors:
+            raise DeployError(f"{names} counted errors of their own during the soak ({seen})")
 
-    def _errors(self, instances: list[Instance]) -> tuple[int, int]:
-        """(connection and response errors, connections) the balancer counted for them."""
-        if not isinstance(self.pool, HAProxyPool):
-            return 0, 0
-        stats = self.pool.stats()
-        errors = connections = 0
-        for instance in instances:
-            for backend in BACKENDS:
-                row = stats.get(f"{backend}/{instance.name}", {})
-                errors += _count(row, "econ") + _count(row, "eresp")
-                connections += _count(row, "stot")
-        return errors, connections
+    def _counts(self, instances: list[Instance]) -> Counts:
+        """What the balancer and the instances' ``/metrics`` counted for them so far."""
+        counts = Counts()
+        if isinstance(self.pool, HAProxyPool):
+            stats = self.pool.stats()
+            for instance in instances:
+                for backend in BACKENDS:
+                    row = stats.get(f"{backend}/{instance.name}", {})
+                    counts.connection_errors += _count(row, "econ") + _count(row, "eresp")
+                    counts.connections += _count(row, "stot")
+        ca_cert = Path(self.deployment.ca_cert)
+        own = [frontend_errors(i, ca_cert, self.token) for i in instances]
+        counts.frontend_errors = None if None in own else sum(n or 0 for n in own)
+        return counts
 
     def rollback(self) -> None:
         """Put the previous version back: each replaced instance started again and in the
