@@ -10,7 +10,13 @@ of ``--clients`` clients x ``--rows`` process rows (10,000,000 by default) and a
 * filtered scan: ``WHERE username = ... AND cmdline LIKE ...`` over the 10M rows;
 * first page of a join: the 1M-row hunt joined with the clients table, top 100 by time.
 
+Then notebooks and timelines (``--cases``): a 20-cell notebook over the 1M-row hunt, run once
+and then opened (its stored results read back, nothing rerun), and pages of a timeline over
+1,000,000 rows from 3 sources (three more hunts, written once like the others): the first
+page, a page half-way, and a text-filtered page, from the JSONL and from the Parquet copies.
+
     .venv/bin/python benchmarks/bench_analysis.py [--dir /tmp/peregrine-bench-analysis] [--json]
+        [--cases queries,notebook,timeline]
 """
 
 from __future__ import annotations
@@ -132,7 +138,9 @@ def main() -> None:
     parser.add_argument("--join-clients", type=int, default=100)
     parser.add_argument("--repeat", type=int, default=3)
     parser.add_argument("--json", action="store_true")
+    parser.add_argument("--cases", default="queries,notebook,timeline")
     args = parser.parse_args()
+    cases_wanted = set(args.cases.split(","))
     root: Path = args.dir
     root.mkdir(parents=True, exist_ok=True)
     print(f"load average before: {os.getloadavg()}", flush=True)
@@ -148,22 +156,140 @@ def main() -> None:
             old.unlink()
     engine = AnalysisEngine(store, filestore, AnalysisLimits(timeout=600, memory_mb=4096))
     engine.copies.schedule = lambda stems: 0  # type: ignore[method-assign]  # timed below
-    cases = (("stack count 10M", STACK), ("filtered scan 10M", SCAN), ("join page 1M", JOIN_PAGE))
-    answers: dict[str, Any] = {}
-    for label, sql in cases:
-        answers[label] = timed(f"duckdb, JSONL: {label}", lambda s=sql: engine_rows(engine, s),
-                               args.repeat, results)  # fmt: skip
-    timed("make the Parquet copies", lambda: [build(s) for s in stems], 1, results)
-    for label, sql in cases:
-        got = timed(f"duckdb, Parquet: {label}", lambda s=sql: engine_rows(engine, s),
-                    args.repeat, results)  # fmt: skip
-        assert sorted(map(str, got)) == sorted(map(str, answers[label])), label
-    sqlite_cases(root, store, filestore, args.repeat, results, answers)
-    pandas_cases(stems, store, args.repeat, results, answers)
+    if "queries" in cases_wanted:
+        query_cases(engine, store, filestore, stems, root, args.repeat, results)
+    if "notebook" in cases_wanted:
+        notebook_cases(engine, store, filestore, args.repeat, results)
+    if "timeline" in cases_wanted:
+        timeline_cases(engine, store, filestore, root, args.repeat, results)
     print(f"load average after: {os.getloadavg()}", flush=True)
     if args.json:
         json.dump({"load": os.getloadavg(), "results": results}, sys.stdout, indent=2)
     store.close()
+
+
+def query_cases(
+    engine: AnalysisEngine, store: Datastore, filestore: Filestore, stems: list[Path],
+    root: Path, repeat: int, results: list[dict[str, Any]],
+) -> None:  # fmt: skip
+    for stem in stems:  # start from the JSONL as stored
+        for old in stem.parent.glob(f"{stem.name}.*.parquet"):
+            old.unlink()
+    cases = (("stack count 10M", STACK), ("filtered scan 10M", SCAN), ("join page 1M", JOIN_PAGE))
+    answers: dict[str, Any] = {}
+    for label, sql in cases:
+        answers[label] = timed(f"duckdb, JSONL: {label}", lambda s=sql: engine_rows(engine, s),
+                               repeat, results)  # fmt: skip
+    timed("make the Parquet copies", lambda: [build(s) for s in stems], 1, results)
+    for label, sql in cases:
+        got = timed(f"duckdb, Parquet: {label}", lambda s=sql: engine_rows(engine, s),
+                    repeat, results)  # fmt: skip
+        assert sorted(map(str, got)) == sorted(map(str, answers[label])), label
+    sqlite_cases(root, store, filestore, repeat, results, answers)
+    pandas_cases(stems, store, repeat, results, answers)
+
+
+def notebook_cases(
+    engine: AnalysisEngine, store: Datastore, filestore: Filestore, repeat: int,
+    results: list[dict[str, Any]],
+) -> None:  # fmt: skip
+    """20 SQL cells over the 1M-row hunt (stack counts, rare values, pages), run once; then the
+    notebook opened: the datastore read of every cell with its stored rows, and the API's
+    answer built from it (first 100 rows per cell), nothing rerun."""
+    from peregrine.api.routes.notebooks import notebook_out
+    from peregrine.notebooks import NotebookService
+
+    table = f"hunt('{JOIN}', '{ARTIFACT}')"
+    cells = []
+    for column in ("name", "username", "ppid", "pid", "rss"):
+        cells.append(f"SELECT {column}, count(*) AS n FROM {table} GROUP BY 1 ORDER BY n DESC")
+        cells.append(f"SELECT {column}, count(DISTINCT client_id) AS hosts FROM {table} "
+                     "GROUP BY 1 HAVING hosts <= 2 ORDER BY hosts, 1 LIMIT 1000")  # fmt: skip
+        cells.append(f"SELECT * FROM {table} WHERE {column} IS NOT NULL LIMIT 1000")
+        cells.append(f"SELECT client_id, max({column}) AS top FROM {table} GROUP BY 1")
+    service = NotebookService(store, filestore, engine)
+    made = service.create("bench", PERMISSIONS, "20 cells",
+                          cells=[{"kind": "sql", "text": c} for c in cells])  # fmt: skip
+    ran = timed(
+        "notebook: run 20 cells over the 1M-row hunt",
+        lambda: service.run(made.notebook_id, "bench", PERMISSIONS), 1, results,
+    )  # fmt: skip
+    stored = sum(len(c.result["rows"]) for c in ran if c.result)
+    print(f"  {stored:,} result rows stored", flush=True)
+    opened = timed("notebook: open 20 cells (stored results)",
+                   lambda: service.get(made.notebook_id, "bench", PERMISSIONS), repeat,
+                   results)  # fmt: skip
+    assert len(opened.cells) == 20 and all(c.result and not c.result["error"] for c in opened.cells)
+    timed("notebook: open + the API's answer (100 rows a cell)",
+          lambda: json.dumps(notebook_out(service.get(made.notebook_id, "bench", PERMISSIONS))),
+          repeat, results)  # fmt: skip
+
+
+TIMELINE_HUNTS = ("H.00000000000000c1", "H.00000000000000c2", "H.00000000000000c3")
+
+
+def timeline_cases(
+    engine: AnalysisEngine, store: Datastore, filestore: Filestore, root: Path, repeat: int,
+    results: list[dict[str, Any]],
+) -> None:  # fmt: skip
+    """Pages of a timeline over 1,000,000 rows: three hunts of 100 clients x 3,334 rows, each a
+    source with its own time column and message."""
+    from peregrine.timelines import TimelineService
+    from peregrine.timelines.query import Filters
+
+    if not (root / "timeline-complete").exists():
+        timed("generate 3 timeline hunts (filestore + datastore)",
+              lambda: generate_timeline(store, filestore), 1, results)  # fmt: skip
+    stems = []
+    for hunt_id in TIMELINE_HUNTS:
+        for c in store.hunts.clients(hunt_id, limit=1000):
+            stem = filestore.flow_dir(c.client_id, c.flow_id) / "results"
+            stems.append(stem / result_set_name(ARTIFACT, ""))
+    for stem in stems:
+        for old in stem.parent.glob(f"{stem.name}.*.parquet"):
+            old.unlink()
+    service = TimelineService(store, engine)
+    sources = [
+        {"kind": "hunt", "id": hunt_id, "artifact": ARTIFACT, "label": f"source{n}",
+         "time": "start_time", "desc": "Process start", "message": "{name} ({pid}) on {hostname}"}
+        for n, hunt_id in enumerate(TIMELINE_HUNTS, 1)
+    ]  # fmt: skip
+    made = service.create("bench", PERMISSIONS, "1M rows", sources)
+
+    def page(offset: int, filters: Filters) -> dict[str, Any]:
+        return service.page(made.timeline_id, "bench", PERMISSIONS, filters, offset, 100)
+
+    for kind in ("JSONL", "Parquet"):
+        if kind == "Parquet":
+            timed("timeline: make the Parquet copies", lambda: [build(s) for s in stems], 1,
+                  results)  # fmt: skip
+        first = timed(f"timeline 1M rows, {kind}: first page (100)",
+                      lambda: page(0, Filters()), repeat, results)  # fmt: skip
+        assert len(first["rows"]) == 100 and first["next_offset"] == 100
+        middle = timed(f"timeline 1M rows, {kind}: page at offset 500,000",
+                       lambda: page(500_000, Filters()), repeat, results)  # fmt: skip
+        assert len(middle["rows"]) == 100
+        found = timed(f"timeline 1M rows, {kind}: text filter, first page",
+                      lambda: page(0, Filters(text="--flag 3333")), repeat, results)  # fmt: skip
+        assert found["rows"], "the filter should match"
+
+
+def generate_timeline(store: Datastore, filestore: Filestore) -> None:
+    rng = random.Random(17)
+    for serial, hunt_id in enumerate(TIMELINE_HUNTS):
+        store.hunts.create(hunt_record(hunt_id))
+        for number in range(10_000 + serial * 100, 10_000 + serial * 100 + 100):
+            client_id, flow_id = f"C.{number:016x}", f"F.{number:016X}"
+            store.clients.enroll(client_id, client_id.encode(), 1.7e9)
+            store.clients.set_info(client_id, {"hostname": f"host-{number}"}, 1.7e9)
+            flow = FlowRecord(flow_id, client_id, [{"name": ARTIFACT}], {}, "bench", 1.7e9)
+            store.hunts.schedule_client(hunt_id, flow, b"", 1.7e9, respect_limit=False)
+            store.collections.transition(flow_id, IN_PROGRESS, 1.7e9)
+            rows = 3_334 if serial < 2 else 3_332
+            filestore.append_rows(client_id, flow_id, ARTIFACT, "", 1, COLUMNS,
+                                  make_rows(rng, number, rows))  # fmt: skip
+            store.collections.transition(flow_id, FINISHED, 1.7e9 + 60)
+    Path(filestore.root.parent / "timeline-complete").write_text("ok")
 
 
 def sqlite_cases(
