@@ -12,6 +12,8 @@ import time
 from collections.abc import AsyncIterator, Sequence
 from typing import Any
 
+from prometheus_client import REGISTRY
+
 from peregrine.alerts.engine import AlertEngine
 from peregrine.alerts.forward import Forwarding, Sink
 from peregrine.alerts.rulebook import RuleBook
@@ -41,6 +43,17 @@ SPRAY = {
     "condition": "success = 0",
     "window": {"seconds": 60, "threshold": 50, "group_by": ["user"]},
 }
+
+
+COUNTED = [
+    ("peregrine_alerts_raised_total", {"severity": "high"}),
+    ("peregrine_alerts_forwarded_total", {"destination": "webhook", "outcome": "sent"}),
+    ("peregrine_alerts_forwarded_total", {"destination": "syslog", "outcome": "sent"}),
+]
+
+
+def metric(name: str, labels: dict[str, str]) -> float:
+    return REGISTRY.get_sample_value(name, labels) or 0.0
 
 
 def columns(artifact: str) -> Sequence[str] | None:
@@ -102,6 +115,7 @@ def test_a_rule_fires_once_and_reaches_the_webhook_and_syslog(
     hook_url, received = webhook
     port, udp = syslog_udp
     save_rules(datastore_url, FROM_TMP)
+    before = [metric(name, labels) for name, labels in COUNTED]
 
     async def run() -> None:
         sinks = [
@@ -143,6 +157,9 @@ def test_a_rule_fires_once_and_reaches_the_webhook_and_syslog(
     except TimeoutError:
         extra = b""
     assert extra == b"", "the redelivered batch was forwarded again"
+    # The metrics count the one alert, sent once to each destination.
+    after = [metric(name, labels) for name, labels in COUNTED]
+    assert [a - b for a, b in zip(after, before, strict=True)] == [1.0, 1.0, 1.0]
 
 
 def test_two_frontends_sharing_a_datastore_raise_one_alert(datastore_url: str) -> None:

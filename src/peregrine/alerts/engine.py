@@ -19,6 +19,11 @@ from typing import Any
 from peregrine.datastore import Datastore, DatastoreUnavailable
 from peregrine.datastore.alerts import AlertRecord
 from peregrine.events.stream import EventBatch, EventStream
+from peregrine.metrics.instruments import (
+    ALERT_MATCH_SECONDS,
+    ALERT_RULE_FAILURES,
+    ALERTS_RAISED,
+)
 
 from .forward import Forwarding
 from .matcher import Matcher
@@ -103,9 +108,12 @@ class AlertEngine:
         self.batches += 1
         if not rules or not batch.rows:
             return
+        started = time.monotonic()
         raised = await self._evaluate_through_outages(batch, rules)
+        ALERT_MATCH_SECONDS.observe(time.monotonic() - started)
         self.raised += len(raised)
         for alert in raised:
+            ALERTS_RAISED.labels(severity=alert.severity).inc()
             self.forwarding.submit(alert)
 
     async def _evaluate_through_outages(
@@ -137,6 +145,7 @@ class AlertEngine:
         }
         known = self._columns(batch.artifact) or ()
         found, failed = self._matcher.match(meta, batch.rows, rules, known)
+        ALERT_RULE_FAILURES.inc(len(failed))
         for rule_id, error in failed.items():
             if rule_id not in self._failing:  # once per rule, not once per batch
                 self._failing.add(rule_id)

@@ -17,6 +17,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from peregrine.datastore.alerts import AlertRecord
+from peregrine.metrics.instruments import ALERTS_FORWARDED
 
 log = logging.getLogger(__name__)
 
@@ -46,6 +47,7 @@ class Sink(ABC):
             self._queue.put_nowait(document)
         except asyncio.QueueFull:
             self.dropped += 1
+            ALERTS_FORWARDED.labels(destination=self.name, outcome="dropped").inc()
             log.warning(
                 "alert %s not sent to %s: its queue is full", document["alert_id"], self.name
             )
@@ -67,10 +69,12 @@ class Sink(ABC):
             try:
                 await self.deliver(document)
                 self.delivered += 1
+                ALERTS_FORWARDED.labels(destination=self.name, outcome="sent").inc()
             except asyncio.CancelledError:
                 raise
             except Exception as exc:
                 self.failed += 1
+                ALERTS_FORWARDED.labels(destination=self.name, outcome="failed").inc()
                 log.warning("alert %s not sent to %s: %s", document["alert_id"], self.name, exc)
             finally:
                 self._queue.task_done()

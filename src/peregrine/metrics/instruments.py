@@ -61,6 +61,26 @@ QUERY_WORKER_KILLS = Counter(
     "with their sources.",
 )
 ERRORS = Counter("peregrine_errors", "Errors, by kind.", ["kind"])
+ALERTS_RAISED = Counter(
+    "peregrine_alerts_raised",
+    "Alerts raised by rules and stored by this frontend (each alert once in the fleet).",
+    ["severity"],
+)
+ALERTS_FORWARDED = Counter(
+    "peregrine_alerts_forwarded",
+    "Alerts handed to a destination: sent, failed (after its retries) or dropped (its queue "
+    "was full).",
+    ["destination", "outcome"],
+)
+ALERT_MATCH_SECONDS = Histogram(
+    "peregrine_alert_match_seconds",
+    "Time to match one stored event batch against its rules and store what they raised.",
+    buckets=_LATENCY_BUCKETS,
+)
+ALERT_RULE_FAILURES = Counter(
+    "peregrine_alert_rule_failures",
+    "Rules that failed on a batch (a column the rows lack, their time limit).",
+)
 EVENT_LOOP_LAG = Gauge(
     "peregrine_event_loop_lag_seconds",
     "How late the event loop woke a sleeping task, last sample (worst worker).",
