@@ -32,7 +32,7 @@ from typing import Any
 
 from peregrine.cluster.devcluster import DevCluster
 from peregrine.config import load_client_config
-from peregrine.deploy.devcluster import from_dev_cluster
+from peregrine.deploy.clusters import from_dev_cluster
 from peregrine.deploy.model import save_deployment
 from peregrine.deploy.rolling import Deployer, Timing
 from peregrine.loadtest import Fleet

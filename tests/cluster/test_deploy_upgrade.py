@@ -19,7 +19,7 @@ import pytest
 
 from peregrine.cluster.devcluster import DevCluster
 from peregrine.deploy import launcher
-from peregrine.deploy.devcluster import from_dev_cluster
+from peregrine.deploy.clusters import from_dev_cluster
 from peregrine.deploy.model import UPTEST_LOG, save_deployment
 from peregrine.deploy.rolling import Deployer, DeployError, Timing, UpgradeFailed
 from peregrine.loadtest.reconnects import ReconnectWatch

@@ -197,3 +197,29 @@ def test_deploy_status_shows_each_instance_with_its_pool_and_uptest(tmp_path: Pa
     assert rows["fe2"]["balancer"] == "maint" and rows["fe2"]["process"] == "stopped"
     missing = CliRunner().invoke(app, ["deploy", "status", "--file", str(tmp_path / "no.yaml")])
     assert missing.exit_code == 1 and "peregrine deploy init" in missing.output
+
+
+def test_deploy_init_reads_a_generated_cluster(tmp_path: Path) -> None:
+    from peregrine.cluster.generate import generate_cluster, plan_frontends
+
+    generate_cluster(
+        tmp_path / "cluster", plan_frontends(2, ["10.0.0.1", "10.0.0.2"]),
+        datastore_url="postgresql://peregrine@db/peregrine", bus_url="redis://redis:6379/0",
+        filestore_dir=tmp_path / "shared", public_urls=["wss://balancer.example:8443/agent"],
+    )  # fmt: skip
+    runner = CliRunner()
+    result = runner.invoke(app, ["deploy", "init", "--config-dir", str(tmp_path / "cluster"),
+                                 "--version", "0.1.0"])  # fmt: skip
+    assert result.exit_code == 0, result.output
+    deployment = load_deployment(tmp_path / "cluster" / "deploy.yaml")
+    assert [(i.name, i.host, i.port, i.api_port, i.pool) for i in deployment.instances] == [
+        ("frontend1", "10.0.0.1", 9443, 9444, "ready"),
+        ("frontend2", "10.0.0.2", 9443, 9444, "ready"),
+    ]
+    assert Path(deployment.instances[0].config) == tmp_path / "cluster" / "frontend1.yaml"
+    assert isinstance(deployment.balancer, HAProxyBalancer)
+    assert deployment.balancer.socket == str(tmp_path / "cluster" / "haproxy.sock")
+    again = runner.invoke(app, ["deploy", "init", "--config-dir", str(tmp_path / "cluster")])
+    assert again.exit_code == 1 and "--force" in again.output
+    neither = runner.invoke(app, ["deploy", "init"])
+    assert neither.exit_code == 1 and "--config-dir" in neither.output

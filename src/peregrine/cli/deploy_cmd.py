@@ -61,7 +61,7 @@ def _load(path: Path) -> Deployment:
 
 
 def _deployer(path: Path, token: str, **timing: Any) -> Any:
-    from peregrine.deploy.devcluster import dev_cluster_token
+    from peregrine.deploy.clusters import dev_cluster_token
     from peregrine.deploy.rolling import Deployer, Timing
 
     token = token or dev_cluster_token(_load(path))
@@ -72,6 +72,9 @@ def _deployer(path: Path, token: str, **timing: Any) -> Any:
 
 @app.command("init")
 def init(
+    config_dir: Annotated[
+        Path | None, typer.Option(help="A generated cluster's folder (config generate).")
+    ] = None,
     dev_cluster: Annotated[
         Path | None, typer.Option(help="A development cluster's folder (scripts/cluster up).")
     ] = None,
@@ -82,14 +85,21 @@ def init(
     version: Annotated[str, typer.Option(help="The version the instances run now.")] = "",
     force: Annotated[bool, typer.Option(help="Replace an existing deployment file.")] = False,
 ) -> None:
-    """Write the deployment file of a development cluster (its frontends, HAProxy)."""
-    from peregrine.deploy.devcluster import from_dev_cluster
+    """Write the deployment file of a cluster: its frontends and its balancer."""
+    from peregrine.deploy.clusters import from_dev_cluster, from_generated
 
-    if dev_cluster is None:
-        raise _fail("give --dev-cluster DIR (a cluster made by scripts/cluster up)")
+    if (dev_cluster is None) == (config_dir is None):
+        raise _fail(
+            "give --config-dir DIR (what 'peregrine config generate --frontends N' wrote) "
+            "or --dev-cluster DIR (a cluster made by scripts/cluster up)"
+        )
     try:
-        deployment, path = from_dev_cluster(dev_cluster, version)
-    except FileNotFoundError as exc:
+        if dev_cluster is not None:
+            deployment, path = from_dev_cluster(dev_cluster, version)
+        else:
+            assert config_dir is not None
+            deployment, path = from_generated(config_dir, version)
+    except (FileNotFoundError, ValueError) as exc:
         raise _fail(str(exc)) from None
     if nginx_include is not None:
         deployment.balancer = NginxBalancer(

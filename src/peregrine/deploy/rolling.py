@@ -124,7 +124,7 @@ class Deployer:
     def save(self) -> None:
         save_deployment(self.deployment, self.path)
         if self.deployment.dev_cluster:
-            from peregrine.deploy.devcluster import sync_dev_cluster
+            from peregrine.deploy.clusters import sync_dev_cluster
 
             sync_dev_cluster(self.deployment)
 
