@@ -101,6 +101,9 @@ def test_filters_and_pages(fleet: Fleet, filestore: Filestore, timelines: Timeli
         "sshd (77) started by root on web-2", "x.sh (4242) started by eve on web-1",
         "eve logged in from 203.0.113.9",
     ]  # fmt: skip
+    # Filter text and source names are values, never SQL.
+    assert messages(Filters(text="' OR true OR '")) == []
+    assert messages(Filters(sources=["logins') OR ('1'='1"])) == []
     first = timelines.page(tid, "alice", INVESTIGATOR, Filters(), 0, 4)
     second = timelines.page(tid, "alice", INVESTIGATOR, Filters(), first["next_offset"], 4)
     last = timelines.page(tid, "alice", INVESTIGATOR, Filters(), second["next_offset"], 4)
