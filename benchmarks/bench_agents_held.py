@@ -15,9 +15,7 @@ again. Memory per agent = (RSS with N connected - RSS with none) / N.
 from __future__ import annotations
 
 import argparse
-import json
 import time
-from pathlib import Path
 
 from fleet_common import (
     LoadTest,
@@ -25,7 +23,9 @@ from fleet_common import (
     cleanup,
     cpu_seconds,
     deployment,
+    fleet_options,
     machine,
+    print_result,
     rss,
     seed_clients,
     wait_connections,
@@ -34,14 +34,9 @@ from fleet_common import (
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--clients", type=int, default=19_000)
-    parser.add_argument("--processes", type=int, default=2, help="simulator processes")
-    parser.add_argument("--ramp", type=float, default=1000.0, help="new connections/s offered")
+    fleet_options(parser, clients=19_000)
     parser.add_argument("--hold", type=float, default=20.0, help="idle seconds measured")
     parser.add_argument("--workers", type=int, default=1, help="server processes, if supported")
-    parser.add_argument("--dir", type=Path, help="deployment directory (default: a new one)")
-    parser.add_argument("--timeout", type=float, default=300.0)
-    parser.add_argument("--json", action="store_true")
     args = parser.parse_args()
 
     dep = deployment(args.dir)
@@ -95,11 +90,7 @@ def main() -> None:
         "machine": machine(),
         "deployment": str(dep.directory),
     }
-    if args.json:
-        print(json.dumps(result, indent=2))
-        return
-    for key, value in result.items():
-        print(f"{key:26} {value}")
+    print_result(result, args.json)
 
 
 if __name__ == "__main__":

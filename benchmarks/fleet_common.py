@@ -8,6 +8,7 @@ Not a benchmark itself; imported by ``bench_agents_held.py``, ``bench_hunt_fanou
 
 from __future__ import annotations
 
+import argparse
 import contextlib
 import json
 import os
@@ -358,6 +359,26 @@ def wait_connections(
         if held >= want or now - started > timeout or now - best_at > stall:
             return held, now - started
         time.sleep(every)
+
+
+def fleet_options(parser: argparse.ArgumentParser, clients: int) -> None:
+    """The options of a benchmark that connects a simulated fleet to one server."""
+    parser.add_argument("--clients", type=int, default=clients)
+    parser.add_argument("--processes", type=int, default=2, help="simulator processes")
+    parser.add_argument("--ramp", type=float, default=1000.0, help="new connections/s offered")
+    parser.add_argument("--dir", type=Path, help="deployment directory (default: a new one)")
+    parser.add_argument("--timeout", type=float, default=300.0)
+    parser.add_argument("--json", action="store_true")
+
+
+def print_result(result: dict[str, Any], as_json: bool) -> None:
+    """The result as JSON, or one aligned line per figure."""
+    if as_json:
+        print(json.dumps(result, indent=2))
+        return
+    width = max(len(key) for key in result) + 2
+    for key, value in result.items():
+        print(f"{key:{width}} {value}")
 
 
 def machine() -> dict[str, Any]:

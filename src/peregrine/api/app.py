@@ -42,6 +42,7 @@ from peregrine.config.model import LoginSettings
 from peregrine.datastore import DatastoreError, DatastoreUnavailable, NotFound
 from peregrine.gui.routes import add_gui
 from peregrine.metrics.exposition import MetricsPage
+from peregrine.metrics.instruments import ERRORS
 from peregrine.metrics.state import FleetStateCollector
 
 if TYPE_CHECKING:
@@ -123,6 +124,7 @@ def create_app(
 
     @app.exception_handler(DatastoreUnavailable)
     async def datastore_unavailable(request: Request, exc: DatastoreUnavailable) -> JSONResponse:
+        ERRORS.labels(kind="datastore_unavailable").inc()
         detail = "the datastore does not answer (restarting?); try again in a few seconds"
         return JSONResponse({"detail": detail}, status_code=503, headers={"Retry-After": "5"})
 

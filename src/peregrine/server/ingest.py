@@ -143,6 +143,7 @@ class Ingestor:
             files = [None] * len(messages)
         stored = messages[: len(files)]
         if not stored:
+            count_stored([], [], full)
             return [], full
         outcomes = await self.datastore.group.run(self._record_run, client_id, stored, files)
         count_stored(stored, [f.written if f is not None else 0 for f in files], full)
