@@ -25,12 +25,13 @@ from tests.server.test_protocol_limits import with_limits
 
 ART = "Test.Events.Flood"
 STREAM = f"events:{ART}"
+FLOOD = f"name: {ART}\ntype: CLIENT_EVENT\nsources:\n  - query: SELECT tick AS n FROM clock(1)\n"
 
 
-def batch(seq: int, rows: int, stream: str = STREAM) -> bytes:
+def batch(seq: int, rows: int, stream: str = STREAM, artifact: str = ART) -> bytes:
     return encode(
         EventRows(
-            stream=stream, seq=seq, artifact=ART, source="", time=time.time(), columns=["n"],
+            stream=stream, seq=seq, artifact=artifact, source="", time=time.time(), columns=["n"],
             rows=[[n] for n in range(seq, seq + rows)],
         )
     )  # fmt: skip
@@ -45,7 +46,7 @@ async def test_an_event_flood_is_read_at_the_budget_and_stored_once(tmp_path: Pa
     deployment = make_deployment(tmp_path / "deploy")
     identity = load_or_create(tmp_path / "raw.yaml")
     config = with_limits(deployment, cells_per_second=10_000)
-    async with running_server_with(config) as server:
+    async with running_server_with(config, repository_with(FLOOD)) as server:
         files = server.services.event_monitoring.files
         async with RawAgent(deployment, identity) as raw:
             assert raw.ws is not None
@@ -102,3 +103,27 @@ async def test_statuses_about_made_up_artifacts_are_not_stored(tmp_path: Path) -
             store = server.datastore.events
             await wait_until(lambda: store.statuses(client_id=identity.client_id), 10)
         assert [s.artifact for s in store.statuses()] == [real]
+
+
+@pytest.mark.timeout(60)
+@in_loop
+async def test_rows_of_an_artifact_the_server_does_not_know_are_dropped(tmp_path: Path) -> None:
+    """Acknowledged (the agent may forget them) but never stored: an agent cannot make
+    folders and files under made-up names."""
+    deployment = make_deployment(tmp_path / "deploy")
+    identity = load_or_create(tmp_path / "raw.yaml")
+    async with running_server_with(deployment.server, repository_with(FLOOD)) as server:
+        async with RawAgent(deployment, identity) as raw:
+            assert raw.ws is not None
+            for n in range(20):
+                made_up = f"Made.Up.{n}"
+                await raw.send(batch(1, 5, stream=f"events:{made_up}", artifact=made_up))
+            await raw.send(batch(1, 5))  # a real one after them
+            acked = set()
+            while len(acked) < 21:
+                message = decode_from_server(await asyncio.wait_for(raw.ws.recv(), 20))
+                if isinstance(message, Ack):
+                    acked.add(message.flow_id)
+        root = server.services.event_monitoring.files.root / identity.client_id
+        assert [p.name.split("__")[0] for p in root.iterdir()] == [ART]
+        assert server.event_ingestor.dropped == 100

@@ -11,6 +11,7 @@ Statuses (``EventStatus``) go into the datastore through the group commit.
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 from concurrent.futures import ThreadPoolExecutor
 
@@ -19,14 +20,20 @@ from peregrine.filestore import StorageFull
 from peregrine.protocol.messages import EventRows, EventStatus
 from peregrine.services.event_monitoring import EventMonitoring
 
+log = logging.getLogger(__name__)
+
 #: Threads writing event files (they wait in fsync most of the time).
 FILE_THREADS = 8
+#: The place of a batch that was not stored at all (an artifact the server does not know).
+DROPPED = ("", -1)
 
 
 class EventIngestor:
     def __init__(self, monitoring: EventMonitoring) -> None:
         self.monitoring = monitoring
         self._files = ThreadPoolExecutor(FILE_THREADS, thread_name_prefix="peregrine-events")
+        #: Rows dropped because their artifact is not an event artifact here.
+        self.dropped = 0
 
     def close(self) -> None:
         self._files.shutdown(wait=True)
@@ -35,13 +42,17 @@ class EventIngestor:
         self, client_id: str, batches: list[EventRows]
     ) -> tuple[int, StorageFull | None]:
         """Store and publish ``batches`` in order; how many were stored (the first ones), and
-        the error that stopped the rest if the filestore is full."""
+        the error that stopped the rest if the filestore is full. A batch of an artifact that
+        is not an event artifact here is dropped (and counts as done: the agent may forget it),
+        so an agent cannot make folders and files under made-up names."""
         loop = asyncio.get_running_loop()
         placed, full = await loop.run_in_executor(self._files, self._write, client_id, batches)
         stored = len(placed)
         received = time.time()
         hostname, labels = self.monitoring.describe(client_id)
-        for batch in batches[:stored]:
+        for batch, where in zip(batches, placed, strict=False):
+            if where is DROPPED:
+                continue
             self.monitoring.publish(
                 EventBatch(
                     client_id=client_id,
@@ -54,7 +65,11 @@ class EventIngestor:
                     labels=labels,
                 )
             )
-        new = [(batch, *where) for batch, where in zip(batches, placed, strict=False) if where]
+        new = [
+            (batch, *where)
+            for batch, where in zip(batches, placed, strict=False)
+            if where is not None and where is not DROPPED
+        ]
         await self.monitoring.tell_followers_elsewhere(client_id, new)
         return stored, full
 
@@ -65,6 +80,12 @@ class EventIngestor:
         files = self.monitoring.files
         placed: list[tuple[str, int] | None] = []
         for batch in batches:
+            if not self.monitoring.is_event_artifact(batch.artifact):
+                self.dropped += len(batch.rows)
+                log.warning("dropped %d rows of %s from %s: not an event artifact here",
+                            len(batch.rows), batch.artifact[:200], client_id)  # fmt: skip
+                placed.append(DROPPED)
+                continue
             try:
                 placed.append(
                     files.append(

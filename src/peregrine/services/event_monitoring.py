@@ -219,8 +219,7 @@ class EventMonitoring:
     async def record_status(self, client_id: str, status: EventStatus) -> bool:
         """Keep an agent's report; one about an artifact that is not an event artifact here
         is dropped (so an agent cannot fill the table with made-up names). Whether kept."""
-        known = self.repository.find(status.artifact)
-        if known is None or known.type != "CLIENT_EVENT":
+        if not self.is_event_artifact(status.artifact):
             log.warning("%s reported on %r, not an event artifact", client_id, status.artifact)
             return False
         state = status.state if status.state in STATES else "unknown"
@@ -321,6 +320,12 @@ class EventMonitoring:
             hostname=hostname,
             labels=labels,
         )
+
+    def is_event_artifact(self, name: str) -> bool:
+        """Whether ``name`` is a CLIENT_EVENT artifact of this server (what agents may send
+        rows and statuses of)."""
+        known = self.repository.find(name)
+        return known is not None and known.type == "CLIENT_EVENT"
 
     def describe(self, client_id: str) -> tuple[str, tuple[str, ...]]:
         """A client's host name and labels, as the index knows them (for ``EventBatch``)."""
