@@ -16,7 +16,9 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from typer.testing import CliRunner
 
+from peregrine.cli import app
 from peregrine.cluster.devcluster import DevCluster
 from peregrine.deploy import launcher
 from peregrine.deploy.clusters import from_dev_cluster
@@ -243,3 +245,22 @@ def test_an_interrupted_upgrade_is_resumed_from_the_deployment_file(cluster: Dev
     assert not before & {i.name for i in after.deployment.instances}
     assert after.pool.states() == {i.name: "UP" for i in after.deployment.instances}
     assert all(launcher.alive(i) for i in after.deployment.instances)
+
+
+@pytest.mark.timeout(90)
+def test_deploy_status_and_uptest_commands_on_the_running_cluster(cluster: DevCluster) -> None:
+    path = deployer(cluster).path
+    runner = CliRunner()
+    name = deployer(cluster).deployment.instances[0].name
+    uptest = runner.invoke(app, ["deploy", "uptest", name, "--file", str(path)])
+    assert uptest.exit_code == 0, uptest.output  # the dev cluster's token is found
+    for check in ("readyz", "agent", "api", "query", "cleanup"):
+        assert check in uptest.output
+    status = runner.invoke(app, ["deploy", "status", "--json", "--file", str(path)])
+    assert status.exit_code == 0, status.output
+    rows = {r["name"]: r for r in json.loads(status.output)["instances"]}
+    assert rows[name]["uptest"].startswith("passed")
+    assert {r["balancer"] for r in rows.values()} == {"UP"}
+    assert {r["process"] for r in rows.values()} == {"running"}
+    history = runner.invoke(app, ["deploy", "uptest", name, "--history", "--file", str(path)])
+    assert history.exit_code == 0 and '"passed": true' in history.output
