@@ -1,6 +1,7 @@
-"""PostgreSQL going away while events arrive: the engine waits for it and then raises each
-alert once, instead of losing the batch's alerts. The outage is real: the datastore reaches
-PostgreSQL through the relay of ``tests/datastore/test_outage.py``, which the test cuts."""
+"""PostgreSQL going away while events arrive: the engine keeps the rules it read last, waits
+for the datastore and then raises each alert once, instead of losing the batch's alerts. The
+outage is real: the datastore reaches PostgreSQL through the relay of
+``tests/datastore/test_outage.py``, which the test cuts."""
 
 from __future__ import annotations
 
@@ -23,9 +24,10 @@ def test_alerts_wait_for_postgresql_and_are_raised_once(relayed: tuple[str, Rela
 
     async def run() -> None:
         stream = EventStream()
-        engine = AlertEngine(datastore, stream, columns=columns)
+        engine = AlertEngine(datastore, stream, columns=columns, refresh=0.5)
         await engine.start()
         try:
+            await asyncio.sleep(0.6)  # the rules are due to be read again: that fails too
             relay.cut()
             stream.publish(process_batch(seq=5))
             await asyncio.sleep(2.0)

@@ -103,7 +103,11 @@ class AlertEngine:
     async def on_batch(self, batch: EventBatch) -> None:
         """Match one stored batch; store and forward what it raises."""
         if time.monotonic() - self._loaded > self._refresh:
-            await self.reload()
+            try:
+                await self.reload()
+            except DatastoreUnavailable:  # keep matching with the rules read last
+                self._loaded = time.monotonic()
+                log.warning("alert rules not re-read: the datastore does not answer")
         rules = self.rules_for(batch.artifact)
         self.batches += 1
         if not rules or not batch.rows:
