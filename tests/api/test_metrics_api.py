@@ -7,6 +7,7 @@ import time
 import httpx
 from prometheus_client.parser import text_string_to_metric_families
 
+from peregrine.auth.roles import READ_METRICS, ROLES
 from tests.api.conftest import Live
 
 
@@ -44,6 +45,17 @@ def test_metrics_need_the_monitoring_role_which_reads_nothing_else(live: Live) -
     with live.http(live.tokens["monitoring"]) as http:
         assert http.get("/clients").status_code == 403
         assert http.get(f"/clients/{live.client_id}").status_code == 403
+
+
+def test_only_roles_with_read_metrics_may_scrape(live: Live) -> None:
+    """/metrics is outside /api/v1, so the permission matrix leaves it to this test."""
+    for role, token in live.tokens.items():
+        expected = 200 if READ_METRICS in ROLES[role] else 403
+        assert scrape(live, token).status_code == expected, role
+    assert {role for role in ROLES if READ_METRICS in ROLES[role]} == {
+        "administrator",
+        "monitoring",
+    }
 
 
 def test_a_collection_moves_the_ingestion_and_state_metrics(live: Live) -> None:

@@ -422,6 +422,9 @@ def operations() -> set[tuple[str, str]]:
 
 #: Routes outside /api/v1, public by design: the balancer's health checks (read-only).
 UNVERSIONED = {("GET", "/healthz"), ("GET", "/readyz")}
+#: Routes outside /api/v1 that need a permission, each checked for every role by its own test
+#: (``tests/api/test_metrics_api.py::test_only_roles_with_read_metrics_may_scrape``).
+GUARDED_UNVERSIONED = {("GET", "/metrics")}
 
 
 def routes() -> set[tuple[str, str]]:
@@ -432,7 +435,7 @@ def routes() -> set[tuple[str, str]]:
     for context in iter_route_contexts(app.routes):
         if isinstance(context.route, APIRoute):
             methods = {(m, context.path) for m in context.methods or ()}
-            if methods <= UNVERSIONED:
+            if methods <= UNVERSIONED | GUARDED_UNVERSIONED:
                 continue
             assert context.path.startswith(API), context.path
             found |= {(m, context.path[len(API) :]) for m in context.methods or ()}
