@@ -5,7 +5,7 @@ import { field, h, message, pageHead, replace, section, table, time, when } from
 import { pager } from "../components.js";
 
 const AUDIT_PAGE = 50;
-const ROLES = ["administrator", "investigator", "analyst", "reader", "api"];
+const ROLES = ["administrator", "investigator", "analyst", "reader", "api", "monitoring"];
 
 export async function adminPage() {
   const users = h("div");
