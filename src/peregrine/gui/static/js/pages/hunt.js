@@ -5,6 +5,7 @@ import { get, post, url, watch } from "../api.js";
 import { badge, count, facts, h, link, message, pageHead, replace, section, stat, table, time,
   when } from "../dom.js";
 import { pager, resultsTable } from "../components.js";
+import { huntAddForm } from "./hunt_add.js";
 import { can } from "../session.js";
 
 const CLIENTS_PAGE = 50;
@@ -156,7 +157,8 @@ export async function huntPage([huntId]) {
   const node = h("div", { class: "page" },
     head, notes,
     stats, progress,
-    h("div", { class: "columns" }, section("Hunt", summary), section("Clients", clients)),
+    h("div", { class: "columns" }, section("Hunt", summary), section("Clients", clients,
+      can("START_HUNT") ? huntAddForm(huntId, () => loadClients()) : null)),
     h("h2", { class: "section-title" }, "Results across clients"),
     results);
   return { node, stop: () => {
