@@ -52,7 +52,7 @@ def produced(
         finally:
             chunks.put(None)  # never blocks for good: a reader that left emptied the queue
 
-    threading.Thread(target=produce, name="api-stream", daemon=True).start()
+    threading.Thread(target=produce, daemon=True).start()
     try:
         while (chunk := chunks.get()) is not None:
             yield chunk

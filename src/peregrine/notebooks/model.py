@@ -5,6 +5,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from peregrine.auth.sharing import NotAllowed, NotVisible, SharingError
+
 KINDS = ("markdown", "sql")
 CHART_TYPES = ("table", "bar", "line")
 MAX_CELLS = 200
@@ -15,15 +17,15 @@ RESULT_ROWS = 1000
 RESULT_BYTES = 1 << 20
 
 
-class NotebookError(ValueError):
+class NotebookError(SharingError):
     """A request a notebook cannot take; the message says what to change."""
 
 
-class NotebookNotFound(NotebookError):
+class NotebookNotFound(NotebookError, NotVisible):
     pass
 
 
-class NotebookForbidden(NotebookError):
+class NotebookForbidden(NotebookError, NotAllowed):
     pass
 
 

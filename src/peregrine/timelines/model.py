@@ -15,6 +15,7 @@ from typing import Any
 
 from peregrine.analysis.statement import HUNT_ID_RE
 from peregrine.artifacts.model import NAME_RE
+from peregrine.auth.sharing import NotAllowed, NotVisible, SharingError
 from peregrine.filestore import FLOW_ID_RE
 from peregrine.filestore.names import CLIENT_ID_RE
 
@@ -33,15 +34,15 @@ MAC_TIMES = {
 _LABEL = re.compile(r"^[\w .:/-]{1,60}$")
 
 
-class TimelineError(ValueError):
+class TimelineError(SharingError):
     """A timeline request that cannot be taken; the message says what to change."""
 
 
-class TimelineNotFound(TimelineError):
+class TimelineNotFound(TimelineError, NotVisible):
     pass
 
 
-class TimelineForbidden(TimelineError):
+class TimelineForbidden(TimelineError, NotAllowed):
     pass
 
 

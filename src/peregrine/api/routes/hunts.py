@@ -3,9 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import io
-import threading
 from collections.abc import Iterator
 from typing import Annotated
 
@@ -17,6 +14,7 @@ from peregrine.api.deps import Audit, context, require
 from peregrine.api.routes.clients import ClientId
 from peregrine.api.row_pages import FILTERS, ORDER, SORT, row_query, sorted_page
 from peregrine.api.schemas import MAX_INT, Hunt, HuntClient, HuntIn, HuntStats, RowsPage
+from peregrine.api.streaming import produced
 from peregrine.auth.accounts import Principal
 from peregrine.auth.roles import READ_RESULTS, START_HUNT
 from peregrine.datastore import HUNT_STATES, HuntRecord
@@ -268,55 +266,10 @@ async def export_hunt(
     )
 
 
-class _ReaderGone(Exception):
-    """The client stopped reading an export: its producer stops writing."""
-
-
 def _stream_export(
     results: object, hunt_id: str, artifact: str, source: str, fmt: str
 ) -> Iterator[bytes]:
-    """Run the export in a thread writing into a pipe of bounded chunks; yield them. A reader
-    that goes away stops the producer (else it would wait on the full pipe for good)."""
-    import queue
-
-    chunks: queue.Queue[bytes | None] = queue.Queue(maxsize=16)
-    gone = threading.Event()
-
-    class Sink(io.RawIOBase):
-        position = 0
-
-        def writable(self) -> bool:
-            return True
-
-        def tell(self) -> int:
-            return self.position
-
-        def write(self, data: bytes) -> int:  # type: ignore[override]
-            if gone.is_set():
-                raise _ReaderGone
-            chunks.put(bytes(data))
-            self.position += len(data)
-            return len(data)
-
-    failed: list[Exception] = []
-
-    def produce() -> None:
-        try:
-            results.export(hunt_id, artifact, source, fmt, Sink())  # type: ignore[attr-defined]
-        except Exception as exc:
-            if not gone.is_set():
-                failed.append(exc)
-        finally:
-            chunks.put(None)  # never blocks for good: a reader that left emptied the pipe
-
-    threading.Thread(target=produce, daemon=True).start()
-    try:
-        while (chunk := chunks.get()) is not None:
-            yield chunk
-    finally:
-        gone.set()
-        with contextlib.suppress(queue.Empty):
-            while True:  # unblock a producer waiting for room; its next write stops it
-                chunks.get_nowait()
-    if failed:  # raised here, the response breaks off: a cut file never looks whole
-        raise failed[0]
+    """The export written in a thread as the client reads it (``api/streaming.py``): a reader
+    that goes away stops the producer, and a failure breaks the response off."""
+    export = results.export  # type: ignore[attr-defined]
+    return produced(lambda sink: export(hunt_id, artifact, source, fmt, sink))

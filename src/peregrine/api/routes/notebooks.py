@@ -6,7 +6,6 @@ is audited with its outcome."""
 
 from __future__ import annotations
 
-import asyncio
 import json
 from typing import Annotated, Any, Literal
 
@@ -15,11 +14,12 @@ from fastapi.responses import HTMLResponse, JSONResponse
 from pydantic import BaseModel, Field
 
 from peregrine.api.deps import Audit, context, require
+from peregrine.api.sharing import call
 from peregrine.auth.accounts import Principal
 from peregrine.auth.roles import ANALYZE, READ_RESULTS
 from peregrine.datastore.notebooks import CellRecord, NotebookRecord
-from peregrine.notebooks import NotebookError, NotebookNotFound, NotebookService
-from peregrine.notebooks.model import MAX_CELLS, MAX_TEXT, NotebookForbidden
+from peregrine.notebooks import NotebookService
+from peregrine.notebooks.model import MAX_CELLS, MAX_TEXT
 
 router = APIRouter(prefix="/notebooks", tags=["notebooks"])
 
@@ -69,18 +69,6 @@ def _service(request: Request) -> NotebookService:
     return context(request).services.notebooks
 
 
-async def _call(function: Any, *args: Any, **kwargs: Any) -> Any:
-    """Run a service call in a thread; its errors become 404, 403 or 400 with their message."""
-    try:
-        return await asyncio.to_thread(function, *args, **kwargs)
-    except NotebookNotFound as exc:
-        raise HTTPException(404, str(exc)) from None
-    except NotebookForbidden as exc:
-        raise HTTPException(403, str(exc)) from None
-    except NotebookError as exc:
-        raise HTTPException(400, str(exc)) from None
-
-
 @router.get("", summary="Notebooks you may read, newest first")
 async def list_notebooks(
     request: Request,
@@ -89,7 +77,7 @@ async def list_notebooks(
     hunt_id: str | None = Query(None, pattern=r"^H\.[0-9a-f]{16}$"),
     principal: Principal = Depends(require(READ_RESULTS)),
 ) -> dict[str, Any]:
-    found, total = await _call(
+    found, total = await call(
         _service(request).visible, principal.name, principal.permissions, limit, offset, hunt_id
     )
     return {"total": total, "items": [notebook_out(n, cells=False) for n in found]}
@@ -105,7 +93,7 @@ async def create_notebook(
         "notebook.create",
         parameters={"title": body.title, "hunt_id": body.hunt_id, "client_id": body.client_id},
     )
-    made = await _call(
+    made = await call(
         _service(request).create,
         principal.name,
         principal.permissions,
@@ -130,7 +118,7 @@ async def import_notebook(
 ) -> dict[str, Any]:
     audit = Audit(request, principal)
     audit.on_outcome("notebook.import", parameters={"title": str(document.get("title"))[:200]})
-    made = await _call(
+    made = await call(
         _service(request).import_json, document, principal.name, principal.permissions
     )
     audit.on_outcome("notebook.import", target=made.notebook_id)
@@ -144,7 +132,7 @@ async def get_notebook(
     rows: int = Query(ROWS_IN_NOTEBOOK, ge=0, le=1000, description="Result rows per cell"),
     principal: Principal = Depends(require(READ_RESULTS)),
 ) -> dict[str, Any]:
-    found = await _call(_service(request).get, notebook_id, principal.name, principal.permissions)
+    found = await call(_service(request).get, notebook_id, principal.name, principal.permissions)
     return notebook_out(found, rows=rows)
 
 
@@ -157,7 +145,7 @@ async def edit_notebook(
 ) -> dict[str, Any]:
     changes = body.model_dump(exclude_none=True)
     Audit(request, principal).on_outcome("notebook.update", target=notebook_id, parameters=changes)
-    found = await _call(
+    found = await call(
         _service(request).update, notebook_id, principal.name, principal.permissions, **changes
     )
     return notebook_out(found)
@@ -170,7 +158,7 @@ async def delete_notebook(
     principal: Principal = Depends(require(ANALYZE)),
 ) -> None:
     Audit(request, principal).on_outcome("notebook.delete", target=notebook_id)
-    await _call(_service(request).delete, notebook_id, principal.name, principal.permissions)
+    await call(_service(request).delete, notebook_id, principal.name, principal.permissions)
 
 
 @router.post("/{notebook_id}/cells", status_code=201, summary="Add a cell")
@@ -183,7 +171,7 @@ async def add_cell(
     Audit(request, principal).on_outcome(
         "notebook.cell.add", target=notebook_id, parameters=body.model_dump()
     )
-    cell = await _call(
+    cell = await call(
         _service(request).add_cell, notebook_id, principal.name, principal.permissions,
         body.model_dump(exclude={"position"}), body.position,
     )  # fmt: skip
@@ -202,7 +190,7 @@ async def edit_cell(
     Audit(request, principal).on_outcome(
         "notebook.cell.edit", target=f"{notebook_id}/{cell_id}", parameters=changes
     )
-    cell = await _call(
+    cell = await call(
         _service(request).edit_cell, notebook_id, cell_id, principal.name, principal.permissions,
         **changes,
     )  # fmt: skip
@@ -217,7 +205,7 @@ async def delete_cell(
     principal: Principal = Depends(require(ANALYZE)),
 ) -> None:
     Audit(request, principal).on_outcome("notebook.cell.delete", target=f"{notebook_id}/{cell_id}")
-    await _call(
+    await call(
         _service(request).delete_cell, notebook_id, cell_id, principal.name, principal.permissions
     )
 
@@ -233,7 +221,7 @@ async def run_cells(
     Audit(request, principal).on_outcome(
         "notebook.run", target=notebook_id, parameters={"cells": names}
     )
-    ran = await _call(
+    ran = await call(
         _service(request).run, notebook_id, principal.name, principal.permissions, names
     )
     return {"cells": [cell_out(c, ROWS_IN_NOTEBOOK) for c in ran]}
@@ -248,7 +236,7 @@ async def cell_result(
     limit: int = Query(100, ge=1, le=1000),
     principal: Principal = Depends(require(READ_RESULTS)),
 ) -> dict[str, Any]:
-    found = await _call(_service(request).get, notebook_id, principal.name, principal.permissions)
+    found = await call(_service(request).get, notebook_id, principal.name, principal.permissions)
     cell = next((c for c in found.cells if c.cell_id == cell_id), None)
     if cell is None:
         raise HTTPException(404, f"notebook {notebook_id} has no cell {cell_id}")
@@ -278,11 +266,11 @@ async def export_notebook(
     service = _service(request)
     disposition = {"Content-Disposition": f'attachment; filename="{notebook_id}.{format}"'}
     if format == "html":
-        page = await _call(service.export_html, notebook_id, principal.name, principal.permissions)
+        page = await call(service.export_html, notebook_id, principal.name, principal.permissions)
         headers = {**disposition, "Content-Security-Policy": "default-src 'none'; "
                    "style-src 'unsafe-inline'", "X-Content-Type-Options": "nosniff"}  # fmt: skip
         return HTMLResponse(page, headers=headers)
-    document = await _call(service.export_json, notebook_id, principal.name, principal.permissions)
+    document = await call(service.export_json, notebook_id, principal.name, principal.permissions)
     return JSONResponse(json.loads(json.dumps(document, default=str)), headers=disposition)
 
 

@@ -5,7 +5,6 @@ so it needs ANALYZE. Changes and exports are audited with their outcome."""
 
 from __future__ import annotations
 
-import asyncio
 import itertools
 from typing import IO, Any, Literal
 
@@ -16,13 +15,14 @@ from pydantic import BaseModel, Field
 from peregrine.analysis import QueryRefused
 from peregrine.analysis.statement import event_time
 from peregrine.api.deps import Audit, context, require
+from peregrine.api.sharing import call
 from peregrine.api.streaming import produced
 from peregrine.auth.accounts import Principal
 from peregrine.auth.roles import ANALYZE, READ_RESULTS
 from peregrine.datastore.timelines import TimelineRecord
-from peregrine.timelines import TimelineError, TimelineService
+from peregrine.timelines import TimelineService
 from peregrine.timelines.export import MEDIA_TYPES, write
-from peregrine.timelines.model import MAX_SOURCES, TimelineForbidden, TimelineNotFound
+from peregrine.timelines.model import MAX_SOURCES
 from peregrine.timelines.query import Filters
 
 router = APIRouter(prefix="/timelines", tags=["timelines"])
@@ -52,17 +52,6 @@ def _service(request: Request) -> TimelineService:
     return context(request).services.timelines
 
 
-async def _call(function: Any, *args: Any, **kwargs: Any) -> Any:
-    try:
-        return await asyncio.to_thread(function, *args, **kwargs)
-    except TimelineNotFound as exc:
-        raise HTTPException(404, str(exc)) from None
-    except TimelineForbidden as exc:
-        raise HTTPException(403, str(exc)) from None
-    except TimelineError as exc:
-        raise HTTPException(400, str(exc)) from None
-
-
 def _filters(
     start: str | None, end: str | None, q: str | None, source: list[str] | None
 ) -> Filters:
@@ -90,7 +79,7 @@ async def list_timelines(
     offset: int = Query(0, ge=0),
     principal: Principal = Depends(require(READ_RESULTS)),
 ) -> dict[str, Any]:
-    found, total = await _call(
+    found, total = await call(
         _service(request).visible, principal.name, principal.permissions, limit, offset
     )
     return {"total": total, "items": [timeline_out(t) for t in found]}
@@ -102,7 +91,7 @@ async def create_timeline(
 ) -> dict[str, Any]:
     audit = Audit(request, principal)
     audit.on_outcome("timeline.create", parameters={"title": body.title})
-    made = await _call(
+    made = await call(
         _service(request).create, principal.name, principal.permissions, body.title,
         body.sources, body.shared,
     )  # fmt: skip
@@ -116,7 +105,7 @@ async def get_timeline(
     timeline_id: str = TimelineId,
     principal: Principal = Depends(require(READ_RESULTS)),
 ) -> dict[str, Any]:
-    found = await _call(_service(request).get, timeline_id, principal.name, principal.permissions)
+    found = await call(_service(request).get, timeline_id, principal.name, principal.permissions)
     return timeline_out(found)
 
 
@@ -130,7 +119,7 @@ async def edit_timeline(
     changes = body.model_dump(exclude_none=True)
     Audit(request, principal).on_outcome("timeline.update", target=timeline_id,
                                          parameters=changes)  # fmt: skip
-    found = await _call(
+    found = await call(
         _service(request).update, timeline_id, principal.name, principal.permissions, **changes
     )
     return timeline_out(found)
@@ -143,7 +132,7 @@ async def delete_timeline(
     principal: Principal = Depends(require(ANALYZE)),
 ) -> None:
     Audit(request, principal).on_outcome("timeline.delete", target=timeline_id)
-    await _call(_service(request).delete, timeline_id, principal.name, principal.permissions)
+    await call(_service(request).delete, timeline_id, principal.name, principal.permissions)
 
 
 @router.get("/{timeline_id}/rows", summary="A page of the timeline's rows in time order")
@@ -161,7 +150,7 @@ async def timeline_rows(
     """Each row: ``timestamp`` (µs), ``datetime`` (ISO 8601), ``timestamp_desc``, ``source``,
     ``message`` and ``data`` (the row); ``next_offset`` is null on the last page."""
     filters = _filters(start, end, q, source)
-    page: dict[str, Any] = await _call(
+    page: dict[str, Any] = await call(
         _service(request).page, timeline_id, principal.name, principal.permissions, filters,
         offset, limit,
     )  # fmt: skip
@@ -188,7 +177,7 @@ async def export_timeline(
     service = _service(request)
     rows = service.rows(timeline_id, principal.name, principal.permissions, filters)
     # The first row is read here, so a bad source is the answer's status, not a cut body.
-    first = await _call(next, rows, None)
+    first = await call(next, rows, None)
 
     def write_all(sink: IO[bytes]) -> None:
         try:
