@@ -11,7 +11,10 @@ backoff, publishing drops notices while Redis is unreachable instead of holding 
 and ``healthy``/``degraded_reason`` say so, once in the log and in the server's status. When
 it is back, the bus hands its own handler a ``resync`` notice and sends one to every frontend
 (whose link to Redis may have stayed up while ours was cut): each then reads again from the
-datastore what the dropped notices were about (``resync.py``).
+datastore what the dropped notices were about (``resync.py``). A cancel (a ``send`` notice)
+cannot be read again from the datastore, since it is for a collection already running on the
+agent: the last ``UNSENT_KEPT`` dropped ones are kept and sent again (cancelling twice, or
+a collection the agent no longer runs, does nothing).
 """
 
 from __future__ import annotations
@@ -21,10 +24,12 @@ import contextlib
 import json
 import logging
 import time
+from collections import deque
 from collections.abc import Coroutine
 from typing import Any
 
 import redis.asyncio as redis
+from redis.exceptions import ConnectionError as LostConnection
 from redis.exceptions import RedisError
 
 from peregrine.config.model import hide_password
@@ -44,6 +49,8 @@ RETRY_MAX = 2.0
 PUBLISH_PAUSE = 1.0
 #: How long ``start`` waits for the first subscription before going on degraded.
 START_WAIT = 3.0
+#: Dropped cancels kept to send again once Redis is back (about 200 bytes each).
+UNSENT_KEPT = 10_000
 
 
 def connect(url: str) -> redis.Redis:
@@ -78,6 +85,7 @@ class RedisBus:
         self._was_healthy = True  # what the log last said
         self._subscribed = asyncio.Event()
         self._handler: Handler | None = None
+        self._unsent: deque[dict[str, Any]] = deque(maxlen=UNSENT_KEPT)
         self._task: asyncio.Task[None] | None = None
         self._handlers: set[asyncio.Task[None]] = set()
         self.dropped = 0
@@ -157,16 +165,32 @@ class RedisBus:
         if len(data) > MAX_NOTICE_BYTES:
             raise ValueError(f"a bus notice of {len(data)} bytes is too large")
         if time.monotonic() - self._publish_failed_at < PUBLISH_PAUSE:
-            self.dropped += 1
+            self._drop(notice)
             return
         try:
-            with BUS_PUBLISH_REDIS.time():
-                await self.redis.publish(self.broadcast if to is None else self.channel(to), data)
+            await self._send(self.broadcast if to is None else self.channel(to), data)
         except (RedisError, OSError) as exc:
-            self.dropped += 1
+            self._drop(notice)
             self._publish_error = _describe(exc)
             self._publish_failed_at = time.monotonic()
         self._report()
+
+    async def _send(self, channel: str, data: bytes) -> None:
+        """Publish; once more on a lost connection while the listener is connected: after a
+        Redis restart the pool's first connection is a dead one (the resync would be lost)."""
+        try:
+            with BUS_PUBLISH_REDIS.time():
+                await self.redis.publish(channel, data)
+        except LostConnection:
+            if not self._listening:
+                raise
+            with BUS_PUBLISH_REDIS.time():
+                await self.redis.publish(channel, data)
+
+    def _drop(self, notice: dict[str, Any]) -> None:
+        self.dropped += 1
+        if notice.get("kind") == "send":  # a cancel: nothing else can bring it back
+            self._unsent.append(notice)
 
     def _report(self) -> None:
         """Log a change of health once (not once per notice)."""
@@ -187,6 +211,9 @@ class RedisBus:
         """Back after an outage: this frontend and every other re-read pending work."""
         notice = {"kind": RESYNC}
         await self.publish(notice)
+        while self._unsent and self.healthy:
+            # To everyone: the client may have moved since; the others ignore it.
+            await self.publish(self._unsent.popleft())
         if self._handler is not None:
             await self._handle(self._handler, {**notice, "from": self.name})
 
