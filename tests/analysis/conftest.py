@@ -12,9 +12,14 @@ import pytest
 from peregrine.analysis import AnalysisEngine
 from peregrine.datastore import FINISHED, IN_PROGRESS, Datastore, FlowRecord, HuntRecord
 from peregrine.filestore import Filestore
+from peregrine.notebooks import NotebookService
+from peregrine.timelines import TimelineService
 from tests.datastore.conftest import datastore, datastore_url, postgres_admin
 
-__all__ = ["datastore", "datastore_url", "postgres_admin"]
+__all__ = [
+    "analysis", "datastore", "datastore_url", "filestore", "fleet", "notebooks", "postgres_admin",
+    "timelines",
+]  # fmt: skip
 
 NOW = 1_700_000_000.0
 
@@ -111,3 +116,15 @@ def analysis(
     scratch = tmp_path / "scratch"
     scratch.mkdir()
     yield AnalysisEngine(datastore, filestore, scratch_dir=scratch)
+
+
+@pytest.fixture
+def notebooks(
+    datastore: Datastore, filestore: Filestore, analysis: AnalysisEngine
+) -> NotebookService:
+    return NotebookService(datastore, filestore, analysis)
+
+
+@pytest.fixture
+def timelines(datastore: Datastore, analysis: AnalysisEngine) -> TimelineService:
+    return TimelineService(datastore, analysis)

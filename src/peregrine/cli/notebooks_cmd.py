@@ -14,6 +14,7 @@ from typing import Annotated, Any
 
 import typer
 
+from peregrine.cli.export_file import save_export
 from peregrine.cli.output import OutputFormat, write_rows
 from peregrine.cli.remote_cmd import CaOption, TokenOption, UrlOption, connected, console, err, fail
 
@@ -125,12 +126,7 @@ def export(
     ca_cert: CaOption = None,
 ) -> None:
     """Save the notebook as a self-contained HTML report or as JSON to import elsewhere."""
-    try:
-        with connected(url, token, ca_cert) as client:
-            saved = client.notebooks.export(notebook_id, output, fmt)
-    except ValueError as exc:
-        fail(str(exc))
-    err.print(f"saved to {saved}")
+    save_export(url, token, ca_cert, lambda c: c.notebooks.export(notebook_id, output, fmt))
 
 
 @app.command("import")

@@ -12,6 +12,7 @@ from typing import Annotated, Any
 
 import typer
 
+from peregrine.cli.export_file import save_export
 from peregrine.cli.output import OutputFormat, write_rows
 from peregrine.cli.remote_cmd import CaOption, TokenOption, UrlOption, connected, console, err, fail
 
@@ -131,14 +132,12 @@ def export(
     ca_cert: CaOption = None,
 ) -> None:
     """Save the timeline in Timesketch's import format (needs ANALYZE)."""
-    try:
-        with connected(url, token, ca_cert) as client:
-            saved = client.timelines.export(
-                timeline_id, output, fmt, start=start, end=end, q=text, sources=source
-            )
-    except ValueError as exc:
-        fail(str(exc))
-    err.print(f"saved to {saved}")
+    save_export(
+        url, token, ca_cert,
+        lambda c: c.timelines.export(
+            timeline_id, output, fmt, start=start, end=end, q=text, sources=source
+        ),
+    )  # fmt: skip
 
 
 @app.command("delete")

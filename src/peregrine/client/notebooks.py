@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from peregrine.client._core import Call, segment
+from peregrine.client._exports import format_for
 
 if TYPE_CHECKING:
     from peregrine.client.aio import AsyncPeregrine
@@ -92,10 +93,7 @@ class NotebookCalls:
 
 
 def export_format(path: str | os.PathLike[str], fmt: str | None) -> str:
-    chosen = fmt or Path(path).suffix.lstrip(".").lower()
-    if chosen not in ("html", "json"):
-        raise ValueError(f"export a notebook as html or json, not {chosen!r}")
-    return chosen
+    return format_for(path, fmt, ("html", "json"), "notebook")
 
 
 class Notebooks:

@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from peregrine.client._core import Call, segment
+from peregrine.client._exports import format_for
 
 if TYPE_CHECKING:
     from peregrine.client.aio import AsyncPeregrine
@@ -77,10 +78,7 @@ class TimelineCalls:
 
 
 def export_format(path: str | os.PathLike[str], fmt: str | None) -> str:
-    chosen = fmt or Path(path).suffix.lstrip(".").lower()
-    if chosen not in ("jsonl", "csv"):
-        raise ValueError(f"export a timeline as jsonl or csv, not {chosen!r}")
-    return chosen
+    return format_for(path, fmt, ("jsonl", "csv"), "timeline")
 
 
 class Timelines:

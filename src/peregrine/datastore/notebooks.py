@@ -11,9 +11,10 @@ import secrets
 from dataclasses import dataclass, field
 from typing import Any
 
-from sqlalchemy import Row, delete, func, or_, select, update
+from sqlalchemy import Row, delete, select, update
 
 from .database import Database
+from .owned import owned_page, update_owned
 from .schema import notebook_cells, notebooks
 
 
@@ -93,37 +94,18 @@ class NotebookStore:
 
     def list(
         self, visible_to: str | None, limit: int = 100, offset: int = 0, hunt_id: str | None = None
-    ) -> tuple[list[NotebookRecord], int]:
+    ) -> tuple[builtins.list[NotebookRecord], int]:
         """Notebooks newest first (without cells), and how many there are. ``visible_to``: only
         that user's and shared ones; None: all."""
-        query = select(notebooks)
-        count = select(func.count()).select_from(notebooks)
-        conditions = []
-        if visible_to is not None:
-            conditions.append(or_(notebooks.c.owner == visible_to, notebooks.c.shared != 0))
-        if hunt_id is not None:
-            conditions.append(notebooks.c.hunt_id == hunt_id)
-        for condition in conditions:
-            query = query.where(condition)
-            count = count.where(condition)
-        query = query.order_by(notebooks.c.modified.desc(), notebooks.c.notebook_id)
-        with self._db.read() as conn:
-            rows = conn.execute(query.limit(limit).offset(offset)).all()
-            total = int(conn.execute(count).scalar_one())
+        about = [notebooks.c.hunt_id == hunt_id] if hunt_id is not None else []
+        rows, total = owned_page(self._db, notebooks, "notebook_id", visible_to, limit, offset,
+                                 *about)  # fmt: skip
         return [_notebook(row) for row in rows], total
 
     def update(self, notebook_id: str, modified: float, **values: Any) -> bool:
         """Change a notebook's title, description or sharing."""
-        allowed = {k: v for k, v in values.items() if k in ("title", "description", "shared")}
-        if "shared" in allowed:
-            allowed["shared"] = int(bool(allowed["shared"]))
-        with self._db.write() as conn:
-            done = conn.execute(
-                update(notebooks)
-                .where(notebooks.c.notebook_id == notebook_id)
-                .values(modified=modified, **allowed)
-            )
-            return bool(done.rowcount)
+        return update_owned(self._db, notebooks, "notebook_id", notebook_id, modified, values,
+                            ("title", "description", "shared"))  # fmt: skip
 
     def delete(self, notebook_id: str) -> bool:
         with self._db.write() as conn:

@@ -7,9 +7,10 @@ import secrets
 from dataclasses import dataclass, field
 from typing import Any
 
-from sqlalchemy import Row, delete, func, or_, select, update
+from sqlalchemy import Row, delete, select
 
 from .database import Database
+from .owned import owned_page, update_owned
 from .schema import timelines
 
 
@@ -49,29 +50,13 @@ class TimelineStore:
         self, visible_to: str | None, limit: int = 100, offset: int = 0
     ) -> tuple[list[TimelineRecord], int]:
         """Timelines newest first, and how many; ``visible_to``: that user's and shared ones."""
-        query = select(timelines)
-        count = select(func.count()).select_from(timelines)
-        if visible_to is not None:
-            mine = or_(timelines.c.owner == visible_to, timelines.c.shared != 0)
-            query, count = query.where(mine), count.where(mine)
-        query = query.order_by(timelines.c.modified.desc(), timelines.c.timeline_id)
-        with self._db.read() as conn:
-            rows = conn.execute(query.limit(limit).offset(offset)).all()
-            total = int(conn.execute(count).scalar_one())
+        rows, total = owned_page(self._db, timelines, "timeline_id", visible_to, limit, offset)
         return [_timeline(row) for row in rows], total
 
     def update(self, timeline_id: str, modified: float, **values: Any) -> bool:
         """Change a timeline's title, sharing or sources."""
-        allowed = {k: v for k, v in values.items() if k in ("title", "shared", "sources")}
-        if "shared" in allowed:
-            allowed["shared"] = int(bool(allowed["shared"]))
-        with self._db.write() as conn:
-            done = conn.execute(
-                update(timelines)
-                .where(timelines.c.timeline_id == timeline_id)
-                .values(modified=modified, **allowed)
-            )
-            return bool(done.rowcount)
+        return update_owned(self._db, timelines, "timeline_id", timeline_id, modified, values,
+                            ("title", "shared", "sources"))  # fmt: skip
 
     def delete(self, timeline_id: str) -> bool:
         with self._db.write() as conn:
