@@ -219,6 +219,7 @@ MATRIX: dict[tuple[str, str], tuple[str, Builder]] = {
         READ_RESULTS,
         _get("/collections/{o.flow_id}/uploads/{o.upload_id}"),
     ),
+    ("GET", "/fleet/events"): (READ_RESULTS, _get("/fleet/events", limit=1)),
     ("GET", "/collections/{flow_id}/events"): (
         READ_RESULTS,
         _get("/collections/{o.flow_id}/events"),

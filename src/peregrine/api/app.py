@@ -25,6 +25,7 @@ from peregrine.api.routes import (
     collections,
     event_monitoring,
     events,
+    fleet_events,
     health,
     hunts,
     metrics,
@@ -108,6 +109,7 @@ def create_app(
         notebooks,
         timelines,
         vfs,
+        fleet_events,
         alerts,
         rules,
     ):
