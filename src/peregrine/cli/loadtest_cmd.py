@@ -113,6 +113,12 @@ def loadtest(
     answer_delay: Annotated[
         float, typer.Option(min=0, help="Seconds each agent 'works' before answering.")
     ] = 0.0,
+    events_per_second: Annotated[
+        float,
+        typer.Option(
+            min=0, help="Event rows each agent sends per assigned event artifact (0: none)."
+        ),
+    ] = 0.0,
     as_json: Annotated[bool, typer.Option("--json", help="Print the summary as JSON.")] = False,
 ) -> None:
     """Simulate a fleet of agents speaking the real protocol against a deployment.
@@ -166,6 +172,7 @@ def loadtest(
         source_addresses=addresses,
         urls=urls,
         answer_delay=answer_delay,
+        events_per_second=events_per_second,
     )
     console.print(
         f"{clients:,} simulated agents → {', '.join(targets)} for {duration:g}s "

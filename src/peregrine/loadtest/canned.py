@@ -18,6 +18,23 @@ INTERROGATION = "Generic.Client.Info"
 OS_NAMES = ("linux", "windows", "darwin")
 #: Canned result sets have these columns: a row number and ``row_bytes`` of payload.
 CANNED_COLUMNS = ["row", "data"]
+#: Canned event rows are process starts, the columns of Linux.Events.ProcessExecutions.
+EVENT_COLUMNS = ["time", "action", "pid", "ppid", "name", "exe", "cmdline", "uid", "username"]
+
+
+def event_rows(index: int, seq: int, count: int, now: float) -> list[list[Any]]:
+    """``count`` process starts of client ``index``, numbered from ``seq``; one in 1,000 runs
+    a program from /tmp (what the built-in rule Linux.ProcessFromTmp looks for)."""
+    rows: list[list[Any]] = []
+    for n in range(seq, seq + count):
+        exe = "/tmp/.cache/x" if n % 1000 == 999 else f"/usr/bin/tool{n % 97}"  # noqa: S108
+        user = f"user{(index + n) % 20}"
+        rows.append(
+            [now, "start", 1000 + n % 30000, 1 + n % 50, exe.rsplit("/", 1)[1], exe,
+             f"{exe} --run {n % 13}", 1000 + (index + n) % 20, user]
+        )  # fmt: skip
+    return rows
+
 
 _PROFILES: dict[str, dict[str, Any]] = {
     "linux": {

@@ -35,7 +35,9 @@ class Fleet:
     spread over (past the ephemeral-port limit of one). ``answer_delay`` (seconds, or a
     function of the index) is how long a client "works" before its rows. ``first_index``
     offsets host names and keys when a fleet is split over processes. ``urls`` picks some of
-    the config's frontends (never others).
+    the config's frontends (never others). ``events_per_second``: rows each client sends
+    per assigned event artifact (canned process starts), in batches at the assignment's
+    ``batch_seconds``.
     """
 
     def __init__(
@@ -56,6 +58,7 @@ class Fleet:
         open_timeout: float = 30.0,
         ping_interval: float | None = 30.0,
         ping_timeout: float | None = 60.0,
+        events_per_second: float = 0.0,
     ) -> None:
         if count < 0:
             raise ValueError("count must be 0 or more")
@@ -74,6 +77,8 @@ class Fleet:
         self.open_timeout = open_timeout
         self.ping_interval = ping_interval
         self.ping_timeout = ping_timeout
+        #: Event rows each client sends per second for each event artifact assigned to it.
+        self.events_per_second = max(0.0, events_per_second)
         self.boot_time = time.time() - 3600.0
         self.ssl_context = client_ssl_context(config)
         self.stats = FleetStats(clients=count)

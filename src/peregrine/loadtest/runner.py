@@ -50,6 +50,7 @@ class LoadTestOptions:
     source_addresses: list[str] = field(default_factory=list)
     urls: list[str] = field(default_factory=list)
     answer_delay: float = 0.0
+    events_per_second: float = 0.0
 
 
 def is_loopback(url: str) -> bool:
@@ -102,6 +103,7 @@ async def run_fleet(
         ramp_per_second=ramp,
         source_addresses=options.source_addresses,
         answer_delay=options.answer_delay,
+        events_per_second=options.events_per_second,
         first_index=first_index,
         urls=options.urls or None,
     )

@@ -33,6 +33,8 @@ from peregrine.protocol.messages import (
     CancelCollection,
     Challenge,
     CollectionRequest,
+    EventAssignments,
+    EventRows,
     FlowFinished,
     FlowMessage,
     FlowStarted,
@@ -120,6 +122,10 @@ class SimAgent:
         self._acked: asyncio.Event | None = None
         self._paused_until = 0.0
         self.resender: asyncio.Task[None] | None = None
+        #: Tasks sending event rows, by artifact (for this connection), and each stream's next
+        #: row number (kept across connections, as the real agent's spool keeps it).
+        self.event_tasks: dict[str, asyncio.Task[None]] = {}
+        self.event_seq: dict[str, int] = {}
 
     @property
     def identity(self) -> Identity:
@@ -263,6 +269,7 @@ class SimAgent:
             finally:
                 self.ws = None
                 fleet.stats.connected -= 1
+                self._stop_events()
             return True
 
     async def _reidentify(self, reason: str) -> None:
@@ -290,8 +297,51 @@ class SimAgent:
             self._pause(message.retry_after)
         elif isinstance(message, UploadResume):
             pass  # simulated clients never upload
+        elif isinstance(message, EventAssignments):
+            self._assign_events(ws, message)
         else:
             raise ProtocolError(f"unexpected {type(message).__name__} after the handshake")
+
+    def _assign_events(self, ws: ClientConnection, assignments: EventAssignments) -> None:
+        """Send canned event rows for each assigned artifact (none unless the fleet's
+        ``events_per_second`` is set). Unacknowledged event batches are not sent again."""
+        self._stop_events()
+        if self.fleet.events_per_second <= 0:
+            return
+        for call in assignments.artifacts:
+            self.event_tasks[call.name] = asyncio.ensure_future(
+                self._send_events(ws, call.name, max(0.05, assignments.batch_seconds))
+            )
+
+    def _stop_events(self) -> None:
+        for task in self.event_tasks.values():
+            task.cancel()
+        self.event_tasks.clear()
+
+    async def _send_events(self, ws: ClientConnection, artifact: str, period: float) -> None:
+        owed = 0.0
+        last = time.monotonic()
+        await asyncio.sleep(random.random() * period)  # noqa: S311 (spreads the batches)
+        while True:
+            await asyncio.sleep(period)
+            now = time.monotonic()
+            owed += self.fleet.events_per_second * (now - last)
+            last, count = now, int(owed)
+            if count == 0:
+                continue
+            owed -= count
+            seq = self.event_seq.get(artifact, 1)
+            rows = canned.event_rows(self.index, seq, count, time.time())
+            message = EventRows(
+                stream=f"events:{artifact}", seq=seq, artifact=artifact, source="",
+                time=time.time(), columns=canned.EVENT_COLUMNS, rows=rows,
+            )  # fmt: skip
+            try:
+                await ws.send(encode(message))
+            except (WebSocketException, OSError):
+                return
+            self.event_seq[artifact] = seq + count
+            self.fleet.stats.events_sent += count
 
     def _pause(self, seconds: float) -> None:
         """Hold results for ``seconds``, then send everything unacknowledged again (the

@@ -43,6 +43,8 @@ class FleetStats:
     flows_answered: int = 0
     flows_cancelled: int = 0
     rows_sent: int = 0
+    #: Event rows sent for assigned CLIENT_EVENT artifacts (``events_per_second``).
+    events_sent: int = 0
     #: Bytes of result frames (first sends; resends are counted in ``messages_resent``).
     bytes_sent: int = 0
     messages_resent: int = 0
@@ -92,7 +94,7 @@ class FleetStats:
             for name in (
                 "clients", "connected", "ever_connected", "sessions", "enrolled",
                 "keys_generated", "flows_answered", "flows_cancelled", "rows_sent",
-                "bytes_sent", "messages_resent", "acks",
+                "events_sent", "bytes_sent", "messages_resent", "acks",
             ):  # fmt: skip
                 setattr(out, name, getattr(out, name) + getattr(p, name))
             out.errors.update(p.errors)
@@ -138,6 +140,7 @@ class FleetStats:
             "flows_answered": self.flows_answered,
             "flows_cancelled": self.flows_cancelled,
             "rows_sent": self.rows_sent,
+            "events_sent": self.events_sent,
             "mb_sent": round(self.bytes_sent / 1e6, 3),
             "messages_resent": self.messages_resent,
             "elapsed_seconds": round(self.elapsed, 2),
