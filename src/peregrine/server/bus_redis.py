@@ -33,6 +33,7 @@ from redis.exceptions import ConnectionError as LostConnection
 from redis.exceptions import RedisError
 
 from peregrine.config.model import hide_password
+from peregrine.datastore import DatastoreUnavailable
 from peregrine.metrics.instruments import BUS_PUBLISH_SECONDS
 from peregrine.server.bus import MAX_NOTICE_BYTES, RESYNC, Handler
 
@@ -157,6 +158,11 @@ class RedisBus:
     async def _handle(handler: Handler, notice: dict[str, Any]) -> None:
         try:
             await handler(notice)
+        except DatastoreUnavailable:
+            # PostgreSQL away too: what the notice was about is read again from it once it
+            # answers (the resync retries, and says so once).
+            if notice.get("kind") != RESYNC:
+                await RedisBus._handle(handler, {"kind": RESYNC})
         except Exception:
             log.exception("bus: handling %s failed", notice.get("kind"))
 

@@ -7,8 +7,9 @@ reaches it. The datastore holds all of that, so once the bus is back each fronte
 again: the pending tasks of the clients it holds are sent, the client index is read again,
 and the running hunts are pushed again to the clients it holds (a client is scheduled at most
 once, a datastore guarantee). A frontend is told by its own bus and by a ``resync`` notice
-from any frontend that dropped notices (its own link may have been the one cut). Requests
-that come together are run as one pass.
+from any frontend that dropped notices (its own link may have been the one cut). A notice
+that arrived while PostgreSQL was away asks for a pass too (it is tried again every few
+seconds until the datastore answers). Requests that come together are run as one pass.
 """
 
 from __future__ import annotations
@@ -53,7 +54,7 @@ class Resync:
             self._task = asyncio.create_task(self._run())
 
     async def _run(self) -> None:
-        outage = OutageLog(log, "resync after a bus outage")
+        outage = OutageLog(log, "resync")
         while True:
             await self._wanted.wait()
             await asyncio.sleep(self.settle)
@@ -83,7 +84,7 @@ class Resync:
         await server.hunts.load()
         self.passes += 1
         log.warning(
-            "bus back: pending work read again from the datastore; sent to %d of the %d "
+            "resync: pending work read again from the datastore; sent to %d of the %d "
             "client(s) held here",
             len(waiting),
             len(held),
