@@ -10,15 +10,12 @@ permissions, the engine's limits.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
 
 from peregrine.analysis.sqltext import artifact_source, identifier, literal
 
-from .model import Source, TimelineError
+from .model import Source
 
 _MICROS = {"s": 1_000_000, "ms": 1_000, "us": 1}
-_TIME_TYPES = ("TIMESTAMP", "DATE")
-_NUMBER_TYPES = ("INT", "DOUBLE", "FLOAT", "DECIMAL", "HUGEINT", "REAL")
 
 
 @dataclass(frozen=True, slots=True)
@@ -44,40 +41,27 @@ def table(source: Source) -> str:
     return f"{source.kind}({literal(source.id)}, {target})"
 
 
-def probe(source: Source) -> str:
-    """A query for the source's columns and their types (no rows)."""
-    return f"SELECT * FROM {table(source)} LIMIT 0"
-
-
-def time_expression(column: str, duckdb_type: str, unit: str) -> str:
-    """Microseconds since the epoch from a column of any type; NULL when it holds no time
-    (numbers of 0 or less, as bodyfiles write for a time not kept)."""
+def time_expression(column: str, unit: str) -> str:
+    """Microseconds since the epoch from a column of any type, chosen by DuckDB per value: a
+    time or ISO 8601 text as it is, a number (or numeric text) as ``unit`` since the epoch;
+    NULL when it holds no time (numbers of 0 or less, as bodyfiles write for a time not
+    kept). No probe of the column's type is needed first."""
     name = f"r.{identifier(column)}"
-    kind = duckdb_type.upper()
-    if kind.startswith(_TIME_TYPES):
-        return f"epoch_us(CAST({name} AS TIMESTAMPTZ))"
-    if any(word in kind for word in _NUMBER_TYPES):
-        return f"CASE WHEN {name} > 0 THEN TRY_CAST({name} * {_MICROS[unit]} AS BIGINT) END"
-    return f"epoch_us(TRY_CAST(CAST({name} AS VARCHAR) AS TIMESTAMPTZ))"
+    number = f"TRY_CAST({name} AS DOUBLE)"
+    return (
+        f"COALESCE(epoch_us(TRY_CAST({name} AS TIMESTAMPTZ)), "
+        f"CASE WHEN {number} > 0 THEN TRY_CAST({number} * {_MICROS[unit]} AS BIGINT) END)"
+    )
 
 
-def source_select(source: Source, types: dict[str, str]) -> list[str]:
-    """One SELECT per time column of ``source``, given its columns' types."""
-    missing = [t for t in source.time if t not in types]
-    if missing:
-        raise TimelineError(
-            f"source {source.name!r} has no column {', '.join(map(repr, missing))}; "
-            f"its columns: {', '.join(types) or '(no rows yet)'}"
-        )
-    selects = []
-    for column in source.time:
-        ts = time_expression(column, types[column], source.unit)
-        selects.append(
-            f"SELECT {ts} AS ts, {literal(source.describe(column))} AS timestamp_desc, "
-            f"{literal(source.name)} AS source, to_json(r)::VARCHAR AS data "
-            f"FROM {table(source)} r"
-        )
-    return selects
+def source_select(source: Source) -> list[str]:
+    """One SELECT per time column of ``source``."""
+    return [
+        f"SELECT {time_expression(column, source.unit)} AS ts, "
+        f"{literal(source.describe(column))} AS timestamp_desc, "
+        f"{literal(source.name)} AS source, to_json(r)::VARCHAR AS data FROM {table(source)} r"
+        for column in source.time
+    ]
 
 
 def timeline_sql(
@@ -101,24 +85,3 @@ def timeline_sql(
     if limit is not None:
         sql += f"\nLIMIT {int(limit)} OFFSET {int(offset)}"
     return sql
-
-
-def column_types(schema: Any) -> dict[str, str]:
-    """Column name -> DuckDB-ish type name, from an Arrow schema."""
-    return {f.name: _arrow_type(f.type) for f in schema}
-
-
-def _arrow_type(arrow_type: Any) -> str:
-    import pyarrow as pa
-
-    if pa.types.is_timestamp(arrow_type):
-        return "TIMESTAMP"
-    if pa.types.is_date(arrow_type):
-        return "DATE"
-    if pa.types.is_integer(arrow_type):
-        return "BIGINT"
-    if pa.types.is_floating(arrow_type):
-        return "DOUBLE"
-    if pa.types.is_decimal(arrow_type):
-        return "DECIMAL"
-    return "VARCHAR"

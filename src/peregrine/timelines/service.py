@@ -27,7 +27,7 @@ from .model import (
     parse_sources,
     render,
 )
-from .query import Filters, column_types, probe, source_select, timeline_sql
+from .query import Filters, source_select, timeline_sql
 
 MAX_PAGE = 5000
 
@@ -121,15 +121,7 @@ class TimelineService:
         _need_analyze(permissions)
         record = self.get(timeline_id, user, permissions)
         sources = parse_sources(record.sources)
-        selects: list[str] = []
-        for source in sources:
-            try:
-                with self.engine.run(probe(source), permissions) as result:
-                    types = column_types(result.schema)
-            except AnalysisError as exc:
-                raise TimelineError(f"source {source.name!r}: {exc}") from None
-            selects += source_select(source, types)
-        return {s.name: s for s in sources}, selects
+        return {s.name: s for s in sources}, [q for s in sources for q in source_select(s)]
 
     def _rows(
         self, sql: str, permissions: frozenset[str], sources: dict[str, Source]
@@ -150,6 +142,10 @@ class TimelineService:
                             "data": values,
                         }
         except AnalysisError as exc:
+            if "Referenced column" in str(exc) or "does not have a column named" in str(exc):
+                raise TimelineError(
+                    f"a source names a time column its rows do not have: {exc}"
+                ) from None
             raise TimelineError(str(exc)) from None
 
 
