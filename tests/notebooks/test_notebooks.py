@@ -233,3 +233,20 @@ def test_json_export_imports_elsewhere_and_bad_imports_say_what_is_wrong(
     with pytest.raises(NotebookError, match="not JSON"):
         notebooks.import_json("{", "bob", INVESTIGATOR)
     assert notebooks.visible("bob", INVESTIGATOR, 10, 0)[1] == 1  # nothing half-imported
+
+
+def test_a_client_notebook_starts_with_its_collections_and_their_rows(
+    fleet: Fleet, notebooks: NotebookService
+) -> None:
+    client = fleet.client(1, "laptop-7")
+    flow = fleet.flow(client, 1, PSLIST)
+    fleet.rows(client, flow, PSLIST, ["pid", "name"], [[1, "init"], [666, "backdoor"]])
+    fleet.finish(flow)
+    made = notebooks.create("alice", INVESTIGATOR, "Laptop 7", client_id=client)
+    assert made.cells[0].kind == "markdown" and "laptop-7" in made.cells[0].text
+    notebooks.run(made.notebook_id, "alice", INVESTIGATOR)
+    opened = notebooks.get(made.notebook_id, "alice", INVESTIGATOR)
+    assert [r["flow_id"] for r in result_of(opened, "FROM collections()")] == [flow]
+    assert {"pid": 666, "name": "backdoor"} in result_of(opened, f"FROM flow('{flow}'")
+    with pytest.raises(NotebookNotFound, match="no hunt or client"):
+        notebooks.create("alice", INVESTIGATOR, "Nobody", client_id="C.00000000000000ff")
