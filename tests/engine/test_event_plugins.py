@@ -71,3 +71,14 @@ def test_the_cpu_limit_holds_after_a_long_idle_time() -> None:
     Measured on a loaded 2-core box: 16% with the window, 80% without."""
     share = _burst_share(QueryLimits(cpu_limit=10), 2_000_000)
     assert share < 0.3, f"the busy part used {share:.0%} of a core"
+
+
+@pytest.mark.timeout(30)
+def test_a_worker_says_its_columns_before_the_first_event() -> None:
+    """An event query's first row may be a long time coming; its columns (and so the news
+    that it compiled and runs) come as soon as it is prepared."""
+    query = IsolatedQuery("SELECT tick, utc FROM clock(3600) WHERE tick > 1")
+    try:
+        assert [c.name for c in query.columns] == ["tick", "utc"]
+    finally:
+        query.stop()

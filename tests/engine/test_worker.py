@@ -116,17 +116,26 @@ def test_denylist_entries_expire(tmp_path: Path) -> None:
 
 
 def test_cpu_limit_throttles_the_worker() -> None:
-    """A CPU-bound query limited to 20% of a core takes several times longer than unlimited."""
+    """A CPU-bound query limited to 20% of a core uses about that share of a core over its
+    run. Measured as a share (CPU seconds over wall seconds), not as a slowdown: on a loaded
+    machine an unlimited query gets less than a core too, and a slowdown hides the limit."""
     sql = INFINITE + "SELECT x FROM c WHERE x = 1500000 LIMIT 1"
 
-    def wall(limits: QueryLimits) -> float:
+    def share(limits: QueryLimits) -> float:
+        query = IsolatedQuery(sql, limits=limits)
+        worker = psutil.Process(query.pid)
         started = time.monotonic()
-        assert list(IsolatedQuery(sql, limits=limits)) == [(1500000,)]
-        return time.monotonic() - started
+        for (x,) in query:
+            assert x == 1500000
+            times = worker.cpu_times()  # a zombie's still reads until the query is reaped
+            wall = time.monotonic() - started
+        return (times.user + times.system) / wall
 
-    free = wall(QueryLimits())
-    throttled = wall(QueryLimits(cpu_limit=20))
-    assert throttled > 2.5 * free, (free, throttled)
+    free = share(QueryLimits())
+    if free < 0.4:
+        pytest.skip(f"this machine gives an unlimited query {free:.0%} of a core: too busy to tell")
+    throttled = share(QueryLimits(cpu_limit=20))
+    assert throttled < 0.3, (free, throttled)
 
 
 def test_upload_dir_reaches_the_worker(tmp_path: Path) -> None:

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import difflib
 import re
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -154,11 +154,14 @@ class Engine:
         limits: QueryLimits | None = None,
         permissions: frozenset[str] = ALL_PERMISSIONS,
         ctx: QueryContext | None = None,
+        on_columns: Callable[[list[Column]], None] | None = None,
     ) -> QueryResult:
         """Prepare ``sql`` and start it; iterate the result for rows.
 
         Parameters are bound, never pasted into the text. Raises :class:`QueryError` subclasses
-        with a message that says what to fix.
+        with a message that says what to fix. Starting runs the query up to its first row,
+        which for an event plugin is its first event: ``on_columns`` hears the columns as soon
+        as the statement is prepared, before that.
         """
         if ctx is None:
             ctx = QueryContext(limits=limits or QueryLimits(), permissions=permissions)
@@ -179,6 +182,8 @@ class Engine:
                 raise QuerySyntaxError("only read-only (SELECT) statements are allowed")
             # Known now, before the first step: a query with no rows still has columns.
             description.extend(cursor.get_description())
+            if on_columns is not None:
+                on_columns([Column(name, decl) for name, decl in description])
             return True
 
         connection.exec_trace = one_statement

@@ -487,8 +487,14 @@ def serve(stdin: IO[bytes], stdout: IO[bytes]) -> None:
 
             artifacts = [msgspec.convert(a, Artifact) for a in request.artifacts]
             engine = Engine(registry_for_artifacts({a.name: a for a in artifacts}, request.sql))
-        result = engine.execute(request.sql, request.params, ctx=ctx)
-        out.send(Header(columns=[(c.name, c.type) for c in result.columns]))
+        # The header goes out once the statement is prepared, before the first row: an event
+        # query's first row may be a long time coming.
+        result = engine.execute(
+            request.sql,
+            request.params,
+            ctx=ctx,
+            on_columns=lambda columns: out.send(Header([(c.name, c.type) for c in columns])),
+        )
         for row in result:
             out.add(row)
         out.send(
