@@ -44,8 +44,9 @@ ROWS = 1500
 
 @pytest.fixture(scope="module")
 def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[DevCluster]:
-    """A cluster of its own: the upgrade renames its frontends, so ``down`` reads them
-    again from ``cluster.json`` (which the deployer keeps current)."""
+    """A cluster of its own: the upgrades rename its frontends, so ``down`` (and whatever
+    needs the frontends' names) reads them again from ``cluster.json``, which the deployer
+    keeps current."""
     program("haproxy")
     program("redis-server")
     directory = tmp_path_factory.mktemp("deploy") / "dev"
@@ -125,7 +126,7 @@ def test_a_rolling_upgrade_under_a_hunt_loses_nothing_and_moves_agents_gradually
         watch = ReconnectWatch(agents)
         try:
             await agents.wait_connected(CLIENTS, timeout=60)
-            await all_held(cluster, agents.client_ids)
+            await all_held(DevCluster(cluster.directory), agents.client_ids)
             watcher = asyncio.create_task(watch.run())
             hunt_id = await start_hunt(cluster)
             clock = Stopwatch()
@@ -204,13 +205,14 @@ def test_an_interrupted_upgrade_is_rolled_back_from_the_deployment_file(
 def test_a_version_that_dies_in_its_soak_is_rolled_back_and_the_old_one_restarted(
     cluster: DevCluster, tmp_path: Path
 ) -> None:
-    deploy = deployer(cluster, soak_seconds=40)
+    deploy = deployer(cluster, soak_seconds=30)
     before = {i.name: i.pid for i in deploy.deployment.instances if i.pool == "ready"}
-    # Passes its uptests, takes its share of agents, then dies 40 s after it started: after
-    # the old instance of its slot was drained and stopped, within the soak.
+    # Passes its uptests, takes its share of agents, then dies 30 s after it started: after
+    # the old instance of its slot was drained and stopped (or while it drains), before the
+    # soak ends.
     dies = (
         f"{sys.executable} -m peregrine server --config {{config}} --no-local-agent & "
-        "sleep 40; kill -9 $!"
+        "sleep 30; kill -9 $!"
     )
 
     async def scenario() -> None:
@@ -221,7 +223,7 @@ def test_a_version_that_dies_in_its_soak_is_rolled_back_and_the_old_one_restarte
             with pytest.raises(UpgradeFailed, match="exited during the soak"):
                 await asyncio.to_thread(deploy.upgrade, "3-dies", command=["sh", "-c", dies])
             await agents.wait_connected(30, timeout=60)
-            await all_held(cluster, agents.client_ids)
+            await all_held(DevCluster(cluster.directory), agents.client_ids)
         finally:
             await agents.stop()
 
