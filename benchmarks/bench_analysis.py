@@ -78,6 +78,23 @@ def hunt_record(hunt_id: str) -> HuntRecord:
     )  # fmt: skip
 
 
+def add_hunt_client(
+    store: Datastore, filestore: Filestore, hunt_id: str, number: int, rows: int,
+    rng: random.Random,
+) -> None:  # fmt: skip
+    """Client ``number`` of a hunt, finished with ``rows`` rows, stored as ingestion stores."""
+    client_id, flow_id = f"C.{number:016x}", f"F.{number:016X}"
+    store.clients.enroll(client_id, client_id.encode(), 1.7e9)
+    store.clients.set_info(client_id, {"hostname": f"host-{number}"}, 1.7e9)
+    flow = FlowRecord(flow_id, client_id, [{"name": ARTIFACT}], {}, "bench", 1.7e9)
+    store.hunts.schedule_client(hunt_id, flow, b"", 1.7e9, respect_limit=False)
+    store.collections.transition(flow_id, IN_PROGRESS, 1.7e9)
+    for seq, start in enumerate(range(0, rows, 5000), 1):
+        batch = make_rows(rng, number, min(5000, rows - start))
+        filestore.append_rows(client_id, flow_id, ARTIFACT, "", seq, COLUMNS, batch)
+    store.collections.transition(flow_id, FINISHED, 1.7e9 + 60)
+
+
 def generate(root: Path, clients: int, rows: int, join_clients: int) -> None:
     """The data set, through the filestore's append_rows and the datastore's stores."""
     store = open_store(f"sqlite:///{root}/peregrine.db")
@@ -87,16 +104,7 @@ def generate(root: Path, clients: int, rows: int, join_clients: int) -> None:
         for hunt_id, count, base in ((BIG, clients, 0), (JOIN, join_clients, clients)):
             store.hunts.create(hunt_record(hunt_id))
             for number in range(base, base + count):
-                client_id, flow_id = f"C.{number:016x}", f"F.{number:016X}"
-                store.clients.enroll(client_id, client_id.encode(), 1.7e9)
-                store.clients.set_info(client_id, {"hostname": f"host-{number}"}, 1.7e9)
-                flow = FlowRecord(flow_id, client_id, [{"name": ARTIFACT}], {}, "bench", 1.7e9)
-                store.hunts.schedule_client(hunt_id, flow, b"", 1.7e9, respect_limit=False)
-                store.collections.transition(flow_id, IN_PROGRESS, 1.7e9)
-                for seq, start in enumerate(range(0, rows, 5000), 1):
-                    batch = make_rows(rng, number, min(5000, rows - start))
-                    filestore.append_rows(client_id, flow_id, ARTIFACT, "", seq, COLUMNS, batch)
-                store.collections.transition(flow_id, FINISHED, 1.7e9 + 60)
+                add_hunt_client(store, filestore, hunt_id, number, rows, rng)
         (root / "complete").write_text("ok")
     finally:
         store.close()
@@ -279,16 +287,8 @@ def generate_timeline(store: Datastore, filestore: Filestore) -> None:
     for serial, hunt_id in enumerate(TIMELINE_HUNTS):
         store.hunts.create(hunt_record(hunt_id))
         for number in range(10_000 + serial * 100, 10_000 + serial * 100 + 100):
-            client_id, flow_id = f"C.{number:016x}", f"F.{number:016X}"
-            store.clients.enroll(client_id, client_id.encode(), 1.7e9)
-            store.clients.set_info(client_id, {"hostname": f"host-{number}"}, 1.7e9)
-            flow = FlowRecord(flow_id, client_id, [{"name": ARTIFACT}], {}, "bench", 1.7e9)
-            store.hunts.schedule_client(hunt_id, flow, b"", 1.7e9, respect_limit=False)
-            store.collections.transition(flow_id, IN_PROGRESS, 1.7e9)
             rows = 3_334 if serial < 2 else 3_332
-            filestore.append_rows(client_id, flow_id, ARTIFACT, "", 1, COLUMNS,
-                                  make_rows(rng, number, rows))  # fmt: skip
-            store.collections.transition(flow_id, FINISHED, 1.7e9 + 60)
+            add_hunt_client(store, filestore, hunt_id, number, rows, rng)
     Path(filestore.root.parent / "timeline-complete").write_text("ok")
 
 

@@ -11,11 +11,13 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import functools
 import json
 import random
 import socket
 import ssl
 import statistics
+import sys
 import tempfile
 import threading
 import time
@@ -54,7 +56,7 @@ def seed(server: Server, count: int) -> None:
         )
 
 
-def serve(directory: Path, count: int, ready: Any, stop: threading.Event) -> None:
+def serve(directory: Path, fill: Any, ready: Any, stop: threading.Event) -> None:
     async def main() -> None:
         port = free_port()
         deployment = generate(
@@ -65,7 +67,7 @@ def serve(directory: Path, count: int, ready: Any, stop: threading.Event) -> Non
         await server.start()
         try:
             server.accounts.create_user("bench", PASSWORD, ["reader"])
-            seed(server, count)
+            await asyncio.to_thread(fill, server)
             ready.append(server)
             while not stop.is_set():
                 await asyncio.sleep(0.1)
@@ -119,21 +121,25 @@ def browser_times(base: str, offsets: list[int], repeat: int) -> dict[int, float
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--page", choices=["clients", "results"], default="clients")
     parser.add_argument("--clients", type=int, default=100_000)
+    parser.add_argument("--rows", type=int, default=1_000_000, help="rows of the collection")
+    parser.add_argument("--hunt-clients", type=int, default=10_000)
+    parser.add_argument("--hunt-rows", type=int, default=20, help="rows per hunt client")
     parser.add_argument("--repeat", type=int, default=5)
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args()
+    if args.page == "results":
+        results_main(args)
+        return
     stop = threading.Event()
     ready: list[Server] = []
     with tempfile.TemporaryDirectory() as tmp:
-        thread = threading.Thread(target=serve, args=(Path(tmp), args.clients, ready, stop))
+        fill = functools.partial(seed, count=args.clients)
+        thread = threading.Thread(target=serve, args=(Path(tmp), fill, ready, stop))
         thread.start()
         try:
-            deadline = time.monotonic() + 300
-            while not ready:
-                if time.monotonic() > deadline or not thread.is_alive():
-                    raise SystemExit("the server did not start")
-                time.sleep(0.1)
+            wait_ready(ready, thread)
             base = f"https://127.0.0.1:{ready[0].api_port}"
             last = (args.clients - 1) // PAGE * PAGE
             offsets = [0, last // 2 // PAGE * PAGE, last]
@@ -160,6 +166,96 @@ def main() -> None:
             f"  offset {row['offset']:>7,}: API {row['server_ms']:7.1f} ms, "
             f"rendered in chromium {row['browser_ms']:7.1f} ms"
         )
+
+
+def wait_ready(ready: list[Server], thread: threading.Thread, seconds: float = 3600) -> None:
+    deadline = time.monotonic() + seconds
+    while not ready:
+        if time.monotonic() > deadline or not thread.is_alive():
+            raise SystemExit("the server did not start")
+        time.sleep(0.1)
+
+
+def results_main(args: argparse.Namespace) -> None:
+    """A 1,000,000-row collection and a hunt over 10,000 clients (bench_gui_results.py)."""
+    from playwright.sync_api import sync_playwright
+
+    import bench_gui_results as bench
+
+    hunt_total = args.hunt_clients * args.hunt_rows
+
+    def fill(server: Server) -> None:
+        started = time.perf_counter()
+        bench.seed_collection(server, args.rows)
+        bench.seed_hunt(server, args.hunt_clients, args.hunt_rows)
+        print(f"seeded in {time.perf_counter() - started:.0f} s", file=sys.stderr)
+
+    stop = threading.Event()
+    ready: list[Server] = []
+    with tempfile.TemporaryDirectory() as tmp:
+        thread = threading.Thread(target=serve, args=(Path(tmp), fill, ready, stop))
+        thread.start()
+        try:
+            wait_ready(ready, thread)
+            base = f"https://127.0.0.1:{ready[0].api_port}"
+            tls = ssl.create_default_context(cafile=str(ready[0].config.ca_cert_path))
+            with httpx.Client(base_url=base + "/api/v1", verify=tls, timeout=300) as http:
+                http.post("/auth/login", json={"username": "bench", "password": PASSWORD})
+                api = {
+                    "collection": bench.api_times(
+                        http, f"/collections/{bench.FLOW}/results", bench.cases(args.rows),
+                        args.repeat),
+                    "hunt": bench.api_times(
+                        http, f"/hunts/{bench.HUNT}/results", bench.cases(hunt_total),
+                        args.repeat),
+                }  # fmt: skip
+            with sync_playwright() as p:
+                browser = p.chromium.launch(executable_path="/usr/bin/chromium", args=CHROMIUM_ARGS)
+                page = browser.new_context(base_url=base, ignore_https_errors=True).new_page()
+                page.set_default_timeout(120_000)
+                page.goto("/ui/")
+                page.get_by_label("User name").fill("bench")
+                page.get_by_label("Password").fill(PASSWORD)
+                page.get_by_role("button", name="Sign in").click()
+                page.get_by_role("button", name="Sign out").wait_for()
+                rendered = {
+                    "collection": bench.browser_times(
+                        page, f"/ui/collections/{bench.FLOW}", args.rows, args.repeat
+                    ),
+                }
+                try:
+                    rendered["hunt"] = bench.browser_times(
+                        page, f"/ui/hunts/{bench.HUNT}", hunt_total, args.repeat
+                    )
+                except Exception as exc:  # a time-out waiting is a result too
+                    rendered["hunt"] = {"error": f"{type(exc).__name__}: {str(exc)[:300]}"}
+                browser.close()
+        finally:
+            stop.set()
+            thread.join(120)
+    result = {"rows": args.rows, "hunt_clients": args.hunt_clients, "hunt_rows": hunt_total,
+              "api": api, "browser": rendered}  # fmt: skip
+    if args.json:
+        print(json.dumps(result))
+        return
+    for what, title in (
+        ("collection", f"collection of {args.rows:,} rows"),
+        ("hunt", f"hunt over {args.hunt_clients:,} clients, {hunt_total:,} rows"),
+    ):
+        print(f"{title} (pages of {bench.PAGE}):")
+        for label, t in api[what].items():
+            if "status" in t:
+                print(
+                    f"  API {label:<48} {t['status']} after {t['after_ms']:.0f} ms: {t['detail']}"
+                )
+                continue
+            print(f"  API {label:<48} first {t['first_ms']:8.1f} ms, then {t['best_ms']:8.1f} ms")
+        b = rendered[what]
+        if "error" in b:
+            print(f"  chromium: {b['error']}")
+            continue
+        print(f"  chromium: opened {b['open_ms']:.0f} ms, last page {b['last_page_ms']:.0f} ms, "
+              f"sorted by a header {b['sort_ms']:.0f} ms")  # fmt: skip
 
 
 if __name__ == "__main__":
