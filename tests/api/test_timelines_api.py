@@ -28,6 +28,7 @@ def test_a_real_collection_on_a_timeline(live: Live, objects: Objects) -> None:
         exported = http.get(f"/timelines/{tid}/export", params={"q": "0000000"})
         assert exported.status_code == 200
         assert exported.headers["content-type"] == "application/x-ndjson"
+        assert int(exported.headers["x-peregrine-max-rows"]) >= 5
         events = [json.loads(line) for line in exported.text.splitlines()]
         assert [e["message"] for e in events] == [f"row {n:08d}" for n in range(1, 6)]
         assert all(e["timestamp_desc"] == "Counted" and datetime.fromisoformat(e["datetime"])

@@ -15,6 +15,7 @@ from pydantic import BaseModel, Field
 from peregrine.analysis import QueryRefused
 from peregrine.analysis.statement import event_time
 from peregrine.api.deps import Audit, context, require
+from peregrine.api.routes.analysis import MAX_ROWS_HEADER
 from peregrine.api.sharing import call
 from peregrine.api.streaming import produced
 from peregrine.auth.accounts import Principal
@@ -169,7 +170,8 @@ async def export_timeline(
     principal: Principal = Depends(require(ANALYZE)),
 ) -> StreamingResponse:
     """Timesketch's required fields (``message``, ``datetime``, ``timestamp_desc``) and
-    ``timestamp``; streamed as it is read (up to the server's analysis row limit)."""
+    ``timestamp``; streamed as it is read, up to the server's analysis row limit (in the
+    ``X-Peregrine-Max-Rows`` header: an export of exactly that many rows was probably cut)."""
     filters = _filters(start, end, q, source)
     Audit(request, principal).on_outcome(
         "timeline.export", target=timeline_id, parameters={"format": format}
@@ -188,7 +190,10 @@ async def export_timeline(
     return StreamingResponse(
         produced(write_all),
         media_type=MEDIA_TYPES[format],
-        headers={"Content-Disposition": f'attachment; filename="{timeline_id}.{format}"'},
+        headers={
+            "Content-Disposition": f'attachment; filename="{timeline_id}.{format}"',
+            MAX_ROWS_HEADER: str(service.engine.limits.max_rows),
+        },
     )
 
 
