@@ -262,3 +262,24 @@ def test_a_window_counts_per_group_and_per_window(datastore_url: str) -> None:
     with open_datastore(datastore_url) as datastore:
         stored = datastore.alerts.query()
     assert [a.summary.rsplit(" for ", 1)[1] for a in stored] == ['["root"]']
+
+
+def test_closing_while_a_batch_is_being_matched_waits_for_it(datastore_url: str) -> None:
+    """A frontend stopping mid-batch: the engine lets the match end before closing its
+    matcher (closing it under the matching thread raised ThreadingViolationError)."""
+    slow = {
+        "rule_id": "Test.Slow",
+        "artifacts": [PROCESSES],
+        "condition": "(SELECT count(*) FROM events a, events b, events c, events d) > 0",
+    }
+    save_rules(datastore_url, slow)
+    rows = [dict(process_batch().rows[0], pid=n) for n in range(300)]
+
+    async def run() -> None:
+        async with frontend(datastore_url) as (stream, engine):
+            stream.publish(EventBatch("C.0000000000000001", PROCESSES, "", 0, rows, time.time()))
+            while engine.batches < 1:
+                await asyncio.sleep(0.001)
+            await asyncio.sleep(0.02)  # in its thread now, for its 0.25 s limit
+
+    asyncio.run(run())  # the frontend's close raised before the fix

@@ -38,11 +38,12 @@ def test_simulated_clients_send_events_that_are_stored_and_matched(tmp_path: Pat
                 await wait_until(
                     lambda: all(len(stored(c)) >= 1000 for c in fleet.client_ids), 60, 0.5
                 )
-                alerts = await wait_until(
-                    lambda: len(q := server.datastore.alerts.query(
-                        rule_id="Linux.ProcessFromTmp")) >= 3 and q,
-                    20,
-                )  # fmt: skip
+
+                def alerted() -> set[str | None]:
+                    query = server.datastore.alerts.query
+                    return {a.client_id for a in query(rule_id="Linux.ProcessFromTmp")}
+
+                await wait_until(lambda: alerted() == set(fleet.client_ids), 20)
             finally:
                 await fleet.stop()
             alerts = server.datastore.alerts.query(rule_id="Linux.ProcessFromTmp", limit=1000)

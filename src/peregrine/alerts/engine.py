@@ -37,6 +37,8 @@ ColumnsOf = Callable[[str], Sequence[str] | None]
 WINDOW_ROWS_KEPT = 20
 #: Seconds a batch waits for a datastore that does not answer before its alerts are given up.
 OUTAGE_BOUND = 30.0
+#: Seconds ``close`` waits for a batch being matched in its thread.
+CLOSE_WAIT = 10.0
 
 
 def no_columns(_artifact: str) -> Sequence[str] | None:
@@ -67,6 +69,7 @@ class AlertEngine:
         self._loaded = 0.0
         self._failing: set[str] = set()
         self._windows_pruned = 0.0
+        self._inflight: asyncio.Future[list[AlertRecord]] | None = None
         self.batches = 0
         self.raised = 0
 
@@ -77,6 +80,8 @@ class AlertEngine:
 
     async def close(self) -> None:
         self._stream.unsubscribe("alerts")
+        if self._inflight is not None:  # a batch still matching in its thread: let it end
+            await asyncio.wait([self._inflight], timeout=CLOSE_WAIT)
         await self.forwarding.close()
         self._matcher.close()
 
@@ -127,8 +132,10 @@ class AlertEngine:
         to 1 s, up to ``OUTAGE_BOUND``): every write is keyed, so a rerun stores nothing twice."""
         waited, pause = 0.0, 0.1
         while True:
+            loop = asyncio.get_running_loop()
+            self._inflight = loop.run_in_executor(None, self.evaluate, batch, rules)
             try:
-                return await asyncio.to_thread(self.evaluate, batch, rules)
+                return await asyncio.shield(self._inflight)  # close() waits for it
             except DatastoreUnavailable:
                 if waited >= OUTAGE_BOUND:
                     raise
