@@ -22,8 +22,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import csv
-import io
 import json
 import os
 import secrets
@@ -41,7 +39,7 @@ from typing import TYPE_CHECKING
 import httpx
 import msgspec
 
-from peregrine.cluster import processes
+from peregrine.cluster import processes, runtime_api
 from peregrine.cluster.generate import FrontendSpec, generate_cluster
 from peregrine.cluster.haproxy import Backend, render
 from peregrine.cluster.services import (
@@ -333,28 +331,16 @@ class DevCluster:
 
     def haproxy(self, command: str) -> str:
         """One command on HAProxy's runtime API; its answer."""
-        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
-            sock.settimeout(5)
-            sock.connect(self.state.haproxy_socket)
-            sock.sendall(command.encode() + b"\n")
-            chunks = []
-            while chunk := sock.recv(65536):
-                chunks.append(chunk)
-        return b"".join(chunks).decode()
+        return runtime_api.command(self.state.haproxy_socket, command, timeout=5)
 
     def pool(self) -> dict[str, str]:
         """Each frontend's state in the balancer's pools (``agents/frontend1``: ``UP``,
         ``DOWN``, ``DRAIN``...); empty when HAProxy does not answer."""
         try:
-            text = self.haproxy("show stat")
+            rows = runtime_api.server_stats(self.state.haproxy_socket)
         except OSError:
             return {}
-        rows = csv.DictReader(io.StringIO(text.lstrip("# ")))
-        return {
-            f"{row['pxname']}/{row['svname']}": row["status"].split(" ")[0]
-            for row in rows
-            if row.get("svname") not in (None, "FRONTEND", "BACKEND")
-        }
+        return {server: row["status"].split(" ")[0] for server, row in rows.items()}
 
     # -- reporting ------------------------------------------------------------------------------
 

@@ -12,13 +12,11 @@ a reload lets the old workers finish the connections they hold).
 
 from __future__ import annotations
 
-import csv
-import io
-import socket
 import subprocess
 from pathlib import Path
 from typing import Protocol
 
+from peregrine.cluster import runtime_api
 from peregrine.cluster.generate import FrontendSpec
 from peregrine.cluster.services import add_to_pool_commands
 from peregrine.config.files import PUBLIC_MODE, write_atomic
@@ -64,23 +62,11 @@ class HAProxyPool:
 
     def command(self, line: str) -> str:
         """One runtime API command; its answer."""
-        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
-            sock.settimeout(COMMAND_TIMEOUT)
-            sock.connect(self.balancer.socket)
-            sock.sendall(line.encode() + b"\n")
-            chunks = []
-            while chunk := sock.recv(65536):
-                chunks.append(chunk)
-        return b"".join(chunks).decode()
+        return runtime_api.command(self.balancer.socket, line, COMMAND_TIMEOUT)
 
     def stats(self) -> dict[str, dict[str, str]]:
         """``show stat`` rows of the servers, by ``backend/server``."""
-        rows = csv.DictReader(io.StringIO(self.command("show stat").lstrip("# ")))
-        return {
-            f"{row['pxname']}/{row['svname']}": row
-            for row in rows
-            if row.get("svname") not in (None, "FRONTEND", "BACKEND")
-        }
+        return runtime_api.server_stats(self.balancer.socket)
 
     def states(self) -> dict[str, str]:
         found: dict[str, dict[str, str]] = {}
