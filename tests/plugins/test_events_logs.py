@@ -123,3 +123,20 @@ def test_journal_lines_sees_an_entry_logged_now() -> None:
         timeout=5,
     )
     assert rows == [{"identifier": "peregrine-test", "message": "hello"}]
+
+
+def test_a_line_longer_than_the_limit_is_cut_into_pieces(tmp_path: Path) -> None:
+    from peregrine.plugins.text import MAX_LINE
+
+    log = tmp_path / "binary.log"
+    log.write_bytes(b"")
+    follower = LineFollower(str(log), from_start=False)
+    log.write_bytes(b"x" * (2 * MAX_LINE + 10) + b"\nnext\n")
+    pieces = list(follower.lines())
+    assert [(len(p), offset) for p, offset in pieces] == [
+        (MAX_LINE, 0),
+        (MAX_LINE, MAX_LINE),
+        (10, 2 * MAX_LINE),
+        (4, 2 * MAX_LINE + 11),
+    ]
+    follower.close()
