@@ -1,8 +1,10 @@
-"""``peregrine artifacts``: list, show, check and collect artifacts on this machine."""
+"""``peregrine artifacts``: list, show, check, collect and watch artifacts on this machine."""
 
 from __future__ import annotations
 
 import json
+import queue
+import threading
 import time
 from pathlib import Path
 from typing import Annotated, Any
@@ -16,14 +18,14 @@ from rich.table import Table
 from rich.text import Text
 
 from peregrine.artifacts.loader import ArtifactError, Problem
-from peregrine.artifacts.model import Artifact
+from peregrine.artifacts.model import Artifact, Source
 from peregrine.artifacts.repository import ArtifactRepository, configured_directories
 from peregrine.artifacts.runner import ArtifactRunner, Planned, SourceOutcome
 from peregrine.cli.output import print_table, yaml_text
 from peregrine.engine.context import QueryLimits
 from peregrine.engine.denylist import Denylist
 
-app = typer.Typer(help="List, document, check and collect artifacts.", no_args_is_help=True)
+app = typer.Typer(help="List, document, check, collect and watch artifacts.", no_args_is_help=True)
 console = Console()
 err = Console(stderr=True)
 
@@ -226,6 +228,76 @@ def collect(
         highlight=False,
     )
     if failed:
+        raise typer.Exit(1)
+
+
+@app.command("watch")
+def watch(
+    name: Annotated[str, typer.Argument(help="The CLIENT_EVENT artifact to run.")],
+    param: Annotated[
+        list[str] | None, typer.Option("--param", "-p", help="Param=value (repeatable).")
+    ] = None,
+    seconds: Annotated[
+        float | None, typer.Option(help="Stop after this many seconds.", min=0)
+    ] = None,
+    max_rows: Annotated[int | None, typer.Option(help="Stop after this many rows.", min=0)] = None,
+    in_process: Annotated[
+        bool, typer.Option(help="Run queries in this process, without worker or watchdog.")
+    ] = False,
+    dirs: DirsOption = None,
+) -> None:
+    """Run an event (CLIENT_EVENT) artifact on this machine and print its rows as JSON lines as
+    things happen, until Ctrl-C, --seconds or --max-rows: how to try one before assigning it.
+    """
+    repo = _repository(dirs)
+    runner = ArtifactRunner(repo, isolated=not in_process)
+    try:
+        params = parse_artifact_params(param or [], [repo.get(name)])[name]
+        planned = runner.plan(name, params, events=True)
+    except ArtifactError as exc:
+        raise _fail(str(exc)) from None
+    sources = planned.artifact.sources
+    rows: queue.Queue[tuple[str, dict[str, Any] | None]] = queue.Queue(1000)
+    outcomes = [SourceOutcome(name, source.name) for source in sources]
+
+    def pump(source: Source, outcome: SourceOutcome) -> None:
+        try:
+            for row in runner.run_source(planned, source, outcome):
+                rows.put((source.name, dict(zip(outcome.columns, row, strict=True))))
+        finally:
+            rows.put((source.name, None))
+
+    pumps = [
+        threading.Thread(target=pump, args=pair, daemon=True)
+        for pair in zip(sources, outcomes, strict=True)
+    ]
+    for thread in pumps:
+        thread.start()
+    deadline = time.monotonic() + seconds if seconds is not None else None
+    running, count = len(pumps), 0
+    try:
+        while running and (max_rows is None or count < max_rows):
+            if deadline is not None and time.monotonic() >= deadline:
+                break
+            try:
+                source_name, row = rows.get(timeout=0.25)
+            except queue.Empty:
+                continue
+            if row is None:
+                running -= 1
+                continue
+            typer.echo(json.dumps({"_source": source_name, **row} if len(sources) > 1 else row))
+            count += 1
+    except KeyboardInterrupt:
+        err.print("[yellow]stopped[/yellow]")
+    finally:
+        runner.cancel()
+        for thread in pumps:
+            thread.join(2)
+    for outcome in outcomes:
+        if outcome.status in ("error", "skipped"):
+            err.print(f"[red]{escape(outcome.source or name)}: {escape(outcome.error or '')}[/red]")
+    if any(o.status == "error" for o in outcomes):
         raise typer.Exit(1)
 
 
