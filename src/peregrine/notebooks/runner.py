@@ -5,15 +5,13 @@ tags them."""
 
 from __future__ import annotations
 
-import datetime
-import decimal
 import json
 import time
-import uuid
 from dataclasses import dataclass
 from typing import Any
 
 from peregrine.analysis import AnalysisEngine, AnalysisError
+from peregrine.analysis.values import jsonable
 
 from .model import RESULT_BYTES, RESULT_ROWS
 
@@ -60,26 +58,3 @@ def run_sql(engine: AnalysisEngine, sql: str, permissions: frozenset[str]) -> Ce
             "error": {"kind": exc.kind, "message": str(exc)},
         }
     return CellRun(body, ran, time.monotonic() - started)
-
-
-def jsonable(value: Any) -> Any:
-    """One DuckDB value as JSON the datastore, the API and the report can all carry."""
-    if value is None or isinstance(value, bool | int | str):
-        return value
-    if isinstance(value, float):
-        return value if value == value and abs(value) != float("inf") else str(value)
-    if isinstance(value, datetime.datetime | datetime.date | datetime.time):
-        return value.isoformat()
-    if isinstance(value, datetime.timedelta):
-        return value.total_seconds()
-    if isinstance(value, decimal.Decimal | uuid.UUID):
-        return str(value)
-    if isinstance(value, bytes | bytearray | memoryview):
-        import base64
-
-        return {"$bytes": base64.b64encode(bytes(value)).decode()}
-    if isinstance(value, dict):
-        return {str(k): jsonable(v) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return [jsonable(v) for v in value]
-    return str(value)

@@ -1,6 +1,7 @@
 """The SQL of a timeline: each source's rows, one per time column, as ``(ts, timestamp_desc,
-source, data)`` with ``ts`` in microseconds since the epoch (UTC) and ``data`` the row as JSON;
-all of them in one ``UNION ALL`` ordered by time, filtered and paged by DuckDB.
+source, data_<n>)`` with ``ts`` in microseconds since the epoch (UTC) and ``data_<n>`` the row
+of source ``n``; all of them in one ``UNION ALL BY NAME`` ordered by time, filtered and paged
+by DuckDB.
 
 Every name and value from a definition or a filter enters the SQL quoted (``sqltext``), and the
 text runs through the analysis engine like an analyst's own query: one SELECT, the caller's
@@ -54,32 +55,39 @@ def time_expression(column: str, unit: str) -> str:
     )
 
 
-def source_select(source: Source) -> list[str]:
-    """One SELECT per time column of ``source``."""
+def source_select(source: Source, index: int, text: str = "") -> list[str]:
+    """One SELECT per time column of ``source``: its row as the struct ``data_<index>`` (made
+    into JSON only for the rows of the page), only rows holding ``text`` if given."""
+    where = f" WHERE contains(lower(to_json(r)::VARCHAR), lower({literal(text)}))" if text else ""
     return [
         f"SELECT {time_expression(column, source.unit)} AS ts, "
         f"{literal(source.describe(column))} AS timestamp_desc, "
-        f"{literal(source.name)} AS source, to_json(r)::VARCHAR AS data FROM {table(source)} r"
+        f"{literal(source.name)} AS source, r AS data_{index} FROM {table(source)} r{where}"
         for column in source.time
     ]
 
 
 def timeline_sql(
-    selects: list[str], filters: Filters, limit: int | None = None, offset: int = 0
+    sources: list[Source], filters: Filters, limit: int | None = None, offset: int = 0
 ) -> str:
-    """All sources' rows in time order, filtered; a page of them when ``limit`` is given."""
+    """All sources' rows in time order, filtered; a page of them when ``limit`` is given.
+    Each source's rows carry their own ``data_<n>`` column (``UNION ALL BY NAME``), so no row
+    is serialised before the sort has chosen the page."""
+    selects = [
+        q
+        for index, source in enumerate(sources)
+        for q in source_select(source, index, filters.text)
+    ]
     where = ["ts IS NOT NULL"]
     if filters.start is not None:
         where.append(f"ts >= {int(filters.start * 1_000_000)}")
     if filters.end is not None:
         where.append(f"ts < {int(filters.end * 1_000_000)}")
-    if filters.text:
-        where.append(f"contains(lower(data), lower({literal(filters.text)}))")
     if filters.sources:
         where.append(f"source IN ({', '.join(literal(s) for s in filters.sources)})")
-    union = "\nUNION ALL\n".join(selects)
+    union = "\nUNION ALL BY NAME\n".join(selects)
     sql = (
-        f"SELECT ts, timestamp_desc, source, data FROM (\n{union}\n) AS t\n"
+        f"SELECT * FROM (\n{union}\n) AS t\n"
         f"WHERE {' AND '.join(where)}\nORDER BY ts, source, timestamp_desc"
     )
     if limit is not None:

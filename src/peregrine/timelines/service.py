@@ -7,13 +7,13 @@ is checked against the caller's own permissions. Calls block: the API runs them 
 
 from __future__ import annotations
 
-import json
 import time
 from collections.abc import Generator, Iterator
 from datetime import UTC, datetime
 from typing import Any
 
 from peregrine.analysis import AnalysisEngine, AnalysisError
+from peregrine.analysis.values import jsonable
 from peregrine.auth.roles import ANALYZE
 from peregrine.auth.sharing import may_open, owns, visible_to
 from peregrine.datastore import Datastore
@@ -27,7 +27,7 @@ from .model import (
     parse_sources,
     render,
 )
-from .query import Filters, source_select, timeline_sql
+from .query import Filters, timeline_sql
 
 MAX_PAGE = 5000
 
@@ -98,8 +98,8 @@ class TimelineService:
         """Rows ``offset`` to ``offset + limit`` in time order; ``next_offset`` is None on the
         last page."""
         limit = max(1, min(limit, MAX_PAGE))
-        sources, selects = self._prepare(timeline_id, user, permissions)
-        sql = timeline_sql(selects, filters, limit + 1, offset)
+        sources = self._sources(timeline_id, user, permissions)
+        sql = timeline_sql(sources, filters, limit + 1, offset)
         rows = list(self._rows(sql, permissions, sources))
         more = len(rows) > limit
         return {
@@ -112,33 +112,29 @@ class TimelineService:
         self, timeline_id: str, user: str, permissions: frozenset[str], filters: Filters
     ) -> Generator[dict[str, Any], None, None]:
         """Every row in time order (up to the engine's row limit): for exports."""
-        sources, selects = self._prepare(timeline_id, user, permissions)
-        yield from self._rows(timeline_sql(selects, filters), permissions, sources)
+        sources = self._sources(timeline_id, user, permissions)
+        yield from self._rows(timeline_sql(sources, filters), permissions, sources)
 
-    def _prepare(
-        self, timeline_id: str, user: str, permissions: frozenset[str]
-    ) -> tuple[dict[str, Source], list[str]]:
+    def _sources(self, timeline_id: str, user: str, permissions: frozenset[str]) -> list[Source]:
         _need_analyze(permissions)
-        record = self.get(timeline_id, user, permissions)
-        sources = parse_sources(record.sources)
-        return {s.name: s for s in sources}, [q for s in sources for q in source_select(s)]
+        return parse_sources(self.get(timeline_id, user, permissions).sources)
 
     def _rows(
-        self, sql: str, permissions: frozenset[str], sources: dict[str, Source]
+        self, sql: str, permissions: frozenset[str], sources: list[Source]
     ) -> Iterator[dict[str, Any]]:
+        by_name = {s.name: (s, f"data_{index}") for index, s in enumerate(sources)}
         try:
             with self.engine.run(sql, permissions) as result:
                 for batch in result:
-                    for ts, desc, source, data in zip(
-                        *(batch.column(i).to_pylist() for i in range(4)), strict=True
-                    ):
-                        values = json.loads(data)
+                    for row in batch.to_pylist():
+                        source, column = by_name[row["source"]]
+                        values = jsonable(row[column]) or {}
                         yield {
-                            "timestamp": ts,
-                            "datetime": _iso(ts),
-                            "timestamp_desc": desc,
-                            "source": source,
-                            "message": render(sources[source].message, values),
+                            "timestamp": row["ts"],
+                            "datetime": _iso(row["ts"]),
+                            "timestamp_desc": row["timestamp_desc"],
+                            "source": source.name,
+                            "message": render(source.message, values),
                             "data": values,
                         }
         except AnalysisError as exc:
