@@ -8,8 +8,9 @@ again: the pending tasks of the clients it holds are sent, the client index is r
 and the running hunts are pushed again to the clients it holds (a client is scheduled at most
 once, a datastore guarantee). A frontend is told by its own bus and by a ``resync`` notice
 from any frontend that dropped notices (its own link may have been the one cut). A notice
-that arrived while PostgreSQL was away asks for a pass too (it is tried again every few
-seconds until the datastore answers). Requests that come together are run as one pass.
+that arrived while PostgreSQL was away, and what follows a finished flow (an interrogation's
+facts) when it went away then, ask for a pass too (tried again every few seconds until the
+datastore answers). Requests that come together are run as one pass.
 """
 
 from __future__ import annotations

@@ -27,7 +27,7 @@ from websockets.asyncio.server import ServerConnection
 from websockets.exceptions import ConnectionClosed, ConnectionClosedOK
 
 from peregrine.agent.identity import client_id_for, verify
-from peregrine.datastore import DatastoreUnavailable, KeyMismatch
+from peregrine.datastore import DatastoreUnavailable, FlowRecord, KeyMismatch
 from peregrine.filestore import StorageFull
 from peregrine.logcontext import log_context, set_log_context
 from peregrine.metrics.instruments import ENROLLMENTS, ENROLLMENTS_REFUSED, ERRORS
@@ -466,7 +466,17 @@ class AgentSession:
             if outcome.finished:
                 with log_context(flow_id=flow_id, hunt_id=outcome.finished.hunt_id or None):
                     log.info("collection %s ended: %s", flow_id, outcome.finished.state)
-                    await self.server.services.flow_finished(self.client_id, outcome.finished)
+                    await self._flow_finished(outcome.finished)
+
+    async def _flow_finished(self, record: FlowRecord) -> None:
+        """What follows a finished flow (an interrogation's facts, hunts it now matches). Its
+        rows are stored and acknowledged already, so the datastore going away here must not
+        close the connection: the resync reads the client and the hunts again once it is
+        back."""
+        try:
+            await self.server.services.flow_finished(self.client_id, record)
+        except DatastoreUnavailable:
+            self.server.resync.request()
 
     async def _storage_full(self, exc: StorageFull) -> None:
         log.error("filestore full, holding %s's results: %s", self.client_id, exc)
