@@ -365,7 +365,7 @@ class EventExport:
     def __init__(self, files: EventFiles, start: float, end: float) -> None:
         self.files, self.start, self.end = files, start, end
 
-    def export(self, client_id: str, artifact: str, _source: str, fmt: str, out: IO[bytes]) -> int:
+    def export(self, client_id: str, artifact: str, fmt: str, out: IO[bytes]) -> int:
         if fmt not in EXPORT_FORMATS:
             raise ValueError(f"unknown export format {fmt!r}: {', '.join(EXPORT_FORMATS)}")
         rows = self.files.iter_rows(client_id, artifact, self.start, self.end)

@@ -15,8 +15,9 @@ from pydantic import BaseModel, Field
 
 from peregrine.api.deps import Audit, context, require
 from peregrine.api.routes.clients import ClientId
-from peregrine.api.routes.hunts import MEDIA, _stream_export
+from peregrine.api.routes.hunts import MEDIA
 from peregrine.api.schemas import MAX_INT
+from peregrine.api.streaming import produced
 from peregrine.auth.accounts import Principal
 from peregrine.auth.roles import READ_RESULTS, START_HUNT
 from peregrine.datastore.events import EventAssignment
@@ -203,7 +204,7 @@ async def export_events(
     )
     exporter = context(request).services.event_monitoring.exporter(first, last)
     return StreamingResponse(
-        _stream_export(exporter, client_id, artifact, "", format),
+        produced(lambda sink: exporter.export(client_id, artifact, format, sink)),
         media_type=MEDIA[format],
         headers={"Content-Disposition": f'attachment; filename="events.{format}"'},
     )
