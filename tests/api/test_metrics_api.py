@@ -63,13 +63,18 @@ def test_a_collection_moves_the_ingestion_and_state_metrics(live: Live) -> None:
     assert value(before, "peregrine_agents_connected") >= 1
     assert value(before, "peregrine_enrollments_total") >= 1
     live.collect("Test.Numbers", {"N": 25})
-    deadline = time.monotonic() + 15  # the datastore's state is cached for 5 s
+    # A collection for a client that is not connected stays Scheduled: a live state, counted
+    # again within the 5 s cache (final states only every 5 minutes).
+    offline = f"C.{time.time_ns() & (2**64 - 1):016x}"
+    live.server.datastore.clients.enroll(offline, offline.encode(), time.time())
+    live.run(live.server.collect(offline, [("Test.Numbers", {"N": 1})], "t"))
+    deadline = time.monotonic() + 15
     while True:
         after = samples(live)
-        finished = value(after, "peregrine_collections", state="Finished")
-        if finished > value(before, "peregrine_collections", state="Finished"):
+        scheduled = value(after, "peregrine_collections", state="Scheduled")
+        if scheduled > value(before, "peregrine_collections", state="Scheduled"):
             break
-        assert time.monotonic() < deadline, "collections{state=Finished} did not move"
+        assert time.monotonic() < deadline, "collections{state=Scheduled} did not move"
         time.sleep(0.5)
     assert (
         value(after, "peregrine_rows_ingested_total")
@@ -86,7 +91,8 @@ def test_a_collection_moves_the_ingestion_and_state_metrics(live: Live) -> None:
         before, "peregrine_group_commit_batch_size_count"
     )
     assert value(after, "peregrine_datastore_seconds_count", op="read") > 0
-    assert value(after, "peregrine_clients_enrolled") >= 1
+    assert value(after, "peregrine_clients_enrolled") >= 2
+    assert ("peregrine_collections", (("state", "Finished"),)) in after
     assert ("peregrine_hunts", (("state", "Running"),)) in after
     assert ("peregrine_event_loop_lag_seconds", ()) in after
     assert ("peregrine_errors_total", (("kind", "source"),)) in after
