@@ -286,6 +286,8 @@ class LoadTest:
     row_bytes: int = 100
     ramp: float = 0.0
     duration: float = 600.0
+    #: More ``peregrine loadtest`` options (``--events-per-second 1``).
+    extra_args: tuple[str, ...] = ()
     proc: subprocess.Popen[bytes] | None = None
     out_path: Path | None = None
 
@@ -295,6 +297,7 @@ class LoadTest:
             "--processes", str(self.processes), "--rows", str(self.rows),
             "--row-bytes", str(self.row_bytes), "--ramp", str(self.ramp),
             "--duration", str(self.duration), "--key-dir", str(self.dep.key_dir), "--json",
+            *self.extra_args,
         ]  # fmt: skip
         self.out_path = self.dep.directory / f"loadtest-{int(time.time() * 1000)}.json"
         out = open(self.out_path, "wb")  # noqa: SIM115
