@@ -18,12 +18,14 @@ def rows_while(
     timeout: float = 15,
 ) -> list[dict[str, Any]]:
     """The rows of ``sql`` (which must end, by its LIMIT) as dicts; ``action`` runs in a thread
-    ``delay`` seconds after the query started, so the plugin is already watching."""
+    ``delay`` seconds after the query was prepared (its plugin starts right then), so the
+    plugin is already watching however long the engine took to start on a loaded machine."""
     engine = Engine()
     timer = threading.Timer(delay, action)
-    timer.start()
     try:
-        result = engine.execute(sql, params, limits=QueryLimits(timeout=timeout))
+        result = engine.execute(
+            sql, params, limits=QueryLimits(timeout=timeout), on_columns=lambda _: timer.start()
+        )
         names = [c.name for c in result.columns]
         return [dict(zip(names, row, strict=True)) for row in result]
     finally:

@@ -17,7 +17,7 @@ def test_a_new_listening_socket_is_seen_with_its_owner_then_its_close() -> None:
 
     def listen_then_close() -> None:
         server.listen()
-        time.sleep(0.5)
+        time.sleep(1.5)
         server.close()
 
     rows = rows_while(

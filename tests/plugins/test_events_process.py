@@ -49,7 +49,7 @@ def test_the_exit_of_a_started_process_says_what_exited_and_its_code() -> None:
     if not _netlink_permitted():
         pytest.skip("the process events connector needs root with CAP_NET_ADMIN")
     marker = str(uuid.uuid4().int)[:8]
-    script = f"exit 3 # {marker}"
+    script = f"sleep 0.2; exit 3 # {marker}"  # lives long enough to be read
     rows = rows_while(
         "SELECT action, pid, cmdline, exit_code FROM process_events('netlink') "
         "WHERE cmdline LIKE :like LIMIT 2",

@@ -101,17 +101,20 @@ def all_sockets() -> dict[int, Socket]:
 
 
 class Owners:
-    """Which process holds a socket inode: every process's descriptors, read at most once per
-    look and only when a row's owner is read."""
+    """Which process holds a socket inode, found by reading every process's descriptors only
+    when a row's owner is read, and only as far as needed: a socket that closes soon after it
+    opened must be found before it is gone. What one look learned is kept until the next."""
 
     def __init__(self) -> None:
-        self.by_inode: dict[int, int] | None = None
+        self.found: dict[int, int] = {}
+        self._walk: Iterator[tuple[int, int]] | None = None
 
     def forget(self) -> None:
-        self.by_inode = None
+        self.found, self._walk = {}, None
 
-    def _scan(self) -> dict[int, int]:
-        found: dict[int, int] = {}
+    @staticmethod
+    def _sockets() -> Iterator[tuple[int, int]]:
+        """(socket inode, pid) of every socket descriptor of every process."""
         for entry in os.listdir("/proc"):
             if not entry.isdigit():
                 continue
@@ -125,13 +128,18 @@ class Owners:
                 except OSError:
                     continue
                 if target.startswith("socket:["):
-                    found.setdefault(int(target[8:-1]), int(entry))
-        return found
+                    yield int(target[8:-1]), int(entry)
 
     def pid(self, inode: int) -> int | None:
-        if self.by_inode is None:
-            self.by_inode = self._scan()
-        return self.by_inode.get(inode)
+        if inode in self.found:
+            return self.found[inode]
+        if self._walk is None:
+            self._walk = self._sockets()
+        for held, pid in self._walk:
+            self.found.setdefault(held, pid)
+            if held == inode:
+                return pid
+        return None
 
     def name(self, inode: int) -> str | None:
         pid = self.pid(inode)
