@@ -82,6 +82,9 @@ def test_the_agent_reads_the_host_and_writes_only_its_state() -> None:
     assert service["ProtectSystem"] == "strict"
     assert service["ReadWritePaths"] == "/var/lib/peregrine/agent"
     assert "--state-dir /var/lib/peregrine/agent" in service["ExecStart"]
+    # Temporary files (SQLite's sorts, Python's) in its state, not in the host's read-only /tmp.
+    assert "TMPDIR=/var/lib/peregrine/agent/tmp" in service["Environment"].split()
+    assert "peregrine/agent/tmp" in service["StateDirectory"].split()
     assert service["NoNewPrivileges"] == "yes"
     # What reading the host needs stays: homes, /tmp, devices.
     for directive in ("ProtectHome", "PrivateTmp", "PrivateDevices"):
