@@ -53,27 +53,37 @@ def watch(
     *,
     until: Callable[[Rows], bool] = lambda rows: False,
     seconds: float = 15,
-    delay: float = 2.0,
+    delay: float = 0.5,
 ) -> tuple[SourceOutcome, Rows]:
     """Run an event artifact in a worker, as the agent does, until ``until(rows)`` or
-    ``seconds``; ``action`` runs ``delay`` seconds in (the worker is watching by then)."""
+    ``seconds`` after its query is running; ``action`` runs ``delay`` seconds after the query
+    is prepared (its columns are known), however long the worker took to start."""
     runner = ArtifactRunner(repo, isolated=True)
     planned = runner.plan(name, params, events=True)
     (source,) = planned.artifact.sources
     outcome = SourceOutcome(name, source.name)
     rows: Rows = []
-    stop = threading.Timer(seconds, runner.cancel)
-    act = threading.Timer(delay, action)
-    stop.start()
-    act.start()
+    finished = threading.Event()
+
+    def pace() -> None:
+        started = time.monotonic()
+        while not outcome.columns and not finished.is_set() and time.monotonic() - started < 60:
+            time.sleep(0.05)
+        if not finished.wait(delay):
+            action()
+        finished.wait(seconds)
+        runner.cancel()
+
+    pacer = threading.Thread(target=pace)
+    pacer.start()
     try:
         for row in runner.run_source(planned, source, outcome):
             rows.append(dict(zip(outcome.columns, row, strict=True)))
             if until(rows):
                 runner.cancel()
     finally:
-        stop.cancel()
-        act.join()
+        finished.set()
+        pacer.join()
     return outcome, rows
 
 
@@ -83,7 +93,8 @@ def test_every_event_artifact_passes_the_checker_and_runs_until_cancelled(
 ) -> None:
     assert [str(p) for p in repo.check([name])] == []
     params = {"Paths": [str(tmp_path)]} if repo.get(name).parameter("Paths") else {}
-    outcome, _ = watch(repo, name, params, seconds=1.5)
+    outcome, _ = watch(repo, name, params, seconds=1.0)
+    assert outcome.columns, outcome.error  # its query was prepared and ran
     assert outcome.status == "cancelled", outcome.error  # still running when it was stopped
 
 
