@@ -36,7 +36,7 @@ REFUSED_REQUEST = re.compile(r"Failed to load resource: the server responded wit
 USERS = {"administrator": "gui-admin", "reader": "gui-reader", "analyst": "gui-analyst"}
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package")
 def gui_live(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Live]:
     with live_deployment(tmp_path_factory.mktemp("gui-live")) as live:
         for role, name in USERS.items():
@@ -44,7 +44,9 @@ def gui_live(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Live]:
         yield live
 
 
-@pytest.fixture(scope="session")
+# Package scope, not session: Playwright's sync API keeps an event loop running on the main
+# thread while it is open, and every later test that calls asyncio.run() would fail.
+@pytest.fixture(scope="package")
 def browser() -> Iterator[Any]:
     executable = shutil.which("chromium") or (CHROMIUM if Path(CHROMIUM).exists() else None)
     reason = None
