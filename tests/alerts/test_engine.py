@@ -278,8 +278,33 @@ def test_closing_while_a_batch_is_being_matched_waits_for_it(datastore_url: str)
     async def run() -> None:
         async with frontend(datastore_url) as (stream, engine):
             stream.publish(EventBatch("C.0000000000000001", PROCESSES, "", 0, rows, time.time()))
-            while engine.batches < 1:
+            while not engine.matching:
                 await asyncio.sleep(0.001)
             await asyncio.sleep(0.02)  # in its thread now, for its 0.25 s limit
 
     asyncio.run(run())  # the frontend's close raised before the fix
+
+
+def test_batches_queued_together_are_matched_together_and_each_alert_is_its_own(
+    datastore_url: str,
+) -> None:
+    """200 one-client batches published at once: matched in a few groups (one table, one
+    statement per rule each), and every alert names its own client and event."""
+    save_rules(datastore_url, FROM_TMP)
+    matched_before = metric("peregrine_alert_match_seconds_count", {})
+
+    async def run() -> None:
+        async with frontend(datastore_url) as (stream, engine):
+            for n in range(200):
+                stream.publish(process_batch(client=f"C.{n:016x}", seq=10 * n))
+            await settled(engine, batches=200)
+
+    asyncio.run(run())
+    groups = metric("peregrine_alert_match_seconds_count", {}) - matched_before
+    assert 1 <= groups < 50
+    with open_datastore(datastore_url) as datastore:
+        stored = datastore.alerts.query(limit=1000)
+    assert sorted((a.client_id, a.event_seq) for a in stored) == [
+        (f"C.{n:016x}", 10 * n + 1) for n in range(200)
+    ]
+    assert all(a.rows[0]["client_id"] == a.client_id for a in stored)

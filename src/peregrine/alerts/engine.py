@@ -12,7 +12,7 @@ import asyncio
 import json
 import logging
 import time
-from collections import defaultdict
+from collections import defaultdict, deque
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
 
@@ -39,6 +39,10 @@ WINDOW_ROWS_KEPT = 20
 OUTAGE_BOUND = 30.0
 #: Seconds ``close`` waits for a batch being matched in its thread.
 CLOSE_WAIT = 10.0
+#: Batches matched together at most, and queued here at most (then the stream's queue holds
+#: the rest, up to its backlog).
+GROUP = 256
+PENDING = 1024
 
 
 def no_columns(_artifact: str) -> Sequence[str] | None:
@@ -70,6 +74,9 @@ class AlertEngine:
         self._failing: set[str] = set()
         self._windows_pruned = 0.0
         self._inflight: asyncio.Future[list[AlertRecord]] | None = None
+        self._pending: deque[EventBatch] = deque()
+        self._room = asyncio.Event()
+        self._worker: asyncio.Task[None] | None = None
         self.batches = 0
         self.raised = 0
 
@@ -80,6 +87,9 @@ class AlertEngine:
 
     async def close(self) -> None:
         self._stream.unsubscribe("alerts")
+        if self._worker is not None:
+            self._worker.cancel()
+            await asyncio.gather(self._worker, return_exceptions=True)
         if self._inflight is not None:  # a batch still matching in its thread: let it end
             await asyncio.wait([self._inflight], timeout=CLOSE_WAIT)
         await self.forwarding.close()
@@ -102,38 +112,58 @@ class AlertEngine:
         self._by_artifact = dict(by_artifact)
         self._loaded = time.monotonic()
 
+    @property
+    def matching(self) -> bool:
+        """Whether batches are being matched in a thread now."""
+        return self._inflight is not None and not self._inflight.done()
+
     def rules_for(self, artifact: str) -> list[Rule]:
         return self._by_artifact.get(artifact, [])
 
     async def on_batch(self, batch: EventBatch) -> None:
-        """Match one stored batch; store and forward what it raises."""
-        if time.monotonic() - self._loaded > self._refresh:
-            try:
-                await self.reload()
-            except DatastoreUnavailable:  # keep matching with the rules read last
-                self._loaded = time.monotonic()
-                log.warning("alert rules not re-read: the datastore does not answer")
-        rules = self.rules_for(batch.artifact)
-        self.batches += 1
-        if not rules or not batch.rows:
-            return
-        started = time.monotonic()
-        raised = await self._evaluate_through_outages(batch, rules)
-        ALERT_MATCH_SECONDS.observe(time.monotonic() - started)
-        self.raised += len(raised)
-        for alert in raised:
-            ALERTS_RAISED.labels(severity=alert.severity).inc()
-            self.forwarding.submit(alert)
+        """Queue one stored batch for matching; waits only while ``PENDING`` are queued (the
+        stream's own queue then holds the rest)."""
+        while len(self._pending) >= PENDING:
+            self._room.clear()
+            await self._room.wait()
+        self._pending.append(batch)
+        if self._worker is None or self._worker.done():
+            self._worker = asyncio.get_running_loop().create_task(self._work())
 
-    async def _evaluate_through_outages(
-        self, batch: EventBatch, rules: Sequence[Rule]
-    ) -> list[AlertRecord]:
+    async def _work(self) -> None:
+        """Match what is queued, many batches at a time: one table and one statement per rule
+        for all the queued batches of an artifact, one thread hand-off, one transaction."""
+        while self._pending:
+            if time.monotonic() - self._loaded > self._refresh:
+                try:
+                    await self.reload()
+                except DatastoreUnavailable:  # keep matching with the rules read last
+                    self._loaded = time.monotonic()
+                    log.warning("alert rules not re-read: the datastore does not answer")
+            group = [self._pending.popleft() for _ in range(min(GROUP, len(self._pending)))]
+            self._room.set()
+            wanted = [b for b in group if b.rows and self.rules_for(b.artifact)]
+            raised: list[AlertRecord] = []
+            if wanted:
+                started = time.monotonic()
+                try:
+                    raised = await self._evaluate_through_outages(wanted)
+                except DatastoreUnavailable:
+                    log.error("alerts of %d event batches given up: no datastore", len(wanted))
+                ALERT_MATCH_SECONDS.observe(time.monotonic() - started)
+            self.batches += len(group)
+            self.raised += len(raised)
+            for alert in raised:
+                ALERTS_RAISED.labels(severity=alert.severity).inc()
+                self.forwarding.submit(alert)
+
+    async def _evaluate_through_outages(self, batches: list[EventBatch]) -> list[AlertRecord]:
         """``evaluate``, again after pauses while the datastore does not answer (0.1 s growing
         to 1 s, up to ``OUTAGE_BOUND``): every write is keyed, so a rerun stores nothing twice."""
         waited, pause = 0.0, 0.1
         while True:
             loop = asyncio.get_running_loop()
-            self._inflight = loop.run_in_executor(None, self.evaluate, batch, rules)
+            self._inflight = loop.run_in_executor(None, self.evaluate, batches)
             try:
                 return await asyncio.shield(self._inflight)  # close() waits for it
             except DatastoreUnavailable:
@@ -143,36 +173,39 @@ class AlertEngine:
                 waited += pause
                 pause = min(pause * 2, 1.0)
 
-    def evaluate(self, batch: EventBatch, rules: Sequence[Rule]) -> list[AlertRecord]:
+    def evaluate(self, batches: Sequence[EventBatch]) -> list[AlertRecord]:
         """Match, then store: the alerts this call raised (none when they exist already)."""
-        meta = {
-            "client_id": batch.client_id,
-            "hostname": batch.hostname,
-            "labels": ",".join(batch.labels),
-            "artifact": batch.artifact,
-            "source": batch.source,
-            "first_seq": batch.first_seq,
-            "received": batch.received,
-        }
-        known = self._columns(batch.artifact) or ()
-        found, failed = self._matcher.match(meta, batch.rows, rules, known)
-        ALERT_RULE_FAILURES.inc(len(failed))
-        for rule_id, error in failed.items():
-            if rule_id not in self._failing:  # once per rule, not once per batch
-                self._failing.add(rule_id)
-                log.warning("alert rule %s failed on %s: %s", rule_id, batch.artifact, error)
+        by_artifact: dict[str, list[EventBatch]] = defaultdict(list)
+        for batch in batches:
+            by_artifact[batch.artifact].append(batch)
         now = self._clock()
         single: list[dict[str, Any]] = []
         raised: list[AlertRecord] = []
-        for rule in rules:
-            hits = found.get(rule.rule_id)
-            if not hits:
-                continue
-            rows = [_with_meta(batch, index) for index in hits]
-            if rule.window is None:
-                single.extend(_event_alert(rule, batch, row, now) for row in rows)
-            else:
-                raised.extend(self._count(rule, rule.window, batch, rows, now))
+        for artifact, group in by_artifact.items():
+            rules = self.rules_for(artifact)
+            origin = [(batch, index) for batch in group for index in range(len(batch.rows))]
+            metas = [_meta(batch, index) for batch, index in origin]
+            rows = [batch.rows[index] for batch, index in origin]
+            known = self._columns(artifact) or ()
+            found, failed = self._matcher.match_rows(metas, rows, rules, known)
+            ALERT_RULE_FAILURES.inc(len(failed))
+            for rule_id, error in failed.items():
+                if rule_id not in self._failing:  # once per rule, not once per batch
+                    self._failing.add(rule_id)
+                    log.warning("alert rule %s failed on %s: %s", rule_id, artifact, error)
+            for rule in rules:
+                hits: dict[int, list[dict[str, Any]]] = defaultdict(list)  # by batch
+                for position in found.get(rule.rule_id, []):
+                    batch, index = origin[position]
+                    hits[id(batch)].append(_with_meta(batch, index))
+                for batch in group:
+                    matched = hits.get(id(batch))
+                    if not matched:
+                        continue
+                    if rule.window is None:
+                        single.extend(_event_alert(rule, batch, row, now) for row in matched)
+                    else:
+                        raised.extend(self._count(rule, rule.window, batch, matched, now))
         if single:
             raised[:0] = self._datastore.alerts.raise_many(single)
         self._prune_windows(now)
@@ -206,6 +239,19 @@ class AlertEngine:
             default=0.0,
         )
         self._datastore.alerts.forget_windows(now - 2 * max(longest, 60.0))
+
+
+def _meta(batch: EventBatch, index: int) -> dict[str, Any]:
+    """The meta columns of a batch's row ``index``."""
+    return {
+        "client_id": batch.client_id,
+        "hostname": batch.hostname,
+        "labels": ",".join(batch.labels),
+        "artifact": batch.artifact,
+        "source": batch.source,
+        "event_seq": batch.first_seq + index,
+        "received": batch.received,
+    }
 
 
 def _with_meta(batch: EventBatch, index: int) -> dict[str, Any]:

@@ -27,7 +27,9 @@ from .rules import Rule, RuleError
 META_COLUMNS = ("client_id", "hostname", "labels", "artifact", "source", "event_seq", "received")
 #: How long one rule may run over one batch before it is stopped.
 RULE_TIME_LIMIT = 0.25
-_PREFIX = "SELECT event_seq FROM events WHERE ("
+#: Each loaded row's position, so rows of several batches can share one table.
+_ROW = "_row"
+_PREFIX = f"SELECT {_ROW} FROM events WHERE ("
 _CONNECTIONS_KEPT = 64
 
 
@@ -77,7 +79,7 @@ class _Table:
         self.connection.authorizer = _authorize
 
     def select(self, condition: str) -> list[int]:
-        """The ``event_seq`` of each row ``condition`` holds for."""
+        """The position of each loaded row ``condition`` holds for."""
         self._deadline = time.monotonic() + RULE_TIME_LIMIT
         statements = 0
 
@@ -150,21 +152,34 @@ class Matcher:
         rules: Sequence[Rule],
         known: Iterable[str] = (),
     ) -> tuple[dict[str, list[int]], dict[str, RuleError]]:
-        """For each rule, the indexes (0-based) of the rows it matches, and the rules that
-        failed on this batch (a column neither the rows nor ``known`` have, its time limit)."""
+        """One batch (``meta['first_seq']`` numbers its rows): see ``match_rows``."""
+        first = int(meta["first_seq"])
+        metas = [{**meta, "event_seq": first + index} for index in range(len(rows))]
+        return self.match_rows(metas, rows, rules, known)
+
+    def match_rows(
+        self,
+        metas: Sequence[Mapping[str, Any]],
+        rows: Sequence[Mapping[str, Any]],
+        rules: Sequence[Rule],
+        known: Iterable[str] = (),
+    ) -> tuple[dict[str, list[int]], dict[str, RuleError]]:
+        """Rows of one artifact, each with its own meta columns (rows of many batches load
+        into one table, matched by one statement per rule): for each rule the indexes of the
+        rows it matches, and the rules that failed (a column neither the rows nor ``known``
+        have, their time limit)."""
         columns = columns_of(rows, known)
         table = self.table(columns)
-        metas = [cell(meta.get(name)) for name in META_COLUMNS]
-        own = columns[len(META_COLUMNS) :]
+        own = columns[len(META_COLUMNS) + 1 :]
         table.load(
             [
-                (*metas[:5], meta["first_seq"] + index, metas[6], *(cell(row.get(c)) for c in own))
-                for index, row in enumerate(rows)
+                (index, *(cell(meta.get(name)) for name in META_COLUMNS),
+                 *(cell(row.get(c)) for c in own))
+                for index, (meta, row) in enumerate(zip(metas, rows, strict=True))
             ]
-        )
+        )  # fmt: skip
         found: dict[str, list[int]] = {}
         failed: dict[str, RuleError] = {}
-        first = int(meta["first_seq"])
         for rule in rules:
             try:
                 hits = table.select(rule.condition)
@@ -172,7 +187,7 @@ class Matcher:
                 failed[rule.rule_id] = exc
                 continue
             if hits:
-                found[rule.rule_id] = [hit - first for hit in hits]
+                found[rule.rule_id] = hits
         return found, failed
 
     def check(self, rule: Rule, columns: Iterable[str]) -> None:
@@ -198,8 +213,9 @@ class Matcher:
 
 
 def columns_of(rows: Sequence[Mapping[str, Any]], known: Iterable[str] = ()) -> tuple[str, ...]:
-    """The meta columns, the ``known`` ones, then every other column the rows have."""
-    seen: dict[str, None] = dict.fromkeys(META_COLUMNS)
+    """The row's position, the meta columns, the ``known`` ones, then every other column the
+    rows have."""
+    seen: dict[str, None] = dict.fromkeys((_ROW, *META_COLUMNS))
     seen.update((name, None) for name in known if name not in seen)
     for row in rows:
         for name in row:
