@@ -120,3 +120,12 @@ def test_diff_keeps_the_permissions_of_the_query_it_is_in() -> None:
 def test_diff_of_a_bad_query_says_what_is_wrong_with_it() -> None:
     with pytest.raises(QuerySyntaxError, match="unknown table"):
         list(Engine().execute("SELECT * FROM diff('SELECT * FROM nope()', 1)"))
+
+
+def test_the_row_limit_stops_at_its_last_row_without_waiting_for_another_event() -> None:
+    started = time.monotonic()
+    result = Engine().execute(
+        "SELECT tick FROM clock(3600)", limits=QueryLimits(max_rows=1, timeout=5)
+    )
+    assert list(result) == [(1,)] and result.truncated
+    assert time.monotonic() - started < 2

@@ -94,6 +94,9 @@ class QueryContext:
     warnings: Warnings = field(default_factory=Warnings)
     #: Where ``upload()`` stores files; None refuses uploads. Shared with nested queries.
     uploads: UploadSink | None = None
+    #: Set when an event plugin (one that never ends) starts in this query: a row limit then
+    #: stops at its last row instead of waiting for one more event to say there were more.
+    events: bool = False
 
     @property
     def deadline(self) -> float | None:

@@ -92,6 +92,9 @@ class QueryResult:
                     break
                 self.rows_returned += 1
                 yield row
+                if self.ctx.events and self.rows_returned == max_rows:
+                    self.truncated = True  # another event may be hours away: do not wait
+                    break
         except BaseException as exc:
             raise translate_error(exc, self.ctx, self._refusals, self._registry) from exc
         finally:

@@ -201,6 +201,7 @@ class PluginCursor:
             args[arg.name] = value
         self.ctx.check()
         self.rowid = 0
+        self.ctx.events = self.ctx.events or self.plugin.events
         try:
             self.rows = self.plugin.rows(self.ctx, args)
         except QueryError:
