@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
+import sys
 import uuid
 
 import pytest
@@ -69,3 +71,27 @@ def test_exit_status_reads_as_a_shell_says_it() -> None:
 def test_a_bad_method_is_refused_with_the_choices() -> None:
     with pytest.raises(PluginError, match="auto, netlink, poll"):
         list(Engine().execute("SELECT * FROM process_events('magic')"))
+
+
+def _in_own_namespaces(sql: str) -> subprocess.CompletedProcess[str]:
+    """Run ``sql`` in a process with user and network namespaces of its own, where the kernel's
+    process events connector is not reachable (as in most containers)."""
+    code = (
+        "import sys\nfrom peregrine.engine import Engine, QueryError\n"
+        "try:\n    r = Engine().execute(sys.argv[1])\n    print(list(r), r.warnings)\n"
+        "except QueryError as exc:\n    print('error:', exc)\n"
+    )
+    command = ["unshare", "--user", "--map-root-user", "--net", sys.executable, "-c", code, sql]
+    return subprocess.run(command, capture_output=True, text=True, timeout=60, check=False)
+
+
+@pytest.mark.skipif(shutil.which("unshare") is None, reason="no unshare(1) here")
+def test_without_the_connector_it_polls_and_says_so_or_refuses_when_netlink_is_demanded() -> None:
+    polled = _in_own_namespaces("SELECT method FROM process_events('auto', 0.05) LIMIT 1")
+    if polled.returncode != 0:
+        pytest.skip(f"cannot make namespaces here: {polled.stderr.strip()[-200:]}")
+    assert "[('poll',)]" in polled.stdout
+    assert "netlink refused" in polled.stdout and "polling /proc every 0.05 s" in polled.stdout
+    refused = _in_own_namespaces("SELECT * FROM process_events('netlink')")
+    assert "the process events connector is not available" in refused.stdout
+    assert "use mode 'poll' or 'auto'" in refused.stdout
