@@ -44,7 +44,7 @@ def test_client_pages_and_exports(
     lines = [json.loads(line) for line in saved.read_text().splitlines()]
     assert [e["message"] for e in lines] == ["n is 1", "n is 2", "n is 3"]
     assert set(lines[0]) >= {"message", "datetime", "timestamp", "timestamp_desc"}
-    with pytest.raises(BadRequest, match="time column its rows do not have.*when"):
+    with pytest.raises(BadRequest, match=r"time column its rows do not have.*when"):
         bad = client.timelines.create("Bad", [{**source(numbers), "time": "when"}])
         client.timelines.rows(bad["timeline_id"])
     with pytest.raises(TypeError, match="unknown timeline filter"):

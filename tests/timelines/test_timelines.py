@@ -156,5 +156,5 @@ def test_who_may_read_and_bad_definitions(
     with pytest.raises(TimelineError, match="source 2: kind 'sql'"):
         timelines.create("alice", INVESTIGATOR, "x", [sources[0], {**sources[1], "kind": "sql"}])
     wrong = timelines.create("alice", INVESTIGATOR, "x", [{**sources[0], "time": "when"}])
-    with pytest.raises(TimelineError, match="a time column its rows do not have.*when"):
+    with pytest.raises(TimelineError, match=r"a time column its rows do not have.*when"):
         timelines.page(wrong.timeline_id, "alice", INVESTIGATOR, Filters())
