@@ -80,9 +80,7 @@ class EventCalls:
         return Call("GET", path, None, _present(params))
 
     @staticmethod
-    def follow(
-        client_id: str | None, artifact: str | None, seconds: float | None
-    ) -> Call[None]:
+    def follow(client_id: str | None, artifact: str | None, seconds: float | None) -> Call[None]:
         params = {"client_id": client_id, "artifact": artifact, "seconds": seconds}
         return Call("GET", "/events/follow", None, _present(params))
 
