@@ -20,9 +20,9 @@ def main() -> None:
         from peregrine.cli import agent_cmd
 
         sys.exit(agent_cmd.main(sys.argv[2:]))
-    from peregrine.cli.full_app import app
+    from peregrine.cli.full_app import command_app
 
-    app()
+    command_app()()
 
 
 def __getattr__(name: str) -> typer.Typer:

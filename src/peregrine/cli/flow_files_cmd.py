@@ -21,7 +21,6 @@ from peregrine.cli.remote_cmd import (
     fail,
     print_json,
 )
-from peregrine.client import IntegrityError
 
 FlowIdArg = Annotated[str, typer.Argument(metavar="FLOW_ID", help="The collection (F.…).")]
 PAGE = 1000
@@ -75,6 +74,8 @@ def uploads(
     ca_cert: CaOption = None,
 ) -> None:
     """The files a collection uploaded; --download saves them, each checked by SHA-256."""
+    from peregrine.client import IntegrityError
+
     saved: dict[str, str] = {}
     with connected(url, token, ca_cert) as client:
         found = client.collections.uploads(flow_id)

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import datetime
 import time
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import typer
 from rich.table import Table
@@ -24,7 +24,9 @@ from peregrine.cli.remote_cmd import (
     print_json,
     result_set_name,
 )
-from peregrine.client import Flow
+
+if TYPE_CHECKING:
+    from peregrine.client import Flow
 
 
 def show(

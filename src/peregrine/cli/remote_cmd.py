@@ -19,7 +19,7 @@ import time
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from itertools import chain
 from pathlib import Path
-from typing import Annotated, Any, NoReturn
+from typing import TYPE_CHECKING, Annotated, Any, NoReturn
 
 import typer
 from rich.console import Console
@@ -37,15 +37,9 @@ from rich.table import Table
 from peregrine.cli.default_group import default_command
 from peregrine.cli.local_login import LocalLoginError, login_path, read_local_login
 from peregrine.cli.output import OutputFormat, print_table, write_rows, yaml_text
-from peregrine.client import (
-    Flow,
-    Hunt,
-    HuntProgress,
-    Peregrine,
-    PeregrineError,
-    RowsPage,
-    WaitTimeout,
-)
+
+if TYPE_CHECKING:  # the API client (httpx) is imported by the commands that connect
+    from peregrine.client import Flow, Hunt, HuntProgress, Peregrine, RowsPage
 
 console = Console(emoji=False, highlight=False)
 err = Console(stderr=True, emoji=False, highlight=False)
@@ -130,6 +124,8 @@ def connected(url: str | None, token: str | None, ca_cert: Path | None) -> Itera
             "no API token given: pass --token or set PEREGRINE_TOKEN "
             "(make one on the server with: peregrine users token NAME)"
         )
+    from peregrine.client import Peregrine, PeregrineError
+
     try:
         with Peregrine(url, token, ca_cert=ca_cert) as client:
             yield client
@@ -370,6 +366,8 @@ def collect(
         "cpu_limit": cpu_limit,
         "expires_in": duration(expires, "--expires") if expires else None,
     }
+    from peregrine.client import WaitTimeout
+
     with connected(url, token, ca_cert) as client:
         calls = artifact_params(client, artifacts, param or [])
         chosen = {k: v for k, v in limits.items() if v is not None}
@@ -753,6 +751,8 @@ def hunts_watch(
     ca_cert: CaOption = None,
 ) -> None:
     """A live progress bar of the hunt's clients, until it stops (or Ctrl-C)."""
+    from peregrine.client import WaitTimeout
+
     last: HuntProgress | None = None
     with (
         connected(url, token, ca_cert) as client,
