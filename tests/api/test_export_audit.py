@@ -13,7 +13,7 @@ from typing import Any
 import httpx
 import pytest
 
-from peregrine.api.routes.hunts import _stream_export
+from peregrine.api.streaming import stream_export
 from tests.api.conftest import Live
 from tests.server.harness import wait_until
 
@@ -83,7 +83,7 @@ def test_an_abandoned_export_stops_producing(live: Live) -> None:
     on loopback) can absorb the export before the reader leaves."""
     hunt_id = finished_hunt(live, 150_000)  # 30 chunks: more than the pipe's 16
     before = set(threading.enumerate())
-    body = _stream_export(live.server.hunt_results, hunt_id, "Test.Numbers", "", "jsonl")
+    body = stream_export(live.server.hunt_results, hunt_id, "Test.Numbers", "", "jsonl")
     assert next(body).startswith(b'{"client_id"')
     [producer] = [t for t in set(threading.enumerate()) - before if t.name.endswith("(produce)")]
     time.sleep(0.5)

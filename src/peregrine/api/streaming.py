@@ -11,7 +11,14 @@ import io
 import queue
 import threading
 from collections.abc import Callable, Iterator
-from typing import IO
+from typing import IO, Protocol
+
+#: The media type of each export format (results, hunts, events).
+MEDIA = {
+    "csv": "text/csv",
+    "jsonl": "application/x-ndjson",
+    "parquet": "application/vnd.apache.parquet",
+}
 
 
 class ReaderGone(Exception):
@@ -65,3 +72,17 @@ def produced(
                 chunks.get_nowait()
     if failed:
         raise failed[0]
+
+
+class Exporter(Protocol):
+    """A result set's exporter (a collection's ``FlowExport``, a hunt's ``HuntResults``)."""
+
+    def export(self, key: str, artifact: str, source: str, fmt: str, out: IO[bytes], /) -> int: ...
+
+
+def stream_export(
+    exporter: Exporter, key: str, artifact: str, source: str, fmt: str
+) -> Iterator[bytes]:
+    """The export of ``key``'s result set, written in a thread as the client reads it: a
+    reader that goes away stops the producer, and a failure breaks the response off."""
+    return produced(lambda sink: exporter.export(key, artifact, source, fmt, sink))

@@ -13,9 +13,9 @@ from peregrine.analysis.pages import table_call
 from peregrine.api.deps import Audit, context, require
 from peregrine.api.disposition import attachment
 from peregrine.api.routes.clients import ClientId
-from peregrine.api.routes.hunts import MEDIA, _stream_export
 from peregrine.api.row_pages import FILTERS, ORDER, SORT, row_query, sorted_page
 from peregrine.api.schemas import MAX_INT, CollectionIn, Flow, RowsPage, Upload
+from peregrine.api.streaming import MEDIA, stream_export
 from peregrine.auth.accounts import Principal
 from peregrine.auth.roles import COLLECT_CLIENT, READ_RESULTS
 from peregrine.datastore import FlowRecord
@@ -178,7 +178,7 @@ async def export_results(
     export = FlowExport(context(request).services.filestore, record.client_id)
     name = f"{flow_id}-{artifact}{'-' + source if source else ''}.{format}"
     return StreamingResponse(
-        _stream_export(export, flow_id, artifact, source, format),
+        stream_export(export, flow_id, artifact, source, format),
         media_type=MEDIA[format],
         headers={"Content-Disposition": attachment(name)},
     )

@@ -15,9 +15,8 @@ from pydantic import BaseModel, Field
 
 from peregrine.api.deps import Audit, context, require
 from peregrine.api.routes.clients import ClientId
-from peregrine.api.routes.hunts import MEDIA
 from peregrine.api.schemas import MAX_INT
-from peregrine.api.streaming import produced
+from peregrine.api.streaming import MEDIA, produced
 from peregrine.auth.accounts import Principal
 from peregrine.auth.roles import READ_RESULTS, START_HUNT
 from peregrine.datastore.events import EventAssignment

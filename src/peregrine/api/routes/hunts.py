@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Iterator
 from typing import Annotated
 
 from fastapi import APIRouter, Depends, HTTPException, Path, Query, Request
@@ -14,7 +13,7 @@ from peregrine.api.deps import Audit, context, require
 from peregrine.api.routes.clients import ClientId
 from peregrine.api.row_pages import FILTERS, ORDER, SORT, row_query, sorted_page
 from peregrine.api.schemas import MAX_INT, Hunt, HuntClient, HuntIn, HuntStats, RowsPage
-from peregrine.api.streaming import produced
+from peregrine.api.streaming import MEDIA, stream_export
 from peregrine.auth.accounts import Principal
 from peregrine.auth.roles import READ_RESULTS, START_HUNT
 from peregrine.datastore import HUNT_STATES, HuntRecord
@@ -23,11 +22,6 @@ from peregrine.services.hunts import HuntError, HuntSpec
 
 router = APIRouter(prefix="/hunts", tags=["hunts"])
 HuntId = Annotated[str, Path(pattern=r"^H\.[0-9a-f]{16}$", examples=["H.0123456789abcdef"])]
-MEDIA = {
-    "csv": "text/csv",
-    "jsonl": "application/x-ndjson",
-    "parquet": "application/vnd.apache.parquet",
-}
 
 
 def hunt_out(record: HuntRecord) -> Hunt:
@@ -260,16 +254,7 @@ async def export_hunt(
     await _hunt(request, hunt_id)
     results = context(request).services.hunt_results
     return StreamingResponse(
-        _stream_export(results, hunt_id, artifact, source, format),
+        stream_export(results, hunt_id, artifact, source, format),
         media_type=MEDIA[format],
         headers={"Content-Disposition": f'attachment; filename="{hunt_id}.{format}"'},
     )
-
-
-def _stream_export(
-    results: object, hunt_id: str, artifact: str, source: str, fmt: str
-) -> Iterator[bytes]:
-    """The export written in a thread as the client reads it (``api/streaming.py``): a reader
-    that goes away stops the producer, and a failure breaks the response off."""
-    export = results.export  # type: ignore[attr-defined]
-    return produced(lambda sink: export(hunt_id, artifact, source, fmt, sink))
