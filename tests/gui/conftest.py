@@ -33,7 +33,12 @@ SCREENSHOTS = Path(
 )
 REFUSED_REQUEST = re.compile(r"Failed to load resource: the server responded with a status of 4")
 #: Users the browser signs in as, by role.
-USERS = {"administrator": "gui-admin", "reader": "gui-reader", "analyst": "gui-analyst"}
+USERS = {
+    "administrator": "gui-admin",
+    "reader": "gui-reader",
+    "analyst": "gui-analyst",
+    "investigator": "gui-investigator",
+}
 
 
 @pytest.fixture(scope="package")

@@ -99,7 +99,8 @@ export function resultsTable({ title, fetchPage, exports = [], pageSize = 100, e
 
 const SORT_NEXT = { none: "ascending", ascending: "descending", descending: "none" };
 
-function rowsTable(rows, offset, columns, control) {
+/** Rows as a table, numbered from offset + 1; with `control`, sortable and filterable headers. */
+export function rowsTable(rows, offset, columns, control) {
   const head = [h("th", { scope: "col", class: "rownum" }, "#"), columns.map((c) => {
     if (!control) return h("th", { scope: "col" }, c);
     const { view, apply } = control;
@@ -163,9 +164,10 @@ function cell(value) {
 /**
  * Pick artifacts (searchable) and fill in each one's typed parameters. values() returns the
  * request's `artifacts` list, or null after marking the fields that are wrong;
- * showServerError(detail) puts the API's refusal next to the field it names.
+ * showServerError(detail) puts the API's refusal next to the field it names. `type` is the
+ * artifact type offered (CLIENT for collections and hunts, CLIENT_EVENT for assignments).
  */
-export function artifactLauncher({ initial = [] } = {}) {
+export function artifactLauncher({ initial = [], type = "CLIENT" } = {}) {
   const chosen = new Map(); // name -> {definition, inputs: Map(param -> input), node}
   const list = h("div", { class: "chosen" });
   const search = h("input", { type: "search", placeholder: "Search artifacts by name or description",
@@ -187,11 +189,13 @@ export function artifactLauncher({ initial = [] } = {}) {
     const text = search.value.trim();
     if (!text) { replace(suggestions); return; }
     const found = await get("/artifacts", { search: text });
-    replace(suggestions, found.filter((a) => a.type === "CLIENT").slice(0, 12).map((a) =>
+    replace(suggestions, found.filter((a) => a.type === type).slice(0, 12).map((a) =>
       h("li", {}, h("button", { type: "button", class: "suggestion", onclick: () => add(a.name),
         onkeydown: (e) => move(e) },
       h("strong", {}, a.name), h("span", {}, a.summary)))));
-    if (!suggestions.children.length) replace(suggestions, h("li", { class: "hint" }, "No client artifact matches."));
+    if (!suggestions.children.length) {
+      replace(suggestions, h("li", { class: "hint" }, `No ${type.toLowerCase().replace("_", " ")} artifact matches.`));
+    }
   }
   function move(event) {
     const li = event.target.closest("li");

@@ -18,6 +18,9 @@ import { huntPage } from "./pages/hunt.js";
 import { artifactsPage, artifactPage } from "./pages/artifacts.js";
 import { editArtifactPage, newArtifactPage } from "./pages/artifact_editor.js";
 import { adminPage } from "./pages/admin.js";
+import { alertsPage } from "./pages/alerts.js";
+import { eventsPage } from "./pages/events.js";
+import { notebookPage, notebooksPage } from "./pages/notebooks.js";
 
 const ROUTES = [
   [/^\/ui\/?$/, fleetPage, "fleet"],
@@ -33,6 +36,10 @@ const ROUTES = [
   [/^\/ui\/artifacts\/new\/?$/, newArtifactPage, "artifacts"],
   [/^\/ui\/artifacts\/([^/]+)\/edit\/?$/, editArtifactPage, "artifacts"],
   [/^\/ui\/artifacts\/([^/]+)\/?$/, artifactPage, "artifacts"],
+  [/^\/ui\/alerts\/?$/, alertsPage, "alerts"],
+  [/^\/ui\/events\/?$/, eventsPage, "events"],
+  [/^\/ui\/notebooks\/?$/, notebooksPage, "notebooks"],
+  [/^\/ui\/notebooks\/(N\.[0-9a-f]{16})\/?$/, notebookPage, "notebooks"],
   [/^\/ui\/admin\/?$/, adminPage, "admin"],
 ];
 
@@ -83,6 +90,9 @@ function topBar(active) {
     ["clients", "/ui/clients", "Clients"],
     ["hunts", "/ui/hunts", "Hunts"],
     ["artifacts", "/ui/artifacts", "Artifacts"],
+    ["events", "/ui/events", "Events"],
+    ["alerts", "/ui/alerts", "Alerts"],
+    ["notebooks", "/ui/notebooks", "Notebooks"],
   ];
   if (can("SERVER_ADMIN")) nav.push(["admin", "/ui/admin", "Admin"]);
   const search = h("input", {
