@@ -73,6 +73,13 @@ def test_version_imports_no_heavy_module(tmp_path: Path) -> None:
     assert out.strip() == "0.1.0"
     assert heavy(modules) == []
     assert "peregrine.cli.remote_cmd" not in modules
+    assert "typer" not in modules  # nothing to parse
+
+
+def test_version_help_goes_through_the_command_table(tmp_path: Path) -> None:
+    out, modules = modules_after(["version", "--help"], tmp_path)
+    assert "Print Peregrine's version." in out
+    assert heavy(modules) == []
 
 
 def test_the_clients_help_imports_only_the_remote_commands(tmp_path: Path) -> None:

@@ -3,7 +3,9 @@
 ``peregrine agent`` runs on every endpoint for months: ``main`` sends it to ``agent_cmd``, a
 command line of its own on argparse, so it never imports what only the other commands need
 (SQLAlchemy, FastAPI, pyarrow for the server and the API; Typer, Rich and pydantic for the
-command table), which would more than double its memory.
+command table), which would more than double its memory. ``peregrine version`` prints without
+the command table; every other command goes through it, and it imports only that command's
+module (full_app, lazy_group).
 """
 
 from __future__ import annotations
@@ -20,6 +22,11 @@ def main() -> None:
         from peregrine.cli import agent_cmd
 
         sys.exit(agent_cmd.main(sys.argv[2:]))
+    if sys.argv[1:] == ["version"]:  # nothing to parse: no need for Typer (and pydantic)
+        from peregrine import __version__
+
+        print(__version__)
+        return
     from peregrine.cli.full_app import command_app
 
     command_app()()
