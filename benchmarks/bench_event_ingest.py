@@ -1,160 +1,202 @@
-"""Events from a simulated fleet into one frontend: events stored per second and matched
-against 20 alert rules, end to end.
+"""Event ingestion through one frontend: events per second stored, acknowledged and published.
 
-.venv/bin/python benchmarks/bench_event_ingest.py [--clients 10000] [--rate 1] [--seconds 60]
-    [--processes 2] [--dir DIR] [--json]
+.venv/bin/python benchmarks/bench_event_ingest.py [--clients 20] [--batches 50] [--rows 1000]
+    [--json]
 
-``--clients`` simulated agents (enrolled straight into the datastore) connect to an embedded
-server process (its own process, as in production); 20 rules are saved through the API (the 6
-built-in ones, 13 per-event conditions over process starts, one windowed); then
-Linux.Events.ProcessExecutions is assigned to every client through the API, and each simulated
-agent sends ``--rate`` canned process starts a second in batches at the assignment's
-``batch_seconds`` (1 s), one in 1,000 from /tmp. Every batch crosses TLS and the websocket, is
-stored durably in the client's event file, published, matched against the rules, and
-acknowledged. After a warm-up of ``--warmup`` seconds, for ``--seconds`` seconds: events stored
-(the event files' row counts), alerts raised, the server's time matching (its
-``peregrine_alert_match_seconds`` histogram) and its CPU. ``--no-rules`` disables every rule,
-for the same ingest with nothing to match.
+A real ``Server`` (SQLite datastore, filestore in a temporary directory, default limits) in
+this process; ``--clients`` connections in the same event loop, each a real identity over TLS
+and the websocket, send ``--batches`` ``EventRows`` of ``--rows`` process-execution-like rows
+(pid, ppid, user, exe, cmdline: about 150 bytes as JSON) of one event artifact, at most 32
+unacknowledged at a time, as an agent's spool sender would. Each batch is decoded, charged to
+its connection's budget, durably appended to its client's day file (fsync), published on the
+event stream (one subscriber counts the rows) and acknowledged. Rate = rows over the time from
+the first batch sent to the last acknowledgement; the clients' encoding runs in the same
+process, so the figure is for the frontend and its load together (a lower bound).
 """
 
 from __future__ import annotations
 
 import argparse
+import asyncio
 import json
-import re
+import os
 import sys
+import tempfile
 import time
 from pathlib import Path
 from typing import Any
 
-from bench_alerts import CONDITIONS as BENCH_CONDITIONS
-from fleet_common import LoadTest, cpu_seconds, machine, wait_connections
-from fleet_targets import load_average, make_target
+from websockets.asyncio.client import ClientConnection, connect
 
-ARTIFACT = "Linux.Events.ProcessExecutions"
-#: Prometheus' page, beside the API's /api/v1 (the client's base).
-METRICS = "../../metrics"
-#: bench_alerts.py's conditions but the /tmp one (a built-in rule says it) and the one on a
-#: column the real artifact does not have; 13 of them, so that with the windowed rule and the
-#: 6 built-in ones there are 20.
-CONDITIONS = [c for c in BENCH_CONDITIONS[1:] if "cwd" not in c][:13]
+from peregrine.agent.identity import load_or_create
+from peregrine.artifacts.repository import ArtifactRepository
+from peregrine.config import client_ssl_context, generate
+from peregrine.events.stream import EventBatch
+from peregrine.protocol.messages import (
+    Ack,
+    Challenge,
+    EventRows,
+    Hello,
+    Welcome,
+    decode_from_server,
+    encode,
+)
+from peregrine.server.app import Server
 
-
-def rules() -> list[dict[str, Any]]:
-    found: list[dict[str, Any]] = [
-        {"rule_id": f"Bench.P{n:02d}", "artifacts": [ARTIFACT], "condition": c}
-        for n, c in enumerate(CONDITIONS)
-    ]
-    found.append(
-        {
-            "rule_id": "Bench.Spray",
-            "artifacts": [ARTIFACT],
-            "condition": "exe = '/usr/bin/sudo' AND username = 'nobody'",
-            "window": {"seconds": 60, "threshold": 50},
-        }
-    )
-    return found
-
-
-def stored_events(filestore: Path) -> int:
-    """Rows in every event file (each day file's ``.meta`` holds its row count)."""
-    total = 0
-    for meta in (filestore / "events").glob("*/*/*.meta"):
-        try:
-            data = json.loads(meta.read_text())
-        except (OSError, ValueError):
-            continue
-        total += int(data.get("rows", 0))
-    return total
+ARTIFACT = "Bench.Events.Exec"
+DEFINITION = f"""
+name: {ARTIFACT}
+description: Process executions, as a bench sends them.
+type: CLIENT_EVENT
+sources:
+  - query: SELECT tick AS pid FROM clock(1)
+"""
+COLUMNS = ["pid", "ppid", "user", "exe", "cmdline"]
+WINDOW = 32
 
 
-def match_seconds(metrics: str) -> tuple[float, float]:
-    """(sum, count) of the server's peregrine_alert_match_seconds histogram."""
-    values = dict(
-        re.findall(r"^peregrine_alert_match_seconds_(sum|count) ([0-9.e+-]+)$", metrics, re.M)
-    )
-    return float(values.get("sum", 0.0)), float(values.get("count", 0.0))
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
 
 
-def run(args: argparse.Namespace) -> dict[str, Any]:
-    target = make_target("embedded", args.dir)
-    with target.running(args.clients):
-        fleet = LoadTest(
-            target, args.clients, processes=args.processes, rows=1, ramp=args.ramp,
-            extra_args=("--events-per-second", str(args.rate)),
+async def log_in(deployment: Any, home: Path) -> ClientConnection:
+    client = deployment.client
+    identity = load_or_create(home / "writeback.yaml")
+    ws = await connect(client.server_urls[0], ssl=client_ssl_context(client), max_size=None)
+    challenge = decode_from_server(await ws.recv())
+    assert isinstance(challenge, Challenge)
+    cid = identity.client_id
+    await ws.send(
+        encode(
+            Hello(
+                client_id=cid, public_key=identity.public_key_bytes,
+                signature=identity.sign(challenge.nonce + cid.encode()), agent_version="bench",
+                enrollment_secret=client.enrollment_secret,
+            )
+        )
+    )  # fmt: skip
+    assert isinstance(decode_from_server(await ws.recv()), Welcome)
+    return ws
+
+
+def batches(count: int, rows: int) -> list[bytes]:
+    out = []
+    for number in range(count):
+        seq = number * rows + 1
+        body = [
+            [seq + i, 1, "www-data", "/usr/bin/curl", f"curl -s https://example.com/{seq + i}"]
+            for i in range(rows)
+        ]
+        out.append(
+            encode(
+                EventRows(
+                    stream=f"events:{ARTIFACT}", seq=seq, artifact=ARTIFACT, source="",
+                    time=time.time(), columns=COLUMNS, rows=body,
+                )
+            )
         )  # fmt: skip
+    return out
+
+
+async def one_client(ws: ClientConnection, frames: list[bytes], rows: int) -> None:
+    """Send every batch, at most WINDOW unacknowledged; return at the last acknowledgement
+    (acknowledgements are cumulative: the first seq of the last batch stored)."""
+    window = asyncio.Semaphore(WINDOW)
+    done = asyncio.Event()
+    acked = 0
+
+    async def read() -> None:
+        nonlocal acked
+        async for frame in ws:
+            message = decode_from_server(frame)
+            if isinstance(message, Ack):
+                now = (message.seq - 1) // rows + 1
+                for _ in range(now - acked):
+                    window.release()
+                acked = max(acked, now)
+                if acked == len(frames):
+                    done.set()
+                    return
+
+    reader = asyncio.create_task(read())
+    for frame in frames:
+        await window.acquire()
+        await ws.send(frame)
+    await done.wait()
+    reader.cancel()
+
+
+async def run(clients: int, count: int, rows: int) -> dict[str, Any]:
+    with tempfile.TemporaryDirectory() as tmp:
+        root = Path(tmp)
+        port = free_port()
+        deployment = generate(
+            root / "deploy", [f"wss://127.0.0.1:{port}/agent"], port=port, api_port=0, force=True
+        )
+        repository = ArtifactRepository.default(forensic=False)
+        repository.load_texts([("bench", DEFINITION)])
+        server = Server(deployment.server, repository=repository)
+        await server.start()
+        published = 0
+
+        async def count_rows(batch: EventBatch) -> None:
+            nonlocal published
+            published += len(batch.rows)
+
+        server.event_stream.subscribe("bench", count_rows)
         try:
-            fleet.start()
-            held, _ = wait_connections(target, args.clients, 300, stall=20, every=1.0)
-            with target.api() as api:
-                builtin = len(api.get("/rules").json())
-                if args.no_rules:  # the same ingest with nothing to match: the rules' share
-                    for rule in api.get("/rules").json():
-                        api.post(f"/rules/{rule['rule_id']}/disable").raise_for_status()
-                else:
-                    for rule in rules():
-                        api.post("/rules", json=rule).raise_for_status()
-                total_rules = sum(r["enabled"] for r in api.get("/rules").json())
-                api.post(
-                    "/events/assignments", json={"artifact": ARTIFACT, "parameters": {}}
-                ).raise_for_status()
-                time.sleep(args.warmup)
-                filestore = target.filestore
-                sims = fleet.procs()
-                events0, alerts0 = (
-                    stored_events(filestore),
-                    target.query("SELECT count(*) FROM alerts")[0][0],
-                )
-                match0 = match_seconds(api.get(METRICS).text)
-                cpu0, sim0, t0 = target.cpu(), cpu_seconds(sims), time.monotonic()
-                time.sleep(args.seconds)
-                events1, alerts1 = (
-                    stored_events(filestore),
-                    target.query("SELECT count(*) FROM alerts")[0][0],
-                )
-                match1 = match_seconds(api.get(METRICS).text)
-                cpu1, sim1, t1 = target.cpu(), cpu_seconds(sims), time.monotonic()
+            sockets = [await log_in(deployment, root / f"c{i}") for i in range(clients)]
+            frames = batches(count, rows)
+            size = sum(len(f) for f in frames)
+            cpu = os.times()
+            started = time.monotonic()
+            await asyncio.gather(*(one_client(ws, frames, rows) for ws in sockets))
+            elapsed = time.monotonic() - started
+            after = os.times()
+            for ws in sockets:
+                await ws.close()
+            total = clients * count * rows
+            stored = sum(
+                len(list(server.services.event_monitoring.files.iter_rows(
+                    load_or_create(root / f"c{i}" / "writeback.yaml").client_id,
+                    ARTIFACT, 0, time.time() + 86400,
+                )))
+                for i in range(min(clients, 2))
+            )  # fmt: skip
+            assert stored == min(clients, 2) * count * rows, stored
+            await asyncio.sleep(0.5)
+            return {
+                "clients": clients,
+                "rows": total,
+                "seconds": round(elapsed, 2),
+                "events_per_second": round(total / elapsed),
+                "mb_per_second_on_the_wire": round(clients * size / elapsed / 1e6, 1),
+                "process_cpu_seconds": round(after.user + after.system - cpu.user - cpu.system, 1),
+                "published": published,
+                "load_average": os.getloadavg()[0],
+            }
         finally:
-            summary = fleet.stop()
-    span = t1 - t0
-    calls = match1[1] - match0[1]  # one per group of batches matched together
-    return {
-        "clients": args.clients,
-        "held": held,
-        "rate_per_client": args.rate,
-        "rules": total_rules,
-        "builtin_rules": builtin,
-        "seconds": round(span, 1),
-        "events_stored": events1 - events0,
-        "events_per_second": round((events1 - events0) / span),
-        "offered_per_second": round(held * args.rate),
-        "match_calls": int(calls),
-        "match_ms_per_call": round(1000 * (match1[0] - match0[0]) / calls, 3) if calls else None,
-        "alerts_raised": alerts1 - alerts0,
-        "server_cpu_percent": round(100 * sum(cpu1[k] - cpu0[k] for k in cpu1) / span, 1),
-        "sim_cpu_percent": round(100 * (sim1 - sim0) / span, 1),
-        "sim_events_sent": summary.get("events_sent"),
-        "sim_errors": summary.get("errors_by_kind"),
-        "load_average": load_average(),
-    }
+            await server.stop()
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--clients", type=int, default=10_000)
-    parser.add_argument("--rate", type=float, default=1.0, help="events a second per client")
-    parser.add_argument("--seconds", type=float, default=60.0)
-    parser.add_argument("--warmup", type=float, default=15.0)
-    parser.add_argument("--processes", type=int, default=2, help="simulator processes")
-    parser.add_argument("--ramp", type=float, default=200.0, help="new connections a second")
-    parser.add_argument("--no-rules", action="store_true", help="every rule disabled")
-    parser.add_argument("--dir", type=Path, help="parent of the deployment (default: temp)")
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--clients", type=int, default=20)
+    parser.add_argument("--batches", type=int, default=50)
+    parser.add_argument("--rows", type=int, default=1000)
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args()
-    result = run(args)
-    print(json.dumps(result), file=sys.stderr, flush=True)
-    out = {"run": result, "machine": machine()}
-    print(json.dumps(out, indent=2 if not args.json else None))
+    result = asyncio.run(run(args.clients, args.batches, args.rows))
+    if args.json:
+        print(json.dumps(result))
+    else:
+        for key, value in result.items():
+            print(f"{key:>28}: {value}")
+    sys.stdout.flush()
 
 
 if __name__ == "__main__":
