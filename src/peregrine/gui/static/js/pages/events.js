@@ -28,13 +28,14 @@ export async function eventsPage(_params, query) {
     }
   }
   drawAssignments(assigned);
+  const recent = recentRows(query, assigned.assignments);
   const node = h("div", { class: "page" },
     pageHead("Event monitoring", { sub: "Event artifacts run continuously on the clients they are assigned to." }),
     status,
-    section("Assignments", assignments,
-      can("START_HUNT") ? assignForm(drawAssignments, status) : null),
-    section("Status on each client", statusTable(statuses)),
-    section("Recent events", recentRows(query, assigned.assignments)));
+    section("Assignments", assignments),
+    can("START_HUNT") ? section("Assign an event artifact", assignForm(drawAssignments, status)) : null,
+    section("Status on each client", statusTable(statuses, recent.showFor)),
+    section("Recent events", recent.node));
   return { node };
 }
 
@@ -42,7 +43,7 @@ function assignmentsTable(assignments, unassign) {
   const columns = [
     { label: "Artifact", class: "mono", cell: (a) => a.artifact },
     { label: "Clients", cell: (a) => a.labels.length ? ["labelled ", chips(a.labels)] : "all" },
-    { label: "Parameters", cell: (a) => Object.keys(a.parameters).length
+    { label: "Parameters", class: "params", cell: (a) => Object.keys(a.parameters).length
       ? h("code", {}, JSON.stringify(a.parameters)) : "defaults" },
     { label: "Version", class: "num", cell: (a) => String(a.version) },
     { label: "Changed", cell: (a) => [a.modified_by, ", ", when(a.modified)] },
@@ -75,12 +76,12 @@ function assignForm(drawAssignments, status) {
       }
     }
   } },
-  h("h3", {}, "Assign an event artifact"), launcher.node,
+  launcher.node,
   h("label", {}, "Labels (comma-separated)", labels),
   h("div", { class: "form-actions" }, h("button", { type: "submit", class: "primary" }, "Assign")));
 }
 
-function statusTable(statuses) {
+function statusTable(statuses, showFor) {
   return table([
     { label: "Client", class: "mono", cell: (s) => link(`/ui/clients/${s.client_id}`, s.client_id) },
     { label: "Artifact", class: "mono", cell: (s) => s.artifact },
@@ -88,6 +89,9 @@ function statusTable(statuses) {
     { label: "Restarts", class: "num", cell: (s) => String(s.restarts) },
     { label: "Error", cell: (s) => s.error || "—" },
     { label: "Reported", cell: (s) => when(s.reported) },
+    { label: "", cell: (s) => h("button", { type: "button", class: "link-button",
+      "aria-label": `Events of ${s.artifact} on ${s.client_id}`,
+      onclick: () => showFor(s.client_id, s.artifact) }, "events") },
   ], statuses, { empty: "No client has reported an event artifact yet." });
 }
 
@@ -119,10 +123,18 @@ function recentRows(query, assignments) {
       replace(out, message("error", exc.message));
     }
   }
-  return [
+  function showFor(clientId, name) {
+    client.value = clientId;
+    if (![...artifact.options].some((o) => o.value === name)) artifact.append(h("option", { value: name }, name));
+    artifact.value = name;
+    show(0);
+    client.scrollIntoView({ block: "start" });
+  }
+  const node = [
     assignments.length ? null : h("p", { class: "hint" }, "Assign an event artifact to read its events."),
     h("form", { class: "inline-form", onsubmit: (e) => { e.preventDefault(); show(0); } },
       client, artifact, hours, h("button", { type: "submit" }, "Show events")),
     out,
   ];
+  return { node, showFor };
 }
