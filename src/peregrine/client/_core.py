@@ -95,6 +95,22 @@ def _call(
     )
 
 
+#: A result page's ``(sort, order, filters)``; empty: the stored order, every row.
+RowView = tuple[()] | tuple[str | None, str, Iterable[str]]
+
+
+def row_view(sort: str | None, order: str, filters: Iterable[str]) -> RowView:
+    """Rows in the stored order unless sorted or filtered (filters: ``column:text``,
+    ``column:>10``, ``:<=``, ``:=``, ``:!=``); each page is then one query over all rows."""
+    return (sort, order, tuple(filters))
+
+
+def row_params(sort: str | None = None, order: str = "asc", filters: Iterable[str] = ()) -> Any:
+    if order not in ("asc", "desc"):
+        raise ValueError(f"order is asc or desc, not {order!r}")
+    return {"sort": sort, "order": order if sort else None, "filter": list(filters) or None}
+
+
 def segment(value: str) -> str:
     """One path segment, escaped (ids are checked by the server; names may hold anything)."""
     return quote(value, safe="")
@@ -278,12 +294,18 @@ class Api:
 
     @staticmethod
     def collection_results(
-        flow_id: str, artifact: str, source: str, offset: int, limit: int
+        flow_id: str, artifact: str, source: str, offset: int, limit: int, view: RowView = ()
     ) -> Call[RowsPage]:
         path = f"/collections/{segment(flow_id)}/results"
         return _call(
-            "GET", path, RowsPage, artifact=artifact, source=source, offset=offset, limit=limit
-        )
+            "GET", path, RowsPage, artifact=artifact, source=source, offset=offset, limit=limit,
+            **row_params(*view),
+        )  # fmt: skip
+
+    @staticmethod
+    def collection_export(flow_id: str, artifact: str, source: str, fmt: str) -> Call[None]:
+        path = f"/collections/{segment(flow_id)}/export"
+        return _call("GET", path, None, artifact=artifact, source=source, format=fmt)
 
     @staticmethod
     def collection_uploads(flow_id: str) -> Call[list[Upload]]:
@@ -335,12 +357,13 @@ class Api:
 
     @staticmethod
     def hunt_results(
-        hunt_id: str, artifact: str, source: str, offset: int, limit: int
+        hunt_id: str, artifact: str, source: str, offset: int, limit: int, view: RowView = ()
     ) -> Call[RowsPage]:
         path = f"/hunts/{segment(hunt_id)}/results"
         return _call(
-            "GET", path, RowsPage, artifact=artifact, source=source, offset=offset, limit=limit
-        )
+            "GET", path, RowsPage, artifact=artifact, source=source, offset=offset, limit=limit,
+            **row_params(*view),
+        )  # fmt: skip
 
     @staticmethod
     def hunt_export(hunt_id: str, artifact: str, source: str, fmt: str) -> Call[None]:

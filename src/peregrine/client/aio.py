@@ -38,12 +38,14 @@ from peregrine.client._core import (
     next_offset,
     pandas_module,
     raise_for,
+    row_view,
     transport_error,
 )
 from peregrine.client.alerts import AsyncAlerts, AsyncRules
 from peregrine.client.analysis import AsyncAnalysis
 from peregrine.client.errors import ServerError, TransportError, WaitTimeout
 from peregrine.client.events import AsyncEvents
+from peregrine.client.files import AsyncFiles
 from peregrine.client.models import (
     ArtifactSummary,
     AuditEntry,
@@ -104,6 +106,7 @@ class AsyncPeregrine:
         self.notebooks = AsyncNotebooks(self)
         self.timelines = AsyncTimelines(self)
         self.events = AsyncEvents(self)
+        self.files = AsyncFiles(self)
         self.alerts = AsyncAlerts(self)
         self.rules = AsyncRules(self)
 
@@ -281,15 +284,39 @@ class AsyncCollections(_Group):
         return await self._c._run(Api.collection_logs(flow_id, offset, limit))
 
     async def results(
-        self, flow_id: str, artifact: str, source: str = "", offset: int = 0, limit: int = 100
+        self,
+        flow_id: str,
+        artifact: str,
+        source: str = "",
+        offset: int = 0,
+        limit: int = 100,
+        *,
+        sort: str | None = None,
+        order: str = "asc",
+        filters: Iterable[str] = (),
     ) -> RowsPage:
-        return await self._c._run(Api.collection_results(flow_id, artifact, source, offset, limit))
+        """A page of rows: sorted by ``sort`` and kept by ``filters`` when given."""
+        view = row_view(sort, order, filters)
+        return await self._c._run(
+            Api.collection_results(flow_id, artifact, source, offset, limit, view)
+        )
 
     def iter_results(
-        self, flow_id: str, artifact: str, source: str = "", page_size: int = PAGE_SIZE
+        self,
+        flow_id: str,
+        artifact: str,
+        source: str = "",
+        page_size: int = PAGE_SIZE,
+        *,
+        sort: str | None = None,
+        order: str = "asc",
+        filters: Iterable[str] = (),
     ) -> AsyncIterator[dict[str, Any]]:
+        view = row_view(sort, order, filters)
         return self._c._pages(
-            lambda offset, limit: Api.collection_results(flow_id, artifact, source, offset, limit),
+            lambda offset, limit: Api.collection_results(
+                flow_id, artifact, source, offset, limit, view
+            ),
             page_size,
         )
 
@@ -298,6 +325,18 @@ class AsyncCollections(_Group):
 
     async def download(self, flow_id: str, upload_id: str, path: str | os.PathLike[str]) -> Path:
         return await self._c._to_file(Api.download_upload(flow_id, upload_id), path)
+
+    async def export(
+        self,
+        flow_id: str,
+        artifact: str,
+        path: str | os.PathLike[str],
+        *,
+        source: str = "",
+        format: str | None = None,
+    ) -> Path:
+        fmt = export_format(path, format)
+        return await self._c._to_file(Api.collection_export(flow_id, artifact, source, fmt), path)
 
     def watch(self, flow_id: str, timeout: float | None = None) -> AsyncGenerator[Flow, None]:
         return self._c._watch(flow_watch(flow_id), timeout)
@@ -389,15 +428,35 @@ class AsyncHunts(_Group):
         return await self._c._run(Api.hunt_clients(hunt_id, state, limit, offset))
 
     async def results(
-        self, hunt_id: str, artifact: str, source: str = "", offset: int = 0, limit: int = 100
+        self,
+        hunt_id: str,
+        artifact: str,
+        source: str = "",
+        offset: int = 0,
+        limit: int = 100,
+        *,
+        sort: str | None = None,
+        order: str = "asc",
+        filters: Iterable[str] = (),
     ) -> RowsPage:
-        return await self._c._run(Api.hunt_results(hunt_id, artifact, source, offset, limit))
+        """A page of rows: sorted by ``sort`` and kept by ``filters`` when given."""
+        view = row_view(sort, order, filters)
+        return await self._c._run(Api.hunt_results(hunt_id, artifact, source, offset, limit, view))
 
     def iter_results(
-        self, hunt_id: str, artifact: str, source: str = "", page_size: int = PAGE_SIZE
+        self,
+        hunt_id: str,
+        artifact: str,
+        source: str = "",
+        page_size: int = PAGE_SIZE,
+        *,
+        sort: str | None = None,
+        order: str = "asc",
+        filters: Iterable[str] = (),
     ) -> AsyncIterator[dict[str, Any]]:
+        view = row_view(sort, order, filters)
         return self._c._pages(
-            lambda offset, limit: Api.hunt_results(hunt_id, artifact, source, offset, limit),
+            lambda offset, limit: Api.hunt_results(hunt_id, artifact, source, offset, limit, view),
             page_size,
         )
 

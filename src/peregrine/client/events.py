@@ -20,7 +20,7 @@ from __future__ import annotations
 import builtins
 import json
 import os
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import AsyncIterator, Iterable, Iterator, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -201,3 +201,35 @@ class AsyncEvents:
         page = await self._c._run(EventCalls.rows(client_id, artifact, start, end, offset, limit))
         rows: builtins.list[Json] = page["rows"]
         return rows
+
+    async def export(
+        self,
+        client_id: str,
+        artifact: str,
+        path: str | os.PathLike[str],
+        *,
+        start: float | None = None,
+        end: float | None = None,
+        format: str | None = None,
+    ) -> Path:
+        """Stream the events of ``[start, end)`` to ``path`` (csv, jsonl or parquet)."""
+        fmt = export_format(path, format)
+        call = EventCalls.export(client_id, artifact, start, end, fmt)
+        return await self._c._to_file(call, path)
+
+    async def follow(
+        self,
+        client_id: str | None = None,
+        artifact: str | None = None,
+        seconds: float | None = None,
+    ) -> AsyncIterator[Json]:
+        """Each batch of events as the server stores it, until ``seconds`` have passed, or
+        for good (see :meth:`Events.follow`)."""
+        call = EventCalls.follow(client_id, artifact, seconds)
+        timeout = httpx.Timeout(self._c._timeout.connect, read=None)
+        async with self._c._stream(call, timeout) as response:
+            decoder = SSEDecoder()
+            async for line in response.aiter_lines():
+                data = decoder.feed(line)
+                if data is not None:
+                    yield json.loads(data)

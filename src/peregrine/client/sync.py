@@ -36,12 +36,14 @@ from peregrine.client._core import (
     next_offset,
     pandas_module,
     raise_for,
+    row_view,
     transport_error,
 )
 from peregrine.client.alerts import Alerts, Rules
 from peregrine.client.analysis import Analysis
 from peregrine.client.errors import ServerError, TransportError, WaitTimeout
 from peregrine.client.events import Events
+from peregrine.client.files import Files
 from peregrine.client.models import (
     ArtifactSummary,
     AuditEntry,
@@ -106,6 +108,7 @@ class Peregrine:
         self.notebooks = Notebooks(self)
         self.timelines = Timelines(self)
         self.events = Events(self)
+        self.files = Files(self)
         self.alerts = Alerts(self)
         self.rules = Rules(self)
 
@@ -284,16 +287,38 @@ class Collections(_Group):
         return self._c._run(Api.collection_logs(flow_id, offset, limit))
 
     def results(
-        self, flow_id: str, artifact: str, source: str = "", offset: int = 0, limit: int = 100
+        self,
+        flow_id: str,
+        artifact: str,
+        source: str = "",
+        offset: int = 0,
+        limit: int = 100,
+        *,
+        sort: str | None = None,
+        order: str = "asc",
+        filters: Iterable[str] = (),
     ) -> RowsPage:
-        return self._c._run(Api.collection_results(flow_id, artifact, source, offset, limit))
+        """A page of rows: sorted by ``sort`` and kept by ``filters`` when given."""
+        view = row_view(sort, order, filters)
+        return self._c._run(Api.collection_results(flow_id, artifact, source, offset, limit, view))
 
     def iter_results(
-        self, flow_id: str, artifact: str, source: str = "", page_size: int = PAGE_SIZE
+        self,
+        flow_id: str,
+        artifact: str,
+        source: str = "",
+        page_size: int = PAGE_SIZE,
+        *,
+        sort: str | None = None,
+        order: str = "asc",
+        filters: Iterable[str] = (),
     ) -> Iterator[dict[str, Any]]:
         """Every row, fetched a page at a time."""
+        view = row_view(sort, order, filters)
         return self._c._pages(
-            lambda offset, limit: Api.collection_results(flow_id, artifact, source, offset, limit),
+            lambda offset, limit: Api.collection_results(
+                flow_id, artifact, source, offset, limit, view
+            ),
             page_size,
         )
 
@@ -304,6 +329,20 @@ class Collections(_Group):
         """Stream an uploaded file to ``path`` (a file, or a directory to put it in); kept only
         if its SHA-256 is the one the server announced (else IntegrityError)."""
         return self._c._to_file(Api.download_upload(flow_id, upload_id), path)
+
+    def export(
+        self,
+        flow_id: str,
+        artifact: str,
+        path: str | os.PathLike[str],
+        *,
+        source: str = "",
+        format: str | None = None,
+    ) -> Path:
+        """Stream one result set to ``path`` (csv, jsonl or parquet; by default from
+        ``path``'s suffix), in its stored order; a cut transfer leaves no file."""
+        fmt = export_format(path, format)
+        return self._c._to_file(Api.collection_export(flow_id, artifact, source, fmt), path)
 
     def watch(self, flow_id: str, timeout: float | None = None) -> Generator[Flow, None, None]:
         """Each new state of the collection, the last one final (WaitTimeout after
@@ -400,16 +439,35 @@ class Hunts(_Group):
         return self._c._run(Api.hunt_clients(hunt_id, state, limit, offset))
 
     def results(
-        self, hunt_id: str, artifact: str, source: str = "", offset: int = 0, limit: int = 100
+        self,
+        hunt_id: str,
+        artifact: str,
+        source: str = "",
+        offset: int = 0,
+        limit: int = 100,
+        *,
+        sort: str | None = None,
+        order: str = "asc",
+        filters: Iterable[str] = (),
     ) -> RowsPage:
         """A page of the combined results; each row has ``client_id`` and ``hostname``."""
-        return self._c._run(Api.hunt_results(hunt_id, artifact, source, offset, limit))
+        view = row_view(sort, order, filters)
+        return self._c._run(Api.hunt_results(hunt_id, artifact, source, offset, limit, view))
 
     def iter_results(
-        self, hunt_id: str, artifact: str, source: str = "", page_size: int = PAGE_SIZE
+        self,
+        hunt_id: str,
+        artifact: str,
+        source: str = "",
+        page_size: int = PAGE_SIZE,
+        *,
+        sort: str | None = None,
+        order: str = "asc",
+        filters: Iterable[str] = (),
     ) -> Iterator[dict[str, Any]]:
+        view = row_view(sort, order, filters)
         return self._c._pages(
-            lambda offset, limit: Api.hunt_results(hunt_id, artifact, source, offset, limit),
+            lambda offset, limit: Api.hunt_results(hunt_id, artifact, source, offset, limit, view),
             page_size,
         )
 
