@@ -30,9 +30,7 @@ def list_here(page: Any, name: str = "List this directory") -> None:
     page.locator(".vfs-listing .sub", has_text=re.compile("^Listed")).wait_for()
 
 
-def test_browse_into_a_directory_and_download_a_file(
-    page: Any, gui_live: Live, tree: Path
-) -> None:
+def test_browse_into_a_directory_and_download_a_file(page: Any, gui_live: Live, tree: Path) -> None:
     sign_in(page, "administrator", f"/ui/clients/{gui_live.client_id}")
     page.get_by_role("link", name="Browse files").click()
     page.get_by_label("Go to path").fill(str(tree))
