@@ -37,3 +37,37 @@ export function barChart(rows, x, y, { most = 50 } = {}) {
   });
   return chart;
 }
+
+const LINE_HEIGHT = 220;
+const MARGIN = 40;
+
+/** Seconds since 1970 from a number (seconds) or a date text; null when it is neither. */
+function moment(value) {
+  if (typeof value === "number" && Number.isFinite(value)) return value;
+  const parsed = Date.parse(String(value));
+  return Number.isNaN(parsed) ? null : parsed / 1000;
+}
+
+/** `y` over time (`x`: seconds or dates) as one line; null when under two points can be drawn. */
+export function lineChart(rows, x, y) {
+  const points = rows.map((r) => [moment(r[x]), Number(r[y])])
+    .filter(([t, v]) => t !== null && Number.isFinite(v)).sort((a, b) => a[0] - b[0]);
+  if (points.length < 2) return null;
+  const [t0, t1] = [points[0][0], points[points.length - 1][0]];
+  const values = points.map(([, v]) => v);
+  const [low, high] = [Math.min(...values), Math.max(...values)];
+  const [spanT, spanV] = [(t1 - t0) || 1, (high - low) || 1];
+  const [innerW, innerH] = [WIDTH - 2 * MARGIN, LINE_HEIGHT - 2 * MARGIN];
+  const coords = points.map(([t, v]) => `${(MARGIN + innerW * (t - t0) / spanT).toFixed(1)},` +
+    `${(MARGIN + innerH - innerH * (v - low) / spanV).toFixed(1)}`).join(" ");
+  const iso = (t) => new Date(t * 1000).toISOString().replace(".000Z", "Z");
+  const chart = svg("svg", { class: "chart", role: "img", width: WIDTH, height: LINE_HEIGHT,
+    viewBox: `0 0 ${WIDTH} ${LINE_HEIGHT}`, "aria-label": `Line chart of ${y} over ${x}` });
+  chart.append(
+    svg("polyline", { class: "line", fill: "none", "stroke-width": 2, points: coords }),
+    svg("text", { x: MARGIN, y: LINE_HEIGHT - 8 }, iso(t0)),
+    svg("text", { x: WIDTH - MARGIN, y: LINE_HEIGHT - 8, "text-anchor": "end" }, iso(t1)),
+    svg("text", { x: 4, y: MARGIN - 6 }, high.toLocaleString("en-US")),
+    svg("text", { x: 4, y: MARGIN + innerH }, low.toLocaleString("en-US")));
+  return chart;
+}

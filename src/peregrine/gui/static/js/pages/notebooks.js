@@ -4,7 +4,7 @@
 import { get, post } from "../api.js";
 import { count, h, link, message, pageHead, replace, section, table, when } from "../dom.js";
 import { pager, rowsTable } from "../components.js";
-import { barChart } from "../chart.js";
+import { barChart, lineChart } from "../chart.js";
 import { navigate } from "../router.js";
 import { can } from "../session.js";
 
@@ -102,13 +102,18 @@ function resultView(cell) {
   const result = cell.result;
   if (result.error) return message("error", result.error);
   const chart = cell.chart || { type: "table" };
+  // Stored rows are lists in the order of the columns.
+  const rows = result.rows.map((r) => Object.fromEntries(result.columns.map((c, i) => [c, r[i]])));
+  const drawn = !(chart.x && chart.y) ? null
+    : (chart.type === "bar" ? barChart(rows, chart.x, chart.y)
+      : (chart.type === "line" ? lineChart(rows, chart.x, chart.y) : null));
   const note = result.stored_rows > result.rows.length || result.more
     ? h("p", { class: "hint" }, `${count(result.rows.length)} of ${count(result.stored_rows)} stored rows shown` +
       `${result.more ? "; the query had more than were kept" : ""}.`)
     : null;
   return [
-    chart.type === "bar" && chart.x && chart.y ? barChart(result.rows, chart.x, chart.y) : null,
-    result.rows.length ? rowsTable(result.rows, 0, result.columns, null)
+    drawn,
+    rows.length ? rowsTable(rows, 0, result.columns, null)
       : h("p", { class: "empty" }, "No rows."),
     note,
   ];
@@ -126,7 +131,7 @@ function markdown(text) {
 function addCellForm(notebookId, added) {
   const kind = h("select", { name: "kind", "aria-label": "Cell kind" },
     h("option", { value: "sql" }, "SQL"), h("option", { value: "markdown" }, "Markdown"));
-  const text = h("textarea", { name: "text", rows: 4, class: "mono", "aria-label": "Cell text",
+  const text = h("textarea", { name: "text", rows: 6, class: "mono cell-text", "aria-label": "Cell text",
     placeholder: "SELECT … FROM clients()" });
   const status = h("div");
   return section("Add a cell", h("form", { onsubmit: async (e) => {

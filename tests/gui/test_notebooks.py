@@ -1,0 +1,80 @@
+"""Notebooks in the browser: a cell's stored result is shown as a table and an SVG bar chart
+when the notebook opens, without running anything; an analyst reruns a cell and adds a
+Markdown and a SQL cell (run at once); a reader has none of those controls."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from tests.api.conftest import Live
+from tests.gui.conftest import screenshot, sign_in
+
+STACK = (
+    "SELECT * FROM (VALUES ('sshd', 7), ('bash', 3), ('<b>cron</b>', 1)) AS t(name, n) "
+    "ORDER BY n DESC"
+)
+ADMIN = frozenset({"SERVER_ADMIN"})
+
+
+def read_back(gui_live: Live, notebook_id: str) -> Any:
+    """The notebook as stored (read by the service: nothing is run)."""
+    return gui_live.server.services.notebooks.get(notebook_id, "gui-admin", ADMIN)
+
+
+def made_and_run(gui_live: Live) -> tuple[str, dict[str, Any]]:
+    notebook = {
+        "title": "GUI stack counts",
+        "shared": True,
+        "cells": [
+            {"kind": "markdown", "text": "# Process names\n\nHow many hosts run each."},
+            {"kind": "sql", "text": STACK, "chart": {"type": "bar", "x": "name", "y": "n"}},
+        ],
+    }
+    with gui_live.http(gui_live.tokens["administrator"]) as http:
+        made = http.post("/notebooks", json=notebook)
+        assert made.status_code == 201, made.text
+        notebook_id = made.json()["notebook_id"]
+        ran = http.post(f"/notebooks/{notebook_id}/run", json={}).json()
+    [cell] = ran["cells"]
+    return notebook_id, cell
+
+
+def test_a_stored_result_shows_without_rerunning(page: Any, gui_live: Live) -> None:
+    notebook_id, cell = made_and_run(gui_live)
+    sign_in(page, "reader", "/ui/notebooks")
+    page.get_by_role("link", name="GUI stack counts").first.click()
+    page.get_by_role("heading", name="GUI stack counts").wait_for()
+    page.get_by_role("heading", name="Process names").wait_for()
+    section = page.locator(f'section[data-cell="{cell["cell_id"]}"]')
+    assert section.locator("tbody tr").count() == 3
+    assert section.locator("tbody tr").first.inner_text().split("\t")[1:] == ["sshd", "7"]
+    chart = section.locator("svg.chart")
+    assert chart.locator("rect").count() == 3
+    assert chart.get_by_text("<b>cron</b>", exact=True).count() == 1  # text, not markup
+    widths = [float(r.get_attribute("width")) for r in chart.locator("rect").all()]
+    assert widths[0] > widths[1] > widths[2]
+    assert page.get_by_role("button", name="Rerun").count() == 0  # a reader
+    assert page.get_by_role("button", name="Add cell").count() == 0
+    screenshot(page, "notebook-stored")
+    stored = read_back(gui_live, notebook_id)
+    assert stored.cells[1].ran == cell["ran"]  # opening it ran nothing
+
+
+def test_an_analyst_reruns_a_cell_and_adds_cells(page: Any, gui_live: Live) -> None:
+    notebook_id, cell = made_and_run(gui_live)
+    sign_in(page, "administrator", f"/ui/notebooks/{notebook_id}")
+    page.get_by_role("button", name="Rerun").click()
+    rerun = page.locator(f'section[data-cell="{cell["cell_id"]}"]')
+    rerun.get_by_text("by gui-admin").wait_for()
+    page.get_by_label("Cell kind").select_option("markdown")
+    page.get_by_label("Cell text").fill("## Findings\n\nsshd everywhere.")
+    page.get_by_role("button", name="Add cell").click()
+    page.get_by_role("heading", name="Findings").wait_for()
+    page.get_by_label("Cell kind").select_option("sql")
+    page.get_by_label("Cell text").fill("SELECT 41 + 1 AS answer")
+    page.get_by_role("button", name="Add cell").click()
+    page.get_by_role("cell", name="42", exact=True).wait_for()
+    screenshot(page, "notebook-edited")
+    stored = read_back(gui_live, notebook_id)
+    assert [c.kind for c in stored.cells] == ["markdown", "sql", "markdown", "sql"]
+    assert stored.cells[1].ran > cell["ran"] and stored.cells[3].result["rows"] == [[42]]
