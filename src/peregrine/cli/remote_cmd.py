@@ -100,6 +100,25 @@ FormatOption = Annotated[
 ]
 LimitOption = Annotated[int, typer.Option("--limit", "-n", min=1, help="Rows to show.")]
 AllOption = Annotated[bool, typer.Option("--all", help="Every row, however many.")]
+SortOption = Annotated[str | None, typer.Option("--sort", help="Order the rows by COLUMN.")]
+DescOption = Annotated[bool, typer.Option("--desc", help="With --sort: largest first.")]
+FilterOption = Annotated[
+    list[str] | None,
+    typer.Option(
+        "--filter",
+        help="Keep rows whose COLUMN contains TEXT (column:text), or compare "
+        "(column:>10, :<=2.5, :=x, :!=x); repeatable, all must hold.",
+    ),
+]
+ResultsExportOption = Annotated[
+    Path | None,
+    typer.Option("--export", help="Stream every row to FILE (.csv, .jsonl or .parquet)."),
+]
+
+
+def row_view_options(sort: str | None, desc: bool, filters: list[str] | None) -> dict[str, Any]:
+    """The client's ``sort``/``order``/``filters`` from the command's options."""
+    return {"sort": sort, "order": "desc" if desc else "asc", "filters": filters or ()}
 
 
 def fail(message: str) -> NoReturn:
@@ -464,25 +483,40 @@ def results(
     limit: LimitOption = 100,
     offset: Annotated[int, typer.Option("--offset", min=0)] = 0,
     everything: AllOption = False,
+    sort: SortOption = None,
+    desc: DescOption = False,
+    filters: FilterOption = None,
+    export: ResultsExportOption = None,
     url: UrlOption = None,
     token: TokenOption = None,
     ca_cert: CaOption = None,
 ) -> None:
-    """A collection's results (a page, or --all)."""
+    """A collection's results (a page, or --all; sorted and filtered on the server), or an
+    export of one result set."""
+    view = row_view_options(sort, desc, filters)
     with connected(url, token, ca_cert) as client:
         if artifact is None:
             sets = client.collections.get(flow_id).result_sets()
-            if fmt is not OutputFormat.table and len(sets) > 1:
+            if (fmt is not OutputFormat.table or export is not None) and len(sets) > 1:
                 names = ", ".join(result_set_name(a, s) for a, s in sets)
                 fail(f"{flow_id} has several result sets ({names}): pass --artifact and --source")
         else:
             sets = [(artifact, source)]
+        if export is not None:
+            if not sets:
+                fail(f"{flow_id} has no results yet: wait for it (peregrine flows show {flow_id})")
+            [(name, src)] = sets
+            path = client.collections.export(flow_id, name, export, source=src)
+            err.print(f"exported to {path} ({path.stat().st_size} bytes)", markup=False)
+            return
         for name, src in sets:
-            page = client.collections.results(flow_id, name, src, offset, min(limit, 10_000))
+            page = client.collections.results(
+                flow_id, name, src, offset, min(limit, 10_000), **view
+            )
             rest = None
             if everything and len(page.rows) < page.total - offset:
                 rest = _following(
-                    functools.partial(client.collections.results, flow_id, name, src),
+                    functools.partial(client.collections.results, flow_id, name, src, **view),
                     offset + len(page.rows),
                 )
             if fmt is OutputFormat.table:
@@ -834,13 +868,13 @@ def hunts_results(
         str | None,
         typer.Option("--source", "-s", help="Which source (default: the artifact's only one)."),
     ] = None,
-    export: Annotated[
-        Path | None,
-        typer.Option("--export", help="Stream every row to FILE (.csv, .jsonl or .parquet)."),
-    ] = None,
+    export: ResultsExportOption = None,
     fmt: FormatOption = OutputFormat.table,
     limit: LimitOption = 100,
     everything: AllOption = False,
+    sort: SortOption = None,
+    desc: DescOption = False,
+    filters: FilterOption = None,
     url: UrlOption = None,
     token: TokenOption = None,
     ca_cert: CaOption = None,
@@ -852,11 +886,13 @@ def hunts_results(
             path = client.hunts.export(hunt_id, artifact, export, source=source)
             err.print(f"exported to {path} ({path.stat().st_size} bytes)", markup=False)
             return
-        page = client.hunts.results(hunt_id, artifact, source, 0, min(limit, 10_000))
+        view = row_view_options(sort, desc, filters)
+        page = client.hunts.results(hunt_id, artifact, source, 0, min(limit, 10_000), **view)
         rest = None
         if everything and len(page.rows) < page.total:
             rest = _following(
-                functools.partial(client.hunts.results, hunt_id, artifact, source), len(page.rows)
+                functools.partial(client.hunts.results, hunt_id, artifact, source, **view),
+                len(page.rows),
             )
         emit_rows(_rows(rest, page.rows), fmt, page.rows)
         if not everything and page.total > len(page.rows):
