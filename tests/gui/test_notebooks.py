@@ -1,5 +1,5 @@
 """Notebooks in the browser: a cell's stored result is shown as a table and an SVG bar chart
-when the notebook opens, without running anything; an analyst reruns a cell and adds a
+when the notebook opens, without running anything; an administrator reruns a cell and adds a
 Markdown and a SQL cell (run at once); a reader has none of those controls."""
 
 from __future__ import annotations
@@ -13,6 +13,11 @@ STACK = (
     "SELECT * FROM (VALUES ('sshd', 7), ('bash', 3), ('<b>cron</b>', 1)) AS t(name, n) "
     "ORDER BY n DESC"
 )
+OVER_TIME = (
+    "SELECT * FROM (VALUES ('2026-01-01T00:00:00Z', 2), ('2026-01-02T00:00:00Z', 5), "
+    "('2026-01-03T00:00:00Z', 3)) AS t(day, logins)"
+)
+LINE = {"type": "line", "x": "day", "y": "logins"}
 ADMIN = frozenset({"SERVER_ADMIN"})
 
 
@@ -28,6 +33,7 @@ def made_and_run(gui_live: Live) -> tuple[str, dict[str, Any]]:
         "cells": [
             {"kind": "markdown", "text": "# Process names\n\nHow many hosts run each."},
             {"kind": "sql", "text": STACK, "chart": {"type": "bar", "x": "name", "y": "n"}},
+            {"kind": "sql", "text": OVER_TIME, "chart": LINE},
         ],
     }
     with gui_live.http(gui_live.tokens["administrator"]) as http:
@@ -35,7 +41,7 @@ def made_and_run(gui_live: Live) -> tuple[str, dict[str, Any]]:
         assert made.status_code == 201, made.text
         notebook_id = made.json()["notebook_id"]
         ran = http.post(f"/notebooks/{notebook_id}/run", json={}).json()
-    [cell] = ran["cells"]
+    [cell, _] = ran["cells"]
     return notebook_id, cell
 
 
@@ -53,6 +59,8 @@ def test_a_stored_result_shows_without_rerunning(page: Any, gui_live: Live) -> N
     assert chart.get_by_text("<b>cron</b>", exact=True).count() == 1  # text, not markup
     widths = [float(r.get_attribute("width")) for r in chart.locator("rect").all()]
     assert widths[0] > widths[1] > widths[2]
+    line = page.get_by_role("img", name="Line chart of logins over day").locator("polyline")
+    assert len(line.get_attribute("points").split()) == 3
     assert page.get_by_role("button", name="Rerun").count() == 0  # a reader
     assert page.get_by_role("button", name="Add cell").count() == 0
     screenshot(page, "notebook-stored")
@@ -60,11 +68,11 @@ def test_a_stored_result_shows_without_rerunning(page: Any, gui_live: Live) -> N
     assert stored.cells[1].ran == cell["ran"]  # opening it ran nothing
 
 
-def test_an_analyst_reruns_a_cell_and_adds_cells(page: Any, gui_live: Live) -> None:
+def test_an_administrator_reruns_a_cell_and_adds_cells(page: Any, gui_live: Live) -> None:
     notebook_id, cell = made_and_run(gui_live)
     sign_in(page, "administrator", f"/ui/notebooks/{notebook_id}")
-    page.get_by_role("button", name="Rerun").click()
     rerun = page.locator(f'section[data-cell="{cell["cell_id"]}"]')
+    rerun.get_by_role("button", name="Rerun").click()
     rerun.get_by_text("by gui-admin").wait_for()
     page.get_by_label("Cell kind").select_option("markdown")
     page.get_by_label("Cell text").fill("## Findings\n\nsshd everywhere.")
@@ -76,5 +84,5 @@ def test_an_analyst_reruns_a_cell_and_adds_cells(page: Any, gui_live: Live) -> N
     page.get_by_role("cell", name="42", exact=True).wait_for()
     screenshot(page, "notebook-edited")
     stored = read_back(gui_live, notebook_id)
-    assert [c.kind for c in stored.cells] == ["markdown", "sql", "markdown", "sql"]
-    assert stored.cells[1].ran > cell["ran"] and stored.cells[3].result["rows"] == [[42]]
+    assert [c.kind for c in stored.cells] == ["markdown", "sql", "sql", "markdown", "sql"]
+    assert stored.cells[1].ran > cell["ran"] and stored.cells[4].result["rows"] == [[42]]
