@@ -1,9 +1,10 @@
 """``peregrine.client``: the typed Python client of Peregrine's REST API (``/api/v1``).
 
 ``Peregrine`` is synchronous, ``AsyncPeregrine`` the same with ``await``; both group the API
-by resource: ``clients``, ``collections``, ``hunts``, ``artifacts``, ``users``, ``tokens``,
-``audit``, plus ``status()`` and ``me()``. Answers are typed values (``peregrine.client.models``)
-and failures one exception tree (``peregrine.client.errors``)::
+by resource: ``clients``, ``collections``, ``hunts``, ``files`` (the file browser),
+``artifacts``, ``users``, ``tokens``, ``audit``, ``events``, ``alerts``..., plus ``status()``
+and ``me()``. Answers are typed values (``peregrine.client.models``) and failures one
+exception tree (``peregrine.client.errors``)::
 
     from peregrine.client import Peregrine
 
