@@ -3,6 +3,8 @@ collection and for a hunt; bad sorts and filters say what the result set has."""
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import pytest
 
 from tests.api.conftest import Live, Objects
@@ -71,3 +73,22 @@ def test_a_hunts_results_sort_by_client_and_filter(live: Live, objects: Objects)
     page = answer.json()
     assert [r["n"] for r in page["rows"]] == [2, 1]
     assert all(r["client_id"] == live.client_id and r["hostname"] for r in page["rows"])
+
+
+def test_a_sort_past_its_time_out_is_a_504_that_says_what_to_do(live: Live, numbers: str) -> None:
+    engine = live.server.services.analysis
+    kept = engine.limits
+    engine.limits = replace(kept, timeout=1e-6)
+    try:
+        with live.http(live.tokens["reader"]) as http:
+            answer = http.get(
+                f"/collections/{numbers}/results",
+                params={"artifact": "Test.Numbers", "sort": "n"},
+            )
+    finally:
+        engine.limits = kept
+    assert answer.status_code == 504, answer.text
+    assert answer.headers["Retry-After"] == "60"
+    detail = answer.json()["detail"]
+    assert "ran out of time" in detail and "Parquet copy" in detail and "without sorting" in detail
+    assert results(live, numbers, sort="n", limit=1)["rows"] == [{"n": 1, "label": "row 00000001"}]

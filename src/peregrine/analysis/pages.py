@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import math
 import re
+import time
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -110,10 +111,11 @@ def select_sql(table: str, columns: Sequence[str], query: RowQuery, extra: str =
     return sql
 
 
-def columns_of(engine: AnalysisEngine, table: str) -> list[str]:
+def columns_of(engine: AnalysisEngine, table: str, deadline: float | None = None) -> list[str]:
     """The columns of a result set's table as the engine reads it (a hunt's gain
     ``client_id`` and ``hostname``)."""
-    with engine.run(f"SELECT * FROM {table} LIMIT 0", PAGE_PERMISSIONS) as result:
+    sql = f"SELECT * FROM {table} LIMIT 0"
+    with engine.run(sql, PAGE_PERMISSIONS, deadline=deadline) as result:
         return result.columns
 
 
@@ -126,16 +128,20 @@ def page(
     limit: int,
 ) -> tuple[list[dict[str, Any]], int]:
     """One page of the rows ``query`` keeps, in its order, and how many it keeps in all.
-    ``columns`` (None: asked of the engine) are those a sort or filter may name."""
+    ``columns`` (None: asked of the engine) are those a sort or filter may name. Its
+    queries share the engine's one time-out: the page is one answer."""
+    deadline = time.monotonic() + engine.limits.timeout
     if columns is None:
-        columns = columns_of(engine, table)
+        columns = columns_of(engine, table, deadline)
     sql = select_sql(table, columns, query, f", count(*) OVER () AS {_TOTAL}")
-    rows = _rows(engine, f"{sql} LIMIT {int(limit)} OFFSET {int(offset)}")
+    rows = _rows(engine, f"{sql} LIMIT {int(limit)} OFFSET {int(offset)}", deadline)
     if rows:
         total = int(rows[0][_TOTAL])
     else:  # past the end: count on its own
         counted = _rows(
-            engine, f"SELECT count(*) AS {_TOTAL} FROM ({select_sql(table, columns, query)})"
+            engine,
+            f"SELECT count(*) AS {_TOTAL} FROM ({select_sql(table, columns, query)})",
+            deadline,
         )
         total = int(counted[0][_TOTAL])
     for row in rows:
@@ -143,6 +149,6 @@ def page(
     return rows, total
 
 
-def _rows(engine: AnalysisEngine, sql: str) -> list[dict[str, Any]]:
-    with engine.run(sql, PAGE_PERMISSIONS) as result:
+def _rows(engine: AnalysisEngine, sql: str, deadline: float) -> list[dict[str, Any]]:
+    with engine.run(sql, PAGE_PERMISSIONS, deadline=deadline) as result:
         return [tag_record(r) for batch in result for r in batch.to_pylist()]

@@ -12,6 +12,7 @@ For each result set with rows, in order of preference:
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -57,11 +58,19 @@ class ResultSets:
         self.datastore = datastore
         self.filestore = filestore
 
-    def resolve(self, calls: list[TableCall], scratch: Path, max_copy_bytes: int) -> Resolved:
+    def resolve(
+        self,
+        calls: list[TableCall],
+        scratch: Path,
+        max_copy_bytes: int,
+        check_time: Callable[[], None] = lambda: None,
+    ) -> Resolved:
+        """The files of ``calls``; ``check_time`` is called per file (it raises past the
+        query's deadline: a hunt has a file per client)."""
         resolved = Resolved()
         for call in calls:
             if call.function == "events":
-                resolved.files[call] = self._events(call, scratch, resolved)
+                resolved.files[call] = self._events(call, scratch, resolved, check_time)
                 _check_copied(resolved, max_copy_bytes)
                 continue
             if call.function == "flow":
@@ -72,6 +81,7 @@ class ResultSets:
                 continue
             files: list[ResultFile] = []
             for client_id, flow_id, hostname, state in targets:
+                check_time()
                 found = self._file(
                     call, client_id, flow_id, hostname, state in FINAL_STATES, scratch, resolved
                 )
@@ -133,7 +143,13 @@ class ResultSets:
         resolved.copied_bytes += length
         return ResultFile(snapshot, False, client_id, hostname, columns)
 
-    def _events(self, call: TableCall, scratch: Path, resolved: Resolved) -> list[ResultFile]:
+    def _events(
+        self,
+        call: TableCall,
+        scratch: Path,
+        resolved: Resolved,
+        check_time: Callable[[], None],
+    ) -> list[ResultFile]:
         """The day files of ``events(artifact, client, since, until)``: only the days the range
         touches; a day still being written is read up to its commit record (a copy)."""
         artifact, client, since, until = call.args
@@ -143,6 +159,7 @@ class ResultSets:
         clients = [client] if client else events.clients_of(artifact)
         found: list[ResultFile] = []
         for client_id in clients:
+            check_time()
             stems = events.day_stems(client_id, artifact, start, end)
             if not stems:
                 continue

@@ -41,7 +41,8 @@ async def sorted_page(
     offset: int,
     limit: int,
 ) -> tuple[list[dict[str, Any]], int]:
-    """The page, or a 400 that says which columns there are (503 if the engine is busy)."""
+    """The page, or a 400 that says which columns there are (504 past the engine's time-out,
+    which the page's queries share)."""
     engine = context(request).services.analysis
     try:
         return await asyncio.to_thread(page, engine, table, columns, query, offset, limit)
@@ -49,8 +50,8 @@ async def sorted_page(
         raise HTTPException(400, str(exc)) from None
     except QueryTimedOut as exc:
         raise HTTPException(
-            503, f"{exc}; sorting or filtering took too long: narrow the filters or retry",
-            headers={"Retry-After": "5"},
+            504, f"sorting or filtering ran out of time: {exc}; or page without sorting",
+            headers={"Retry-After": "60"},
         ) from None  # fmt: skip
     except AnalysisError as exc:
         raise HTTPException(400, f"cannot sort or filter these rows: {exc}") from None
