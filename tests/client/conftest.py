@@ -159,3 +159,12 @@ def live(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Live]:
 def client(live: Live) -> Iterator[Peregrine]:
     with live.client() as peregrine:
         yield peregrine
+
+
+@pytest.fixture
+def no_connection_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """A CLI test reaches the live server only through the settings it passes: none from the
+    environment, and no local login (one a server on this machine may have written)."""
+    for name in ("PEREGRINE_URL", "PEREGRINE_TOKEN", "PEREGRINE_CA_CERT"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("PEREGRINE_DATA_DIR", str(tmp_path / "no-server-here"))

@@ -21,11 +21,7 @@ remote_cmd.register(app)
 runner = CliRunner()
 
 
-@pytest.fixture(autouse=True)
-def no_connection_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
-    for name in ("PEREGRINE_URL", "PEREGRINE_TOKEN", "PEREGRINE_CA_CERT"):
-        monkeypatch.delenv(name, raising=False)
-    monkeypatch.setenv("PEREGRINE_DATA_DIR", str(tmp_path / "no-server-here"))
+pytestmark = pytest.mark.usefixtures("no_connection_env")
 
 
 def run(live: Live, *args: str) -> Result:

@@ -111,6 +111,18 @@ def row_params(sort: str | None = None, order: str = "asc", filters: Iterable[st
     return {"sort": sort, "order": order if sort else None, "filter": list(filters) or None}
 
 
+def _results_page(
+    owner: str, artifact: str, source: str, offset: int, limit: int, view: RowView
+) -> Call[RowsPage]:
+    """A page of a collection's or hunt's (``owner``'s path) result set."""
+    params = {"artifact": artifact, "source": source, "offset": offset, "limit": limit}
+    return _call("GET", f"{owner}/results", RowsPage, **params, **row_params(*view))
+
+
+def _export(owner: str, artifact: str, source: str, fmt: str) -> Call[None]:
+    return _call("GET", f"{owner}/export", None, artifact=artifact, source=source, format=fmt)
+
+
 def segment(value: str) -> str:
     """One path segment, escaped (ids are checked by the server; names may hold anything)."""
     return quote(value, safe="")
@@ -296,16 +308,13 @@ class Api:
     def collection_results(
         flow_id: str, artifact: str, source: str, offset: int, limit: int, view: RowView = ()
     ) -> Call[RowsPage]:
-        path = f"/collections/{segment(flow_id)}/results"
-        return _call(
-            "GET", path, RowsPage, artifact=artifact, source=source, offset=offset, limit=limit,
-            **row_params(*view),
-        )  # fmt: skip
+        return _results_page(
+            f"/collections/{segment(flow_id)}", artifact, source, offset, limit, view
+        )
 
     @staticmethod
     def collection_export(flow_id: str, artifact: str, source: str, fmt: str) -> Call[None]:
-        path = f"/collections/{segment(flow_id)}/export"
-        return _call("GET", path, None, artifact=artifact, source=source, format=fmt)
+        return _export(f"/collections/{segment(flow_id)}", artifact, source, fmt)
 
     @staticmethod
     def collection_uploads(flow_id: str) -> Call[list[Upload]]:
@@ -359,16 +368,11 @@ class Api:
     def hunt_results(
         hunt_id: str, artifact: str, source: str, offset: int, limit: int, view: RowView = ()
     ) -> Call[RowsPage]:
-        path = f"/hunts/{segment(hunt_id)}/results"
-        return _call(
-            "GET", path, RowsPage, artifact=artifact, source=source, offset=offset, limit=limit,
-            **row_params(*view),
-        )  # fmt: skip
+        return _results_page(f"/hunts/{segment(hunt_id)}", artifact, source, offset, limit, view)
 
     @staticmethod
     def hunt_export(hunt_id: str, artifact: str, source: str, fmt: str) -> Call[None]:
-        path = f"/hunts/{segment(hunt_id)}/export"
-        return _call("GET", path, None, artifact=artifact, source=source, format=fmt)
+        return _export(f"/hunts/{segment(hunt_id)}", artifact, source, fmt)
 
     # artifacts
     @staticmethod
