@@ -336,6 +336,35 @@ def test_hash_of_link_is_its_targets_and_others_are_null(query: Query, tmp_path:
     }
 
 
+def test_a_walk_reading_no_stat_column_stats_nothing(engine: Any, tmp_path: Path) -> None:
+    """Files removed after their directory was listed: a statement reading only name and type
+    (from readdir's d_type) still lists them, which it could not had it stat'ed each entry; one
+    reading size stats each and skips the vanished ones with a warning."""
+
+    def removed_after_the_first_row(sql: str) -> tuple[list[tuple[Any, ...]], list[str]]:
+        make(tmp_path, "a", "b", "c", "d/")
+        result = engine.execute(sql, [f"{tmp_path}/*"])
+        rows = iter(result)
+        first = next(rows)
+        (tmp_path / "b").unlink()
+        (tmp_path / "c").unlink()
+        return [first, *rows], list(result.warnings)
+
+    rows, warnings = removed_after_the_first_row("SELECT name, type FROM glob(?)")
+    assert rows == [("a", "file"), ("b", "file"), ("c", "file"), ("d", "dir")]
+    assert warnings == []
+    rows, warnings = removed_after_the_first_row("SELECT name, size FROM glob(?)")
+    assert [row[0] for row in rows] == ["a", "d"]
+    assert sum("vanished" in w for w in warnings) == 2
+
+
+def test_sizes_read_row_by_row_belong_to_their_rows(query: Query, tmp_path: Path) -> None:
+    for n in range(5):
+        (tmp_path / f"f{n}").write_bytes(b"x" * n)
+    rows = query("SELECT name, size FROM glob(?) WHERE type = 'file'", [f"{tmp_path}/*"])
+    assert [(r["name"], r["size"]) for r in rows] == [(f"f{n}", n) for n in range(5)]
+
+
 @needs_proc_io
 def test_hashes_are_read_only_when_selected(engine: Any, tmp_path: Path) -> None:
     # Real I/O accounting, no spy: 4 files of 4 MiB are 16 MiB to read if hashed.

@@ -97,6 +97,10 @@ class QueryContext:
     #: Set when an event plugin (one that never ends) starts in this query: a row limit then
     #: stops at its last row instead of waiting for one more event to say there were more.
     events: bool = False
+    #: The columns the statement reads from the table plugin starting now (set just before its
+    #: generator starts; None: all, as when a plugin is called outside SQLite). ``glob`` then
+    #: stats an entry only when a stat column is read.
+    columns_read: frozenset[str] | None = None
 
     @property
     def deadline(self) -> float | None:

@@ -23,6 +23,7 @@ if TYPE_CHECKING:
 
 _PLAIN_TYPES = (type(None), int, float, str, bytes)
 _CHECK_EVERY = 256
+_COLUMNS_IN_MASK = 62  # columns 0-61 as bits of idxNum; a statement reading any later one reads all
 #: The planner's cost of entering an event plugin: more than any scan of an ordinary plugin.
 EVENTS_COST = 1e15
 
@@ -156,6 +157,8 @@ class PluginTable:
             is_argument = self.order[info.get_aConstraint_iColumn(given[arg_index])] < 0
             info.set_aConstraintUsage_omit(given[arg_index], is_argument)
         info.idxStr = ",".join(str(n) for n in order)
+        used = info.colUsed  # SQLite's bit 63 stands for every column from 63 on
+        info.idxNum = -1 if any(c >= _COLUMNS_IN_MASK for c in used) else sum(1 << c for c in used)
         if self.plugin.events:
             # Never ends: as an inner loop it would be entered once per outer row and never
             # left. Costly to enter and one row deep, it is always the outer loop.
@@ -202,6 +205,7 @@ class PluginCursor:
         self.ctx.check()
         self.rowid = 0
         self.ctx.events = self.ctx.events or self.plugin.events
+        self.ctx.columns_read = self._columns_read(indexnum)
         try:
             self.rows = self.plugin.rows(self.ctx, args)
         except QueryError:
@@ -209,6 +213,13 @@ class PluginCursor:
         except Exception as exc:
             raise PluginError(self.plugin.name, f"{type(exc).__name__}: {exc}") from exc
         self.Next()
+
+    def _columns_read(self, mask: int) -> frozenset[str] | None:
+        """The plugin columns in SQLite's colUsed mask (-1: all)."""
+        if mask < 0:
+            return None
+        entries = (self.order[n] for n in range(len(self.order)) if mask >> n & 1)
+        return frozenset(self.names[entry] for entry in entries if entry >= 0)
 
     def Next(self) -> None:
         self.rowid += 1
