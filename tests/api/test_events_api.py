@@ -59,6 +59,10 @@ def test_assign_read_export_follow_and_unassign(own: Live, tmp_path: Path) -> No
         out = reader.events.export(client_id, TICKS, tmp_path / "ticks.jsonl", start=0)
         exported = [json.loads(line) for line in out.read_text().splitlines()]
         assert exported[0]["tick"] == 1 and exported[0]["_seq"] == 1
+        # Without a range: the last day (and the next, for an agent whose clock runs fast).
+        assert reader.events.rows(client_id, TICKS)[0]["_seq"] == 1
+        out = reader.events.export(client_id, TICKS, tmp_path / "recent.jsonl")
+        assert json.loads(out.read_text().splitlines()[0])["_seq"] == 1
 
         # Follow live: a new assignment restarts the worker, whose first tick comes at once.
         seen: list[dict[str, Any]] = []

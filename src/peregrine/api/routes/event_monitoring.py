@@ -150,8 +150,12 @@ async def status(
 
 
 def _range(start: float | None, end: float | None) -> tuple[float, float]:
-    end = time.time() + 86400 if end is None else end
-    start = end - 86400 if start is None else start
+    """Without ``end``: a day ahead of now (an agent's clock may run fast); without ``start``:
+    the day before ``end``, or before now when no ``end`` is given."""
+    now = time.time()
+    if start is None:
+        start = (now if end is None else end) - 86400
+    end = now + 86400 if end is None else end
     if start > end:
         raise HTTPException(400, "start must not be after end")
     return start, end
