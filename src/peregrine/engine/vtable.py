@@ -23,7 +23,7 @@ if TYPE_CHECKING:
 
 _PLAIN_TYPES = (type(None), int, float, str, bytes)
 _CHECK_EVERY = 256
-_COLUMNS_IN_MASK = 62  # columns 0-61 as bits of idxNum; a statement reading any later one reads all
+_COLUMNS_IN_MASK = 31  # idxNum is a 32-bit int: columns 0-30 as bits; reading a later one: all
 #: The planner's cost of entering an event plugin: more than any scan of an ordinary plugin.
 EVENTS_COST = 1e15
 
@@ -157,7 +157,7 @@ class PluginTable:
             is_argument = self.order[info.get_aConstraint_iColumn(given[arg_index])] < 0
             info.set_aConstraintUsage_omit(given[arg_index], is_argument)
         info.idxStr = ",".join(str(n) for n in order)
-        used = info.colUsed  # SQLite's bit 63 stands for every column from 63 on
+        used = info.colUsed  # SQLite puts every column from 63 on in 63
         info.idxNum = -1 if any(c >= _COLUMNS_IN_MASK for c in used) else sum(1 << c for c in used)
         if self.plugin.events:
             # Never ends: as an inner loop it would be entered once per outer row and never

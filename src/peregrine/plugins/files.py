@@ -26,6 +26,7 @@ import fnmatch
 import grp
 import itertools
 import json
+import operator
 import os
 import pwd
 import re
@@ -314,7 +315,7 @@ def group_patterns(
 # --- the walk ------------------------------------------------------------------------------------
 
 
-@dataclass
+@dataclass(slots=True)
 class Found:
     """One matched entry. ``entry`` is set when it came from ``scandir`` (its stat is cached)."""
 
@@ -477,10 +478,13 @@ class Walker:
             except OSError as exc:
                 self.ctx.warn(f"glob(): cannot list {dirpath}: {exc.strerror or exc}")
                 return []
+            if self.seen // _CHECK_EVERY != (self.seen + len(entries)) // _CHECK_EVERY:
+                self.ctx.check()
+            self.seen += len(entries)
+            if not literals and not wildcards:  # only '**' here: every entry is a candidate
+                entries.sort(key=_name_of)
+                return self._star_children(entries, dirpath, star_match, star_live, chain)
             for entry in entries:
-                self.seen += 1
-                if self.seen % _CHECK_EVERY == 0:
-                    self.ctx.check()
                 name = entry.name
                 explicit: set[Position] = set(literals.get(name, ()))
                 for regex, nxt in wildcards:
@@ -490,7 +494,7 @@ class Walker:
                     candidates.append((name, entry, self._close(explicit)))
                 elif star:
                     candidates.append((name, entry, empty))
-            candidates.sort(key=lambda c: c[0])
+            candidates.sort(key=_first)
         else:
             for name in sorted(literals):
                 candidates.append((name, None, self._close(literals[name])))
@@ -508,8 +512,16 @@ class Walker:
                 except OSError as exc:
                     self.ctx.warn(f"glob(): cannot stat {path}: {exc.strerror or exc}")
                     continue
-            live_explicit = self._live(explicit_next) if explicit_next else empty
-            below = self._descend(found, live_explicit, star_live, chain)
+            if explicit_next:
+                below = self._descend(found, self._live(explicit_next), star_live, chain)
+            elif (
+                dir_entry is not None
+                and not dir_entry.is_dir(follow_symlinks=False)
+                and not dir_entry.is_symlink()
+            ):
+                below = None  # nothing to enter (d_type: no stat)
+            else:
+                below = self._descend(found, empty, star_live, chain)
             if below is _VANISHED:
                 continue
             matched = star_match or self._terminal(explicit_next)
@@ -521,6 +533,32 @@ class Walker:
                         below[2] if below else chain,
                     )
                 )
+        return out
+
+    def _star_children(
+        self,
+        entries: list[os.DirEntry[str]],
+        dirpath: str,
+        matched: bool,
+        live: frozenset[Position],
+        chain: frozenset[tuple[int, int]],
+    ) -> list[tuple[Found | None, tuple[str, frozenset[Position]] | None, frozenset[Any]]]:
+        """``_children`` where only ``**`` reaches: the hot loop of a tree walk, kept short
+        (an entry that is neither a directory nor a link, by ``d_type``, is not looked at again)."""
+        out = []
+        prefix = dirpath if dirpath.endswith("/") else dirpath + "/"
+        for entry in entries:
+            name = entry.name
+            found = Found(prefix + name, name, dirpath, entry, None)
+            if entry.is_dir(follow_symlinks=False) or entry.is_symlink():
+                below = self._descend(found, frozenset(), live, chain)
+                if below is _VANISHED:
+                    continue
+                if below is not None:
+                    out.append((found if matched else None, below[:2], below[2]))
+                    continue
+            if matched:
+                out.append((found, None, chain))
         return out
 
     def _descend(
@@ -573,6 +611,8 @@ class Walker:
 
 
 _VANISHED = object()
+_name_of = operator.attrgetter("name")
+_first = operator.itemgetter(0)
 
 
 def patterns_argument(pattern: Any, plugin: str = "glob") -> list[str]:
