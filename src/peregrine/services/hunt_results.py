@@ -2,8 +2,9 @@
 
 Rows stay where the flows wrote them (the filestore, per client and flow); the combined view adds
 ``client_id`` and ``hostname`` to each row and walks the flows in schedule order. A page skips
-whole flows by their row counts and then seeks inside one flow with its row index, so reading
-page 5,000 costs the same as page 1. Exports stream (CSV, JSONL, Parquet) batch by batch:
+whole flows by their row counts (kept between pages for flows that are done:
+``hunt_row_counts.py``) and then seeks inside one flow with its row index, so reading page 5,000
+costs the same as page 1. Exports stream (CSV, JSONL, Parquet) batch by batch:
 memory stays flat and nothing times out, whatever the size.
 """
 
@@ -18,6 +19,8 @@ from typing import IO, Any
 from peregrine.datastore import Datastore
 from peregrine.filestore import Filestore
 
+from .hunt_row_counts import HuntRowCounts
+
 BATCH_ROWS = 5000
 EXPORT_FORMATS = ("csv", "jsonl", "parquet")
 
@@ -26,6 +29,7 @@ class HuntResults:
     def __init__(self, datastore: Datastore, filestore: Filestore) -> None:
         self.datastore = datastore
         self.filestore = filestore
+        self.row_counts = HuntRowCounts(datastore, filestore)
 
     def _flows(self, hunt_id: str) -> Iterator[tuple[str, str, str | None]]:
         offset = 0
@@ -38,9 +42,7 @@ class HuntResults:
             offset += 1000
 
     def count(self, hunt_id: str, artifact: str, source: str = "") -> int:
-        return sum(
-            self.filestore.row_count(c, f, artifact, source) for c, f, _ in self._flows(hunt_id)
-        )
+        return self.row_counts.count(hunt_id, artifact, source)
 
     def iter_batches(
         self, hunt_id: str, artifact: str, source: str = "", batch: int = BATCH_ROWS
@@ -61,17 +63,14 @@ class HuntResults:
     ) -> list[dict[str, Any]]:
         """Rows ``offset`` to ``offset + limit`` of the combined result set."""
         out: list[dict[str, Any]] = []
-        skip = offset
-        for client_id, flow_id, hostname in self._flows(hunt_id):
-            rows_here = self.filestore.row_count(client_id, flow_id, artifact, source)
-            if skip >= rows_here:
-                skip -= rows_here
+        for span in self.row_counts.spans(hunt_id, artifact, source, from_row=offset):
+            skip = max(0, offset - span.start)
+            if skip >= span.rows:
                 continue
             rows = self.filestore.read_rows(
-                client_id, flow_id, artifact, source, skip, limit - len(out)
+                span.client_id, span.flow_id, artifact, source, skip, limit - len(out)
             )
-            out += [{"client_id": client_id, "hostname": hostname, **row} for row in rows]
-            skip = 0
+            out += [{"client_id": span.client_id, "hostname": span.hostname, **r} for r in rows]
             if len(out) >= limit:
                 break
         return out
