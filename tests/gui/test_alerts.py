@@ -29,7 +29,9 @@ def test_an_alert_appears_live_and_an_investigator_acknowledges_it(
     page.get_by_role("heading", name="Alerts").wait_for()
     with gui_live.http(gui_live.tokens["administrator"]) as http:
         assert http.post("/rules", json=RULE).status_code == 200
-        # (Re)assigning restarts the agent's worker, whose first tick comes at once.
+        # A fresh assignment starts the agent's worker, whose first tick comes at once (an
+        # earlier test may have left one running: stopped first, so it starts again).
+        assert http.delete("/events/assignments/Test.Ticks").status_code in (200, 404)
         assigned = http.post("/events/assignments", json={"artifact": "Test.Ticks"})
         assert assigned.status_code == 201
     row = page.locator("tbody tr", has_text=RULE["rule_id"]).first

@@ -53,6 +53,14 @@ def test_assign_an_event_artifact_with_parameters_then_unassign_it(
 def test_a_clients_recent_events_and_status(page: Any, gui_live: Live) -> None:
     with gui_live.http(gui_live.tokens["administrator"]) as http:
         assert http.post("/events/assignments", json={"artifact": "Test.Ticks"}).status_code == 201
+    try:
+        shows_rows_and_status(page, gui_live)
+    finally:
+        with gui_live.http(gui_live.tokens["administrator"]) as http:
+            http.delete("/events/assignments/Test.Ticks")
+
+
+def shows_rows_and_status(page: Any, gui_live: Live) -> None:
     sign_in(page, "reader", "/ui/events")
     page.get_by_role("heading", name="Event monitoring").wait_for()
     assert page.get_by_role("button", name="Assign", exact=True).count() == 0  # a reader

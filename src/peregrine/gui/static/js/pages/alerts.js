@@ -89,7 +89,9 @@ function alertsTable(alerts, comments, acknowledge) {
     { label: "Raised", cell: (a) => when(a.time) },
     { label: "Severity", cell: (a) => badge(a.severity) },
     { label: "Rule", class: "mono", cell: (a) => a.rule_id },
-    { label: "Summary", cell: (a) => a.summary },
+    { label: "Summary", cell: (a) => [a.summary, a.rows.length ? h("details", { class: "json" },
+      h("summary", {}, a.rows.length === 1 ? "the event" : `${a.rows.length} events`),
+      h("pre", {}, JSON.stringify(a.rows, null, 2))) : null] },
     { label: "Client", cell: (a) => a.client_id
       ? link(`/ui/clients/${a.client_id}`, a.hostname || a.client_id) : "—" },
     { label: "State", cell: (a) => badge(a.state) },

@@ -15,9 +15,11 @@ export async function eventsPage(_params, query) {
   ]);
   const status = h("div", { "aria-live": "polite" });
   const assignments = h("div");
+  const recent = recentRows(query);
   function drawAssignments(set) {
     replace(assignments, assignmentsTable(set.assignments, unassign),
       h("p", { class: "hint" }, `Assignments version ${set.version}.`));
+    recent.offer(set.assignments.map((a) => a.artifact));
   }
   async function unassign(artifact) {
     try {
@@ -28,7 +30,6 @@ export async function eventsPage(_params, query) {
     }
   }
   drawAssignments(assigned);
-  const recent = recentRows(query, assigned.assignments);
   const node = h("div", { class: "page" },
     pageHead("Event monitoring", { sub: "Event artifacts run continuously on the clients they are assigned to." }),
     status,
@@ -96,12 +97,12 @@ function statusTable(statuses, showFor) {
 }
 
 /** A client's rows of one artifact in a time range, a page at a time (oldest first). */
-function recentRows(query, assignments) {
+function recentRows(query) {
   const client = h("input", { name: "client", "aria-label": "Client id", placeholder: "C.…",
     value: query.get("client_id") || "", required: true, pattern: "C\\.[0-9a-f]{16}",
     title: "C. and 16 hex digits" });
-  const artifact = h("select", { name: "artifact", "aria-label": "Event artifact", required: true },
-    assignments.map((a) => h("option", { value: a.artifact }, a.artifact)));
+  const artifact = h("select", { name: "artifact", "aria-label": "Event artifact", required: true });
+  const none = h("p", { class: "hint" }, "Assign an event artifact to read its events.");
   const hours = h("select", { "aria-label": "Time range" },
     [[1, "last hour"], [24, "last day"], [168, "last week"]].map(([n, label]) =>
       h("option", { value: n, selected: n === 24 }, label)));
@@ -123,6 +124,12 @@ function recentRows(query, assignments) {
       replace(out, message("error", exc.message));
     }
   }
+  /** The artifacts to choose from: those assigned, and any one a status row names. */
+  function offer(names) {
+    const chosen = artifact.value;
+    replace(artifact, names.map((n) => h("option", { value: n, selected: n === chosen }, n)));
+    none.hidden = names.length > 0;
+  }
   function showFor(clientId, name) {
     client.value = clientId;
     if (![...artifact.options].some((o) => o.value === name)) artifact.append(h("option", { value: name }, name));
@@ -131,10 +138,10 @@ function recentRows(query, assignments) {
     client.scrollIntoView({ block: "start" });
   }
   const node = [
-    assignments.length ? null : h("p", { class: "hint" }, "Assign an event artifact to read its events."),
+    none,
     h("form", { class: "inline-form", onsubmit: (e) => { e.preventDefault(); show(0); } },
       client, artifact, hours, h("button", { type: "submit" }, "Show events")),
     out,
   ];
-  return { node, showFor };
+  return { node, showFor, offer };
 }
