@@ -1,6 +1,6 @@
 """Alerts in the browser: an event from the real agent matches a rule, the alert appears on an
 open Alerts page without a reload, and an investigator acknowledges it with a comment; a reader
-sees it with no control to acknowledge, and the API refuses the reader's session anyway."""
+sees it and the rules with no control to acknowledge, and the API refuses the reader anyway."""
 
 from __future__ import annotations
 
@@ -67,10 +67,15 @@ def test_a_reader_sees_alerts_but_cannot_acknowledge_them(page: Any, gui_live: L
             }
         ]
     )
+    with gui_live.http(gui_live.tokens["administrator"]) as http:
+        rule = {**RULE, "rule_id": "Test.GuiReaderRule", "enabled": False}
+        assert http.post("/rules", json=rule).status_code == 200
     sign_in(page, "reader", "/ui/alerts")
     page.locator("tbody tr", has_text="for the reader's eyes").wait_for()
     assert page.get_by_role("button", name="Acknowledge", exact=False).count() == 0
     assert page.get_by_role("columnheader", name="Action").count() == 0
+    rules = page.locator("section", has_text="Rules").locator("tbody")
+    rules.get_by_role("cell", name="Test.GuiReaderRule", exact=True).wait_for()
     path = f"/api/v1/alerts/{alert.alert_id}/acknowledge"
     status, body = page.evaluate(POST_FROM_PAGE, [path, {"comment": "no"}])
     assert status == 403 and "ACKNOWLEDGE_ALERTS" in body

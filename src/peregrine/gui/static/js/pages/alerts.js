@@ -1,9 +1,9 @@
 // Alerts raised by rules: filtered by state, severity and client, acknowledged with a comment
-// by those allowed to; the list is read again when events arrive (the follow stream) and on a
+// by those allowed to, with the rules that raise them below; the list is read again when events arrive (the follow stream) and on a
 // timer, since an alert is raised a moment after the event that matched.
 
 import { get, post, watch } from "../api.js";
-import { badge, h, link, message, pageHead, replace, table, when } from "../dom.js";
+import { badge, h, link, message, pageHead, replace, section, table, when } from "../dom.js";
 import { navigate } from "../router.js";
 import { can } from "../session.js";
 
@@ -53,7 +53,7 @@ export async function alertsPage(_params, query) {
     }
   }
   const quietly = () => refresh().catch((exc) => replace(status, message("error", exc.message)));
-  await refresh();
+  const [rules] = await Promise.all([get("/rules"), refresh()]);
 
   let pending = null;
   const stopFollow = watch("/events/follow", () => {
@@ -64,7 +64,7 @@ export async function alertsPage(_params, query) {
   const node = h("div", { class: "page" },
     pageHead("Alerts", { sub: "Raised by rules over incoming events; new ones appear as they come.",
       actions: filterForm(filters, go) }),
-    status, list);
+    status, list, section("Rules", rulesTable(rules)));
   return { node, stop: () => { stopFollow(); clearInterval(timer); clearTimeout(pending); } };
 }
 
@@ -116,4 +116,17 @@ function acknowledgeForm(alert, comments, acknowledge) {
     acknowledge(alert, box);
   } }, box, h("button", { type: "submit", "aria-label": `Acknowledge alert ${alert.alert_id}` },
     "Acknowledge"));
+}
+
+function rulesTable(rules) {
+  return table([
+    { label: "Rule", class: "mono", cell: (r) => r.rule_id },
+    { label: "Severity", cell: (r) => badge(r.severity) },
+    { label: "On", cell: (r) => r.enabled ? "enabled" : "disabled" },
+    { label: "Artifacts", class: "mono", cell: (r) => r.artifacts.join(", ") },
+    { label: "Condition", cell: (r) => [h("code", {}, r.condition), r.window
+      ? ` · ${r.window.threshold} within ${r.window.seconds} s` : ""] },
+    { label: "Description", cell: (r) => r.description },
+    { label: "Version", class: "num", cell: (r) => `${r.version}${r.builtin ? " (built-in)" : ""}` },
+  ], rules, { empty: "No rule: an administrator adds them (peregrine rules add, or POST /api/v1/rules)." });
 }
