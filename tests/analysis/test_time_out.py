@@ -53,7 +53,7 @@ def seeded(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Seeded]:
 def one_slot(seeded: Seeded, timeout: float, scratch: Path) -> AnalysisEngine:
     limits = AnalysisLimits(timeout=timeout, concurrent=1)
     engine = AnalysisEngine(seeded.datastore, seeded.filestore, limits, scratch)
-    engine.copies.schedule = lambda paths: None  # type: ignore[method-assign]  # JSONL stays
+    engine.copies.schedule = lambda stems: 0  # type: ignore[method-assign]  # JSONL stays
     return engine
 
 
