@@ -108,6 +108,18 @@ def test_loading_on_demand_gives_every_command_of_the_full_table() -> None:
         ), name
 
 
+def test_a_mistyped_command_is_refused_with_the_close_ones(tmp_path: Path) -> None:
+    done = subprocess.run(
+        [sys.executable, "-c", "from peregrine.cli import main; main()", "clinets"],
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+        timeout=120,
+    )
+    assert done.returncode == 2
+    assert "No such command 'clinets'. Did you mean 'clients'" in done.stderr
+
+
 def test_the_help_lists_every_command(tmp_path: Path) -> None:
     out, _ = modules_after(["--help"], tmp_path)
     names = re.findall(r"^│ ([a-z][\w-]*) ", out, re.MULTILINE)  # not wrapped lines, options

@@ -10,6 +10,7 @@ command's summary) all of them.
 from __future__ import annotations
 
 import importlib
+from difflib import get_close_matches
 from typing import Any
 
 import typer
@@ -45,6 +46,16 @@ def lazy_group(table: dict[str, Entry], rich_markup_mode: Any) -> type[TyperGrou
             if cmd_name not in self.commands and cmd_name in table:
                 self.commands.update(load(cmd_name))
             return self.commands.get(cmd_name)
+
+        def resolve_command(self, ctx: Any, args: list[str]) -> Any:
+            """An unknown name is refused with the close ones among every command (Typer's
+            own suggestions know only the commands loaded so far)."""
+            name = args[0] if args else ""
+            if name and not name.startswith("-") and self.get_command(ctx, name) is None:
+                matches = get_close_matches(name, self.list_commands(ctx))
+                hint = f" Did you mean {', '.join(map(repr, matches))}?" if matches else ""
+                ctx.fail(f"No such command {name!r}.{hint}")
+            return super().resolve_command(ctx, args)
 
     def load(name: str) -> dict[str, Any]:
         """The click commands of ``name``'s module (all it registers, so it loads once)."""
