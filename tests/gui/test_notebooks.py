@@ -7,7 +7,7 @@ from __future__ import annotations
 from typing import Any
 
 from tests.api.conftest import Live
-from tests.gui.conftest import screenshot, sign_in
+from tests.gui.conftest import screenshot, showing, sign_in
 
 STACK = (
     "SELECT * FROM (VALUES ('sshd', 7), ('bash', 3), ('<b>cron</b>', 1)) AS t(name, n) "
@@ -86,3 +86,19 @@ def test_an_administrator_reruns_a_cell_and_adds_cells(page: Any, gui_live: Live
     stored = read_back(gui_live, notebook_id)
     assert [c.kind for c in stored.cells] == ["markdown", "sql", "sql", "markdown", "sql"]
     assert stored.cells[1].ran > cell["ran"] and stored.cells[4].result["rows"] == [[42]]
+
+
+def test_a_long_stored_result_is_read_a_page_at_a_time(page: Any, gui_live: Live) -> None:
+    """The notebook's answer carries 100 rows of a cell; the rest come from its stored result."""
+    cells = [{"kind": "sql", "text": "SELECT i, i * i AS square FROM range(150) AS t(i)"}]
+    with gui_live.http(gui_live.tokens["administrator"]) as http:
+        made = http.post("/notebooks", json={"title": "GUI long", "shared": True, "cells": cells})
+        notebook_id = made.json()["notebook_id"]
+        [ran] = http.post(f"/notebooks/{notebook_id}/run", json={}).json()["cells"]
+    assert ran["result"]["stored_rows"] == 150, ran["result"]
+    sign_in(page, "reader", f"/ui/notebooks/{notebook_id}")
+    page.get_by_text(showing(1, 100, 150)).wait_for()
+    page.get_by_role("button", name="Next →").click()
+    page.get_by_text(showing(101, 150, 150)).wait_for()
+    assert page.get_by_role("cell", name="22201", exact=True).count() == 1  # 149 squared
+    assert read_back(gui_live, notebook_id).cells[0].ran == ran["ran"]

@@ -3,7 +3,7 @@
 
 import { get, post } from "../api.js";
 import { count, h, link, message, pageHead, replace, section, table, when } from "../dom.js";
-import { pager, rowsTable } from "../components.js";
+import { pager, resultsTable, rowsTable } from "../components.js";
 import { barChart, lineChart } from "../chart.js";
 import { navigate } from "../router.js";
 import { can } from "../session.js";
@@ -94,29 +94,43 @@ function cellView(notebookId, cell, editable, redraw) {
         } }, cell.ran ? "Rerun" : "Run") : null)),
     h("pre", { class: "sql" }, cell.text),
     status,
-    cell.result ? resultView(cell) : null);
+    cell.result ? resultView(notebookId, cell) : null);
   return node;
 }
 
-function resultView(cell) {
+function resultView(notebookId, cell) {
   const result = cell.result;
   if (result.error) return message("error", result.error);
   const chart = cell.chart || { type: "table" };
-  // Stored rows are lists in the order of the columns.
-  const rows = result.rows.map((r) => Object.fromEntries(result.columns.map((c, i) => [c, r[i]])));
+  const rows = named(result.columns, result.rows);
   const drawn = !(chart.x && chart.y) ? null
     : (chart.type === "bar" ? barChart(rows, chart.x, chart.y)
       : (chart.type === "line" ? lineChart(rows, chart.x, chart.y) : null));
-  const note = result.stored_rows > result.rows.length || result.more
-    ? h("p", { class: "hint" }, `${count(result.rows.length)} of ${count(result.stored_rows)} stored rows shown` +
-      `${result.more ? "; the query had more than were kept" : ""}.`)
+  const note = result.more
+    ? h("p", { class: "hint" }, `The query had more rows than the ${count(result.stored_rows)} kept.`)
     : null;
+  if (result.stored_rows > result.rows.length) return [drawn, storedPages(notebookId, cell), note];
   return [
     drawn,
     rows.length ? rowsTable(rows, 0, result.columns, null)
       : h("p", { class: "empty" }, "No rows."),
     note,
   ];
+}
+
+/** Stored rows are lists in the order of the columns. */
+function named(columns, rows) {
+  return rows.map((r) => Object.fromEntries(columns.map((c, i) => [c, r[i]])));
+}
+
+/** A stored result longer than the notebook's answer carries, a page at a time. */
+function storedPages(notebookId, cell) {
+  const shown = resultsTable({ title: "Stored result", fetchPage: async (offset, limit) => {
+    const page = await get(`/notebooks/${notebookId}/cells/${cell.cell_id}/result`, { offset, limit });
+    return { rows: named(page.columns, page.rows), total: page.stored_rows };
+  } });
+  shown.load(0);
+  return shown.node;
 }
 
 /** Markdown as text: headings and paragraphs only, never as HTML (a cell cannot inject). */
