@@ -61,10 +61,11 @@ def test_a_clients_recent_events_and_status(page: Any, gui_live: Live) -> None:
 
 
 def shows_rows_and_status(page: Any, gui_live: Live) -> None:
-    sign_in(page, "reader", "/ui/events")
+    sign_in(page, "reader", f"/ui/clients/{gui_live.client_id}")
+    page.get_by_role("link", name="Its events").click()
     page.get_by_role("heading", name="Event monitoring").wait_for()
     assert page.get_by_role("button", name="Assign", exact=True).count() == 0  # a reader
-    page.get_by_label("Client id").fill(gui_live.client_id)
+    assert page.get_by_label("Client id").input_value() == gui_live.client_id
     page.get_by_label("Event artifact").select_option("Test.Ticks")
     deadline = time.monotonic() + ARRIVAL_SECONDS
     rows = page.locator("table.rows tbody tr")

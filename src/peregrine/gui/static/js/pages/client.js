@@ -12,6 +12,8 @@ export async function clientPage([clientId]) {
   ]);
   const actions = [
     h("a", { href: `/ui/clients/${clientId}/files?path=/`, class: "button" }, "Browse files"),
+    h("a", { href: `/ui/events?client_id=${clientId}`, class: "button" }, "Its events"),
+    h("a", { href: `/ui/alerts?state=&client_id=${clientId}`, class: "button" }, "Its alerts"),
     can("COLLECT_CLIENT")
       ? h("a", { href: `/ui/clients/${clientId}/launch`, class: "button primary" }, "New collection")
       : null,
