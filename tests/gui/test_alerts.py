@@ -6,6 +6,8 @@ from __future__ import annotations
 
 from typing import Any
 
+import pytest
+
 from tests.api.conftest import Live
 from tests.gui.conftest import screenshot, sign_in
 from tests.gui.test_roles import POST_FROM_PAGE
@@ -22,6 +24,7 @@ RULE = {
 ARRIVAL_MS = 90_000
 
 
+@pytest.mark.timeout(180)  # the agent's first event may take up to 90 s under load
 def test_an_alert_appears_live_and_an_investigator_acknowledges_it(
     page: Any, gui_live: Live
 ) -> None:

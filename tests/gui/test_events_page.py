@@ -7,6 +7,8 @@ from __future__ import annotations
 import time
 from typing import Any
 
+import pytest
+
 from tests.api.conftest import Live
 from tests.gui.conftest import screenshot, sign_in
 
@@ -50,6 +52,7 @@ def test_assign_an_event_artifact_with_parameters_then_unassign_it(
     assert WATCHER not in stored(gui_live)
 
 
+@pytest.mark.timeout(180)  # the agent's first event may take up to 90 s under load
 def test_a_clients_recent_events_and_status(page: Any, gui_live: Live) -> None:
     with gui_live.http(gui_live.tokens["administrator"]) as http:
         assert http.post("/events/assignments", json={"artifact": "Test.Ticks"}).status_code == 201
