@@ -133,11 +133,24 @@ def page(
     deadline = time.monotonic() + engine.limits.timeout
     if columns is None:
         columns = columns_of(engine, table, deadline)
-    sql = select_sql(table, columns, query, f", count(*) OVER () AS {_TOTAL}")
-    rows = _rows(engine, f"{sql} LIMIT {int(limit)} OFFSET {int(offset)}", deadline)
-    if rows:
+    if query.sort is None:
+        # No window here: it would give up the stored order (DuckDB keeps insertion order
+        # through scans and filters, not through a window or a join), and pages would repeat
+        # or skip rows.
+        sql = select_sql(table, columns, query)
+        if table.startswith("hunt("):
+            # A hunt's view joins each row to its client, which has no stored order to keep:
+            # every column decides, so the pages still neither repeat nor skip a row.
+            sql += " ORDER BY ALL"
+        rows = _rows(engine, f"{sql} LIMIT {int(limit)} OFFSET {int(offset)}", deadline)
+        if 0 < len(rows) < limit or (not rows and offset == 0):
+            return rows, offset + len(rows)
+    else:
+        sql = select_sql(table, columns, query, f", count(*) OVER () AS {_TOTAL}")
+        rows = _rows(engine, f"{sql} LIMIT {int(limit)} OFFSET {int(offset)}", deadline)
+    if rows and _TOTAL in rows[0]:
         total = int(rows[0][_TOTAL])
-    else:  # past the end: count on its own
+    else:  # unsorted, or past the end: count on its own
         counted = _rows(
             engine,
             f"SELECT count(*) AS {_TOTAL} FROM ({select_sql(table, columns, query)})",
