@@ -38,6 +38,10 @@ class JsonFormatter(logging.Formatter):
         return json.dumps(line, ensure_ascii=False, default=str)
 
 
+#: Loggers of libraries kept to warnings unless the level is DEBUG.
+QUIET_LIBRARIES = ("alembic", "httpx", "httpcore")
+
+
 def configure_logging(level: str, format: LogFormat = "text", file: str = "") -> None:
     """Log at ``level`` to standard error (or ``file``) in ``format``; replaces earlier
     handlers, so the server can apply its configuration after the command line's."""
@@ -57,3 +61,8 @@ def configure_logging(level: str, format: LogFormat = "text", file: str = "") ->
         old.close()
     root.addHandler(handler)
     root.setLevel(level.upper())
+    # Libraries that narrate routine work at INFO (Alembic's plugins and each migration step,
+    # every HTTP request of httpx) would bury the server's own lines; DEBUG shows them.
+    quiet = logging.WARNING if root.level > logging.DEBUG else logging.NOTSET
+    for name in QUIET_LIBRARIES:
+        logging.getLogger(name).setLevel(quiet)
