@@ -3,6 +3,7 @@ real services of the distributed mode (a Redis server, a PostgreSQL database of 
 
 from __future__ import annotations
 
+import logging
 import os
 import shutil
 import socket
@@ -16,6 +17,28 @@ from typing import Any, NoReturn
 import pytest
 
 from peregrine.engine import Engine, QueryLimits
+
+
+@pytest.fixture(autouse=True)
+def _logging_as_it_was() -> Iterator[None]:
+    """Take out the log handlers a test's in-process command installed: ``peregrine server`` or
+    ``agent`` run through typer's CliRunner configure logging to the runner's captured stream,
+    which is closed once that test ends, and every later log line would print a "Logging
+    error" traceback."""
+    from peregrine.logcontext import ContextFilter
+    from peregrine.logformat import QUIET_LIBRARIES
+
+    root = logging.getLogger()
+    level = root.level
+    quiet = {name: logging.getLogger(name).level for name in QUIET_LIBRARIES}
+    yield
+    for handler in list(root.handlers):
+        if any(isinstance(f, ContextFilter) for f in handler.filters):
+            root.removeHandler(handler)
+            handler.close()
+    root.setLevel(level)
+    for name, was in quiet.items():
+        logging.getLogger(name).setLevel(was)
 
 
 @pytest.fixture(scope="session")
