@@ -35,8 +35,9 @@ BATCH = 25
 ROOT = Path(__file__).resolve().parents[2]
 
 
-def schedule_everything(config_path: str, unlimited: str, limited: str, go_at: float) -> None:
-    """One frontend process: schedule both hunts on every client, in an order of its own."""
+def schedule_everything(config_path: str, unlimited: str, limited: str, gate: str) -> None:
+    """One frontend process: schedule both hunts on every client, in an order of its own,
+    starting when the test opens the ``gate`` (once every process has said it is ready)."""
     server = Server(load_server_config(Path(config_path)))
     clients = sorted(server.datastore.clients.count() and _all_clients(server))
     random.Random(os.getpid()).shuffle(clients)
@@ -45,7 +46,10 @@ def schedule_everything(config_path: str, unlimited: str, limited: str, go_at: f
         hunts = server.hunts
         open_hunt = await asyncio.to_thread(server.datastore.hunts.get, unlimited)
         limited_hunt = await asyncio.to_thread(server.datastore.hunts.get, limited)
-        await asyncio.sleep(max(0.0, go_at - time.time()))  # every process at once
+        (Path(gate) / f"ready-{os.getpid()}").touch()
+        while not (go := Path(gate) / "go").exists():
+            await asyncio.sleep(0.02)
+        await asyncio.sleep(max(0.0, float(go.read_text()) - time.time()))  # all at once
         counts = {"unlimited": 0, "limited": 0}
 
         async def batch(chunk: list[str]) -> None:
@@ -101,20 +105,30 @@ def test_frontend_processes_scheduling_one_hunt_schedule_each_client_once(
     finally:
         server.datastore.close()
 
-    go_at = time.time() + 8  # time for every process to import and open the database
+    # The processes start together once each has imported and opened the database (a fixed
+    # delay was too short on a loaded machine: one process did everything, nothing raced).
+    gate = tmp_path / "gate"
+    gate.mkdir()
     code = (
         "import sys; from tests.server.test_cluster_scheduling import schedule_everything; "
-        "schedule_everything(*sys.argv[1:4], float(sys.argv[4]))"
+        "schedule_everything(*sys.argv[1:5])"
     )
     processes = [
         subprocess.Popen(
-            [sys.executable, "-c", code, str(config_path), unlimited, limited, str(go_at)],
+            [sys.executable, "-c", code, str(config_path), unlimited, limited, str(gate)],
             cwd=ROOT,
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
         )
         for _ in range(PROCESSES)
     ]
+    deadline = time.monotonic() + 180
+    while len(list(gate.glob("ready-*"))) < PROCESSES:
+        assert time.monotonic() < deadline, "the scheduling processes did not all start"
+        assert all(p.poll() is None for p in processes), "a scheduling process ended early"
+        time.sleep(0.05)
+    (gate / "go.tmp").write_text(str(time.time() + 0.2))
+    (gate / "go.tmp").rename(gate / "go")
     counts = []
     for proc in processes:
         out, err = proc.communicate(timeout=240)
