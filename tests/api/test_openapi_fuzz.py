@@ -83,6 +83,12 @@ def document() -> dict[str, object]:
 
 schema = api_schema()
 
+#: Live streams that never end by themselves, and the query that makes them end.
+BOUNDED_STREAMS: dict[str, dict[str, object]] = {
+    f"{API}/fleet/events": {"limit": 1},
+    f"{API}/events/follow": {"seconds": 1},
+}
+
 #: Ids of real objects of the fuzzed deployment: half the generated requests use them instead
 #: of random ones, so fuzzing reaches past the "no such object" answers.
 KNOWN: dict[str, str] = {}
@@ -93,8 +99,8 @@ def flatmap_case(context: HookContext, case: schemathesis.Case) -> st.SearchStra
     # Live streams of real objects last until the object is final, and deleting the real
     # client would take the other objects with it: random ids only there.
     deletes_client = case.method.upper() == "DELETE" and case.path == f"{API}/clients/{{client_id}}"
-    if case.path == f"{API}/fleet/events":  # the fleet's stream has no end of its own
-        case.query = {**(case.query or {}), "limit": 1}
+    if case.path in BOUNDED_STREAMS:  # no end of their own
+        case.query = {**(case.query or {}), **BOUNDED_STREAMS[case.path]}
     if not KNOWN or case.path.endswith("/events") or deletes_client:
         return st.just(case)
 
@@ -128,6 +134,10 @@ def test_the_served_document_is_the_fuzzed_one(fuzzed: Live) -> None:
 def test_api_conforms_to_its_openapi_document(
     case: schemathesis.Case, fuzzed: Live, session: requests.Session
 ) -> None:
+    # Live streams with no end of their own are bounded here as well as in the hook: not
+    # every generation phase goes through the hook, and an unbounded one hung the test.
+    if case.path in BOUNDED_STREAMS:
+        case.query = {**(case.query or {}), **BOUNDED_STREAMS[case.path]}
     case.call_and_validate(
         base_url=fuzzed.base,
         session=session,
