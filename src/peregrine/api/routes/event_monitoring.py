@@ -149,6 +149,11 @@ async def status(
     return [StatusOut.model_validate(s, from_attributes=True) for s in statuses]
 
 
+#: The latest time a range may name (2100-01-01): later ones overflow the platform's time_t
+#: once a day is added, and no event is stored that far ahead.
+LAST_TIME = 4_102_444_800
+
+
 def _range(start: float | None, end: float | None) -> tuple[float, float]:
     """Without ``end``: a day ahead of now (an agent's clock may run fast); without ``start``:
     the day before ``end``, or before now when no ``end`` is given."""
@@ -170,8 +175,12 @@ async def events_page(
     client_id: ClientId,
     artifact: ArtifactName,
     request: Request,
-    start: float | None = Query(None, ge=0, description="From (seconds since the epoch)."),
-    end: float | None = Query(None, ge=0, description="Before (default: now, and a day)."),
+    start: float | None = Query(
+        None, ge=0, le=LAST_TIME, description="From (seconds since the epoch)."
+    ),
+    end: float | None = Query(
+        None, ge=0, le=LAST_TIME, description="Before (default: now, and a day)."
+    ),
     offset: int = Query(0, ge=0, le=MAX_INT),
     limit: int = Query(100, ge=1, le=10_000),
     _: Principal = Depends(require(READ_RESULTS)),
@@ -194,8 +203,8 @@ async def export_events(
     client_id: ClientId,
     artifact: ArtifactName,
     request: Request,
-    start: float | None = Query(None, ge=0),
-    end: float | None = Query(None, ge=0),
+    start: float | None = Query(None, ge=0, le=LAST_TIME),
+    end: float | None = Query(None, ge=0, le=LAST_TIME),
     format: str = Query("csv", pattern="^(csv|jsonl|parquet)$"),
     principal: Principal = Depends(require(READ_RESULTS)),
 ) -> StreamingResponse:

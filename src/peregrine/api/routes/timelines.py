@@ -16,6 +16,7 @@ from peregrine.analysis import QueryRefused
 from peregrine.analysis.statement import event_time
 from peregrine.api.deps import Audit, context, require
 from peregrine.api.routes.analysis import MAX_ROWS_HEADER
+from peregrine.api.schemas import MAX_INT
 from peregrine.api.sharing import call
 from peregrine.api.streaming import produced
 from peregrine.auth.accounts import Principal
@@ -77,7 +78,7 @@ _Source = Query(None, description="Only these sources (their labels); repeat for
 async def list_timelines(
     request: Request,
     limit: int = Query(100, ge=1, le=1000),
-    offset: int = Query(0, ge=0),
+    offset: int = Query(0, ge=0, le=MAX_INT),
     principal: Principal = Depends(require(READ_RESULTS)),
 ) -> dict[str, Any]:
     found, total = await call(
@@ -144,7 +145,7 @@ async def timeline_rows(
     end: str | None = _End,
     q: str | None = _Text,
     source: list[str] | None = _Source,
-    offset: int = Query(0, ge=0),
+    offset: int = Query(0, ge=0, le=MAX_INT),
     limit: int = Query(100, ge=1, le=5000),
     principal: Principal = Depends(require(ANALYZE)),
 ) -> dict[str, Any]:
