@@ -16,6 +16,9 @@ from typer.testing import CliRunner, Result
 from peregrine.cli import alerts_cmd
 from tests.client.conftest import Live
 
+# The CLI reaches the live server only through the settings each test passes.
+pytestmark = pytest.mark.usefixtures("no_connection_env")
+
 app = typer.Typer()
 alerts_cmd.register(app)
 runner = CliRunner()
@@ -35,13 +38,6 @@ severity: critical
 summary_columns: [tick]
 """
 ALL = frozenset({"EXECVE", "FILESYSTEM_READ"})
-
-
-@pytest.fixture(autouse=True)
-def no_connection_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
-    for name in ("PEREGRINE_URL", "PEREGRINE_TOKEN", "PEREGRINE_CA_CERT"):
-        monkeypatch.delenv(name, raising=False)
-    monkeypatch.setenv("PEREGRINE_DATA_DIR", str(tmp_path / "no-server-here"))
 
 
 @pytest.fixture

@@ -19,6 +19,9 @@ from typer.testing import CliRunner, Result
 from peregrine.cli import remote_cmd
 from tests.client.conftest import Live
 
+# The CLI reaches the live server only through the settings each test passes.
+pytestmark = pytest.mark.usefixtures("no_connection_env")
+
 app = typer.Typer()
 remote_cmd.register(app)
 runner = CliRunner()
@@ -29,14 +32,6 @@ description: Says hello.
 sources:
   - query: SELECT 'hello' AS greeting
 """
-
-
-@pytest.fixture(autouse=True)
-def no_connection_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
-    for name in ("PEREGRINE_URL", "PEREGRINE_TOKEN", "PEREGRINE_CA_CERT"):
-        monkeypatch.delenv(name, raising=False)
-    # No local login either (one a server on this machine may have written).
-    monkeypatch.setenv("PEREGRINE_DATA_DIR", str(tmp_path / "no-server-here"))
 
 
 def run(live: Live, *args: str, token: str | None = None) -> Result:

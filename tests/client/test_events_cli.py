@@ -14,6 +14,9 @@ from typer.testing import CliRunner, Result
 from peregrine.cli import events_cmd
 from tests.client.conftest import Live
 
+# The CLI reaches the live server only through the settings each test passes.
+pytestmark = pytest.mark.usefixtures("no_connection_env")
+
 app = typer.Typer()
 events_cmd.register(app)
 runner = CliRunner()
@@ -30,13 +33,6 @@ parameters:
 sources:
   - query: SELECT tick, time FROM clock(:period)
 """
-
-
-@pytest.fixture(autouse=True)
-def no_connection_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
-    for name in ("PEREGRINE_URL", "PEREGRINE_TOKEN", "PEREGRINE_CA_CERT"):
-        monkeypatch.delenv(name, raising=False)
-    monkeypatch.setenv("PEREGRINE_DATA_DIR", str(tmp_path / "no-server-here"))
 
 
 def run(live: Live, *args: str) -> Result:
