@@ -76,8 +76,15 @@ def test_a_bad_method_is_refused_with_the_choices() -> None:
 def _in_own_namespaces(sql: str) -> subprocess.CompletedProcess[str]:
     """Run ``sql`` in a process with user and network namespaces of its own, where the kernel's
     process events connector is not reachable (as in most containers)."""
+    # It starts a 0.3 s process every 0.2 s itself (a 0.05 s poll sees it): a quiet box starts none.
     code = (
-        "import sys\nfrom peregrine.engine import Engine, QueryError\n"
+        "import subprocess, sys, threading, time\n"
+        "from peregrine.engine import Engine, QueryError\n"
+        "def spawn():\n"
+        "    while True:\n"
+        "        time.sleep(0.2)\n"
+        "        subprocess.run(['sleep', '0.3'], check=False)\n"
+        "threading.Thread(target=spawn, daemon=True).start()\n"
         "try:\n    r = Engine().execute(sys.argv[1])\n    print(list(r), r.warnings)\n"
         "except QueryError as exc:\n    print('error:', exc)\n"
     )

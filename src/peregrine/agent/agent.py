@@ -49,6 +49,8 @@ from peregrine.protocol.messages import (
     encode,
 )
 
+_random = random.Random()  # noqa: S311 (jitter; own state, so the global generator stays seeded)
+
 if TYPE_CHECKING:
     from peregrine.agent.collection import CollectionJob
     from peregrine.agent.events import EventRunner
@@ -63,13 +65,13 @@ class AgentRejected(Exception):
 def backoff_delay(attempt: int, poll_min: float, poll_max: float) -> float:
     """Jittered exponential backoff: half to all of ``poll_min * 2**attempt``, capped."""
     ceiling = min(poll_max, poll_min * (2 ** min(attempt, 30)))
-    return random.uniform(ceiling / 2, ceiling)  # noqa: S311 (jitter, not crypto)
+    return _random.uniform(ceiling / 2, ceiling)
 
 
 def choose_frontend(urls: list[str], failed: str | None) -> str:
     """A random frontend, avoiding the one that just failed when there is another."""
     others = [u for u in urls if u != failed] or urls
-    return random.choice(others)  # noqa: S311
+    return _random.choice(others)
 
 
 class Agent:

@@ -18,6 +18,8 @@ import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
+_random = random.Random()  # noqa: S311 (jitter; own state, so the global generator stays seeded)
+
 #: Children started by this process, so they are waited for (no zombies) when stopped.
 _children: dict[int, subprocess.Popen[bytes]] = {}
 
@@ -34,7 +36,7 @@ def free_port(host: str = "127.0.0.1") -> int:
     with contextlib.suppress(OSError, ValueError):
         high = min(high, int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0]))
     for _ in range(200):
-        port = random.randrange(low, high)  # noqa: S311 (not a secret)
+        port = _random.randrange(low, high)
         with socket.socket() as s, contextlib.suppress(OSError):
             s.bind((host, port))
             return port

@@ -48,6 +48,8 @@ from peregrine.metrics.instruments import ERRORS, GROUP_COMMIT_BATCH, GROUP_COMM
 from .database import Database, unavailable
 from .errors import DatastoreUnavailable
 
+_random = random.Random()  # noqa: S311 (jitter; own state, so the global generator stays seeded)
+
 log = logging.getLogger(__name__)
 
 T = TypeVar("T")
@@ -178,7 +180,7 @@ class GroupCommitter:
                     log.warning("datastore busy; retrying a group commit of %d", len(batch))
                     self.busy_retries += 1
                     if _conflict(exc) and len(batch) > 1:
-                        time.sleep(random.uniform(0.005, 0.05))  # noqa: S311 (not a secret)
+                        time.sleep(_random.uniform(0.005, 0.05))
                         for work in batch:
                             self._commit([work])
                         return

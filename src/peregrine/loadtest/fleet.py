@@ -20,6 +20,8 @@ from peregrine.loadtest.keys import KeyStore
 from peregrine.loadtest.sim import SimAgent
 from peregrine.loadtest.stats import FleetStats
 
+_random = random.Random()  # noqa: S311 (jitter; own state, so the global generator stays seeded)
+
 log = logging.getLogger(__name__)
 
 RowsFor = Callable[[int, str, str], int]
@@ -136,7 +138,7 @@ class Fleet:
             if self.stopping:
                 return
             if rate > 0:
-                due = t0 + (n + random.random()) / rate  # noqa: S311 (jitter)
+                due = t0 + (n + _random.random()) / rate
                 wait = due - time.monotonic()
                 if wait > 0.002:
                     await asyncio.sleep(wait)

@@ -53,6 +53,8 @@ from peregrine.protocol.messages import (
     encode,
 )
 
+_random = random.Random()  # noqa: S311 (jitter; own state, so the global generator stays seeded)
+
 if TYPE_CHECKING:
     from peregrine.loadtest.fleet import Fleet
 
@@ -164,7 +166,7 @@ class SimAgent:
     async def _attempt(self, attempt: int) -> tuple[float, int]:
         """One connection, until it ends: the delay before the next, and the failure count."""
         fleet, cfg = self.fleet, self.fleet.config
-        url = random.choice(fleet.urls)  # noqa: S311 (load spreading, not crypto)
+        url = _random.choice(fleet.urls)
         delay: float | None = None
         try:
             welcomed = await self._session(url)
@@ -321,7 +323,7 @@ class SimAgent:
     async def _send_events(self, ws: ClientConnection, artifact: str, period: float) -> None:
         owed = 0.0
         last = time.monotonic()
-        await asyncio.sleep(random.random() * period)  # noqa: S311 (spreads the batches)
+        await asyncio.sleep(_random.random() * period)
         while True:
             await asyncio.sleep(period)
             now = time.monotonic()

@@ -22,6 +22,8 @@ from peregrine.config.model import AgentLimits
 from peregrine.metrics.instruments import AGENTS_CONNECTED
 from peregrine.server.budget import TokenBucket
 
+_random = random.Random()  # noqa: S311 (jitter; own state, so the global generator stays seeded)
+
 log = logging.getLogger(__name__)
 
 #: A draining frontend closes its agents' connections in at most this many batches.
@@ -257,7 +259,7 @@ class ConnectionRegistry:
             size = max(1, math.ceil(len(waiting) / DRAIN_BATCHES)) if spread else len(waiting)
             for start in range(0, len(waiting), size):
                 if start and spread:
-                    pause = spread * size / len(waiting) * random.uniform(0.5, 1.5)  # noqa: S311
+                    pause = spread * size / len(waiting) * _random.uniform(0.5, 1.5)
                     await asyncio.sleep(max(0.0, min(pause, deadline - loop.time())))
                 batch = waiting[start : start + size]
                 draining.update(batch)

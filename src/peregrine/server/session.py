@@ -55,6 +55,8 @@ from peregrine.server.budget import ConnectionBudget
 from peregrine.server.ingest import NotYourFlow, Outcome
 from peregrine.server.prelogin import AgentConnection
 
+_random = random.Random()  # noqa: S311 (jitter; own state, so the global generator stays seeded)
+
 if TYPE_CHECKING:
     from peregrine.server.app import Server
 
@@ -231,7 +233,7 @@ class AgentSession:
                     "(limits.enrollments_per_second)", client_id, self.address,
                 )  # fmt: skip
                 ENROLLMENTS_REFUSED.labels(reason="rate").inc()
-                retry = wait + random.uniform(1.0, 5.0)  # noqa: S311 (spreads the retries)
+                retry = wait + _random.uniform(1.0, 5.0)
                 await self._reject(
                     f"enrollment refused: too many new clients at once; retry in {retry:.0f} s",
                     retry_after=retry,
