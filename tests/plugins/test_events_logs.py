@@ -125,6 +125,61 @@ def test_journal_lines_sees_an_entry_logged_now() -> None:
     assert rows == [{"identifier": "peregrine-test", "message": "hello"}]
 
 
+PRIVATE_JOURNALD = """
+import json, os, subprocess, sys, time
+from tests.plugins.event_queries import rows_while
+for folder in ("/run/systemd", "/run/log"):  # this mount namespace's own, empty
+    os.makedirs(folder, exist_ok=True)
+    if subprocess.run(["mount", "-t", "tmpfs", "tmpfs", folder], check=False).returncode:
+        sys.exit(77)  # no mounting here (a container without CAP_SYS_ADMIN)
+os.makedirs("/run/systemd/journal"); os.makedirs("/run/log/journal")
+journald = subprocess.Popen(["/lib/systemd/systemd-journald"], stderr=subprocess.DEVNULL)
+deadline = time.monotonic() + 10
+while not os.path.exists("/run/systemd/journal/socket") and time.monotonic() < deadline:
+    time.sleep(0.05)
+def log(text):
+    subprocess.run(["systemd-cat", "-t", "peregrine-test"], input=text.encode(), check=True)
+def log_rotate_log():
+    log("before rotation")
+    subprocess.run(["journalctl", "--rotate"], check=True)
+    log("after rotation")
+try:
+    rows = rows_while(
+        "SELECT identifier, message FROM journal_lines() "
+        "WHERE identifier = 'peregrine-test' LIMIT 2", log_rotate_log, timeout=30)
+    print(json.dumps(rows))
+finally:
+    journald.kill()
+"""
+
+
+@pytest.mark.skipif(
+    os.geteuid() != 0
+    or shutil.which("unshare") is None
+    or shutil.which("systemd-cat") is None
+    or not Path("/lib/systemd/systemd-journald").exists(),
+    reason="needs root, unshare(1) and systemd's journald to run a private one",
+)
+def test_journal_lines_follows_a_real_journald_across_a_rotation() -> None:
+    """A journald of the test's own (in a mount namespace, over empty /run folders): an entry
+    logged, the journal files rotated (``journalctl --rotate``), another logged: both seen."""
+    import subprocess
+    import sys
+
+    done = subprocess.run(
+        ["unshare", "--mount", "--propagation", "private", sys.executable, "-c", PRIVATE_JOURNALD],
+        capture_output=True, text=True, timeout=90, check=False,
+        cwd=Path(__file__).parents[2],
+    )  # fmt: skip
+    if done.returncode == 77 or "unshare failed" in done.stderr:
+        pytest.skip(f"cannot make a mount namespace here: {done.stderr.strip()[-200:]}")
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert json.loads(done.stdout.strip().splitlines()[-1]) == [
+        {"identifier": "peregrine-test", "message": "before rotation"},
+        {"identifier": "peregrine-test", "message": "after rotation"},
+    ]
+
+
 def test_a_line_longer_than_the_limit_is_cut_into_pieces(tmp_path: Path) -> None:
     from peregrine.plugins.text import MAX_LINE
 
