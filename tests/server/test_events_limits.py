@@ -127,3 +127,29 @@ async def test_rows_of_an_artifact_the_server_does_not_know_are_dropped(tmp_path
         root = server.services.event_monitoring.files.root / identity.client_id
         assert [p.name.split("__")[0] for p in root.iterdir()] == [ART]
         assert server.event_ingestor.dropped == 100
+
+
+@pytest.mark.timeout(60)
+@in_loop
+async def test_a_batch_sent_again_reaches_a_live_follower_once(tmp_path: Path) -> None:
+    """An agent whose acknowledgement was lost sends the batch again: the server publishes it
+    again (the rules must see it at least once), but a follower is shown it once."""
+    deployment = make_deployment(tmp_path / "deploy")
+    identity = load_or_create(tmp_path / "raw.yaml")
+    async with running_server_with(deployment.server, repository_with(FLOOD)) as server:
+        monitoring = server.services.event_monitoring
+        async with monitoring.follow(client_id=identity.client_id) as followed:
+            async with RawAgent(deployment, identity) as raw:
+                assert raw.ws is not None
+                for frame in (batch(1, 3), batch(1, 3), batch(4, 2), batch(1, 3)):
+                    await raw.send(frame)  # each acknowledged before the next is sent
+                    while not isinstance(
+                        decode_from_server(await asyncio.wait_for(raw.ws.recv(), 20)), Ack
+                    ):
+                        pass
+            await asyncio.sleep(0.2)  # any batch published after the last ack is queued by now
+            got = [followed.get_nowait() for _ in range(followed.qsize())]
+        assert [(b.first_seq, [r["n"] for r in b.rows]) for b in got] == [
+            (1, [1, 2, 3]),
+            (4, [4, 5]),
+        ]

@@ -242,13 +242,23 @@ class EventMonitoring:
     ) -> AsyncIterator[asyncio.Queue[EventBatch]]:
         """A queue of the batches stored from now on, on this frontend and (through the bus
         and the shared filestore) on the others, filtered by client and artifact. A follower
-        that lags more than FOLLOW_BACKLOG batches loses the oldest (a live view)."""
+        that lags more than FOLLOW_BACKLOG batches loses the oldest (a live view).
+
+        A batch sent again by its agent (its acknowledgement was lost) is published again, so
+        the alert rules see every event at least once; a follower is shown each event once: a
+        batch at or below the last sequence number it got of that client's artifact (the rule
+        the event files keep) is skipped."""
         queue: asyncio.Queue[EventBatch] = asyncio.Queue(FOLLOW_BACKLOG)
+        last_seq: dict[tuple[str, str], int] = {}
 
         async def take(batch: EventBatch) -> None:
             if (client_id is None or batch.client_id == client_id) and (
                 artifact is None or batch.artifact == artifact
             ):
+                stream = (batch.client_id, batch.artifact)
+                if batch.first_seq <= last_seq.get(stream, 0):
+                    return  # seen already
+                last_seq[stream] = batch.first_seq + len(batch.rows) - 1
                 if queue.full():
                     queue.get_nowait()
                 queue.put_nowait(batch)
