@@ -15,31 +15,14 @@ import os
 import shutil
 import stat
 import subprocess
-import sys
-from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
 
-REPO = Path(__file__).resolve().parents[2]
+from tests.packaging.conftest import run
+
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(1500)]  # build ~2 min, lintian ~4 min each
-
-
-def run(*command: str, env: dict[str, str] | None = None) -> str:
-    done = subprocess.run(command, capture_output=True, text=True, env=env, timeout=900)
-    assert done.returncode == 0, f"{command}: {done.stdout}{done.stderr}"
-    return done.stdout + done.stderr
-
-
-@pytest.fixture(scope="module")
-def debs(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Path]]:
-    out = tmp_path_factory.mktemp("debs")
-    run(sys.executable, str(REPO / "scripts/build-deb"), "--out", str(out), "--compress", "gzip")
-    built = {p.name.split("_")[0]: p for p in out.glob("*.deb")}
-    assert set(built) == {"peregrine-server", "peregrine-agent"}
-    yield built
-    shutil.rmtree(out, ignore_errors=True)
 
 
 def contents(deb: Path) -> dict[str, str]:

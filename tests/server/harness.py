@@ -115,15 +115,17 @@ async def wait_until(check, timeout: float = 30.0, interval: float = 0.1):  # ty
 class Process:
     """A ``python -m peregrine`` child that a test can kill -9 and start again."""
 
-    def __init__(self, args: list[str], log: Path) -> None:
+    def __init__(self, args: list[str], log: Path, python: list[str] | None = None) -> None:
         self.args = args
         self.log = log
+        #: The interpreter (and its options) that runs it: this test's by default.
+        self.python = python or [sys.executable]
         self.proc: subprocess.Popen[bytes] | None = None
 
     def start(self) -> None:
         out = open(self.log, "ab")  # noqa: SIM115 (the child keeps it)
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "peregrine", *self.args],
+            [*self.python, "-m", "peregrine", *self.args],
             stdout=out,
             stderr=subprocess.STDOUT,
             env={**os.environ, "PYTHONUNBUFFERED": "1"},
