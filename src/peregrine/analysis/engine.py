@@ -380,26 +380,17 @@ def _relation(conn: Any, call: TableCall, found: list[ResultFile]) -> Any:
         if call.function != "hunt":
             parts.append(f"SELECT * FROM {scan}")
             continue
-        mapping = f"__map_{view_name('hunt', call.args)[7:]}_{number}"
-        _client_map(conn, mapping, members)
+        # Each row's client from its file's place in the list: a lookup, not a join, so the
+        # view keeps the stored order (files in turn, each file's rows as stored) and pages
+        # of it neither repeat nor skip rows.
+        params[f"c{number}"] = [m.client_id for m in members]
+        params[f"h{number}"] = [m.hostname for m in members]
         # The hunt's own client_id and hostname win over result columns of those names.
         own = sorted({c for m in members for c in m.columns} & {"client_id", "hostname"})
         exclude = f" EXCLUDE ({', '.join(own)})" if own else ""
         parts.append(
-            f"SELECT m.client_id, m.hostname, r.*{exclude} FROM {scan} r "
-            f"JOIN {mapping} m ON m.file_index = r.file_index"
+            f"SELECT list_extract($c{number}::VARCHAR[], r.file_index::BIGINT + 1) AS client_id, "
+            f"list_extract($h{number}::VARCHAR[], r.file_index::BIGINT + 1) AS hostname, "
+            f"r.*{exclude} FROM {scan} r"
         )
     return conn.sql(" UNION ALL BY NAME ".join(parts), params=params)
-
-
-def _client_map(conn: Any, name: str, members: list[ResultFile]) -> None:
-    import pyarrow as pa
-
-    table = pa.table(
-        {
-            "file_index": pa.array(range(len(members)), pa.uint64()),
-            "client_id": [m.client_id for m in members],
-            "hostname": pa.array([m.hostname for m in members], pa.string()),
-        }
-    )
-    conn.from_arrow(table).create(name)

@@ -135,13 +135,9 @@ def page(
         columns = columns_of(engine, table, deadline)
     if query.sort is None:
         # No window here: it would give up the stored order (DuckDB keeps insertion order
-        # through scans and filters, not through a window or a join), and pages would repeat
-        # or skip rows.
+        # through scans, filters and projections, not through a window or a join), and pages
+        # would repeat or skip rows. A hunt's view keeps it too (its clients are looked up).
         sql = select_sql(table, columns, query)
-        if table.startswith("hunt("):
-            # A hunt's view joins each row to its client, which has no stored order to keep:
-            # every column decides, so the pages still neither repeat nor skip a row.
-            sql += " ORDER BY ALL"
         rows = _rows(engine, f"{sql} LIMIT {int(limit)} OFFSET {int(offset)}", deadline)
         if 0 < len(rows) < limit or (not rows and offset == 0):
             return rows, offset + len(rows)
