@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import ssl
-import time
 from pathlib import Path
 
 import httpx
@@ -13,9 +12,8 @@ import msgspec
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from peregrine.cli.local_login import login_path, read_local_login
 from peregrine.loadtest import Fleet
-from tests.server.harness import Process, make_deployment, port_open, wait_until
+from tests.server.harness import make_deployment, served, wait_until
 from tests.server.test_workers import agents_held
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(240)]
@@ -24,24 +22,11 @@ CLIENTS = 24
 
 def test_each_scrape_sums_every_worker(tmp_path: Path) -> None:
     deployment = make_deployment(tmp_path / "deploy")
-    server = Process(
-        ["server", "--config", str(deployment.server_config_path), "--no-local-agent",
-         "--workers", "2", "--log-level", "WARNING"],
-        tmp_path / "server.log",
-    )  # fmt: skip
-    server.start()
     cfg = deployment.server
-    try:
-        deadline = time.monotonic() + 60
-        while not (port_open(cfg.port) and port_open(cfg.api_port)):
-            assert time.monotonic() < deadline, server.output()
-            time.sleep(0.2)
-        login = read_local_login(login_path(Path(cfg.data_dir)))
-        assert login is not None, server.output()
+    options = ("--workers", "2", "--log-level", "WARNING")
+    with served(deployment, tmp_path / "server.log", *options) as (server, token):
         assert server.proc is not None
-        asyncio.run(_scenario(deployment, login.token, tmp_path, server.proc.pid))
-    finally:
-        server.stop()
+        asyncio.run(_scenario(deployment, token, tmp_path, server.proc.pid))
     # The supervisor gave the workers one directory for their values.
     assert list((Path(cfg.data_dir) / "metrics").glob("*.db"))
 

@@ -6,7 +6,6 @@ every kind of plugin (host facts, processes, users, files, hashes and YARA)."""
 from __future__ import annotations
 
 import hashlib
-import ssl
 import time
 import tomllib
 from pathlib import Path
@@ -15,10 +14,16 @@ from typing import Any
 import httpx
 import pytest
 
-from peregrine.cli.local_login import login_path, read_local_login
 from peregrine.config import write_client_config
 from tests.packaging.conftest import REPO, run
-from tests.server.harness import Process, agent_config, make_deployment, port_open
+from tests.server.harness import (
+    Process,
+    agent_config,
+    api_client,
+    first_client,
+    make_deployment,
+    served,
+)
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(1500)]  # the build, then about a minute
 
@@ -57,52 +62,38 @@ def test_an_agent_from_the_package_enrolls_and_answers_every_kind_of_query(
     run("dpkg-deb", "-x", str(debs["peregrine-agent"]), str(tmp_path / "pkg"))
     python = [str(tmp_path / "pkg/opt/peregrine/agent/bin/python"), "-I"]
     deployment = make_deployment(tmp_path / "deploy")
-    cfg = deployment.server
     home = tmp_path / "files"
     home.mkdir()
     (home / "evidence.txt").write_text("something to hash\n")
-    server = Process(
-        ["server", "--config", str(deployment.server_config_path), "--no-local-agent"],
-        tmp_path / "server.log",
-    )
     config_path = tmp_path / "client.yaml"
     write_client_config(agent_config(deployment, tmp_path / "agent"), config_path)
     agent = Process(["agent", "--config", str(config_path)], tmp_path / "agent.log", python)
-    server.start()
-    try:
-        deadline = time.monotonic() + 60
-        while not (port_open(cfg.port) and port_open(cfg.api_port)):
-            assert time.monotonic() < deadline, server.output()
-            time.sleep(0.2)
-        login = read_local_login(login_path(Path(cfg.data_dir)))
-        assert login is not None
+    with served(deployment, tmp_path / "server.log") as (_, token):
         agent.start()
-        with httpx.Client(
-            base_url=f"https://127.0.0.1:{cfg.api_port}/api/v1",
-            verify=ssl.create_default_context(cafile=cfg.ca_cert_path),
-            headers={"Authorization": f"Bearer {login.token}"},
-            timeout=30,
-        ) as api:
-            client_id = wait_for_client(api, agent)
-            calls = [
-                {**call, "parameters": {"PathGlob": [f"{home}/**"], "Hash": True, "YaraRule": RULE}}
-                if call["name"] == "Generic.Files.Finder"
-                else call
-                for call in ARTIFACTS
-            ]
-            created = api.post("/collections", json={"client_id": client_id, "artifacts": calls})
-            assert created.status_code == 201, created.text
-            flow = wait_finished(api, created.json()["flow_id"], agent)
-            rows = {
-                f"{name}/{source}": api.get(
-                    f"/collections/{flow['flow_id']}/results",
-                    params={"artifact": name, "source": source},
-                ).json()["rows"]
-                for name, source in (key.split("/", 1) for key in result_sets(flow))
-            }
-    finally:
-        agent.stop()
-        server.stop()
+        try:
+            with api_client(deployment, token) as api:
+                client_id = first_client(api, agent)
+                calls = [
+                    {**call, "parameters": {"PathGlob": [f"{home}/**"], "Hash": True,
+                                            "YaraRule": RULE}}
+                    if call["name"] == "Generic.Files.Finder"
+                    else call
+                    for call in ARTIFACTS
+                ]  # fmt: skip
+                created = api.post(
+                    "/collections", json={"client_id": client_id, "artifacts": calls}
+                )
+                assert created.status_code == 201, created.text
+                flow = wait_finished(api, created.json()["flow_id"], agent)
+                rows = {
+                    f"{name}/{source}": api.get(
+                        f"/collections/{flow['flow_id']}/results",
+                        params={"artifact": name, "source": source},
+                    ).json()["rows"]
+                    for name, source in (key.split("/", 1) for key in result_sets(flow))
+                }
+        finally:
+            agent.stop()
     assert flow["state"] == "Finished" and not flow["error"], flow
     for name in ("Generic.Client.Info/host", "Generic.System.Pslist/", "Linux.Sys.Users/"):
         assert rows[name], f"{name} gave no rows: {agent.output()[-3000:]}"
@@ -112,17 +103,6 @@ def test_an_agent_from_the_package_enrolls_and_answers_every_kind_of_query(
     ], found
     assert {s["status"] for s in flow["sources"].values()} == {"finished"}, flow["sources"]
     assert "ModuleNotFoundError" not in agent.output()
-
-
-def wait_for_client(api: httpx.Client, agent: Process) -> str:
-    deadline = time.monotonic() + 60
-    while True:
-        page = api.get("/clients").json()
-        items = page["items"] if isinstance(page, dict) else page
-        if items:
-            return str(items[0]["client_id"])
-        assert time.monotonic() < deadline, f"the agent did not enroll: {agent.output()[-3000:]}"
-        time.sleep(0.3)
 
 
 def wait_finished(api: httpx.Client, flow_id: str, agent: Process) -> dict[str, Any]:

@@ -13,12 +13,14 @@ import contextlib
 import os
 import signal
 import socket
+import ssl
 import subprocess
 import sys
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
+import httpx
 import msgspec
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed
@@ -161,6 +163,54 @@ def server_process(deployment: GeneratedConfig, log: Path) -> Process:
 def agent_process(config: ClientConfig, path: Path, log: Path) -> Process:
     write_client_config(config, path)
     return Process(["agent", "--config", str(path)], log)
+
+
+@contextlib.contextmanager
+def served(deployment: GeneratedConfig, log: Path, *options: str) -> Iterator[tuple[Process, str]]:
+    """``peregrine server`` (with ``options``, e.g. ``--workers 2``) as a child process, once
+    both its ports answer; with the token of the administrator it made for this machine's
+    CLI. Stopped afterwards."""
+    from peregrine.cli.local_login import login_path, read_local_login
+
+    cfg = deployment.server
+    server = Process(
+        ["server", "--config", str(deployment.server_config_path), "--no-local-agent", *options],
+        log,
+    )
+    server.start()
+    try:
+        deadline = time.monotonic() + 60
+        while not (port_open(cfg.port) and port_open(cfg.api_port)):
+            assert time.monotonic() < deadline, server.output()
+            time.sleep(0.2)
+        login = read_local_login(login_path(Path(cfg.data_dir)))
+        assert login is not None, server.output()
+        yield server, login.token
+    finally:
+        server.stop()
+
+
+def api_client(deployment: GeneratedConfig, token: str) -> httpx.Client:
+    """The REST API of a deployment's server, as the holder of ``token``."""
+    cfg = deployment.server
+    return httpx.Client(
+        base_url=f"https://127.0.0.1:{cfg.api_port}/api/v1",
+        verify=ssl.create_default_context(cafile=cfg.ca_cert_path),
+        headers={"Authorization": f"Bearer {token}"},
+        timeout=30,
+    )
+
+
+def first_client(api: httpx.Client, agent: Process, timeout: float = 60) -> str:
+    """The id of the first client to enroll (waiting for it); the agent's log if none does."""
+    deadline = time.monotonic() + timeout
+    while True:
+        page = api.get("/clients").json()
+        items = page["items"] if isinstance(page, dict) else page
+        if items:
+            return str(items[0]["client_id"])
+        assert time.monotonic() < deadline, f"the agent did not enroll: {agent.output()[-3000:]}"
+        time.sleep(0.3)
 
 
 def port_open(port: int) -> bool:

@@ -5,15 +5,19 @@ session, the services and the agent's collection thread)."""
 from __future__ import annotations
 
 import json
-import ssl
 import time
 from pathlib import Path
 
-import httpx
 import pytest
 
-from peregrine.cli.local_login import login_path, read_local_login
-from tests.server.harness import Process, agent_config, agent_process, make_deployment, port_open
+from tests.server.harness import (
+    agent_config,
+    agent_process,
+    api_client,
+    first_client,
+    make_deployment,
+    served,
+)
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -26,44 +30,26 @@ def json_lines(path: Path) -> list[dict[str, object]]:
 
 def test_a_collection_logs_json_lines_with_its_flow_and_client(tmp_path: Path) -> None:
     deployment = make_deployment(tmp_path / "deploy")
-    cfg = deployment.server
-    server = Process(
-        ["server", "--config", str(deployment.server_config_path), "--no-local-agent",
-         "--log-format", "json"],
-        tmp_path / "server.log",
-    )  # fmt: skip
     agent = agent_process(
         agent_config(deployment, tmp_path / "agent"), tmp_path / "client.yaml", tmp_path / "a.log"
     )
     agent.args += ["--log-format", "json"]
-    server.start()
-    try:
-        deadline = time.monotonic() + 60
-        while not (port_open(cfg.port) and port_open(cfg.api_port)):
-            assert time.monotonic() < deadline, server.output()
-            time.sleep(0.2)
-        login = read_local_login(login_path(Path(cfg.data_dir)))
-        assert login is not None
+    with served(deployment, tmp_path / "server.log", "--log-format", "json") as (_, token):
         agent.start()
-        api = httpx.Client(
-            base_url=f"https://127.0.0.1:{cfg.api_port}/api/v1",
-            verify=ssl.create_default_context(cafile=cfg.ca_cert_path),
-            headers={"Authorization": f"Bearer {login.token}"},
-            timeout=30,
-        )
-        with api:
-            client_id = _wait_for_client(api)
-            flow = api.post(
-                "/collections",
-                json={"client_id": client_id, "artifacts": [{"name": "Generic.Client.Info"}]},
-            ).json()
-            flow_id = flow["flow_id"]
-            while api.get(f"/collections/{flow_id}").json()["state"] != "Finished":
-                assert time.monotonic() < deadline + 60, agent.output()
-                time.sleep(0.2)
-    finally:
-        agent.stop()
-        server.stop()
+        try:
+            with api_client(deployment, token) as api:
+                client_id = first_client(api, agent)
+                flow = api.post(
+                    "/collections",
+                    json={"client_id": client_id, "artifacts": [{"name": "Generic.Client.Info"}]},
+                ).json()
+                flow_id = flow["flow_id"]
+                deadline = time.monotonic() + 120
+                while api.get(f"/collections/{flow_id}").json()["state"] != "Finished":
+                    assert time.monotonic() < deadline, agent.output()
+                    time.sleep(0.2)
+        finally:
+            agent.stop()
 
     server_lines = json_lines(tmp_path / "server.log")
     agent_lines = json_lines(tmp_path / "a.log")
@@ -80,14 +66,3 @@ def test_a_collection_logs_json_lines_with_its_flow_and_client(tmp_path: Path) -
     assert named and all(line["client_id"] == client_id for line in named)
     agent_flow = [str(line["message"]) for line in agent_lines if line.get("flow_id") == flow_id]
     assert any("started" in m for m in agent_flow) and any("ended" in m for m in agent_flow)
-
-
-def _wait_for_client(api: httpx.Client) -> str:
-    deadline = time.monotonic() + 60
-    while True:
-        clients = api.get("/clients").json()
-        items = clients["items"] if isinstance(clients, dict) else clients
-        if items:
-            return str(items[0]["client_id"])
-        assert time.monotonic() < deadline, "the agent did not enroll"
-        time.sleep(0.3)

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import ssl
-import time
 from pathlib import Path
 
 import httpx
@@ -13,9 +12,8 @@ import msgspec
 import psutil
 import pytest
 
-from peregrine.cli.local_login import login_path, read_local_login
 from peregrine.loadtest import Fleet
-from tests.server.harness import Process, make_deployment, port_open, wait_until
+from tests.server.harness import make_deployment, served, wait_until
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(420)]  # waits add up to about 330 s
 CLIENTS = 30
@@ -23,26 +21,11 @@ CLIENTS = 30
 
 def test_two_frontend_processes_share_the_ports_and_route_work(tmp_path: Path) -> None:
     deployment = make_deployment(tmp_path / "deploy")
-    server = Process(
-        ["server", "--config", str(deployment.server_config_path), "--no-local-agent",
-         "--workers", "2", "--log-level", "WARNING"],
-        tmp_path / "server.log",
-    )  # fmt: skip
-    server.start()
-    cfg = deployment.server
-    try:
-        deadline = time.monotonic() + 60
-        while not (port_open(cfg.port) and port_open(cfg.api_port)):
-            assert time.monotonic() < deadline, server.output()
-            time.sleep(0.2)
+    options = ("--workers", "2", "--log-level", "WARNING")
+    with served(deployment, tmp_path / "server.log", *options) as (server, token):
         # The server made an administrator and its token for the CLI on this machine.
-        login = read_local_login(login_path(Path(cfg.data_dir)))
-        assert login is not None, server.output()
-        token = login.token
         assert server.proc is not None
         asyncio.run(_scenario(deployment, token, tmp_path, server.proc.pid))
-    finally:
-        server.stop()
     # The workers log at the level the supervisor was given (they used to log at INFO: a line
     # per connection at 50,000 agents).
     assert " INFO " not in server.output()
