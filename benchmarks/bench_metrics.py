@@ -37,6 +37,9 @@ def main() -> None:
     fleet_options(parser, clients=10_000)
     parser.add_argument("--scrapes", type=int, default=60)
     parser.add_argument("--misses", type=int, default=5, help="scrapes past the state cache")
+    parser.add_argument(
+        "--stall", type=float, default=20.0, help="stop waiting once no agent joined for this long"
+    )
     args = parser.parse_args()
 
     dep = deployment(args.dir)
@@ -47,7 +50,9 @@ def main() -> None:
     with cleanup(fleet, server):
         server.start()
         fleet.start()
-        held, connect_seconds = wait_connections(server, args.clients, args.timeout, stall=20)
+        held, connect_seconds = wait_connections(
+            server, args.clients, args.timeout, stall=args.stall
+        )
         time.sleep(5.0)  # check-ins still under way
         with httpx.Client(
             base_url=f"https://127.0.0.1:{dep.api_port}",
