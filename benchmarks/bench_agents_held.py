@@ -1,7 +1,7 @@
 """Connected agents one server holds, and the server's memory and CPU per idle agent.
 
 .venv/bin/python benchmarks/bench_agents_held.py [--clients 19000] [--processes 2]
-    [--ramp 1000] [--hold 20] [--workers N] [--dir DIR] [--json]
+    [--ramp 1000] [--hold 20] [--workers N] [--stall 20] [--dir DIR] [--json]
 
 The simulated clients are enrolled (and given interrogation facts) straight into the datastore
 first, so this measures connections, not enrollment (``bench_enrollment.py`` does that). Then
@@ -37,6 +37,9 @@ def main() -> None:
     fleet_options(parser, clients=19_000)
     parser.add_argument("--hold", type=float, default=20.0, help="idle seconds measured")
     parser.add_argument("--workers", type=int, default=1, help="server processes, if supported")
+    parser.add_argument(
+        "--stall", type=float, default=20.0, help="give up once held stops growing this long"
+    )
     args = parser.parse_args()
 
     dep = deployment(args.dir)
@@ -46,11 +49,12 @@ def main() -> None:
     server = ServerProcess(dep, workers=args.workers)
     fleet = LoadTest(dep, args.clients, processes=args.processes, ramp=args.ramp)
     with cleanup(fleet, server):
-        server.start()
+        # Every process loads the client index first: 100,000 clients take a while.
+        server.start(timeout=args.timeout)
         time.sleep(3.0)
         rss0, fds0 = server.rss(), server.fds()
         fleet.start()
-        _, connect_seconds = wait_connections(server, args.clients, args.timeout, stall=20)
+        _, connect_seconds = wait_connections(server, args.clients, args.timeout, stall=args.stall)
         time.sleep(3.0)  # handshakes and check-ins that were still under way
         sims = fleet.procs()
         cpu0, sim_cpu0, t0 = server.cpu(), cpu_seconds(sims), time.monotonic()

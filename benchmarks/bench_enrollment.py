@@ -23,6 +23,7 @@ from fleet_common import (
     Profiler,
     ServerProcess,
     cleanup,
+    cpu_seconds,
     deployment,
     machine,
     top_frames,
@@ -56,10 +57,14 @@ def main() -> None:
         time.sleep(1.0)
         profiler = Profiler(args.profile, server.process.pid)
         profiler.start()
+        load0 = _loadavg()
         cpu0, t0 = server.cpu(), time.monotonic()
         fleet.start()
+        sims = fleet.procs()
         marks = _watch(dep, known, args.clients, t0, args.timeout)
         cpu1, t1 = server.cpu(), time.monotonic()
+        sim_cpu = cpu_seconds(fleet.procs() or sims)
+        load1 = _loadavg()
         profiler.stop()
         rss = server.rss()
         held = server.agent_connections()
@@ -83,6 +88,11 @@ def main() -> None:
         "wall_seconds": round(t1 - t0, 1),
         "server_cpu_percent": round(100 * (cpu1 - cpu0) / (t1 - t0), 1),
         "server_rss_mb": round(rss / 1e6, 1),
+        # CPU per client (enrollment and interrogation) is what stays comparable on a shared
+        # box: the rate a core of its own would give is 1000 / ms.
+        "server_cpu_ms_per_client": _per_client(cpu1 - cpu0, enrolled),
+        "sim_cpu_ms_per_client": _per_client(sim_cpu, enrolled),
+        "loadavg_before_after": [load0, load1],
         "notes": server.notes,
         "machine": machine(),
         "deployment": str(dep.directory),
@@ -122,6 +132,14 @@ def _watch(dep, known: int, want: int, t0: float, timeout: float) -> dict:  # ty
             marks["interrogated_100"] = now
             break
     return marks
+
+
+def _per_client(seconds: float, clients: int) -> float | None:
+    return round(1000 * seconds / clients, 2) if clients else None
+
+
+def _loadavg() -> float:
+    return float(Path("/proc/loadavg").read_text().split()[0])
 
 
 class _nothing:

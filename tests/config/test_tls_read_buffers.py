@@ -65,6 +65,8 @@ async def echo_many(dep: GeneratedConfig, clients: int, size: int) -> list[bytea
         received = await reader.readexactly(size)
         await sending
         assert received == sent
+        # Every write went through the backlog, kept in a list instead of a deque.
+        assert type(writer.transport._ssl_protocol._write_backlog) is list  # type: ignore[attr-defined]
         writer.close()
         await writer.wait_closed()
 

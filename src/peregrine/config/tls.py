@@ -76,7 +76,8 @@ def shrink_tls_read_buffers(size: int = TLS_READ_BUFFER) -> int:
     serves them all (per thread, because ``recv_into`` releases the GIL). This sets the class
     attribute ``max_size`` of ``asyncio.sslproto.SSLProtocol`` (the size read at a time) and
     gives every TLS connection made or accepted afterwards the thread's buffer; reads and
-    everything else are unchanged. Frontends and the fleet simulator call it. Returns the
+    everything else are unchanged; the connection's write backlog is a list, not a deque.
+    Frontends and the fleet simulator call it. Returns the
     previous size (a later call with it restores that read size; the buffer stays shared).
     """
     import asyncio.sslproto
@@ -95,6 +96,9 @@ def shrink_tls_read_buffers(size: int = TLS_READ_BUFFER) -> int:
             data, view = _thread_buffer(protocol.max_size)
             self._ssl_buffer = data  # type: ignore[attr-defined]
             self._ssl_buffer_view = view  # type: ignore[attr-defined]
+            # An empty deque holds a 64-slot block (760 bytes) for the connection's life; the
+            # backlog is appended to, read and cut at [0], cleared: a list does all of it.
+            self._write_backlog = []  # type: ignore[assignment]
 
         __init__._peregrine_shared_buffer = True  # type: ignore[attr-defined]
         protocol.__init__ = __init__  # type: ignore[method-assign]

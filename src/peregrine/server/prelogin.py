@@ -16,6 +16,8 @@ from websockets.asyncio.server import ServerConnection
 from websockets.frames import CloseCode
 
 log = logging.getLogger(__name__)
+#: What websockets logs about agent connections (its own logger, shared by all of them).
+_WEBSOCKETS_LOG = logging.getLogger("websockets.server")
 
 
 class AgentConnection(ServerConnection):
@@ -25,6 +27,11 @@ class AgentConnection(ServerConnection):
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.unauthenticated_budget: int | None = self.handshake_bytes
+        # A frontend holds tens of thousands of these for months; websockets gives each its
+        # own LoggerAdapter (with a dict and a weak proxy) and an empty deque (760 bytes) of
+        # drain waiters, which it only appends to, removes from and iterates: a list does.
+        self.protocol.logger = self.logger = _WEBSOCKETS_LOG
+        self.drain_waiters = []  # type: ignore[assignment]
 
     def logged_in(self) -> None:
         """The agent proved who it is: from now on only the frame size limit applies."""

@@ -87,8 +87,8 @@ class AgentSession:
     containers until they are needed."""
 
     __slots__ = (
-        "_budget", "_held", "_send_lock", "_storing", "address", "client_id", "seen_hunts",
-        "server", "ws",
+        "_budget", "_held", "_send_lock", "_storing", "address", "client_id", "enrolled",
+        "seen_hunts", "server", "ws",
     )  # fmt: skip
 
     def __init__(self, server: Server, ws: ServerConnection) -> None:
@@ -96,6 +96,8 @@ class AgentSession:
         self.ws = ws
         self.client_id = ""
         self.seen_hunts: list[str] = []
+        #: This connection enrolled the client (until its check-in has interrogated it).
+        self.enrolled = False
         peer = ws.remote_address
         self.address: str | None = str(peer[0]) if peer else None
         self._send_lock = asyncio.Lock()
@@ -159,8 +161,11 @@ class AgentSession:
         self.server.presence.online(self.client_id)
         try:
             await self.deliver_pending()
-            await self.server.services.client_connected(self.client_id, self.seen_hunts)
+            await self.server.services.client_connected(
+                self.client_id, self.seen_hunts, enrolled=self.enrolled
+            )
             self.seen_hunts = []  # used once, at check-in
+            self.enrolled = False
             await self.server.services.event_monitoring.push(self.client_id)
             await self._serve()
         except ConnectionClosed as exc:
@@ -285,7 +290,7 @@ class AgentSession:
         if enrolled:
             ENROLLMENTS.inc()
             log.info("enrolled %s from %s", client_id, self.address)
-            await self.server.services.interrogate(client_id)
+            self.enrolled = True  # interrogated at check-in, once the login slot is free
         return True
 
     async def _reject(self, reason: str, retry_after: float = 300) -> None:

@@ -131,12 +131,21 @@ class Services:
 
     # -- clients ------------------------------------------------------------------------------
 
-    async def client_connected(self, client_id: str, seen_hunts: Iterable[str] = ()) -> None:
-        """A client checked in: it gets every running hunt it matches and has not had."""
-        if client_id not in self.client_index.clients:
-            await self.reindex(client_id)
-        self.client_index.update(client_id, last_seen=time.time())
-        await self._interrogate_if_never_done(client_id)
+    async def client_connected(
+        self, client_id: str, seen_hunts: Iterable[str] = (), enrolled: bool = False
+    ) -> None:
+        """A client checked in: it gets every running hunt it matches and has not had.
+        ``enrolled``: this connection enrolled it just now, so its record holds nothing yet
+        (no read needed) and it is interrogated now, after its login slot is free."""
+        now = time.time()
+        if enrolled:
+            self.client_index.update(client_id, labels=(), ip_addresses=(), last_seen=now)
+            await self.interrogate(client_id)
+        else:
+            if client_id not in self.client_index.clients:
+                await self.reindex(client_id)
+            self.client_index.update(client_id, last_seen=now)
+            await self._interrogate_if_never_done(client_id)
         await self.hunts.client_checked_in(client_id, seen_hunts)
 
     async def clients_appeared(self, clients: list[str]) -> None:
@@ -193,14 +202,21 @@ class Services:
     async def flow_finished(self, client_id: str, record: FlowRecord) -> None:
         """A flow's last message is stored: its result sets get their Parquet copies (in the
         background), and an interrogation's facts go into the client."""
-        if self.config.analysis.parquet_on_finish:
+        # An interrogation's few rows are read by the server itself: a Parquet copy of them
+        # (a DuckDB write and an fsync) cost more CPU than the rest of an enrollment. A query
+        # that reads them still gets one made then.
+        if self.config.analysis.parquet_on_finish and record.creator != INTERROGATOR:
             flow_dir = self.filestore.flow_dir(client_id, record.flow_id)
             stems = await asyncio.to_thread(finished_result_sets, flow_dir)
             self.analysis.copies.schedule(stems)
         if record.creator != INTERROGATOR or record.state != "Finished":
             return
         flow_id = record.flow_id
-        info = await asyncio.to_thread(self._apply_interrogation, client_id, flow_id)
+        info = await asyncio.to_thread(client_info, self.filestore, client_id, flow_id)
+        if info is not None:
+            # Grouped: a burst of new clients' facts is stored in a few commits, not one each.
+            set_info = self.datastore.clients.set_info
+            await self.datastore.group.run(set_info, client_id, info, time.time())
         self.events.flow_changed(flow_id)
         if info is not None:
             # The OS is known now: hunts that target it may apply to this client.
@@ -225,9 +241,3 @@ class Services:
         if not await asyncio.to_thread(pending, client_id, INTERROGATOR):
             log.info("interrogating %s: it has not been interrogated yet", client_id)
             await self.interrogate(client_id)
-
-    def _apply_interrogation(self, client_id: str, flow_id: str) -> dict[str, Any] | None:
-        info = client_info(self.filestore, client_id, flow_id)
-        if info is not None:
-            self.datastore.clients.set_info(client_id, info, time.time())
-        return info
