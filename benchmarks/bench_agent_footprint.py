@@ -16,17 +16,14 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import subprocess
 import time
 from pathlib import Path
 from typing import Any
 
-import msgspec
 import psutil
 
 from fleet_common import (
-    PYTHON,
+    AgentProcess,
     ServerProcess,
     api_client,
     api_token,
@@ -35,50 +32,8 @@ from fleet_common import (
     deployment,
     machine,
     rss,
-    tree,
+    wait_db,
 )
-from peregrine.config import load_client_config, write_client_config
-
-
-class AgentProcess:
-    def __init__(self, config: Path, log: Path) -> None:
-        self.config, self.log = config, log
-        self.proc: subprocess.Popen[bytes] | None = None
-
-    def start(self) -> None:
-        out = open(self.log, "ab")  # noqa: SIM115
-        self.proc = subprocess.Popen(
-            [PYTHON, "-m", "peregrine", "agent", "--config", str(self.config)],
-            stdout=out,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
-        out.close()
-
-    def procs(self) -> list[psutil.Process]:
-        assert self.proc is not None
-        return tree(psutil.Process(self.proc.pid))
-
-    def stop(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(30)
-            except subprocess.TimeoutExpired:
-                os.killpg(self.proc.pid, 9)
-                self.proc.wait()
-
-
-def wait_db(dep: Any, sql: str, params: tuple[Any, ...], timeout: float) -> Any:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if dep.datastore.exists():
-            with dep.db() as db:
-                row = db.execute(sql, params).fetchone()
-            if row and row[0]:
-                return row
-        time.sleep(0.05)
-    raise TimeoutError(sql)
 
 
 def collect(dep: Any, api: Any, agent: AgentProcess, client_id: str, name: str) -> dict[str, Any]:
@@ -138,17 +93,8 @@ def main() -> None:
 
     dep = deployment(args.dir)
     api_token(dep)
-    home = dep.directory / "agent-home"
-    home.mkdir(exist_ok=True)
-    client = msgspec.structs.replace(
-        load_client_config(dep.client_yaml),
-        writeback_path=str(home / "writeback.yaml"),
-        spool_dir=str(home / "spool"),
-    )
-    config = home / "client.yaml"
-    write_client_config(client, config)
     server = ServerProcess(dep)
-    agent = AgentProcess(config, dep.directory / "agent.log")
+    agent = AgentProcess.in_deployment(dep)
     with cleanup(agent, server):
         server.start()
         agent.start()
