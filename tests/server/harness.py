@@ -20,6 +20,7 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 
 import msgspec
+import psutil
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed
 
@@ -159,6 +160,18 @@ def server_process(deployment: GeneratedConfig, log: Path) -> Process:
 def agent_process(config: ClientConfig, path: Path, log: Path) -> Process:
     write_client_config(config, path)
     return Process(["agent", "--config", str(path)], log)
+
+
+def query_workers(agent: Agent | None = None) -> list[psutil.Process]:
+    """The query workers this process started (an agent runs in it) that hold a query: the
+    agent's spares, waiting warm for one, are left out."""
+    children = psutil.Process().children(recursive=True)
+    spares = set(agent.spare_pids()) if agent is not None else set()  # after: a new one's known
+    return [
+        p
+        for p in children
+        if "peregrine.engine.worker" in " ".join(p.cmdline()) and p.pid not in spares
+    ]
 
 
 def port_open(port: int) -> bool:

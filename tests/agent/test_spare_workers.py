@@ -1,0 +1,119 @@
+"""The agent's warm query workers (issue 17), with a real server and agent over TLS: a
+collection takes the spare and a new one replaces it, and no spare outlives the agent, whether
+it stops or is killed."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+from pathlib import Path
+
+import psutil
+import pytest
+
+from peregrine.datastore import Datastore
+from tests.agent.test_collection import interrogated
+from tests.server.harness import (
+    agent_config,
+    agent_process,
+    make_deployment,
+    running_agent,
+    running_server_with,
+    start_flow,
+    wait_until,
+)
+
+FINAL = ("Finished", "Error", "Cancelled")
+
+
+def gone(pid: int) -> bool:
+    """Not running, and not left a zombie: reaped."""
+    return not psutil.pid_exists(pid)
+
+
+async def finished(datastore: Datastore, flow_id: str) -> str:
+    def state() -> str | None:
+        record = datastore.collections.get(flow_id)
+        return record.state if record is not None and record.state in FINAL else None
+
+    result: str = await wait_until(state, 60)
+    return result
+
+
+@pytest.mark.timeout(120)
+def test_a_collection_takes_the_spare_and_the_stopped_agent_leaves_none(tmp_path: Path) -> None:
+    deployment = make_deployment(tmp_path / "deploy")
+
+    async def scenario() -> None:
+        async with running_server_with(deployment.server) as server:
+            config = agent_config(deployment, tmp_path / "host", spare_worker_idle=0.0)
+            async with running_agent(config) as agent:
+                await interrogated(server.datastore, agent.client_id)
+                [spare] = await wait_until(agent.spare_pids, 20)
+                flow = await start_flow(server, agent.client_id, [("Generic.System.Pslist", {})])
+                assert await finished(server.datastore, flow.flow_id) == "Finished"
+                # The spare ran the query (it never expires here), and ended with it.
+                await wait_until(lambda: gone(spare), 10)
+                [replacement] = await wait_until(agent.spare_pids, 20)
+                assert replacement != spare and psutil.Process(replacement).is_running()
+            assert gone(replacement)
+
+    asyncio.run(scenario())
+
+
+@pytest.mark.timeout(120)
+def test_an_agent_configured_without_spares_keeps_none(tmp_path: Path) -> None:
+    deployment = make_deployment(tmp_path / "deploy")
+
+    async def scenario() -> None:
+        async with running_server_with(deployment.server) as server:
+            config = agent_config(deployment, tmp_path / "host", spare_workers=0)
+            async with running_agent(config) as agent:
+                [flow] = await interrogated(server.datastore, agent.client_id)
+                assert flow.state == "Finished", flow.error
+                assert agent.spare_pids() == []
+                assert not [
+                    p
+                    for p in psutil.Process().children(recursive=True)
+                    if "peregrine.engine.worker" in " ".join(p.cmdline())
+                ]
+
+    asyncio.run(scenario())
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(180)
+def test_the_spare_of_an_agent_killed_with_sigkill_exits(tmp_path: Path) -> None:
+    """kill -9 of the agent process alone (not its process group): its spare, waiting for a
+    request, reads the end of its input and exits."""
+    deployment = make_deployment(tmp_path / "deploy")
+    config = agent_config(deployment, tmp_path / "host")
+    agent = agent_process(config, tmp_path / "client.yaml", tmp_path / "agent.log")
+
+    def spares() -> list[psutil.Process]:
+        assert agent.proc is not None
+        return [
+            p
+            for p in psutil.Process(agent.proc.pid).children()
+            if "peregrine.engine.worker" in " ".join(p.cmdline())
+        ]
+
+    async def scenario() -> None:
+        async with running_server_with(deployment.server) as server:
+            agent.start()
+            try:
+                client_id = await wait_until(
+                    lambda: [c.client_id for c in server.datastore.clients.list()], 60
+                )
+                await interrogated(server.datastore, client_id[0])
+                [spare] = await wait_until(spares, 30)
+                await asyncio.sleep(1.0)  # a spare that has warmed up and waits
+                assert agent.proc is not None
+                os.kill(agent.proc.pid, signal.SIGKILL)
+                agent.proc.wait()
+                await asyncio.to_thread(spare.wait, 30)  # TimeoutExpired if it stays
+            finally:
+                agent.stop()
+
+    asyncio.run(scenario())
