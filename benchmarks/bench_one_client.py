@@ -1,7 +1,7 @@
 """One client, one question: from the API request to the rows read back (issue 17).
 
 .venv/bin/python benchmarks/bench_one_client.py [--runs 20] [--warmup 3]
-    [--cases pslist,hash,hunt] [--dir DIR] [--json]
+    [--cases pslist,hash,hunt] [--spare-workers N] [--dir DIR] [--json]
 
 A server process (``peregrine server --no-local-agent``) and one real agent process
 (``peregrine agent``) connected to it over TLS on loopback. Each run goes through the REST API
@@ -123,6 +123,12 @@ def main() -> None:
     parser.add_argument("--warmup", type=int, default=3, help="runs of each case not counted")
     parser.add_argument("--cases", default="pslist,hash,hunt")
     parser.add_argument("--pause", type=float, default=0.2, help="seconds between runs")
+    parser.add_argument(
+        "--spare-workers",
+        type=int,
+        help="the agent's spare_workers (default: its configuration's; 0: a worker started "
+        "for every query, as before issue 17)",
+    )
     parser.add_argument("--dir", type=Path, help="deployment directory (default: a new one)")
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args()
@@ -130,7 +136,8 @@ def main() -> None:
     dep = deployment(args.dir)
     api_token(dep)
     server = ServerProcess(dep)
-    agent = AgentProcess.in_deployment(dep)
+    changes = {} if args.spare_workers is None else {"spare_workers": args.spare_workers}
+    agent = AgentProcess.in_deployment(dep, **changes)
     cases: dict[str, Callable[[Any, Peregrine, str], dict[str, Any]]] = {
         "pslist": lambda d, a, c: run_collection(d, a, c, (PSLIST, {})),
         "hash": lambda d, a, c: run_collection(d, a, c, HASH_CALL),
@@ -159,6 +166,7 @@ def main() -> None:
                     "load_before": round(load, 2),
                     "load_after": round(os.getloadavg()[0], 2),
                 }
+    result["spare_workers"] = args.spare_workers
     result["machine"] = machine()
     result["deployment"] = str(dep.directory)
     if args.json:

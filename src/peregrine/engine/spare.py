@@ -3,7 +3,10 @@
 Starting a worker (an isolated interpreter that imports the engine and registers every plugin)
 takes 0.3 to 0.6 s; a small query then runs in milliseconds. :class:`SpareWorkers` keeps ``count``
 workers started and warm, each blocked reading its ``Request``; :meth:`SpareWorkers.take` hands
-one over and starts its replacement at once, so the next query finds one too.
+one over, and once its query has ended (:meth:`SpareWorkers.done`) spares are started again, so
+the next query finds one too. Not before: a replacement warming up while the query runs would
+take CPU from it, and an artifact's precondition and its source each take a spare of their own
+one after the other (most built-in artifacts have one), which ``count`` 2 covers.
 
 Nothing of the isolation changes: a spare is the same ``python -I`` started in ``/`` as a
 worker started on demand, the watchdog still watches it as its parent's child, and it still runs
@@ -33,12 +36,14 @@ class WorkerSource(Protocol):
 
     def take(self) -> Worker: ...
 
+    def done(self) -> None: ...
+
 
 class SpareWorkers:
     """``count`` warm workers waiting for a query; stopped after ``idle_seconds`` untaken
     (0: kept for good) and by :meth:`close`."""
 
-    def __init__(self, count: int = 1, idle_seconds: float = 300.0) -> None:
+    def __init__(self, count: int = 2, idle_seconds: float = 300.0) -> None:
         self.count = count
         self.idle_seconds = idle_seconds
         self._spares: deque[Worker] = deque()
@@ -54,8 +59,7 @@ class SpareWorkers:
             return [worker.pid for worker in self._spares]
 
     def take(self) -> Worker:
-        """A started worker for one query: a spare if one is alive, else a new one. Spares are
-        started again at once, in the background."""
+        """A started worker for one query: a spare if one is alive, else a new one."""
         with self._changed:
             self._last_used = time.monotonic()
             worker = None
@@ -66,9 +70,12 @@ class SpareWorkers:
                 else:
                     _stop(candidate)  # died waiting (killed from outside): reaped, pipes closed
             self._changed.notify_all()
+        return worker if worker is not None else start_worker()
+
+    def done(self) -> None:
+        """A taken worker's query ended: start spares again, in the background."""
         if not self._closed:
             threading.Thread(target=self.fill, name="spare-workers", daemon=True).start()
-        return worker if worker is not None else start_worker()
 
     def fill(self) -> None:
         """Start spares until there are ``count`` (the first call also starts the clock that

@@ -200,6 +200,7 @@ class IsolatedQuery:
         #: (elapsed, CPU seconds used) samples over the last CPU_WINDOW, for the throttle.
         self._cpu_samples: deque[tuple[float, float]] = deque([(0.0, 0.0)])
         self._write_lock = threading.Lock()
+        self._workers = workers
         self._proc = workers.take() if workers is not None else start_worker()
         assert self._proc.stdin is not None and self._proc.stdout is not None
         self._stdin: IO[bytes] = self._proc.stdin
@@ -403,6 +404,8 @@ class IsolatedQuery:
         self._finish()
 
     def _finish(self) -> None:
+        if not self._finished.is_set() and self._workers is not None:
+            self._workers.done()
         self._finished.set()
         self.elapsed = self.elapsed or time.monotonic() - self._started
         with self._write_lock, contextlib.suppress(OSError):  # it may have died with unread input
