@@ -2,6 +2,7 @@
 
 .venv/bin/python benchmarks/bench_agent_footprint.py [--idle 30] [--settle 10]
     [--artifacts Generic.System.Pslist Linux.Sys.Users] [--repeat 3] [--dir DIR] [--json]
+    [--spare-workers N] [--spare-worker-idle SECONDS]
 
 A server process and one real agent process (``python -m peregrine agent``) on loopback. Once the
 agent has enrolled and its interrogation is stored, it is left alone for ``--settle`` seconds,
@@ -30,9 +31,9 @@ from fleet_common import (
     cleanup,
     cpu_seconds,
     deployment,
+    interrogated_client,
     machine,
     rss,
-    wait_db,
 )
 
 
@@ -88,19 +89,34 @@ def main() -> None:
     )
     parser.add_argument("--repeat", type=int, default=3)
     parser.add_argument("--dir", type=Path, help="deployment directory (default: a new one)")
+    parser.add_argument(
+        "--spare-workers", type=int, help="the agent's spare_workers (default: its configuration's)"
+    )
+    parser.add_argument(
+        "--spare-worker-idle",
+        type=float,
+        help="the agent's spare_worker_idle: below --settle, the idle figures are of an agent "
+        "whose spares have been stopped",
+    )
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args()
 
     dep = deployment(args.dir)
     api_token(dep)
     server = ServerProcess(dep)
-    agent = AgentProcess.in_deployment(dep)
+    changes = {
+        key: value
+        for key, value in (
+            ("spare_workers", args.spare_workers),
+            ("spare_worker_idle", args.spare_worker_idle),
+        )
+        if value is not None
+    }
+    agent = AgentProcess.in_deployment(dep, **changes)
     with cleanup(agent, server):
         server.start()
         agent.start()
-        client_id = wait_db(
-            dep, "SELECT client_id FROM clients WHERE interrogated IS NOT NULL", (), 60
-        )[0]
+        client_id = interrogated_client(dep)
         time.sleep(args.settle)
         procs = agent.procs()
         rss_start = rss(procs)
@@ -115,6 +131,7 @@ def main() -> None:
             "rss_mb": round(max(samples) / 1e6, 1),
             "rss_mb_at_start": round(rss_start / 1e6, 1),
             "uss_mb": round(uss / 1e6, 1),
+            "agent_rss_mb": round(rss(procs[:1]) / 1e6, 1),  # without its spare workers
             "processes": len(procs),
             "cpu_percent": round(100 * (cpu1 - cpu0) / (t1 - t0), 3),
             "seconds": round(t1 - t0, 1),

@@ -2,6 +2,7 @@
 
 .venv/bin/python benchmarks/bench_one_client.py [--runs 20] [--warmup 3]
     [--cases pslist,hash,hunt] [--spare-workers N] [--dir DIR] [--json]
+.venv/bin/python benchmarks/bench_one_client.py --worker-ab [--runs 20]
 
 A server process (``peregrine server --no-local-agent``) and one real agent process
 (``peregrine agent``) connected to it over TLS on loopback. Each run goes through the REST API
@@ -38,9 +39,9 @@ from fleet_common import (
     api_token,
     cleanup,
     deployment,
+    interrogated_client,
     machine,
     print_result,
-    wait_db,
 )
 from peregrine.client import Peregrine
 
@@ -101,6 +102,31 @@ def run_hunt(dep: Any, api: Peregrine, client_id: str) -> dict[str, Any]:
     return {"wall": read - t0, "rows": len(page.rows), **flow_split(dep, member.flow_id, t0, read)}
 
 
+def worker_ab(runs: int, pause: float) -> dict[str, Any]:
+    """The query worker alone, in this process: the process listing's query in a worker started
+    for it (as before) and in a warm spare, alternating, so both see the same load."""
+    from peregrine.engine.spare import SpareWorkers
+    from peregrine.engine.worker import IsolatedQuery
+
+    sql = "SELECT pid, ppid, name, exe, cmdline, username, create_time, rss, status FROM pslist()"
+    spares = SpareWorkers(2, idle_seconds=0)
+    times: dict[str, list[float]] = {"started": [], "spare": []}
+    try:
+        spares.fill()
+        for _ in range(runs):
+            for kind, workers in (("started", None), ("spare", spares)):
+                time.sleep(pause)  # the spares warm up again meanwhile
+                t0 = time.perf_counter()
+                rows = list(IsolatedQuery(sql, workers=workers))
+                times[kind].append(time.perf_counter() - t0)
+                assert rows
+    finally:
+        spares.close()
+    return {f"{kind}_p50_s": round(statistics.median(t), 3) for kind, t in times.items()} | {
+        f"{kind}_max_s": round(max(t), 3) for kind, t in times.items()
+    }
+
+
 def summary(runs: list[dict[str, Any]]) -> dict[str, Any]:
     walls = sorted(r["wall"] for r in runs)
     out: dict[str, Any] = {
@@ -122,6 +148,11 @@ def main() -> None:
     parser.add_argument("--runs", type=int, default=20)
     parser.add_argument("--warmup", type=int, default=3, help="runs of each case not counted")
     parser.add_argument("--cases", default="pslist,hash,hunt")
+    parser.add_argument(
+        "--worker-ab",
+        action="store_true",
+        help="only the query worker, started vs spare, in this process (no server, no agent)",
+    )
     parser.add_argument("--pause", type=float, default=0.2, help="seconds between runs")
     parser.add_argument(
         "--spare-workers",
@@ -132,6 +163,12 @@ def main() -> None:
     parser.add_argument("--dir", type=Path, help="deployment directory (default: a new one)")
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args()
+    if args.worker_ab:
+        load = os.getloadavg()[0]
+        result = worker_ab(args.runs, max(args.pause, 1.0))
+        result |= {"load_before": round(load, 2), "load_after": round(os.getloadavg()[0], 2)}
+        print_result({**result, "machine": machine()}, args.json)
+        return
 
     dep = deployment(args.dir)
     api_token(dep)
@@ -147,9 +184,7 @@ def main() -> None:
     with cleanup(agent, server):
         server.start()
         agent.start()
-        client_id = wait_db(
-            dep, "SELECT client_id FROM clients WHERE interrogated IS NOT NULL", (), 60
-        )[0]
+        client_id = interrogated_client(dep)
         with client_for(dep) as api:
             for case in args.cases.split(","):
                 run = cases[case]

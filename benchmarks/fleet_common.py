@@ -316,6 +316,12 @@ class AgentProcess:
                 self.proc.wait()
 
 
+def interrogated_client(dep: Deployment, timeout: float = 60.0) -> str:
+    """The id of the first client whose enrollment interrogation is stored."""
+    sql = "SELECT client_id FROM clients WHERE interrogated IS NOT NULL"
+    return str(wait_db(dep, sql, (), timeout)[0])
+
+
 def wait_db(dep: Deployment, sql: str, params: tuple[Any, ...], timeout: float) -> Any:
     """The first row of ``sql`` on the server's datastore once its first value is truthy."""
     deadline = time.monotonic() + timeout

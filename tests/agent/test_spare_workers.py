@@ -5,14 +5,18 @@ it stops or is killed."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import signal
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 import psutil
 import pytest
 
+from peregrine.agent.agent import Agent
 from peregrine.datastore import Datastore
+from peregrine.server.app import Server
 from tests.agent.test_collection import interrogated
 from tests.server.harness import (
     agent_config,
@@ -41,46 +45,48 @@ async def finished(datastore: Datastore, flow_id: str) -> str:
     return result
 
 
+@contextlib.asynccontextmanager
+async def interrogated_agent(
+    tmp_path: Path, **config: object
+) -> AsyncIterator[tuple[Server, Agent]]:
+    """A server and an in-process agent configured with ``config``, once it is interrogated."""
+    deployment = make_deployment(tmp_path / "deploy")
+    async with running_server_with(deployment.server) as server:
+        async with running_agent(agent_config(deployment, tmp_path / "host", **config)) as agent:
+            [flow] = await interrogated(server.datastore, agent.client_id)
+            assert flow.state == "Finished", flow.error
+            yield server, agent
+
+
 @pytest.mark.timeout(120)
 def test_a_collection_takes_the_spare_and_the_stopped_agent_leaves_none(tmp_path: Path) -> None:
-    deployment = make_deployment(tmp_path / "deploy")
-
     async def scenario() -> None:
-        async with running_server_with(deployment.server) as server:
-            config = agent_config(deployment, tmp_path / "host", spare_worker_idle=0.0)
-            async with running_agent(config) as agent:
-                await interrogated(server.datastore, agent.client_id)
-                await wait_until(lambda: len(agent.spare_pids()) == 2, 20)
-                before = set(agent.spare_pids())
-                flow = await start_flow(server, agent.client_id, [("Generic.System.Pslist", {})])
-                assert await finished(server.datastore, flow.flow_id) == "Finished"
-                # One spare ran the query (they never expire here), and ended with it; the
-                # agent has two spares again.
-                [used] = await wait_until(lambda: [p for p in before if gone(p)], 10)
-                await wait_until(lambda: len(agent.spare_pids()) == 2, 20)
-                after = set(agent.spare_pids())
-                assert used not in after and len(after - before) == 1
-            assert all(gone(pid) for pid in after)
+        async with interrogated_agent(tmp_path, spare_worker_idle=0.0) as (server, agent):
+            await wait_until(lambda: len(agent.spare_pids()) == 2, 20)
+            before = set(agent.spare_pids())
+            flow = await start_flow(server, agent.client_id, [("Generic.System.Pslist", {})])
+            assert await finished(server.datastore, flow.flow_id) == "Finished"
+            # One spare ran the query (they never expire here), and ended with it; the agent
+            # has two spares again.
+            [used] = await wait_until(lambda: [p for p in before if gone(p)], 10)
+            await wait_until(lambda: len(agent.spare_pids()) == 2, 20)
+            after = set(agent.spare_pids())
+            assert used not in after and len(after - before) == 1
+        assert all(gone(pid) for pid in after)
 
     asyncio.run(scenario())
 
 
 @pytest.mark.timeout(120)
 def test_an_agent_configured_without_spares_keeps_none(tmp_path: Path) -> None:
-    deployment = make_deployment(tmp_path / "deploy")
-
     async def scenario() -> None:
-        async with running_server_with(deployment.server) as server:
-            config = agent_config(deployment, tmp_path / "host", spare_workers=0)
-            async with running_agent(config) as agent:
-                [flow] = await interrogated(server.datastore, agent.client_id)
-                assert flow.state == "Finished", flow.error
-                assert agent.spare_pids() == []
-                assert not [
-                    p
-                    for p in psutil.Process().children(recursive=True)
-                    if "peregrine.engine.worker" in " ".join(p.cmdline())
-                ]
+        async with interrogated_agent(tmp_path, spare_workers=0) as (_, agent):
+            assert agent.spare_pids() == []
+            assert not [
+                p
+                for p in psutil.Process().children(recursive=True)
+                if "peregrine.engine.worker" in " ".join(p.cmdline())
+            ]
 
     asyncio.run(scenario())
 
