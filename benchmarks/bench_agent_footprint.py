@@ -2,6 +2,7 @@
 
 .venv/bin/python benchmarks/bench_agent_footprint.py [--idle 30] [--settle 10]
     [--artifacts Generic.System.Pslist Linux.Sys.Users] [--repeat 3] [--dir DIR] [--json]
+    [--spare-workers N] [--spare-worker-idle SECONDS]
 
 A server process and one real agent process (``python -m peregrine agent``) on loopback. Once the
 agent has enrolled and its interrogation is stored, it is left alone for ``--settle`` seconds,
@@ -16,69 +17,24 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import subprocess
 import time
 from pathlib import Path
 from typing import Any
 
-import msgspec
 import psutil
 
 from fleet_common import (
-    PYTHON,
+    AgentProcess,
     ServerProcess,
     api_client,
     api_token,
     cleanup,
     cpu_seconds,
     deployment,
+    interrogated_client,
     machine,
     rss,
-    tree,
 )
-from peregrine.config import load_client_config, write_client_config
-
-
-class AgentProcess:
-    def __init__(self, config: Path, log: Path) -> None:
-        self.config, self.log = config, log
-        self.proc: subprocess.Popen[bytes] | None = None
-
-    def start(self) -> None:
-        out = open(self.log, "ab")  # noqa: SIM115
-        self.proc = subprocess.Popen(
-            [PYTHON, "-m", "peregrine", "agent", "--config", str(self.config)],
-            stdout=out,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
-        out.close()
-
-    def procs(self) -> list[psutil.Process]:
-        assert self.proc is not None
-        return tree(psutil.Process(self.proc.pid))
-
-    def stop(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(30)
-            except subprocess.TimeoutExpired:
-                os.killpg(self.proc.pid, 9)
-                self.proc.wait()
-
-
-def wait_db(dep: Any, sql: str, params: tuple[Any, ...], timeout: float) -> Any:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if dep.datastore.exists():
-            with dep.db() as db:
-                row = db.execute(sql, params).fetchone()
-            if row and row[0]:
-                return row
-        time.sleep(0.05)
-    raise TimeoutError(sql)
 
 
 def collect(dep: Any, api: Any, agent: AgentProcess, client_id: str, name: str) -> dict[str, Any]:
@@ -133,28 +89,34 @@ def main() -> None:
     )
     parser.add_argument("--repeat", type=int, default=3)
     parser.add_argument("--dir", type=Path, help="deployment directory (default: a new one)")
+    parser.add_argument(
+        "--spare-workers", type=int, help="the agent's spare_workers (default: its configuration's)"
+    )
+    parser.add_argument(
+        "--spare-worker-idle",
+        type=float,
+        help="the agent's spare_worker_idle: below --settle, the idle figures are of an agent "
+        "whose spares have been stopped",
+    )
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args()
 
     dep = deployment(args.dir)
     api_token(dep)
-    home = dep.directory / "agent-home"
-    home.mkdir(exist_ok=True)
-    client = msgspec.structs.replace(
-        load_client_config(dep.client_yaml),
-        writeback_path=str(home / "writeback.yaml"),
-        spool_dir=str(home / "spool"),
-    )
-    config = home / "client.yaml"
-    write_client_config(client, config)
     server = ServerProcess(dep)
-    agent = AgentProcess(config, dep.directory / "agent.log")
+    changes = {
+        key: value
+        for key, value in (
+            ("spare_workers", args.spare_workers),
+            ("spare_worker_idle", args.spare_worker_idle),
+        )
+        if value is not None
+    }
+    agent = AgentProcess.in_deployment(dep, **changes)
     with cleanup(agent, server):
         server.start()
         agent.start()
-        client_id = wait_db(
-            dep, "SELECT client_id FROM clients WHERE interrogated IS NOT NULL", (), 60
-        )[0]
+        client_id = interrogated_client(dep)
         time.sleep(args.settle)
         procs = agent.procs()
         rss_start = rss(procs)
@@ -169,6 +131,7 @@ def main() -> None:
             "rss_mb": round(max(samples) / 1e6, 1),
             "rss_mb_at_start": round(rss_start / 1e6, 1),
             "uss_mb": round(uss / 1e6, 1),
+            "agent_rss_mb": round(rss(procs[:1]) / 1e6, 1),  # without its spare workers
             "processes": len(procs),
             "cpu_percent": round(100 * (cpu1 - cpu0) / (t1 - t0), 3),
             "seconds": round(t1 - t0, 1),

@@ -3,7 +3,8 @@ process (so its memory and CPU can be measured), the simulator (``peregrine load
 other processes, an API token for starting hunts and collections, and clean-up.
 
 Not a benchmark itself; imported by ``bench_agents_held.py``, ``bench_hunt_fanout.py``,
-``bench_ingestion.py``, ``bench_enrollment.py`` and ``bench_agent_footprint.py``.
+``bench_ingestion.py``, ``bench_enrollment.py``, ``bench_agent_footprint.py`` and
+``bench_one_client.py``.
 """
 
 from __future__ import annotations
@@ -262,6 +263,76 @@ class ServerProcess:
                 self.proc.wait()
         with contextlib.suppress(ProcessLookupError, PermissionError):
             os.killpg(self.proc.pid, signal.SIGKILL)  # stragglers of its group (workers)
+
+
+@dataclass
+class AgentProcess:
+    """A real agent, ``python -m peregrine agent --config ...``, in its own session."""
+
+    config: Path
+    log: Path
+    proc: subprocess.Popen[bytes] | None = None
+
+    @classmethod
+    def in_deployment(cls, dep: Deployment, **changes: Any) -> AgentProcess:
+        """An agent of ``dep`` whose identity and spool live in ``<dep>/agent-home``;
+        ``changes``: client configuration fields to set."""
+        import msgspec
+
+        from peregrine.config import load_client_config, write_client_config
+
+        home = dep.directory / "agent-home"
+        home.mkdir(exist_ok=True)
+        client = msgspec.structs.replace(
+            load_client_config(dep.client_yaml),
+            writeback_path=str(home / "writeback.yaml"),
+            spool_dir=str(home / "spool"),
+            **changes,
+        )
+        write_client_config(client, home / "client.yaml")
+        return cls(home / "client.yaml", dep.directory / "agent.log")
+
+    def start(self) -> None:
+        out = open(self.log, "ab")  # noqa: SIM115
+        self.proc = subprocess.Popen(
+            [PYTHON, "-m", "peregrine", "agent", "--config", str(self.config)],
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+        out.close()
+
+    def procs(self) -> list[psutil.Process]:
+        assert self.proc is not None
+        return tree(psutil.Process(self.proc.pid))
+
+    def stop(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(30)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.proc.pid, 9)
+                self.proc.wait()
+
+
+def interrogated_client(dep: Deployment, timeout: float = 60.0) -> str:
+    """The id of the first client whose enrollment interrogation is stored."""
+    sql = "SELECT client_id FROM clients WHERE interrogated IS NOT NULL"
+    return str(wait_db(dep, sql, (), timeout)[0])
+
+
+def wait_db(dep: Deployment, sql: str, params: tuple[Any, ...], timeout: float) -> Any:
+    """The first row of ``sql`` on the server's datastore once its first value is truthy."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if dep.datastore.exists():
+            with dep.db() as db:
+                row = db.execute(sql, params).fetchone()
+            if row and row[0]:
+                return row
+        time.sleep(0.05)
+    raise TimeoutError(sql)
 
 
 class FleetPlace(Protocol):

@@ -21,6 +21,7 @@ from tests.engine.test_worker_isolation import markers, plant
 from tests.server.harness import (
     agent_config,
     make_deployment,
+    query_workers,
     repository_with,
     running_agent,
     running_server_with,
@@ -90,15 +91,6 @@ async def interrogated(datastore: Datastore, client_id: str) -> list[FlowRecord]
     return flows
 
 
-def workers() -> list[psutil.Process]:
-    """This process's query workers (the agent runs in it)."""
-    return [
-        p
-        for p in psutil.Process().children(recursive=True)
-        if "peregrine.engine.worker" in " ".join(p.cmdline())
-    ]
-
-
 @pytest.mark.timeout(120)
 def test_an_agent_started_in_a_planted_directory_runs_nothing_from_it(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
@@ -137,14 +129,14 @@ def test_a_cancel_kills_a_query_stuck_before_its_first_row(
         async with running_server_with(deployment.server, repository) as server:
             async with running_agent(agent_config(deployment, tmp_path / "host")) as agent:
                 await interrogated(server.datastore, agent.client_id)
-                await wait_until(lambda: not agent.jobs and not workers(), 10)
+                await wait_until(lambda: not agent.jobs and not query_workers(agent), 10)
                 for artifact, parameters in (
                     ("Test.GroupedSleep", sleeping),
                     ("Test.Backtracking", backtracking),
                 ):
                     flow = await start_flow(server, agent.client_id, [(artifact, parameters)])
                     await server.wait_for_flow(flow.flow_id, ["In progress"], timeout=20)
-                    [worker] = await wait_until(workers, 20)
+                    [worker] = await wait_until(lambda: query_workers(agent), 20)
                     stuck = list(worker.children(recursive=True))
                     await asyncio.sleep(1.0)  # stuck, with no row yet
                     assert worker.is_running()

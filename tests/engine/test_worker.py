@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import psutil
@@ -17,6 +18,7 @@ from peregrine.engine import (
     WorkerKilled,
 )
 from peregrine.engine.denylist import Denylist
+from peregrine.engine.spare import SpareWorkers
 from peregrine.engine.worker import IsolatedQuery
 
 INFINITE = "WITH RECURSIVE c(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM c) "
@@ -26,6 +28,19 @@ HOG = INFINITE + "SELECT group_concat(printf('%.1000c', 'x')) FROM c"
 @pytest.fixture
 def denylist(tmp_path: Path) -> Denylist:
     return Denylist(tmp_path / "denylist.json", seconds=600)
+
+
+@pytest.fixture(params=["started", "spare"])
+def workers(request: pytest.FixtureRequest) -> Iterator[SpareWorkers | None]:
+    """A worker started for the query, or a warm spare taken (engine/spare.py): the watchdog
+    holds both to the same limits."""
+    if request.param == "started":
+        yield None
+        return
+    spares = SpareWorkers(1, idle_seconds=0)
+    spares.fill()
+    yield spares
+    spares.close()
 
 
 def test_rows_and_columns_come_back_with_types() -> None:
@@ -56,13 +71,15 @@ def test_errors_cross_the_process_boundary_with_their_kind() -> None:
 
 
 @pytest.mark.timeout(30)
-def test_cancel_kills_a_worker_stuck_before_its_first_row(denylist: Denylist) -> None:
+def test_cancel_kills_a_worker_stuck_before_its_first_row(
+    denylist: Denylist, workers: SpareWorkers | None
+) -> None:
     """A query with no row yet, stuck where neither SQLite nor a plugin can look at the cancel
     token (a regular expression backtracking in C, holding the GIL for hours), is stopped by
     ``cancel()`` within a second: its worker is killed, it reads as cancelled, and it is not
     taken for a query that crashed its worker (no denylist entry)."""
     sql = "SELECT count(*) FROM (SELECT 1) WHERE regexp('^(a+)+$', :s)"
-    query = IsolatedQuery(sql, {"s": "a" * 40 + "!"}, denylist=denylist)
+    query = IsolatedQuery(sql, {"s": "a" * 40 + "!"}, denylist=denylist, workers=workers)
     worker = psutil.Process(query.pid)
     time.sleep(1.0)  # started, and stuck in the regex
     assert worker.is_running() and query.rows_returned == 0
@@ -86,11 +103,14 @@ def test_max_rows_truncates() -> None:
     assert query.truncated
 
 
-def test_hard_timeout_kills_the_worker_and_denylists_the_query(denylist: Denylist) -> None:
+def test_hard_timeout_kills_the_worker_and_denylists_the_query(
+    denylist: Denylist, workers: SpareWorkers | None
+) -> None:
     started = time.monotonic()
     sql = INFINITE + "SELECT count(*) FROM c"
+    limits = QueryLimits(hard_timeout=0.5)
     with pytest.raises(WorkerKilled, match=r"hard time-out of 0\.5 s"):
-        list(IsolatedQuery(sql, limits=QueryLimits(hard_timeout=0.5), denylist=denylist))
+        list(IsolatedQuery(sql, limits=limits, denylist=denylist, workers=workers))
     assert time.monotonic() - started < 5
     # The same query, even spaced differently, is now refused without starting a worker.
     with pytest.raises(QueryDenied, match="killed its worker"):
@@ -99,9 +119,10 @@ def test_hard_timeout_kills_the_worker_and_denylists_the_query(denylist: Denylis
     assert denylist.entry(sql) is None
 
 
-def test_memory_limit_kills_the_worker(denylist: Denylist) -> None:
+def test_memory_limit_kills_the_worker(denylist: Denylist, workers: SpareWorkers | None) -> None:
+    limits = QueryLimits(max_memory_mb=150)
     with pytest.raises(WorkerKilled, match="over the memory limit of 150 MB"):
-        list(IsolatedQuery(HOG, limits=QueryLimits(max_memory_mb=150), denylist=denylist))
+        list(IsolatedQuery(HOG, limits=limits, denylist=denylist, workers=workers))
     entry = denylist.entry(HOG)
     assert entry is not None and "memory limit" in entry["reason"]
 
@@ -115,14 +136,14 @@ def test_denylist_entries_expire(tmp_path: Path) -> None:
     denylist.check("SELECT 1")
 
 
-def test_cpu_limit_throttles_the_worker() -> None:
+def test_cpu_limit_throttles_the_worker(workers: SpareWorkers | None) -> None:
     """A CPU-bound query limited to 20% of a core uses about that share of a core over its
     run. Measured as a share (CPU seconds over wall seconds), not as a slowdown: on a loaded
     machine an unlimited query gets less than a core too, and a slowdown hides the limit."""
     sql = INFINITE + "SELECT x FROM c WHERE x = 1500000 LIMIT 1"
 
     def share(limits: QueryLimits) -> float:
-        query = IsolatedQuery(sql, limits=limits)
+        query = IsolatedQuery(sql, limits=limits, workers=workers)
         worker = psutil.Process(query.pid)
         started = time.monotonic()
         for (x,) in query:

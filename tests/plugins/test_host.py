@@ -90,6 +90,21 @@ def test_info_joins_with_other_tables(query):
     assert rows == [{"hostname": socket.gethostname(), "pid": os.getpid()}]
 
 
+def test_pslist_columns_read_alone_have_the_values_of_a_full_row(query):
+    """pslist reads from psutil only what the statement's columns need; each column read on
+    its own (or two sharing one psutil call) is what ``SELECT *`` gives for this process."""
+    steady = ["pid", "ppid", "name", "exe", "cmdline", "argv", "username", "uid",
+              "create_time", "terminal", "cwd", "exe_deleted"]  # fmt: skip
+    [full] = query("SELECT * FROM pslist() WHERE pid = ?", (os.getpid(),))
+    for column in steady:
+        rows = query(f"SELECT {column} FROM pslist() WHERE pid = ?", (os.getpid(),))
+        assert rows == [{column: full[column]}], column
+    [both] = query(
+        "SELECT uid, vms, num_threads > 0 AS t FROM pslist() WHERE pid = ?", (os.getpid(),)
+    )
+    assert both["uid"] == full["uid"] and both["vms"] > 0 and both["t"] == 1
+
+
 def _can_unshare() -> bool:
     if os.geteuid() != 0 or not shutil.which("unshare"):
         return False

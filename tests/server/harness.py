@@ -22,6 +22,7 @@ from pathlib import Path
 
 import httpx
 import msgspec
+import psutil
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed
 
@@ -211,6 +212,18 @@ def first_client(api: httpx.Client, agent: Process, timeout: float = 60) -> str:
             return str(items[0]["client_id"])
         assert time.monotonic() < deadline, f"the agent did not enroll: {agent.output()[-3000:]}"
         time.sleep(0.3)
+
+
+def query_workers(agent: Agent | None = None) -> list[psutil.Process]:
+    """The query workers this process started (an agent runs in it) that hold a query: the
+    agent's spares, waiting warm for one, are left out."""
+    children = psutil.Process().children(recursive=True)
+    spares = set(agent.spare_pids()) if agent is not None else set()  # after: a new one's known
+    return [
+        p
+        for p in children
+        if "peregrine.engine.worker" in " ".join(p.cmdline()) and p.pid not in spares
+    ]
 
 
 def port_open(port: int) -> bool:

@@ -50,6 +50,7 @@ from tests.server.harness import (
     agent_process,
     make_deployment,
     port_open,
+    query_workers,
     repository_with,
     running_agent,
     running_server_with,
@@ -552,13 +553,6 @@ def test_cancelling_stops_the_query_on_the_agent(
     def sleeper(command: str) -> dict[str, object]:
         return {"Argv": json.dumps(["sh", "-c", f"echo 1; exec {command}"])}
 
-    def workers() -> list[psutil.Process]:
-        return [
-            p
-            for p in psutil.Process().children(recursive=True)
-            if "peregrine.engine.worker" in " ".join(p.cmdline())
-        ]
-
     async def scenario() -> None:
         async with running_server_with(deployment.server, repository) as server:
             async with running_agent(agent_config(deployment, tmp_path / "host")) as agent:
@@ -569,7 +563,7 @@ def test_cancelling_stops_the_query_on_the_agent(
                 )
                 await server.wait_for_flow(flow.flow_id, ["In progress"], timeout=20)
                 [program] = await wait_until(lambda: processes_with(running), 20)
-                [worker] = workers()
+                [worker] = query_workers(agent)
                 started = time.monotonic()
                 assert await server.collections.cancel(flow.flow_id)
                 assert flow_of(server.datastore, flow.flow_id).state == "Cancelled"
@@ -587,7 +581,7 @@ def test_cancelling_stops_the_query_on_the_agent(
                 assert await server.collections.cancel(early.flow_id)
                 await wait_until(lambda: early.flow_id not in agent.jobs, 5, 0.05)
                 assert time.monotonic() - started < 5
-                assert not processes_with(starting) and not workers()
+                assert not processes_with(starting) and not query_workers(agent)
 
                 await wait_until(lambda: agent.spool.size == 0, 10)
                 for cancelled in (flow, early):

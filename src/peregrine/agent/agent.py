@@ -54,6 +54,7 @@ _random = random.Random()  # noqa: S311 (jitter; own state, so the global genera
 if TYPE_CHECKING:
     from peregrine.agent.collection import CollectionJob
     from peregrine.agent.events import EventRunner
+    from peregrine.engine.spare import SpareWorkers
 
 log = logging.getLogger(__name__)
 
@@ -98,6 +99,9 @@ class Agent:
         self._statuses_lock = threading.Lock()
         #: The last assignment set, so a restarted agent watches again before it connects.
         self._assignments_path = Path(config.spool_dir) / "event-assignments.msgpack"
+        #: Warm query workers (engine/spare.py), made with the first collection or event set.
+        self._spares: SpareWorkers | None = None
+        self._spares_lock = threading.Lock()
 
     @property
     def client_id(self) -> str:
@@ -146,6 +150,8 @@ class Agent:
         await asyncio.to_thread(self._join_jobs, 15.0)
         if self.events is not None:
             await asyncio.to_thread(self.events.stop)
+        if self._spares is not None:
+            await asyncio.to_thread(self._spares.close)
 
     def _start_metrics_file(self) -> asyncio.Task[None] | None:
         """The metrics file (``metrics_file``), kept current while the agent runs."""
@@ -153,6 +159,24 @@ class Agent:
             return None
         path, interval = Path(self.config.metrics_file), self.config.metrics_interval
         return asyncio.create_task(keep_writing(self, path, interval))
+
+    def spares(self) -> SpareWorkers | None:
+        """The warm query workers the collections and event artifacts take from (None when the
+        configuration keeps none); made on first use, when the engine layer is loaded anyway."""
+        if self.config.spare_workers == 0:
+            return None
+        with self._spares_lock:
+            if self._spares is None:
+                from peregrine.engine.spare import SpareWorkers
+
+                self._spares = SpareWorkers(
+                    self.config.spare_workers, self.config.spare_worker_idle
+                )
+            return self._spares
+
+    def spare_pids(self) -> list[int]:
+        """The process ids of the warm query workers waiting now."""
+        return self._spares.pids if self._spares is not None else []
 
     def _join_jobs(self, timeout: float) -> None:
         deadline = time.monotonic() + timeout
@@ -288,6 +312,7 @@ class Agent:
             self.work_dir,
             wake_sender=self.wake,
             uploads_settled=lambda flow: not self.spool.incomplete_uploads(flow),
+            workers=self.spares(),
         )
         self.jobs[request.flow_id] = job
 
@@ -312,7 +337,7 @@ class Agent:
                 return  # nothing to watch: the engine layers stay unloaded
             from peregrine.agent.events import EventRunner
 
-            self.events = EventRunner(self.spool, self.wake, self._event_status)
+            self.events = EventRunner(self.spool, self.wake, self._event_status, self.spares())
         # Applied even at the same version: a label change gives a client another set.
         self.events.apply(message)
         if keep:

@@ -16,7 +16,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import msgspec
 
@@ -40,6 +40,9 @@ from peregrine.protocol.messages import (
     UploadStart,
     encode,
 )
+
+if TYPE_CHECKING:
+    from peregrine.engine.spare import WorkerSource
 
 log = logging.getLogger(__name__)
 
@@ -65,8 +68,10 @@ class CollectionJob:
         work_dir: Path,
         wake_sender: Callable[[], None],
         uploads_settled: Callable[[str], bool],
+        workers: WorkerSource | None = None,
     ) -> None:
         self.request = request
+        self.workers = workers
         self.spool = spool
         self.work_dir = work_dir / request.flow_id
         self.wake_sender = wake_sender
@@ -157,6 +162,7 @@ class CollectionJob:
             permissions=frozenset(request.permissions),
             isolated=True,
             isolated_preconditions=True,
+            workers=self.workers,
         )
         limits = QueryLimits(
             timeout=request.timeout, max_rows=request.max_rows, cpu_limit=request.cpu_limit

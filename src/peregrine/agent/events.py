@@ -25,7 +25,7 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import msgspec
 
@@ -38,6 +38,9 @@ from peregrine.artifacts.runner import ArtifactRunner, Planned, SourceOutcome
 from peregrine.engine.context import QueryLimits
 from peregrine.engine.registry import Registry
 from peregrine.protocol.messages import EventAssignments, EventRows, EventStatus, encode
+
+if TYPE_CHECKING:
+    from peregrine.engine.spare import WorkerSource
 
 log = logging.getLogger(__name__)
 
@@ -105,10 +108,17 @@ def specs(message: EventAssignments) -> dict[str, EventSpec]:
 class EventRunner:
     """Keeps the assigned event artifacts running: ``apply`` a new set, ``stop`` them all."""
 
-    def __init__(self, spool: Spool, wake_sender: Callable[[], None], report: Report) -> None:
+    def __init__(
+        self,
+        spool: Spool,
+        wake_sender: Callable[[], None],
+        report: Report,
+        spares: WorkerSource | None = None,
+    ) -> None:
         self.spool = spool
         self.wake_sender = wake_sender
         self.report = report
+        self.spares = spares
         self.version: int | None = None
         self.workers: dict[str, EventWorker] = {}
         self._lock = threading.Lock()
@@ -131,7 +141,9 @@ class EventRunner:
                     self.report(_status(worker.spec.artifact, "stopped", worker.restarts))
             for name, spec in wanted.items():
                 if name not in self.workers:
-                    worker = EventWorker(spec, self.spool, self.wake_sender, self.report)
+                    worker = EventWorker(
+                        spec, self.spool, self.wake_sender, self.report, self.spares
+                    )
                     self.workers[name] = worker
                     worker.start()
 
@@ -151,9 +163,15 @@ class EventWorker:
     """One event artifact: its sources' queries, restarted with backoff when they end."""
 
     def __init__(
-        self, spec: EventSpec, spool: Spool, wake_sender: Callable[[], None], report: Report
+        self,
+        spec: EventSpec,
+        spool: Spool,
+        wake_sender: Callable[[], None],
+        report: Report,
+        spares: WorkerSource | None = None,
     ) -> None:
         self.spec = spec
+        self.spares = spares
         self.spool = spool
         self.wake_sender = wake_sender
         self.report = report
@@ -216,6 +234,7 @@ class EventWorker:
             permissions=frozenset(spec.permissions),
             isolated=True,
             isolated_preconditions=True,
+            workers=self.spares,
         )
         overrides = QueryLimits(cpu_limit=spec.cpu_limit, max_memory_mb=spec.max_memory_mb)
         planned = runner.plan(spec.artifact, spec.parameters, overrides, events=True)

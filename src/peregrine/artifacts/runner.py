@@ -25,6 +25,7 @@ from peregrine.engine.errors import QueryCancelled, QueryError
 
 if TYPE_CHECKING:
     from peregrine.engine.executor import QueryResult
+    from peregrine.engine.spare import WorkerSource
 
 
 class RunningQuery(Protocol):
@@ -90,8 +91,11 @@ class ArtifactRunner:
         isolated: bool = True,
         isolated_preconditions: bool = False,
         denylist: Denylist | None = None,
+        workers: WorkerSource | None = None,
     ) -> None:
         self.repository = repository
+        #: Where isolated queries get their worker (warm spares on the agent); None: started.
+        self.workers = workers
         self.permissions = permissions
         self.isolated = isolated
         self.isolated_preconditions = isolated_preconditions
@@ -176,6 +180,7 @@ class ArtifactRunner:
                 denylist=self.denylist,
                 artifacts=dependencies(self.repository.find, sql),
                 uploads=uploads,
+                workers=self.workers,
             )
         ctx = QueryContext(limits=limits, permissions=self.permissions, uploads=uploads)
         return self._local(sql, used, ctx)

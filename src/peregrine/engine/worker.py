@@ -37,7 +37,8 @@ from peregrine.engine.errors import QueryCancelled, QueryError, WorkerKilled, er
 if TYPE_CHECKING:
     import psutil
 
-    from peregrine.engine.executor import Params
+    from peregrine.engine.executor import Engine, Params
+    from peregrine.engine.spare import WorkerSource
 
 _FRAME = struct.Struct("!I")
 MAX_FRAME = 64 * 1024 * 1024
@@ -145,6 +146,13 @@ def worker_command() -> list[str]:
     return [sys.executable, "-I", "-c", _BOOTSTRAP, home]
 
 
+def start_worker() -> subprocess.Popen[bytes]:
+    """A new worker process: it warms up (engine, plugins), then waits for its request."""
+    return subprocess.Popen(
+        worker_command(), stdin=subprocess.PIPE, stdout=subprocess.PIPE, cwd="/"
+    )
+
+
 def _caller_directory() -> str | None:
     try:
         return str(Path.cwd())
@@ -155,7 +163,8 @@ def _caller_directory() -> str | None:
 class IsolatedQuery:
     """A query running in a worker process. Read ``columns``, then iterate rows once.
 
-    Creating one starts the worker and returns at once; ``columns`` waits for the query's first
+    Creating one starts the worker (or takes a warm one from ``workers``: see
+    :mod:`peregrine.engine.spare`) and returns at once; ``columns`` waits for the query's first
     row. ``cancel()`` may be called from any thread, at any time. After iteration,
     ``truncated``, ``warnings`` and ``rows_returned`` describe the run.
     """
@@ -170,6 +179,7 @@ class IsolatedQuery:
         denylist: Denylist | None = None,
         artifacts: Sequence[msgspec.Struct] = (),
         uploads: UploadSink | None = None,
+        workers: WorkerSource | None = None,
     ) -> None:
         self.sql = sql
         self.limits = limits or QueryLimits()
@@ -190,9 +200,8 @@ class IsolatedQuery:
         #: (elapsed, CPU seconds used) samples over the last CPU_WINDOW, for the throttle.
         self._cpu_samples: deque[tuple[float, float]] = deque([(0.0, 0.0)])
         self._write_lock = threading.Lock()
-        self._proc = subprocess.Popen(
-            worker_command(), stdin=subprocess.PIPE, stdout=subprocess.PIPE, cwd="/"
-        )
+        self._workers = workers
+        self._proc = workers.take() if workers is not None else start_worker()
         assert self._proc.stdin is not None and self._proc.stdout is not None
         self._stdin: IO[bytes] = self._proc.stdin
         self._stdout: IO[bytes] = self._proc.stdout
@@ -243,8 +252,13 @@ class IsolatedQuery:
 
             try:
                 child = psutil.Process(self._proc.pid)
+                # A spare's warm-up was not this query's: its share counts from here.
+                times = child.cpu_times()
             except psutil.NoSuchProcess:
                 return
+            self._cpu_samples = deque(
+                [(time.monotonic() - self._started, times.user + times.system)]
+            )
         while not self._finished.wait(WATCHDOG_INTERVAL):
             if self._proc.poll() is not None:
                 return
@@ -390,6 +404,8 @@ class IsolatedQuery:
         self._finish()
 
     def _finish(self) -> None:
+        if not self._finished.is_set() and self._workers is not None:
+            self._workers.done()
         self._finished.set()
         self.elapsed = self.elapsed or time.monotonic() - self._started
         with self._write_lock, contextlib.suppress(OSError):  # it may have died with unread input
@@ -444,11 +460,23 @@ class _BatchWriter:
         self.closed.set()
 
 
+def _warm() -> Engine:
+    """What every query needs, done before its request is known (a spare waits warm): SQLite
+    and the engine imported, every plugin loaded and registered."""
+    from peregrine.engine.executor import Engine
+
+    return Engine()
+
+
 def serve(stdin: IO[bytes], stdout: IO[bytes]) -> None:
-    """Run one request from ``stdin``, answering on ``stdout``."""
+    """Warm up, then run one request from ``stdin``, answering on ``stdout``."""
     from peregrine.engine.context import QueryContext
     from peregrine.engine.executor import Engine, QueryResult
 
+    try:
+        engine, unwell = _warm(), None
+    except Exception as exc:  # a plugin that fails to load: said in answer to the request
+        engine, unwell = None, exc
     payload = read_frame(stdin)
     if payload is None:
         return
@@ -479,7 +507,8 @@ def serve(stdin: IO[bytes], stdout: IO[bytes]) -> None:
 
     threading.Thread(target=listen_for_cancel, name="cancel-listener", daemon=True).start()
     try:
-        engine = Engine()
+        if engine is None:
+            raise unwell or QueryError("the query worker did not start")
         if request.artifacts:
             # Lazy import: plain queries never load the artifact layer.
             from peregrine.artifacts.composition import registry_for_artifacts

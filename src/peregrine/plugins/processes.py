@@ -28,6 +28,25 @@ _PROC_ATTRS = [
     "cwd",
     "uids",
 ]
+#: What each column needs from psutil: a statement reading a few columns reads only those
+#: (``terminal`` alone scans /dev for every process, half of a full listing's time).
+_COLUMN_ATTRS = {
+    "argv": "cmdline",
+    "uid": "uids",
+    "user_time": "cpu_times",
+    "system_time": "cpu_times",
+    "rss": "memory_info",
+    "vms": "memory_info",
+    "exe_deleted": "exe",
+}
+
+
+def _attrs_read(columns: frozenset[str] | None) -> list[str]:
+    """The psutil attributes the statement's columns need (all when unknown)."""
+    if columns is None:
+        return _PROC_ATTRS
+    wanted = {_COLUMN_ATTRS.get(column, column) for column in columns} | {"pid"}
+    return [attr for attr in _PROC_ATTRS if attr in wanted]
 
 
 def _processes(ctx: QueryContext, pid: int | None) -> Iterator[psutil.Process]:
@@ -70,9 +89,10 @@ def _processes(ctx: QueryContext, pid: int | None) -> Iterator[psutil.Process]:
     ),
 )
 def pslist(ctx: QueryContext, pid: int | None = None) -> Iterator[dict[str, Any]]:
+    attrs = _attrs_read(ctx.columns_read)
     for proc in _processes(ctx, pid):
         try:
-            info = proc.as_dict(attrs=_PROC_ATTRS, ad_value=None)
+            info = dict.fromkeys(_PROC_ATTRS) | proc.as_dict(attrs=attrs, ad_value=None)
         except psutil.NoSuchProcess:
             continue  # it exited while we looked: not an error
         mem, times, uids, cmd = (
