@@ -85,7 +85,9 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         )  # fmt: skip
         try:
             fleet.start()
-            held, _ = wait_connections(target, args.clients, 300, stall=20, every=1.0)
+            held, _ = wait_connections(
+                target, args.clients, args.timeout, stall=args.stall, every=1.0
+            )
             with target.api() as api:
                 builtin = len(api.get("/rules").json())
                 if args.no_rules:  # the same ingest with nothing to match: the rules' share
@@ -148,6 +150,8 @@ def main() -> None:
     parser.add_argument("--processes", type=int, default=2, help="simulator processes")
     parser.add_argument("--ramp", type=float, default=200.0, help="new connections a second")
     parser.add_argument("--no-rules", action="store_true", help="every rule disabled")
+    parser.add_argument("--stall", type=float, default=20.0, help="wait for stragglers this long")
+    parser.add_argument("--timeout", type=float, default=300.0, help="to connect the fleet")
     parser.add_argument("--dir", type=Path, help="parent of the deployment (default: temp)")
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args()
