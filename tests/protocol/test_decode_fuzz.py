@@ -140,6 +140,11 @@ def test_random_bytes_decode_or_raise_protocol_error(frame: bytes) -> None:
     _assert_decodes_or_refuses(frame, decode_from_server)
 
 
+# Hypothesis fails a test whose strategies moved the global ``random`` state while drawing; a
+# thread left running by an earlier test of the suite (a library's retry jitter) can move it
+# meanwhile, which says nothing about the decoder under test (Peregrine's own jitter has its
+# own generator: see agent.py, session.py).
+@pytest.mark.filterwarnings("ignore::hypothesis.errors.HypothesisDeprecationWarning")
 @FUZZ
 @given(message_like)
 def test_random_message_shaped_maps_decode_or_raise_protocol_error(obj: dict[str, Any]) -> None:
