@@ -12,9 +12,11 @@ Cases, each over the same processes in the same run, a few dozen realistic rules
   shell loop would), and two at a time (``xargs -P 2``: both cores), when ``yara`` is installed
   (Debian package ``yara``; the column is left out otherwise).
 
-Beside the times: processes, the bytes their mappings span (what ``yara`` and
-``yara.match(pid=...)`` read, mapping by mapping), and what Peregrine's plan for the same
-processes reads, shares and skips (when the plugin has a plan: ``yara_memory.plan_process``).
+Each case gives its wall time, the CPU seconds of the processes it started (the worker; xargs
+and every ``yara``), and the load average just before it. Beside the times: processes, the
+bytes their mappings span (what ``yara`` and ``yara.match(pid=...)`` read, mapping by
+mapping), and what Peregrine's plan for the same processes reads, shares and skips (when the
+plugin has a plan: ``yara_memory.plan_process``).
 ``--spawn N`` first starts N idle Python processes holding 8 MiB of heap each (the same
 libraries mapped N times), so a quiet machine can be made to look like a busy server.
 
@@ -28,6 +30,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import resource
 import shutil
 import subprocess
 import sys
@@ -144,11 +147,19 @@ def run_cli(pids: list[int], parallel: int) -> dict[str, Any]:
     return {"rows": len(lines), "pids_matched": len({line.split()[-1] for line in lines})}
 
 
+def children_cpu() -> float:
+    """CPU seconds of the finished child processes (the worker; xargs and each yara)."""
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
+
+
 def timed(run: Callable[[], dict[str, Any]]) -> dict[str, Any]:
-    before = load()
+    """Wall and CPU seconds of one case: on a shared machine the CPU figure travels better."""
+    before, cpu = load(), children_cpu()
     start = time.perf_counter()
     result = run()
     result["seconds"] = round(time.perf_counter() - start, 2)
+    result["cpu_seconds"] = round(children_cpu() - cpu, 2)
     result["load_before"] = before
     return result
 
@@ -189,11 +200,11 @@ def main() -> None:
         print(json.dumps(report, indent=2))
         return
     print(json.dumps(info))
-    print(f"{'case':28} {'run':>3} {'seconds':>8} {'load':>6} {'rows':>5} {'pids hit':>8}")
+    print(f"{'case':28} {'run':>3} {'seconds':>8} {'CPU s':>7} {'load':>6} {'rows':>5} {'pids':>5}")
     for r in results:
         print(
-            f"{r['case']:28} {r['run']:>3} {r['seconds']:>8} {r['load_before']:>6} "
-            f"{r['rows']:>5} {r['pids_matched']:>8}"
+            f"{r['case']:28} {r['run']:>3} {r['seconds']:>8} {r['cpu_seconds']:>7} "
+            f"{r['load_before']:>6} {r['rows']:>5} {r['pids_matched']:>5}"
         )
 
 
