@@ -37,6 +37,8 @@ from peregrine.plugins.yara_memory import (
 #: One match of a string: identifier, offset from the region's start, bytes, length.
 StringHit = tuple[str, int, bytes, int]
 _STATE = "yara_process"
+#: Scanning threads at most (one per core below that): each holds a CHUNK-sized buffer.
+MAX_THREADS = 4
 _local = threading.local()
 _pool: ThreadPoolExecutor | None = None
 _pool_lock = threading.Lock()
@@ -103,7 +105,8 @@ def _executor() -> ThreadPoolExecutor:
     with _pool_lock:
         if _pool is None:
             cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else None
-            _pool = ThreadPoolExecutor(max(2, cores or 2), thread_name_prefix="yara")
+            threads = min(MAX_THREADS, max(2, cores or 2))
+            _pool = ThreadPoolExecutor(threads, thread_name_prefix="yara")
         return _pool
 
 
