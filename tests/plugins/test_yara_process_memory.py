@@ -18,7 +18,7 @@ import pytest
 
 from peregrine.engine import QueryContext, QueryLimits, QueryTimeout
 from peregrine.plugins import yara_process_scan
-from peregrine.plugins.yara_memory import plan_process
+from peregrine.plugins.yara_memory import extents, plan_process, zero_page_frame
 from peregrine.plugins.yara_scan import compile_rules
 
 pytestmark = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="Linux /proc")
@@ -62,6 +62,15 @@ print(ctypes.addressof(ctypes.c_char.from_buffer(region)), flush=True)
 sys.stdin.readline()
 region.close()
 print("unmapped", flush=True)
+sys.stdin.read()
+"""
+ONLY_READ = """
+import ctypes, mmap, sys
+region = mmap.mmap(-1, 64 << 20, flags=mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS)
+total = sum(region[offset] for offset in range(0, len(region), 4096))
+region[32 << 20] = 1  # one page written: the rest was only read
+print("ready", flush=True)
+print(ctypes.addressof(ctypes.c_char.from_buffer(region)), flush=True)
 sys.stdin.read()
 """
 SLOW = """
@@ -274,3 +283,22 @@ def test_scanning_this_process_leaves_out_the_read_buffers(query, child):
     for region in regions:
         for low, high in buffers:
             assert region.end <= low or region.start >= high
+
+
+@pytest.mark.skipif(zero_page_frame() is None, reason="pagemap hides frame numbers (not root)")
+def test_memory_only_ever_read_is_the_zero_page_and_is_not_read(child):
+    proc = child(ONLY_READ)
+    assert proc.stdout is not None
+    address = int(proc.stdout.readline())
+    plan = plan_process(proc.pid)
+    assert plan is not None
+    (region,) = [r for r in plan.regions if r.start <= address < r.end]
+    assert region.end - address >= 64 << 20  # 64 MiB mapped, every page of it read ...
+    written = address + (32 << 20)
+    inside = [
+        (start, end)
+        for start, end in extents(proc.pid, region)
+        if start < address + (64 << 20) and end > address
+    ]
+    assert [(s, e) for s, e in inside if s <= written < e]  # ... the page written is read,
+    assert sum(e - s for s, e in inside) <= 1 << 20  # the zero page elsewhere is not

@@ -8,7 +8,8 @@ gigabytes of reservations and the same libraries many times over. Here, from one
 * regions the process cannot read, ``[vvar]``/``[vsyscall]``, and private anonymous regions
   with no page resident or swapped (never touched, so all zeros) are skipped; in a private
   anonymous region only partly touched, ``/proc/PID/pagemap`` says which pages are resident or
-  swapped, and only those stretches are read (the rest is zeros), gaps under :data:`GAP`
+  swapped (and, to root, which are only the kernel's zero page), and only those stretches are
+  read (the rest is zeros), gaps under :data:`GAP`
   read with them; and in what was read, blocks of :data:`ZERO_BLOCK` zero bytes are not scanned
   (pages a process only read are the kernel's zero page, "present" in pagemap);
 * a region the process shares with others — a file mapping none of whose pages this process
@@ -20,6 +21,8 @@ gigabytes of reservations and the same libraries many times over. Here, from one
 
 from __future__ import annotations
 
+import ctypes
+import functools
 import mmap
 import os
 from collections.abc import Iterator
@@ -35,8 +38,10 @@ _PAGE = os.sysconf("SC_PAGE_SIZE") if hasattr(os, "sysconf") else 4096
 #: Blocks of this many zero bytes (aligned in a chunk) are not scanned.
 ZERO_BLOCK = 64 << 10
 _ZEROS = bytes(ZERO_BLOCK)
-#: pagemap entry bits: page present in RAM, page in swap.
-_PRESENT_OR_SWAPPED = (1 << 63) | (1 << 62)
+#: pagemap entry bits: page present in RAM, page in swap; and the page frame number.
+_PRESENT, _SWAPPED = 1 << 63, 1 << 62
+_PRESENT_OR_SWAPPED = _PRESENT | _SWAPPED
+_FRAME = (1 << 55) - 1
 #: Kernel regions that are not the process's memory (and fail or mislead when read).
 _KERNEL_REGIONS = frozenset({"[vvar]", "[vvar_vclock]", "[vsyscall]"})
 
@@ -126,16 +131,39 @@ def extents(pid: int, region: Region) -> list[tuple[int, int]]:
             entries = memoryview(handle.read(count * 8)).cast("Q")
     except (OSError, TypeError, ValueError):
         return [(region.start, region.end)]  # cannot tell: read it all
+    zero = zero_page_frame()
     found: list[tuple[int, int]] = []
     for index, entry in enumerate(entries):
         if not entry & _PRESENT_OR_SWAPPED:
             continue
+        if entry & _PRESENT and entry & _FRAME == zero:
+            continue  # only ever read: the kernel's shared page of zeros
         page = region.start + index * _PAGE
         if found and page - found[-1][1] <= GAP:
             found[-1] = (found[-1][0], page + _PAGE)
         else:
             found.append((page, page + _PAGE))
     return found
+
+
+@functools.cache
+def zero_page_frame() -> int | None:
+    """The frame number of the kernel's zero page as pagemap shows it, or None when pagemap
+    hides frame numbers (without CAP_SYS_ADMIN): found by reading a fresh private page."""
+    probe = mmap.mmap(-1, _PAGE, flags=mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS)
+    try:
+        if probe[0] != 0:  # the read fault that maps the zero page here
+            return None
+        address = ctypes.addressof(ctypes.c_char.from_buffer(probe))
+        with open("/proc/self/pagemap", "rb", buffering=0) as handle:
+            handle.seek(address // _PAGE * 8)
+            entry = int.from_bytes(handle.read(8), "little")
+    except OSError:
+        return None
+    finally:
+        probe.close()
+    frame = entry & _FRAME
+    return frame if entry & _PRESENT and frame else None
 
 
 def chunks(start: int, end: int) -> Iterator[tuple[int, int]]:

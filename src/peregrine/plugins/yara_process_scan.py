@@ -268,7 +268,7 @@ def scan_process(
         if result.timed_out:
             problems.append(f"scan of process {pid} timed out after {timeout:g} s")
         elif result.problem:
-            problems.append(f"cannot read process {pid} at {region.start:#x}: {result.problem}")
+            problems.append(f"cannot read process {pid}: {result.problem}")  # once per cause
     return results, list(dict.fromkeys(problems))
 
 
