@@ -82,7 +82,8 @@ class ScanStats:
 
 @dataclass
 class _QueryState:
-    shared: dict[tuple[str, tuple[int, int, int, int]], Future[RegionScan]] = field(
+    #: (rules, max_matches, Region.key) -> the one scan of a shared region.
+    shared: dict[tuple[str, int, tuple[int, int, int, int]], Future[RegionScan]] = field(
         default_factory=dict
     )
     stats: ScanStats = field(default_factory=ScanStats)
@@ -239,7 +240,7 @@ def scan_process(
     owned: set[int] = set()  # the futures this process submitted (the others were shared)
     for region in plan.regions:
         state.stats.regions += 1
-        shared_key = (rules, region.key) if region.key is not None else None
+        shared_key = (rules, limit, region.key) if region.key is not None else None
         future = state.shared.get(shared_key) if shared_key is not None else None
         if future is not None:
             state.stats.regions_shared += 1
@@ -264,7 +265,7 @@ def scan_process(
         if id(future) in owned:
             state.stats.bytes_scanned += result.scanned
         if region.key is not None and (result.timed_out or result.problem):
-            state.shared.pop((rules, region.key), None)  # incomplete: scan it again next time
+            state.shared.pop((rules, limit, region.key), None)  # incomplete: scan it again
         if result.timed_out:
             problems.append(f"scan of process {pid} timed out after {timeout:g} s")
         elif result.problem:
