@@ -10,7 +10,7 @@ import threading
 import time
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
-from typing import TypeVar
+from typing import Any, TypeVar
 
 from peregrine.engine.errors import QueryCancelled, QueryTimeout
 
@@ -101,6 +101,9 @@ class QueryContext:
     #: generator starts; None: all, as when a plugin is called outside SQLite). ``glob`` then
     #: stats an entry only when a stat column is read.
     columns_read: frozenset[str] | None = None
+    #: What a plugin keeps for the rest of this query, under its own name (``yara_process``
+    #: scans a library mapped by many processes once). Shared with nested queries.
+    plugin_state: dict[str, Any] = field(default_factory=dict)
 
     @property
     def deadline(self) -> float | None:
@@ -118,6 +121,7 @@ class QueryContext:
             _cancelled=self._cancelled,
             warnings=self.warnings,
             uploads=self.uploads,
+            plugin_state=self.plugin_state,
         )
 
     def cancel(self) -> None:

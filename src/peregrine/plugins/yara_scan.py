@@ -9,14 +9,17 @@ compiles once. Each scan's time-out is also cut to what is left of the query's d
 a scan is one long call into libyara that cannot stop itself to check.
 
 ``path`` and ``pid`` are hidden columns, so both call forms work: ``yara(:rules, g.path)``
-(positional: rules, path, timeout, max_matches) and ``JOIN yara_process y ON y.rules = :rules
-AND y.pid = p.pid``. Name them to select them (``SELECT y.path, y.rule``); ``*`` leaves them out.
+(positional: rules, path, timeout, max_matches; ``yara_process`` then whole_process) and
+``JOIN yara_process y ON y.rules = :rules AND y.pid = p.pid``. Name them to select them
+(``SELECT y.path, y.rule``); ``*`` leaves them out. On Linux, ``yara_process`` reads the
+process's memory itself (``yara_process_scan.py``, ``yara_memory.py``).
 """
 
 from __future__ import annotations
 
 import functools
 import math
+import sys
 import time
 from collections.abc import Iterable, Iterator
 from pathlib import Path
@@ -29,6 +32,8 @@ from peregrine.engine.context import QueryContext
 from peregrine.engine.errors import PluginError, QueryTimeout
 from peregrine.engine.registry import Arg, Col, Plugin, table
 from peregrine.hookspecs import hookimpl
+from peregrine.plugins.yara_process_scan import rows as region_rows
+from peregrine.plugins.yara_process_scan import scan_process
 
 _NAME = "yara"
 
@@ -77,22 +82,16 @@ def _scan_timeout(ctx: QueryContext, timeout: float) -> int:
     return max(1, math.ceil(budget))
 
 
-def _common_args(target: Arg) -> list[Arg]:
+def _common_args(
+    target: Arg,
+    timeout_doc: str = "Seconds allowed per scan (also cut to the query's deadline).",
+    matches_doc: str = "Most string matches listed per rule in `strings`.",
+) -> list[Arg]:
     return [
         Arg("rules", "TEXT", "YARA rule source text (compiled once per text).", required=True),
         target,
-        Arg(
-            "timeout",
-            "REAL",
-            "Seconds allowed per scan (also cut to the query's deadline).",
-            default=60,
-        ),
-        Arg(
-            "max_matches",
-            "INTEGER",
-            "Most string matches listed per rule in `strings`.",
-            default=100,
-        ),
+        Arg("timeout", "REAL", timeout_doc, default=60),
+        Arg("max_matches", "INTEGER", matches_doc, default=100),
     ]
 
 
@@ -133,14 +132,45 @@ def yara_file(
     return _scan(ctx, _NAME, rules, str(path), None, timeout, max_matches)
 
 
+_REGIONS = Col(
+    "regions",
+    "JSON",
+    "The mappings where the rule matched: JSON list of {address, size, perms, path, shared}; "
+    "shared: bytes other processes map too, scanned once per query. Empty with "
+    "whole_process=1 (and off Linux, where libyara scans).",
+)
+
+
 @table(
     name="yara_process",
     description=(
-        "Scan a running process's memory with YARA rules given as text: one row per matching "
-        "rule. pid is a hidden column: select it by name."
+        "Scan a running process's memory with YARA rules given as text: one row per rule that "
+        "matched in any of its mappings, strings at their addresses. Each readable mapping is "
+        "its own scan, so a rule's condition holds within one mapping (over 32 MiB: within "
+        "32 MiB pieces that overlap by 64 KiB). Memory never touched and 64 KiB blocks of "
+        "zeros are skipped. Bytes shared with other processes (a library none of whose pages "
+        "this process changed, shared memory) are scanned once per query and reported for "
+        "every process that maps them, at its own addresses. whole_process=1: libyara's own "
+        "scan instead (one condition over all mappings, each read whole; slower). pid is a "
+        "hidden column: select it by name."
     ),
-    arguments=_common_args(Arg("pid", "INTEGER", "Process whose memory to scan.", required=True)),
-    columns=_COLUMNS,
+    arguments=[
+        *_common_args(
+            Arg("pid", "INTEGER", "Process whose memory to scan.", required=True),
+            timeout_doc=(
+                "Seconds allowed to scan the process (also cut to the query's deadline); past "
+                "it, a warning, and the matches in what was scanned."
+            ),
+            matches_doc="Most string matches (and mappings) listed per rule.",
+        ),
+        Arg(
+            "whole_process",
+            "INTEGER",
+            "1: one libyara scan of the whole address space (conditions across mappings).",
+            default=0,
+        ),
+    ],
+    columns=[*_COLUMNS, _REGIONS],
     platforms=("linux", "darwin", "win32"),
     examples=(
         "SELECT rule FROM yara_process(:rules, 1234)",
@@ -149,9 +179,48 @@ def yara_file(
     ),
 )
 def yara_process(
-    ctx: QueryContext, rules: str, pid: int, timeout: float = 60, max_matches: int = 100
+    ctx: QueryContext,
+    rules: str,
+    pid: int,
+    timeout: float = 60,
+    max_matches: int = 100,
+    whole_process: int = 0,
 ) -> Iterator[dict[str, Any]]:
-    return _scan(ctx, "yara_process", rules, None, int(pid), timeout, max_matches)
+    if whole_process or not sys.platform.startswith("linux"):
+        return _scan(ctx, "yara_process", rules, None, int(pid), timeout, max_matches)
+    return _scan_regions(ctx, rules, int(pid), timeout, max_matches)
+
+
+def _scan_regions(
+    ctx: QueryContext, rules: str, pid: int, timeout: float, max_matches: int | None
+) -> Iterator[dict[str, Any]]:
+    limit = _check_limits("yara_process", timeout, max_matches)
+    compiled = compile_rules("yara_process", str(rules))
+    ctx.check()
+    found = scan_process(ctx, compiled, str(rules), pid, float(timeout), limit)
+    if found is None:
+        if not psutil.pid_exists(pid):
+            ctx.warn(f"yara_process(): process {pid} does not exist (it may have exited)")
+        else:
+            ctx.warn(f"yara_process(): cannot read the memory map of process {pid}")
+        return
+    ctx.check()  # a scan cut short by the query's own deadline: that explains it best
+    results, problems = found
+    for problem in problems:
+        ctx.warn(f"yara_process(): {problem}; the matches in what was read are reported")
+    for row in region_rows(results, limit):
+        row["strings"] = [
+            {"identifier": ident, "offset": address, "data": _printable(data), "length": length}
+            for ident, address, data, length in row["strings"]
+        ]
+        yield row
+
+
+def _check_limits(plugin: str, timeout: float, max_matches: int | None) -> int:
+    """The string-match limit, after refusing a time-out that is not a positive number."""
+    if timeout is None or float(timeout) <= 0:
+        raise PluginError(plugin, f"timeout must be a positive number of seconds, not {timeout}")
+    return 100 if max_matches is None else max(0, int(max_matches))
 
 
 def _scan(
@@ -163,9 +232,7 @@ def _scan(
     timeout: float,
     max_matches: int | None,
 ) -> Iterator[dict[str, Any]]:
-    if timeout is None or float(timeout) <= 0:
-        raise PluginError(plugin, f"timeout must be a positive number of seconds, not {timeout}")
-    limit = 100 if max_matches is None else max(0, int(max_matches))
+    limit = _check_limits(plugin, timeout, max_matches)
     compiled = compile_rules(plugin, str(rules))
     ctx.check()
     seconds = _scan_timeout(ctx, timeout)
@@ -192,13 +259,16 @@ def _scan(
         ctx.warn(f"{plugin}(): cannot scan {what}: {exc}")
         return
     for match in matches:
-        yield {
+        row = {
             "rule": match.rule,
             "namespace": match.namespace,
             "tags": list(match.tags),
             "meta": dict(match.meta),
             "strings": _strings(match, limit),
         }
+        if pid is not None:
+            row["regions"] = []
+        yield row
 
 
 @hookimpl
