@@ -34,6 +34,8 @@ from fleet_common import (
     cpu_seconds,
     deployment,
     machine,
+    probe_line,
+    probe_machine,
     rss,
     tree,
 )
@@ -135,6 +137,7 @@ def main() -> None:
     parser.add_argument("--dir", type=Path, help="deployment directory (default: a new one)")
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args()
+    probe_machine(getattr(args, "dir", None))  # before the run loads the machine
 
     dep = deployment(args.dir)
     api_token(dep)
@@ -189,6 +192,7 @@ def main() -> None:
     if args.json:
         print(json.dumps(result, indent=2))
         return
+    print(probe_line(result["machine"]["probes"]))
     print("idle:", idle)
     print(f"{'artifact':28} {'rows':>6} {'wall s':>7} {'cpu s':>6} {'peak MB':>8}")
     for r in runs:

@@ -26,6 +26,7 @@ from fleet_common import (
     fleet_options,
     machine,
     print_result,
+    probe_machine,
     rss,
     seed_clients,
     wait_connections,
@@ -38,6 +39,7 @@ def main() -> None:
     parser.add_argument("--hold", type=float, default=20.0, help="idle seconds measured")
     parser.add_argument("--workers", type=int, default=1, help="server processes, if supported")
     args = parser.parse_args()
+    probe_machine(getattr(args, "dir", None))  # before the run loads the machine
 
     dep = deployment(args.dir)
     t = time.perf_counter()

@@ -25,6 +25,7 @@ from fleet_common import (
     cleanup,
     deployment,
     machine,
+    probe_machine,
     top_frames,
 )
 from peregrine.loadtest import KeyStore
@@ -41,6 +42,7 @@ def main() -> None:
     parser.add_argument("--profile", type=Path, help="py-spy collapsed stacks of the server")
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args()
+    probe_machine(getattr(args, "dir", None))  # before the run loads the machine
 
     dep = deployment(args.dir)
     keys = KeyStore(dep.key_dir)

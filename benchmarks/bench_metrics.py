@@ -27,6 +27,7 @@ from fleet_common import (
     fleet_options,
     machine,
     print_result,
+    probe_machine,
     seed_clients,
     wait_connections,
 )
@@ -38,6 +39,7 @@ def main() -> None:
     parser.add_argument("--scrapes", type=int, default=60)
     parser.add_argument("--misses", type=int, default=5, help="scrapes past the state cache")
     args = parser.parse_args()
+    probe_machine(getattr(args, "dir", None))  # before the run loads the machine
 
     dep = deployment(args.dir)
     seed_clients(dep, args.clients)
