@@ -20,6 +20,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
+from .durable import DurableBatch
 from .names import upload_parts
 from .rowlog import fsync_dir
 
@@ -75,9 +76,9 @@ def _free_name(directory: Path, name: str, want_dir: bool) -> str:
         candidate = with_suffix_number(name, number)
 
 
-def make_dirs(base: Path, target: Path) -> None:
+def make_dirs(base: Path, target: Path, batch: DurableBatch | None = None) -> None:
     """Create ``target`` (under ``base``, which exists) and fsync each new entry's parent so
-    the new folders survive a power loss."""
+    the new folders survive a power loss (with a ``batch``: when the batch commits)."""
     missing: list[Path] = []
     current = target
     while current != base and not current.is_dir():
@@ -90,7 +91,10 @@ def make_dirs(base: Path, target: Path) -> None:
             if not directory.is_dir():
                 raise
             continue
-        fsync_dir(directory.parent)
+        if batch is not None:
+            batch.created_dir(directory)
+        else:
+            fsync_dir(directory.parent)
 
 
 def place(uploads_dir: Path, original_path: str) -> Path:
