@@ -36,6 +36,7 @@ from peregrine.protocol.messages import (
     Challenge,
     EventRows,
     EventStatus,
+    FlowBatch,
     FlowMessage,
     Hello,
     LogBatch,
@@ -278,7 +279,14 @@ class AgentSession:
             if isinstance(self.ws, AgentConnection):
                 self.ws.logged_in()  # before the welcome: only then may the agent send more
             await self.ws.send(
-                encode(Welcome(client_id=client_id, server_time=time.time(), enrolled=enrolled))
+                encode(
+                    Welcome(
+                        client_id=client_id,
+                        server_time=time.time(),
+                        enrolled=enrolled,
+                        flow_batches=True,
+                    )
+                )
             )
         finally:
             self._send_lock.release()
@@ -312,14 +320,14 @@ class AgentSession:
                 frame = await self.ws.recv()
             except ConnectionClosedOK:
                 return
-            run: list[Message] = [decode_from_agent(frame)]
+            run: list[Message] = _unpacked(decode_from_agent(frame))
             size = len(frame)
             while len(run) < READ_AHEAD and size < RUN_BYTES and _frames_waiting(self.ws):
                 try:
                     frame = await self.ws.recv()
                 except ConnectionClosed:
                     break  # store what came; the next recv() reports the close
-                run.append(decode_from_agent(frame))
+                run.extend(_unpacked(decode_from_agent(frame)))
                 size += len(frame)
             self._storing = True
             try:
@@ -492,6 +500,13 @@ def _cells(message: Message) -> int:
     if isinstance(message, LogBatch):
         return max(1, sum(len(entry) for entry in message.entries))
     return 1
+
+
+def _unpacked(message: Message) -> list[Message]:
+    """A ``FlowBatch`` is its messages, stored as if each had come in a frame of its own."""
+    if isinstance(message, FlowBatch):
+        return list(message.messages)
+    return [message]
 
 
 def _frames_waiting(ws: ServerConnection) -> bool:
