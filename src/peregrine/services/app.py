@@ -195,7 +195,9 @@ class Services:
         background), and an interrogation's facts go into the client."""
         if self.config.analysis.parquet_on_finish:
             flow_dir = self.filestore.flow_dir(client_id, record.flow_id)
-            stems = await asyncio.to_thread(finished_result_sets, flow_dir)
+            stems = await asyncio.to_thread(
+                finished_result_sets, flow_dir, self.config.analysis.parquet_on_finish_rows
+            )
             self.analysis.copies.schedule(stems)
         if record.creator != INTERROGATOR or record.state != "Finished":
             return
