@@ -1,7 +1,7 @@
 """Many appends made durable together: two sync rounds for a whole batch, not ~5 fsyncs each.
 
 A hunt's answers arrive as thousands of first result batches of new flows at once. Stored one by
-one, each costs five ``fsync``\\s (its new folders, the data, the commit record and its folder),
+one, each costs five ``fsync`` calls (its new folders, the data, the commit record and its folder),
 and on a disk whose ``fsync`` takes milliseconds that alone bounds the fan-out. A
 :class:`DurableBatch` defers them: appends in a batch write their data and create their
 folders without syncing, keep their result set's lock, and leave their commit record pending;
@@ -19,7 +19,7 @@ that was lost. A sync is one ``syncfs`` of the filestore's filesystem where the 
 writeback errors through it (Linux 5.8 and later), else an ``fsync`` of every file and folder
 written, in the same two rounds.
 
-The batch holds its result sets' ``flock``\\s until it commits. An append that would wait for a
+The batch holds its result sets' ``flock`` locks until it commits. An append that would wait for a
 lock someone else holds commits the batch first (it then holds none), so two batches in
 different threads or processes can never wait for each other.
 """

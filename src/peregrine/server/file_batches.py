@@ -1,7 +1,7 @@
 """The file part of many sessions' messages in one durable batch of the filestore.
 
 Thousands of agents answering a hunt at once each bring a new flow's first result batch. Stored
-one by one, each cost five ``fsync``\\s; here one thread takes every run of messages waiting (as
+one by one, each cost five ``fsync`` calls; here one thread takes every run of messages waiting (as
 the datastore's group commit takes every piece), writes them all into one
 :class:`~peregrine.filestore.DurableBatch`, commits it (two sync rounds for the lot) and only
 then answers the sessions, which then record the counts and acknowledge. While a batch syncs,
