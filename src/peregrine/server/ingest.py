@@ -8,7 +8,7 @@ then stores nothing more of that flow until the refused message comes again: see
 ``AgentSession``).
 
 The file part of every session's run waiting goes into one durable batch of the filestore
-(``file_batches.py``: two sync rounds for all of them, not about five ``fsync``\s per new flow);
+(``file_batches.py``: two sync rounds for all of them, not about five ``fsync`` calls per new flow);
 datastore work into the datastore's group commit, so the counts of many sessions' messages cost
 one durable commit. ``upload_chunk`` blocks (``store_chunk`` runs it in a file thread).
 
