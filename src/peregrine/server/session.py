@@ -389,12 +389,20 @@ class AgentSession:
         # After a message refused for want of space, later messages of its flow are not
         # stored nor acknowledged until it comes again: storing them would move the flow's
         # last seq past it, and its resend would then be dropped as a duplicate.
+        # Once the refused message is in the run, what follows it in the run is in order
+        # again and is stored with it: dropped, it would be sent again only after the next
+        # refusal or reconnect, and its seq would be passed meanwhile (rows lost).
         held = self._held if self._held is not None else {}
         wanted = []
+        resumed: set[str] = set()
         for message in messages:
             first_refused = held.get(message.flow_id)
-            if first_refused is None or message.seq <= first_refused:
+            if first_refused is None or message.flow_id in resumed:
                 wanted.append(message)
+            elif message.seq <= first_refused:
+                wanted.append(message)
+                if message.seq == first_refused:
+                    resumed.add(message.flow_id)
         if not wanted:
             return
         try:
