@@ -7,6 +7,7 @@ from dataclasses import dataclass
 
 from peregrine.agent.outbox import Outbox
 from peregrine.protocol.messages import (
+    EventRows,
     FlowBatch,
     FlowFinished,
     FlowMessage,
@@ -61,3 +62,17 @@ def test_an_old_server_gets_a_frame_per_message_and_resends_go_again() -> None:
     assert frames == [encode(START), encode(ROWS)] and count == 2 and due is None
     outbox.resend_all()
     assert outbox.take(spooled(START, ROWS), now=0.0)[0] == [encode(START), encode(ROWS)]
+
+
+def test_event_rows_go_alone_in_their_place_and_are_never_held() -> None:
+    events = EventRows(
+        stream="events:Linux.Events.X", seq=1, artifact="Linux.Events.X", source="", time=1.0,
+        columns=["n"], rows=[[1]],
+    )  # fmt: skip
+    outbox = Outbox(batches=True, hold=1.0)
+    items = [Item(events.stream, events.seq, encode(events)), *spooled(START, ROWS, END)]
+    frames, count, due = outbox.take(items, now=0.0)
+    assert count == 4 and due is None
+    assert frames[0] == encode(events)
+    batch = decode_from_agent(frames[1])
+    assert isinstance(batch, FlowBatch) and [m.seq for m in batch.messages] == [1, 2, 3]

@@ -15,7 +15,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import Protocol
 
-from peregrine.protocol.messages import pack_flow_messages
+from peregrine.protocol.messages import EVENT_STREAM_PREFIX, pack_flow_messages
 
 #: How long a collection's first message waits for the rest of a small collection.
 START_HOLD_SECONDS = 1.0
@@ -53,7 +53,8 @@ class Outbox:
         due: float | None = None
         out: list[Spooled] = []
         for item in fresh:
-            if self.batches and item.seq == 1 and counts[item.flow_id] == 1:
+            flow = not item.flow_id.startswith(EVENT_STREAM_PREFIX)
+            if self.batches and flow and item.seq == 1 and counts[item.flow_id] == 1:
                 since = self._held_since.setdefault(item.flow_id, now)
                 left = since + self.hold - now
                 if left > 0:
@@ -62,6 +63,16 @@ class Outbox:
             self._held_since.pop(item.flow_id, None)
             self._sent.add((item.flow_id, item.seq))
             out.append(item)
-        payloads = [item.payload for item in out]
-        frames = pack_flow_messages(payloads) if self.batches else payloads
+        if not self.batches:
+            return [item.payload for item in out], len(out), due
+        frames: list[bytes] = []
+        run: list[bytes] = []  # consecutive flow messages, packed together
+        for item in out:
+            if item.flow_id.startswith(EVENT_STREAM_PREFIX):
+                frames.extend(pack_flow_messages(run))
+                run = []
+                frames.append(item.payload)  # event rows go alone, in their place
+            else:
+                run.append(item.payload)
+        frames.extend(pack_flow_messages(run))
         return frames, len(out), due

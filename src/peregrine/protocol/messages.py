@@ -249,7 +249,8 @@ class FlowFinished(FlowMessage, tag="flow_done"):
 MAX_BATCHED = 256
 BATCH_BYTES = 256 * 1024
 
-#: What a ``FlowBatch`` may carry: the spooled per-flow stream (upload chunks go on their own).
+#: What a ``FlowBatch`` may carry: the spooled per-flow stream (upload chunks and event rows
+#: go on their own).
 BatchedMessage = FlowStarted | ResultBatch | LogBatch | SourceFinished | UploadStart | FlowFinished
 
 
@@ -295,6 +296,10 @@ def pack_flow_messages(payloads: list[bytes]) -> list[bytes]:
 
 
 # -- agent → server: events ------------------------------------------------------------------
+
+
+#: The spool key (``stream``) of an event artifact's rows is this plus the artifact's name.
+EVENT_STREAM_PREFIX = "events:"
 
 
 class EventRows(Message, tag="event_rows"):
