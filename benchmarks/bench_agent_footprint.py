@@ -33,6 +33,8 @@ from fleet_common import (
     deployment,
     interrogated_client,
     machine,
+    probe_line,
+    probe_machine,
     rss,
 )
 
@@ -100,6 +102,7 @@ def main() -> None:
     )
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args()
+    probe_machine(getattr(args, "dir", None))  # before the run loads the machine
 
     dep = deployment(args.dir)
     api_token(dep)
@@ -152,6 +155,7 @@ def main() -> None:
     if args.json:
         print(json.dumps(result, indent=2))
         return
+    print(probe_line(result["machine"]["probes"]))
     print("idle:", idle)
     print(f"{'artifact':28} {'rows':>6} {'wall s':>7} {'cpu s':>6} {'peak MB':>8}")
     for r in runs:

@@ -26,6 +26,7 @@ from fleet_common import (
     fleet_options,
     machine,
     print_result,
+    probe_machine,
     rss,
     seed_clients,
     wait_connections,
@@ -41,6 +42,7 @@ def main() -> None:
         "--stall", type=float, default=20.0, help="give up once held stops growing this long"
     )
     args = parser.parse_args()
+    probe_machine(getattr(args, "dir", None))  # before the run loads the machine
 
     dep = deployment(args.dir)
     t = time.perf_counter()

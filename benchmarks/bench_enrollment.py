@@ -26,6 +26,7 @@ from fleet_common import (
     cpu_seconds,
     deployment,
     machine,
+    probe_machine,
     top_frames,
 )
 from peregrine.loadtest import KeyStore
@@ -42,6 +43,7 @@ def main() -> None:
     parser.add_argument("--profile", type=Path, help="py-spy collapsed stacks of the server")
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args()
+    probe_machine(getattr(args, "dir", None))  # before the run loads the machine
 
     dep = deployment(args.dir)
     keys = KeyStore(dep.key_dir)

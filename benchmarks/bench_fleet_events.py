@@ -28,7 +28,7 @@ from pathlib import Path
 from typing import Any
 
 from bench_alerts import CONDITIONS as BENCH_CONDITIONS
-from fleet_common import LoadTest, cpu_seconds, machine, wait_connections
+from fleet_common import LoadTest, cpu_seconds, machine, probe_machine, wait_connections
 from fleet_targets import load_average, make_target
 
 ARTIFACT = "Linux.Events.ProcessExecutions"
@@ -155,6 +155,7 @@ def main() -> None:
     parser.add_argument("--dir", type=Path, help="parent of the deployment (default: temp)")
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args()
+    probe_machine(getattr(args, "dir", None))  # before the run loads the machine
     result = run(args)
     print(json.dumps(result), file=sys.stderr, flush=True)
     out = {"run": result, "machine": machine()}

@@ -25,7 +25,15 @@ import time
 from pathlib import Path
 from typing import Any
 
-from fleet_common import LoadTest, Profiler, machine, top_frames, wait_connections
+from fleet_common import (
+    LoadTest,
+    Profiler,
+    machine,
+    probe_line,
+    probe_machine,
+    top_frames,
+    wait_connections,
+)
 from fleet_targets import (
     Cluster,
     Embedded,
@@ -202,6 +210,7 @@ def main() -> None:
     parser.add_argument("--profile", type=Path, help="py-spy collapsed stacks (FILE.N.txt)")
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args()
+    probe_machine(getattr(args, "dir", None))  # before the run loads the machine
     results = []
     for n in args.clients:
         for name in parse_targets(args.target):
@@ -211,6 +220,7 @@ def main() -> None:
     if args.json:
         print(json.dumps(out, indent=2))
         return
+    print(probe_line(out["machine"]["probes"]))
     print(f"{'target':>10} {'clients':>8} {'held':>7} {'sched s':>8} {'50% s':>7} {'99% s':>7} "
           f"{'100% s':>7} {'load':>5} cpu% by component")  # fmt: skip
     for r in results:

@@ -26,7 +26,16 @@ import time
 from pathlib import Path
 from typing import Any
 
-from fleet_common import LoadTest, Profiler, cpu_seconds, machine, top_frames, wait_connections
+from fleet_common import (
+    LoadTest,
+    Profiler,
+    cpu_seconds,
+    machine,
+    probe_line,
+    probe_machine,
+    top_frames,
+    wait_connections,
+)
 from fleet_targets import (
     add_target_options,
     delta,
@@ -129,6 +138,7 @@ def main() -> None:
     parser.add_argument("--profile", type=Path, help="py-spy collapsed stacks of the server")
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args()
+    probe_machine(getattr(args, "dir", None))  # before the run loads the machine
     results = []
     for name in parse_targets(args.target):
         results.append(run(args, name))
@@ -137,6 +147,7 @@ def main() -> None:
     if args.json:
         print(json.dumps(out, indent=2))
         return
+    print(probe_line(out["machine"]["probes"]))
     for result in results:
         for key, value in result.items():
             print(f"{key:20} {value}")

@@ -27,6 +27,7 @@ from fleet_common import (
     fleet_options,
     machine,
     print_result,
+    probe_machine,
     seed_clients,
     wait_connections,
 )
@@ -41,6 +42,7 @@ def main() -> None:
         "--stall", type=float, default=20.0, help="stop waiting once no agent joined for this long"
     )
     args = parser.parse_args()
+    probe_machine(getattr(args, "dir", None))  # before the run loads the machine
 
     dep = deployment(args.dir)
     seed_clients(dep, args.clients)

@@ -446,16 +446,87 @@ def fleet_options(parser: argparse.ArgumentParser, clients: int) -> None:
 
 
 def print_result(result: dict[str, Any], as_json: bool) -> None:
-    """The result as JSON, or one aligned line per figure."""
+    """The result as JSON, or one aligned line per figure (and the probes' line)."""
     if as_json:
         print(json.dumps(result, indent=2))
         return
+    print(probe_line(probe_machine()))
     width = max(len(key) for key in result) + 2
     for key, value in result.items():
         print(f"{key:{width}} {value}")
 
 
+#: The probes of this run (``probe_machine``), written beside every fleet benchmark's figures.
+_PROBES: dict[str, Any] = {}
+_CPU_LOOP = 2_000_000
+_FSYNC_SAMPLES = 40
+
+
+def _cpu_probe_ms() -> float:
+    """The best of 5 runs of a fixed pure-Python loop: how fast this machine runs Python."""
+    best = float("inf")
+    for _ in range(5):
+        t0 = time.perf_counter()
+        total = 0
+        for i in range(_CPU_LOOP):
+            total += i * i
+        best = min(best, time.perf_counter() - t0)
+    return round(best * 1000, 1)
+
+
+def _fsync_probe_ms(directory: Path) -> dict[str, float]:
+    """Median and 90th percentile of a new 4 KiB file written and fsynced, then its directory
+    fsynced (a new result file's durable creation), in ``directory``."""
+    samples: list[float] = []
+    with tempfile.TemporaryDirectory(prefix="fsync-probe-", dir=directory) as where:
+        dir_fd = os.open(where, os.O_RDONLY | os.O_DIRECTORY)
+        try:
+            for number in range(_FSYNC_SAMPLES):
+                t0 = time.perf_counter()
+                fd = os.open(Path(where) / f"{number}", os.O_WRONLY | os.O_CREAT, 0o600)
+                try:
+                    os.write(fd, b"x" * 4096)
+                    os.fsync(fd)
+                finally:
+                    os.close(fd)
+                os.fsync(dir_fd)
+                samples.append(time.perf_counter() - t0)
+        finally:
+            os.close(dir_fd)
+    samples.sort()
+    return {
+        "fsync_median_ms": round(samples[len(samples) // 2] * 1000, 3),
+        "fsync_p90_ms": round(samples[int(len(samples) * 0.9)] * 1000, 3),
+    }
+
+
+def probe_machine(directory: Path | None = None) -> dict[str, Any]:
+    """Measure the CPU and ``fsync`` probes once, before a run (``directory``: where the run
+    keeps its data; default the temporary directory, where deployments are made), so figures
+    from different machines can be compared. Later calls return the same probes."""
+    if not _PROBES:
+        where = Path(directory) if directory else Path(tempfile.gettempdir())
+        where.mkdir(parents=True, exist_ok=True)
+        _PROBES.update(
+            cpu_loop_ms=_cpu_probe_ms(),
+            **_fsync_probe_ms(where),
+            probe_dir=str(where),
+            load_at_probe=round(os.getloadavg()[0], 2),
+        )
+    return dict(_PROBES)
+
+
+def probe_line(probes: dict[str, Any]) -> str:
+    """The probes as one printed line."""
+    return (
+        f"probes: python loop {probes['cpu_loop_ms']} ms, fsync (4 KiB file + its directory) "
+        f"median {probes['fsync_median_ms']} ms, p90 {probes['fsync_p90_ms']} ms "
+        f"(in {probes['probe_dir']}, load {probes['load_at_probe']})"
+    )
+
+
 def machine() -> dict[str, Any]:
+    """The machine a run used, with its probes (measured now if the run did not first)."""
     cpu = "?"
     with contextlib.suppress(OSError):
         for line in Path("/proc/cpuinfo").read_text().splitlines():
@@ -471,6 +542,7 @@ def machine() -> dict[str, Any]:
         "kernel": platform.release(),
         "nofile": [soft, hard],
         "date": time.strftime("%Y-%m-%d"),
+        "probes": probe_machine(),
     }
 
 

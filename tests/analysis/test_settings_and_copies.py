@@ -10,9 +10,10 @@ import msgspec
 import pytest
 
 from peregrine.analysis import AnalysisLimits
-from peregrine.analysis.columnar import current_copy
+from peregrine.analysis.columnar import current_copy, finished_result_sets
 from peregrine.config import ConfigError
 from peregrine.config.model import AnalysisSettings, ServerConfig, parse_config
+from peregrine.filestore import Filestore
 from peregrine.filestore.names import result_set_name
 from peregrine.filestore.rowlog import read_json
 from tests.server.harness import (
@@ -82,3 +83,20 @@ def test_a_finished_collection_gets_its_parquet_copy_and_the_configured_row_limi
                 assert rows == [{"n": n} for n in range(1, 8)]
 
     asyncio.run(scenario())
+
+
+def test_only_result_sets_of_enough_rows_are_copied_when_their_flow_finishes(
+    tmp_path: Path,
+) -> None:
+    """A hunt's one-row answers are left to the first query; a real result set is copied."""
+    store = Filestore(tmp_path / "fs", min_free_bytes=0)
+    client, flow = "C.0123456789abcdef", "F.0123456789ABCDEF"
+    store.append_rows(client, flow, "Small", "", 1, ["n"], [[n] for n in range(99)])
+    store.append_rows(client, flow, "Big", "", 1, ["n"], [[n] for n in range(100)])
+    flow_dir = store.flow_dir(client, flow)
+    results = flow_dir / "results"
+    assert finished_result_sets(flow_dir, 100) == [results / result_set_name("Big", "")]
+    assert sorted(finished_result_sets(flow_dir)) == sorted(
+        results / result_set_name(name, "") for name in ("Big", "Small")
+    )
+    assert AnalysisSettings().parquet_on_finish_rows == 100

@@ -14,6 +14,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from peregrine.protocol.messages import (
+    MAX_BATCHED,
     MAX_COLUMNS,
     MAX_INT64,
     MAX_ROWS_PER_MESSAGE,
@@ -22,6 +23,7 @@ from peregrine.protocol.messages import (
     EventAssignments,
     EventRows,
     EventStatus,
+    FlowBatch,
     FlowFinished,
     FlowMessage,
     FlowStarted,
@@ -60,14 +62,19 @@ VALID_AGENT_MESSAGES: list[Message] = [
     ),
     EventStatus(artifact="Linux.Events.X", state="restarting", restarts=3, error="killed",
                 time=1.7e9),
+    FlowBatch(messages=[
+        FlowStarted(flow_id="F.2", seq=1, started=1.7e9),
+        ResultBatch(flow_id="F.2", seq=2, artifact="A", source="", columns=["a"], rows=[[1]]),
+        FlowFinished(flow_id="F.2", seq=3, status="finished", finished=1.7e9),
+    ]),
 ]  # fmt: skip
 VALID_FRAMES = [encode(message) for message in VALID_AGENT_MESSAGES]
 KINDS = ["hello", "flow_started", "rows", "logs", "source_done", "upload_start", "upload_chunk",
          "flow_done", "ack", "collect", "event_rows", "event_status", "event_assignments",
-         "bogus"]  # fmt: skip
+         "flow_batch", "bogus"]  # fmt: skip
 FIELDS = ["kind", "flow_id", "seq", "artifact", "source", "columns", "rows", "entries", "size",
           "offset", "data", "upload_id", "path", "sha256", "client_id", "public_key", "stream",
-          "time", "state", "restarts", "error", "version", "artifacts"]  # fmt: skip
+          "time", "state", "restarts", "error", "version", "artifacts", "messages"]  # fmt: skip
 
 scalars = (
     st.none()
@@ -116,6 +123,17 @@ def _assert_decodes_or_refuses(frame: bytes, decode: Any) -> Message | None:
         message: Message = decode(frame)
     except ProtocolError:
         return None
+    if isinstance(message, FlowBatch):
+        assert 1 <= len(message.messages) <= MAX_BATCHED
+        for inner in message.messages:
+            assert isinstance(inner, FlowMessage)
+            _check(inner)
+        return message
+    _check(message)
+    return message
+
+
+def _check(message: Message) -> None:
     if isinstance(message, FlowMessage | EventRows):
         assert 0 <= message.seq <= MAX_INT64
     if isinstance(message, EventRows):
@@ -127,7 +145,6 @@ def _assert_decodes_or_refuses(frame: bytes, decode: Any) -> Message | None:
         assert all(len(row) <= MAX_COLUMNS for row in message.rows)
     if isinstance(message, UploadStart | UploadChunk | UploadResume):
         assert 0 <= getattr(message, "size", getattr(message, "offset", 0)) <= MAX_INT64
-    return message
 
 
 FUZZ = settings(max_examples=400, deadline=None, suppress_health_check=[HealthCheck.too_slow])
@@ -169,6 +186,15 @@ def test_the_valid_frames_decode() -> None:
 def _rows(rows: Any, **fields: Any) -> bytes:
     base = {"kind": "rows", "flow_id": "F.1", "seq": 1, "artifact": "A", "source": ""}
     return msgspec.msgpack.encode({**base, "columns": ["c"], "rows": rows, **fields})
+
+
+def _start(seq: int) -> dict[str, Any]:
+    return {"kind": "flow_started", "flow_id": "F.1", "seq": seq, "started": 1.0}
+
+
+def _batch(messages: list[Any]) -> bytes:
+    inner = [msgspec.msgpack.decode(m) if isinstance(m, bytes) else m for m in messages]
+    return msgspec.msgpack.encode({"kind": "flow_batch", "messages": inner})
 
 
 def _events(rows: Any, **fields: Any) -> bytes:
@@ -213,6 +239,15 @@ def _events(rows: Any, **fields: Any) -> bytes:
             ),
             "length <= 4096",
         ),
+        ("an empty flow batch", _batch([]), "length >= 1"),
+        ("a flow batch of 257", _batch([_start(n) for n in range(257)]), "length <= 256"),
+        ("a flow batch in a flow batch", _batch([_batch([_start(1)])]), "Invalid value"),
+        (
+            "an upload chunk in a flow batch",
+            _batch([msgspec.to_builtins(VALID_AGENT_MESSAGES[6])]),
+            "Invalid value 'upload_chunk'",
+        ),
+        ("a bad message in a flow batch", _batch([_start(1), {**_start(2), "seq": -1}]), ">= 0"),
     ],
     ids=lambda value: value if isinstance(value, str) and len(value) < 40 else "",
 )

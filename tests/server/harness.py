@@ -324,6 +324,7 @@ class RawAgent:
         await self.ws.send(encode(hello))
         welcome = decode_from_server(await self.ws.recv())
         assert isinstance(welcome, Welcome), welcome
+        self.welcome = welcome
         return self
 
     async def __aexit__(self, *exc: object) -> None:

@@ -23,6 +23,7 @@ from websockets.exceptions import WebSocketException
 from peregrine import __version__
 from peregrine.agent.identity import Identity, load_or_create, reidentify
 from peregrine.agent.metrics_file import keep_writing, stop_writing
+from peregrine.agent.outbox import Outbox
 from peregrine.agent.spool import Spool
 from peregrine.agent.stats import STATS
 from peregrine.config import ClientConfig, client_ssl_context
@@ -256,13 +257,13 @@ class Agent:
             self.sessions += 1
             self.connected.set()
             try:
-                await self._serve(ws)
+                await self._serve(ws, reply.flow_batches)
             finally:
                 self.connected.clear()
             return True
 
-    async def _serve(self, ws: ClientConnection) -> None:
-        sender = asyncio.ensure_future(self._send_loop(ws))
+    async def _serve(self, ws: ClientConnection, batches: bool = False) -> None:
+        sender = asyncio.ensure_future(self._send_loop(ws, batches))
         try:
             async for frame in ws:
                 await self._handle(ws, decode_from_server(frame))
@@ -373,9 +374,10 @@ class Agent:
         if self._loop is not None:
             self._loop.call_soon_threadsafe(self._wake.set)
 
-    async def _send_loop(self, ws: ClientConnection) -> None:
-        """Send every spooled message once per connection, in order; re-announce uploads."""
-        sent: set[tuple[str, int]] = set()
+    async def _send_loop(self, ws: ClientConnection, batches: bool = False) -> None:
+        """Send every spooled message once per connection, in order (packed in ``FlowBatch``
+        frames if the server takes them: ``outbox.py``); re-announce uploads."""
+        outbox = Outbox(batches)
         statuses: dict[str, EventStatus] = {}
         # Bookkeeping of finished, fully acknowledged flows is no longer needed: keep the
         # spool from growing with every collection the agent ever ran.
@@ -389,16 +391,15 @@ class Agent:
                 await asyncio.sleep(wait)
             if self._resend:
                 self._resend = False
-                sent.clear()  # the server dropped what it could not store: send it again
-            for item in await asyncio.to_thread(lambda: list(self.spool.pending())):
-                key = (item.flow_id, item.seq)
-                if key not in sent:
-                    await ws.send(item.payload)
-                    sent.add(key)
-                    STATS.sent()
+                outbox.resend_all()  # the server dropped what it could not store
+            pending = await asyncio.to_thread(lambda: list(self.spool.pending()))
+            frames, count, held = outbox.take(pending, time.monotonic())
+            for frame in frames:
+                await ws.send(frame)
+            STATS.sent(count)
             await self._send_statuses(ws, statuses)
             with contextlib.suppress(asyncio.TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), 5.0)
+                await asyncio.wait_for(self._wake.wait(), min(5.0, held or 5.0))
 
     # -- uploads ------------------------------------------------------------------------------
 

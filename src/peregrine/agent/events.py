@@ -37,14 +37,20 @@ from peregrine.artifacts.repository import ArtifactRepository
 from peregrine.artifacts.runner import ArtifactRunner, Planned, SourceOutcome
 from peregrine.engine.context import QueryLimits
 from peregrine.engine.registry import Registry
-from peregrine.protocol.messages import EventAssignments, EventRows, EventStatus, encode
+from peregrine.protocol.messages import (
+    EVENT_STREAM_PREFIX,
+    EventAssignments,
+    EventRows,
+    EventStatus,
+    encode,
+)
 
 if TYPE_CHECKING:
     from peregrine.engine.spare import WorkerSource
 
 log = logging.getLogger(__name__)
 
-STREAM_PREFIX = "events:"
+STREAM_PREFIX = EVENT_STREAM_PREFIX
 #: Restart backoff: the first wait, the longest, and how long a run must last to reset it.
 BACKOFF_MIN = 1.0
 BACKOFF_MAX = 300.0

@@ -11,8 +11,9 @@ lives in the flow's folder, so deleting a client's flows deletes it too.
 
 Copies are made off the query path and off the event loop, by one background thread with a
 bounded queue (``CopyMaker.schedule``): when a collection finishes (``finished_result_sets``,
-from ``Services.flow_finished``), and when a query reads the JSONL of a finished result set that
-has none yet (the next query finds the copy).
+from ``Services.flow_finished``; result sets of ``analysis.parquet_on_finish_rows`` rows or
+more), and when a query reads the JSONL of a finished result set that has none yet (the next
+query finds the copy).
 """
 
 from __future__ import annotations
@@ -45,14 +46,15 @@ def current_copy(stem: Path, length: int) -> Path | None:
     return path if path.is_file() else None
 
 
-def finished_result_sets(flow_dir: Path) -> list[Path]:
-    """The stems of a flow's result sets holding rows (what a finished flow copies)."""
+def finished_result_sets(flow_dir: Path, min_rows: int = 1) -> list[Path]:
+    """The stems of a flow's result sets holding at least ``min_rows`` rows (what a finished
+    flow copies)."""
     from peregrine.filestore.rowlog import read_json
 
     stems: list[Path] = []
     for meta_path in sorted((flow_dir / "results").glob("*.meta")):
         meta = read_json(meta_path)
-        if meta is not None and int(meta.get("rows", 0)) > 0:
+        if meta is not None and int(meta.get("rows", 0)) >= max(1, min_rows):
             stems.append(meta_path.with_suffix(""))
     return stems
 

@@ -158,6 +158,10 @@ class AnalysisSettings(_Section):
     #: Write each result set's Parquet copy when its collection finishes (in one background
     #: thread), so the first query of a finished hunt is already fast.
     parquet_on_finish: bool = True
+    #: Only result sets of at least this many rows get their copy when the collection
+    #: finishes; smaller ones get it once a query has read them. A hunt's thousands of one-row
+    #: answers each cost a DuckDB conversion and an fsync, taken from the hunt while it runs.
+    parquet_on_finish_rows: Annotated[int, msgspec.Meta(ge=1)] = 100
 
 
 class WebhookSettings(_Section):

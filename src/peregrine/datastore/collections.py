@@ -59,7 +59,7 @@ class CollectionStore:
     def get(self, flow_id: str) -> FlowRecord | None:
         """The collection's record, or None."""
         with self._db.read() as conn:
-            row = conn.execute(select(flows).where(flows.c.flow_id == flow_id)).first()
+            row = conn.execute(_GET, {"b_flow": flow_id}).first()
         return None if row is None else _record(row)
 
     def owner(self, flow_id: str) -> str | None:
@@ -276,6 +276,8 @@ def _transition(flow_id: str, to_state: str, now: float, error: str | None) -> A
 
 _INSERT_FLOW = flows.insert()
 _OWNER = select(flows.c.client_id).where(flows.c.flow_id == bindparam("b_flow"))
+#: Read once per finished flow (the ingestor's group commit): built once.
+_GET = select(flows).where(flows.c.flow_id == bindparam("b_flow"))
 _INSERT_TASK = tasks.insert()
 #: (state, with an error) -> its transition UPDATE, built on first use.
 _TRANSITIONS: dict[tuple[str, bool], Any] = {}

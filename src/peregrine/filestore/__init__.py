@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from .durable import DurableBatch
 from .errors import StorageFull, UnknownUpload, UploadCorrupt
 from .names import CLIENT_ID_RE, FLOW_ID_RE, UPLOAD_ID_RE
 from .rowlog import INDEX_EVERY
@@ -13,6 +14,7 @@ __all__ = [
     "FLOW_ID_RE",
     "INDEX_EVERY",
     "UPLOAD_ID_RE",
+    "DurableBatch",
     "Filestore",
     "StorageFull",
     "UnknownUpload",

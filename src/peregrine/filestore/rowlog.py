@@ -39,6 +39,7 @@ from typing import Any
 
 import msgspec
 
+from .durable import DurableBatch, PendingCommit
 from .errors import StorageFull, is_space_error
 
 INDEX_EVERY = 1000
@@ -179,40 +180,123 @@ class RowLog:
         seq: int,
         records: list[dict[str, Any]],
         describe: Callable[[dict[str, Any]], None] | None = None,
+        batch: DurableBatch | None = None,
     ) -> int:
         """Store ``records`` as batch ``seq`` unless a batch ``>= seq`` is already committed.
 
         Returns the bytes written (0 for a duplicate). ``describe`` may add fields to the new
         commit record. On ENOSPC/EDQUOT the committed state is left exactly as it was and
-        :class:`StorageFull` is raised.
+        :class:`StorageFull` is raised. With a ``batch``, the append is durable (and visible)
+        only once ``batch.commit()`` returns (see ``durable.py``).
         """
-        if seq <= self.meta()["last_seq"]:
+        pending = batch.pending(self.data_path) if batch is not None else None
+        if seq <= (pending.meta if pending is not None else self.meta())["last_seq"]:
             return 0  # answered even when the disk is full, so the server can ack it again
         payload = _encoder.encode_lines(records)
         # Checked before any file is created, so a refused batch leaves no trace at all.
         self._check_space(len(payload) + 4096)
+        if batch is not None:
+            return self._append_in_batch(batch, pending, seq, records, payload, describe)
         fd = os.open(self.data_path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o640)
         try:
             fcntl.flock(fd, fcntl.LOCK_EX)
             meta = self.meta()  # again, under the lock: another writer may have committed
             if seq <= meta["last_seq"]:
                 return 0
-            length, rows = int(meta["length"]), int(meta["rows"])
-            entries = _index_entries(payload, rows, length)
-            new_meta = {
-                **meta,
-                "format": FORMAT,
-                "last_seq": seq,
-                "length": length + len(payload),
-                "rows": rows + len(records),
-                "index_every": INDEX_EVERY,
-            }
-            if describe is not None:
-                describe(new_meta)
-            self._commit(fd, length, rows, payload, entries, new_meta)
+            new_meta, entries = self._next_meta(meta, seq, records, payload, describe)
+            self._commit(fd, int(meta["length"]), int(meta["rows"]), payload, entries, new_meta)
             return len(payload)
         finally:
             os.close(fd)  # also releases the flock
+
+    def _next_meta(
+        self,
+        meta: dict[str, Any],
+        seq: int,
+        records: list[dict[str, Any]],
+        payload: bytes,
+        describe: Callable[[dict[str, Any]], None] | None,
+    ) -> tuple[dict[str, Any], list[int]]:
+        """The commit record after appending ``payload``, and its new index entries."""
+        length, rows = int(meta["length"]), int(meta["rows"])
+        new_meta = {
+            **meta,
+            "format": FORMAT,
+            "last_seq": seq,
+            "length": length + len(payload),
+            "rows": rows + len(records),
+            "index_every": INDEX_EVERY,
+        }
+        if describe is not None:
+            describe(new_meta)
+        return new_meta, _index_entries(payload, rows, length)
+
+    def _append_in_batch(
+        self,
+        batch: DurableBatch,
+        pending: PendingCommit | None,
+        seq: int,
+        records: list[dict[str, Any]],
+        payload: bytes,
+        describe: Callable[[dict[str, Any]], None] | None,
+    ) -> int:
+        """Write data and index now, the commit record when the batch commits."""
+        if pending is None:
+            fd = self._lock_for_batch(batch)
+            meta = self.meta()  # under the lock
+            if seq <= meta["last_seq"]:
+                os.close(fd)
+                return 0
+            pending = PendingCommit(
+                fd, self.meta_path, meta, int(meta["length"]), int(meta["rows"]),
+                index_size=_entries_for(int(meta["rows"])) * _ENTRY.size,
+            )  # fmt: skip
+            batch.add(self.data_path, pending)
+        meta = pending.meta
+        length, rows = int(meta["length"]), int(meta["rows"])
+        new_meta, entries = self._next_meta(meta, seq, records, payload, describe)
+        try:
+            if os.fstat(pending.fd).st_size != length:
+                os.ftruncate(pending.fd, length)  # a crash left a partial batch: it never happened
+            write_all(pending.fd, payload, length)
+            if entries and entries != [0]:
+                pending.index_path = self.index_path
+                self._write_index(_entries_for(rows) * _ENTRY.size, entries, sync=False)
+        except OSError as exc:
+            os.ftruncate(pending.fd, length)
+            if is_space_error(exc):
+                raise StorageFull(
+                    f"filestore full while writing {self.data_path.name}: {exc.strerror}"
+                ) from exc
+            raise
+        pending.meta = new_meta
+        return len(payload)
+
+    def _lock_for_batch(self, batch: DurableBatch) -> int:
+        """The data file, locked; if another writer holds it, the batch commits first, so it
+        never waits for a lock while holding others (no deadlock between batches)."""
+        fd = os.open(self.data_path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o640)
+        try:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                batch.commit()
+                fcntl.flock(fd, fcntl.LOCK_EX)
+        except BaseException:
+            os.close(fd)
+            raise
+        return fd
+
+    def _write_index(self, index_size: int, entries: list[int], *, sync: bool) -> None:
+        ifd = os.open(self.index_path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o640)
+        try:
+            # Growing the file zero-fills, so an entry 0 never written reads as 0.
+            os.ftruncate(ifd, index_size)
+            write_all(ifd, b"".join(_ENTRY.pack(e) for e in entries), index_size)
+            if sync:
+                os.fsync(ifd)
+        finally:
+            os.close(ifd)
 
     def _commit(
         self,
@@ -233,14 +317,7 @@ class RowLog:
             # Only batches that add index entries touch the index (a sync saved per batch);
             # entry 0 is always offset 0, so a result set of one batch needs no index at all.
             if entries and entries != [0]:
-                ifd = os.open(self.index_path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o640)
-                try:
-                    # Growing the file zero-fills, so an entry 0 never written reads as 0.
-                    os.ftruncate(ifd, index_size)
-                    write_all(ifd, b"".join(_ENTRY.pack(e) for e in entries), index_size)
-                    os.fsync(ifd)
-                finally:
-                    os.close(ifd)
+                self._write_index(index_size, entries, sync=True)
             replace_atomic(self.meta_path, json.dumps(new_meta).encode())
             committed = True  # visible from here on: a later failure must not roll it back
             fsync_dir(self.meta_path.parent)

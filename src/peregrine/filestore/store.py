@@ -1,8 +1,9 @@
 """The filestore: result sets, flow logs and uploaded files in a directory tree.
 
 The server writes everything an agent sends for a flow here (the datastore only keeps the
-flow's state and statistics). Each write is durable (fsync) before the call returns, so the
-server can acknowledge right after; each write is idempotent (by ``seq`` for rows and logs, by
+flow's state and statistics). Each write is durable (fsync) before the call returns, or, given
+a ``batch`` (``durable.py``), once the batch commits, so the server can acknowledge right after;
+each write is idempotent (by ``seq`` for rows and logs, by
 offset for upload chunks), so the agent can resend anything not acknowledged. Layout::
 
     <root>/clients/<client_id>/flows/<flow_id>/
@@ -28,6 +29,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any, BinaryIO, TypeVar
 
+from .durable import DurableBatch
 from .errors import StorageFull, UnknownUpload, UploadCorrupt, is_space_error
 from .names import CLIENT_ID_RE, FLOW_ID_RE, UPLOAD_ID_RE, check_id, result_set_name
 from .rowlog import (
@@ -96,9 +98,14 @@ class Filestore:
         check_id(flow_id, FLOW_ID_RE, "flow id")
         return self.root / "clients" / client_id / "flows" / flow_id
 
-    def _ensure(self, directory: Path) -> Path:
-        make_dirs(self.root, directory)
+    def _ensure(self, directory: Path, batch: DurableBatch | None = None) -> Path:
+        make_dirs(self.root, directory, batch)
         return directory
+
+    def batch(self) -> DurableBatch:
+        """A batch of appends made durable together by its ``commit()`` (two sync rounds for
+        all of them: see ``durable.py``); pass it as ``batch=`` and ``close()`` it after."""
+        return DurableBatch(self.root)
 
     def _result_set(self, client_id: str, flow_id: str, artifact: str, source: str) -> RowLog:
         results = self.flow_dir(client_id, flow_id) / "results"
@@ -118,11 +125,13 @@ class Filestore:
         seq: int,
         columns: list[str],
         rows: list[list[Any]],
+        batch: DurableBatch | None = None,
     ) -> int:
         """Store one batch of rows durably; returns bytes written, 0 if ``seq`` is a duplicate.
 
         Raises :class:`StorageFull` (nothing stored) when there is no room, ``ValueError`` for
-        a row whose width is not the number of columns.
+        a row whose width is not the number of columns. With a ``batch``, durable and visible
+        once the batch commits.
         """
         keys = _unique_columns(columns)
         width = len(keys)
@@ -130,7 +139,7 @@ class Filestore:
             if len(row) != width:
                 raise ValueError(f"row {number} has {len(row)} values for {width} columns")
         log = self._result_set(client_id, flow_id, artifact, source)
-        if seq <= log.meta()["last_seq"]:
+        if batch is None and seq <= log.meta()["last_seq"]:
             return 0  # cheap duplicate answer without encoding; append() re-checks under lock
         records = [row_record(keys, row) for row in rows]
 
@@ -139,8 +148,8 @@ class Filestore:
             known.extend(key for key in keys if key not in known)
             meta.update(artifact=artifact, source=source, columns=known)
 
-        self._ensure(log.data_path.parent)
-        return self._space_checked(lambda: log.append(seq, records, describe))
+        self._ensure(log.data_path.parent, batch)
+        return self._space_checked(lambda: log.append(seq, records, describe, batch))
 
     def read_rows(
         self,
@@ -179,7 +188,12 @@ class Filestore:
     # -- logs -----------------------------------------------------------------------------------
 
     def append_logs(
-        self, client_id: str, flow_id: str, seq: int, entries: list[dict[str, Any]]
+        self,
+        client_id: str,
+        flow_id: str,
+        seq: int,
+        entries: list[dict[str, Any]],
+        batch: DurableBatch | None = None,
     ) -> int:
         """Store a batch of log entries; same idempotency and errors as :meth:`append_rows`."""
         log = self._logs(client_id, flow_id)
@@ -188,8 +202,8 @@ class Filestore:
             if not isinstance(entry, dict):
                 raise ValueError(f"log entry {number} is not a mapping")
             records.append(tag_record({str(k): v for k, v in entry.items()}))
-        self._ensure(log.data_path.parent)
-        return self._space_checked(lambda: log.append(seq, records))
+        self._ensure(log.data_path.parent, batch)
+        return self._space_checked(lambda: log.append(seq, records, batch=batch))
 
     def read_logs(
         self, client_id: str, flow_id: str, offset: int = 0, limit: int = 100

@@ -20,6 +20,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
+from .durable import DurableBatch
 from .names import upload_parts
 from .rowlog import fsync_dir
 
@@ -75,14 +76,28 @@ def _free_name(directory: Path, name: str, want_dir: bool) -> str:
         candidate = with_suffix_number(name, number)
 
 
-def make_dirs(base: Path, target: Path) -> None:
+def make_dirs(base: Path, target: Path, batch: DurableBatch | None = None) -> None:
     """Create ``target`` (under ``base``, which exists) and fsync each new entry's parent so
-    the new folders survive a power loss."""
+    the new folders survive a power loss (with a ``batch``: when the batch commits)."""
+    if target.is_dir():
+        return
+    # Made from the target up (a mkdir is the check): a new flow's folders cost a call each
+    # and one more, not a stat per level first as well.
     missing: list[Path] = []
     current = target
-    while current != base and not current.is_dir():
-        missing.append(current)
-        current = current.parent
+    while current != base:
+        try:
+            current.mkdir()
+        except FileExistsError:
+            if not current.is_dir():
+                raise
+            break
+        except FileNotFoundError:
+            missing.append(current)
+            current = current.parent
+            continue
+        _made(current, batch)
+        break
     for directory in reversed(missing):
         try:
             directory.mkdir()
@@ -90,6 +105,14 @@ def make_dirs(base: Path, target: Path) -> None:
             if not directory.is_dir():
                 raise
             continue
+        _made(directory, batch)
+
+
+def _made(directory: Path, batch: DurableBatch | None) -> None:
+    """Make a new folder's entry in its parent durable (with a batch: when it commits)."""
+    if batch is not None:
+        batch.created_dir(directory)
+    else:
         fsync_dir(directory.parent)
 
 

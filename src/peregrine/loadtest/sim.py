@@ -24,10 +24,12 @@ from websockets.exceptions import ConnectionClosed, InvalidStatus, WebSocketExce
 from peregrine import __version__
 from peregrine.agent.agent import backoff_delay
 from peregrine.agent.identity import Identity
+from peregrine.agent.outbox import START_HOLD_SECONDS
 from peregrine.artifacts.model import Artifact
 from peregrine.loadtest import canned
 from peregrine.loadtest.keys import identity_from_raw, new_raw_key
 from peregrine.protocol.messages import (
+    BATCH_BYTES,
     MAX_MESSAGE_BYTES,
     Ack,
     CancelCollection,
@@ -51,6 +53,7 @@ from peregrine.protocol.messages import (
     Welcome,
     decode_from_server,
     encode,
+    pack_flow_messages,
 )
 
 _random = random.Random()  # noqa: S311 (jitter; own state, so the global generator stays seeded)
@@ -115,6 +118,10 @@ class SimAgent:
         self.ws: ClientConnection | None = None
         self.sessions = 0
         self.unacked: dict[tuple[str, int], bytes] = {}
+        #: Whether this connection's server takes FlowBatch frames, and the messages kept to
+        #: be packed into the next one (as the real agent's outbox does: agent/outbox.py).
+        self.batches = False
+        self._outgoing: list[bytes] = []
         self.flows: dict[str, _Flow] = {}
         self.recent: deque[str] = deque(maxlen=RECENT_FLOWS)
         self.seen_hunts: list[str] = []
@@ -255,9 +262,11 @@ class SimAgent:
             if self._leaving():
                 return True
             async with self._lock:  # resend what is owed, in order, before anything new
-                for payload in list(self.unacked.values()):
-                    await ws.send(payload)
-                    fleet.stats.messages_resent += 1
+                self.batches, owed = reply.flow_batches, list(self.unacked.values())
+                self._outgoing.clear()
+                for packed in pack_flow_messages(owed) if self.batches else owed:
+                    await ws.send(packed)
+                fleet.stats.messages_resent += len(owed)
                 self.ws = ws
             fleet.stats.connected += 1
             try:
@@ -397,8 +406,10 @@ class SimAgent:
 
     async def _emit(self, flow: _Flow, build: Callable[[int], FlowMessage]) -> int:
         """Give the message the flow's next seq, keep it until acknowledged, send it if
-        connected; returns its size."""
+        connected (to a server taking FlowBatch frames: kept for the next one, sent by
+        ``_flush``); returns its size."""
         while len(self.unacked) >= ACK_WINDOW:
+            await self._flush()
             self._acked = self._acked or asyncio.Event()
             self._acked.clear()
             await self._acked.wait()
@@ -407,11 +418,26 @@ class SimAgent:
             flow.next_seq += 1
             payload = encode(build(seq))
             self.unacked[(flow.request.flow_id, seq)] = payload
-            ws = self.ws
-            if ws is not None and time.monotonic() >= self._paused_until:
-                with contextlib.suppress(WebSocketException, OSError):
-                    await ws.send(payload)  # if it fails, the reconnect resends it
+            if self.batches:
+                self._outgoing.append(payload)
+            else:
+                await self._send(payload)
+        if self.batches and sum(map(len, self._outgoing)) >= BATCH_BYTES:
+            await self._flush()
         return len(payload)
+
+    async def _send(self, frame: bytes) -> None:
+        ws = self.ws
+        if ws is not None and time.monotonic() >= self._paused_until:
+            with contextlib.suppress(WebSocketException, OSError):
+                await ws.send(frame)  # if it fails, the reconnect resends it
+
+    async def _flush(self) -> None:
+        """Send the kept messages, packed."""
+        async with self._lock:
+            payloads, self._outgoing = self._outgoing, []
+            for frame in pack_flow_messages(payloads):
+                await self._send(frame)
 
     async def _answer(self, flow: _Flow) -> None:
         fleet, request = self.fleet, flow.request
@@ -419,8 +445,14 @@ class SimAgent:
         await self._emit(flow, lambda s: FlowStarted(flow_id=flow_id, seq=s, started=time.time()))
         delay = fleet.answer_delay_for(self.index)
         if delay > 0:
+            # The real agent holds a lone start this long for the rest of the collection.
+            held = min(delay, START_HOLD_SECONDS) if self.batches else 0.0
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(flow.cancel.wait(), delay)
+                await asyncio.wait_for(flow.cancel.wait(), held)
+            if delay >= START_HOLD_SECONDS:
+                await self._flush()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(flow.cancel.wait(), delay - held)
         definitions = {d.get("name"): d for d in request.definitions}
         failures: list[str] = []
         for call in request.artifacts:
@@ -453,6 +485,7 @@ class SimAgent:
                 flow_id=flow_id, seq=s, status=status, error=error, finished=time.time()
             ),
         )
+        await self._flush()
         flow.done = True
         fleet.stats.flows_answered += 1
         self._forget_if_settled(flow)

@@ -94,6 +94,9 @@ class Welcome(Message, tag="welcome"):
     client_id: str
     server_time: float
     enrolled: bool = False
+    #: The server takes ``FlowBatch`` frames (an older one does not: its agents send each
+    #: flow message in a frame of its own).
+    flow_batches: bool = False
 
 
 class Rejected(Message, tag="rejected"):
@@ -242,7 +245,61 @@ class FlowFinished(FlowMessage, tag="flow_done"):
     finished: Seconds = 0.0
 
 
+#: Flow messages one ``FlowBatch`` may hold, and the bytes an agent packs into one at most.
+MAX_BATCHED = 256
+BATCH_BYTES = 256 * 1024
+
+#: What a ``FlowBatch`` may carry: the spooled per-flow stream (upload chunks and event rows
+#: go on their own).
+BatchedMessage = FlowStarted | ResultBatch | LogBatch | SourceFinished | UploadStart | FlowFinished
+
+
+class FlowBatch(Message, tag="flow_batch"):
+    """Several spooled flow messages in one frame, in spool order: a small collection's start,
+    rows, source status and end arrive as one frame, are stored as one run and acknowledged
+    by one ``Ack``. Each message keeps its own ``seq``: the spool, the acknowledgements and
+    the server's duplicate checks are exactly those of messages sent one per frame. Sent only
+    to a server whose ``Welcome`` says ``flow_batches``."""
+
+    messages: Annotated[list[BatchedMessage], msgspec.Meta(min_length=1, max_length=MAX_BATCHED)]
+
+
+class _FlowBatchFrame(msgspec.Struct, tag="flow_batch", tag_field="kind"):
+    """``FlowBatch`` built from messages already encoded (the spool keeps them so)."""
+
+    messages: list[msgspec.Raw]
+
+
+def pack_flow_messages(payloads: list[bytes]) -> list[bytes]:
+    """Frames for encoded flow messages: consecutive ones packed into ``FlowBatch`` frames of at
+    most ``MAX_BATCHED`` messages and ``BATCH_BYTES`` (a larger message goes alone, as does
+    one with nothing to pack it with)."""
+    frames: list[bytes] = []
+    group: list[bytes] = []
+    size = 0
+
+    def flush() -> None:
+        if len(group) == 1:
+            frames.append(group[0])
+        elif group:
+            frames.append(_encoder.encode(_FlowBatchFrame([msgspec.Raw(p) for p in group])))
+        group.clear()
+
+    for payload in payloads:
+        if group and (size + len(payload) > BATCH_BYTES or len(group) >= MAX_BATCHED):
+            flush()
+            size = 0
+        group.append(payload)
+        size += len(payload)
+    flush()
+    return frames
+
+
 # -- agent → server: events ------------------------------------------------------------------
+
+
+#: The spool key (``stream``) of an event artifact's rows is this plus the artifact's name.
+EVENT_STREAM_PREFIX = "events:"
 
 
 class EventRows(Message, tag="event_rows"):
@@ -276,6 +333,7 @@ class EventStatus(Message, tag="event_status"):
 
 AgentMessage = (
     Hello
+    | FlowBatch
     | FlowStarted
     | ResultBatch
     | LogBatch

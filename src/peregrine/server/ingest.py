@@ -1,4 +1,4 @@
-"""Store what agents send: result rows, logs, source and flow status, uploads.
+r"""Store what agents send: result rows, logs, source and flow status, uploads.
 
 Every flow message is written to the filestore and then recorded in the datastore with its
 ``seq``; only then is it acknowledged. Both stores ignore a ``seq`` they already have, so an agent
@@ -7,9 +7,10 @@ filestore is full, nothing is acknowledged and the agent is told to hold its spo
 then stores nothing more of that flow until the refused message comes again: see
 ``AgentSession``).
 
-File work runs in worker threads; datastore work in the datastore's group commit, so the counts
-of many sessions' messages cost one durable commit. ``upload_chunk`` blocks (``store_chunk``
-runs it in a file thread).
+The file part of every session's run waiting goes into one durable batch of the filestore
+(``file_batches.py``: two sync rounds for all of them, not about five ``fsync`` calls per new flow);
+datastore work into the datastore's group commit, so the counts of many sessions' messages cost
+one durable commit. ``upload_chunk`` blocks (``store_chunk`` runs it in a file thread).
 
 An announced upload larger than the server's ``limits.max_upload_bytes`` or its collection's
 ``max_upload_bytes`` is refused before anything is reserved: the agent is told (``UploadResume``
@@ -25,7 +26,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 from peregrine.datastore import Datastore, FlowRecord
-from peregrine.filestore import Filestore, StorageFull, UploadCorrupt
+from peregrine.filestore import DurableBatch, Filestore, StorageFull, UploadCorrupt
 from peregrine.metrics.ingestion import count_chunk, count_stored
 from peregrine.protocol.messages import (
     FlowFinished,
@@ -37,6 +38,8 @@ from peregrine.protocol.messages import (
     UploadChunk,
     UploadStart,
 )
+
+from .file_batches import FileBatcher
 
 log = logging.getLogger(__name__)
 
@@ -60,6 +63,8 @@ class _Files:
 
 
 _WITH_FILES = (ResultBatch, LogBatch, UploadStart, FlowFinished)
+#: A run's file parts, and the StorageFull that stopped it (its later messages unstored).
+_FilesRun = tuple[list[_Files | None], StorageFull | None]
 
 
 @dataclass
@@ -75,9 +80,9 @@ class Outcome:
     finished: FlowRecord | None = None  # the flow, as this message finished it
 
 
-#: Threads writing result files. Most of their time is spent waiting in ``fsync``, and the
-#: kernel folds concurrent syncs into one journal commit, so many at once cost little more
-#: than one: with the default pool's few threads the syncs, not the CPU, bounded a hunt.
+#: Threads writing upload chunks (each chunk synced on its own; result files go through the
+#: file batcher). Most of their time is spent waiting in ``fsync``, which the kernel folds
+#: together, so many at once cost little more than one.
 FILE_THREADS = 32
 #: Flows whose owner is remembered; finished flows are forgotten, and past this all are.
 OWNER_CACHE_SIZE = 200_000
@@ -96,9 +101,13 @@ class Ingestor:
         self.max_upload_bytes = max_upload_bytes
         self._owners: dict[str, str] = {}
         self._files = ThreadPoolExecutor(FILE_THREADS, thread_name_prefix="peregrine-files")
+        self._batches: FileBatcher[tuple[str, list[FlowMessage]], _FilesRun] = FileBatcher(
+            filestore, self._store_files_run
+        )
 
     def close(self) -> None:
         """Wait for file writes under way, then stop the file threads."""
+        self._batches.close()
         self._files.shutdown(wait=True)
 
     def expect(self, flow_id: str, client_id: str) -> None:
@@ -135,10 +144,10 @@ class Ingestor:
         full: StorageFull | None = None
         files: list[_Files | None]
         if any(isinstance(message, _WITH_FILES) for message in messages):
-            loop = asyncio.get_running_loop()
-            files, full = await loop.run_in_executor(
-                self._files, self._store_files_run, client_id, messages
-            )
+            try:
+                files, full = await self._batches.run((client_id, messages))
+            except StorageFull as exc:  # the batch's commit: nothing of it is stored
+                files, full = [], exc
         else:
             files = [None] * len(messages)
         stored = messages[: len(files)]
@@ -150,15 +159,17 @@ class Ingestor:
         return outcomes, full
 
     def _store_files_run(
-        self, client_id: str, messages: list[FlowMessage]
-    ) -> tuple[list[_Files | None], StorageFull | None]:
+        self, run: tuple[str, list[FlowMessage]], batch: DurableBatch
+    ) -> _FilesRun:
+        """The file part of a run, in ``batch`` (durable once the batch commits)."""
+        client_id, messages = run
         files: list[_Files | None] = []
         for message in messages:
             if not isinstance(message, _WITH_FILES):
                 files.append(None)
                 continue
             try:
-                files.append(self._store_files(client_id, message))
+                files.append(self._store_files(client_id, message, batch))
             except StorageFull as exc:
                 return files, exc
         return files, None
@@ -171,8 +182,8 @@ class Ingestor:
             for message, part in zip(messages, files, strict=True)
         ]
 
-    def _store_files(self, client_id: str, message: FlowMessage) -> _Files:
-        """The filestore's part of a message (blocking file I/O, each write synced)."""
+    def _store_files(self, client_id: str, message: FlowMessage, batch: DurableBatch) -> _Files:
+        """The filestore's part of a message (blocking file I/O, durable with ``batch``)."""
         self.check_owner(client_id, message.flow_id)
         flow_id, seq = message.flow_id, message.seq
         files = _Files()
@@ -180,17 +191,17 @@ class Ingestor:
             self.filestore.check_space()
             files.written = self.filestore.append_rows(
                 client_id, flow_id, message.artifact, message.source, seq,
-                message.columns, message.rows,
+                message.columns, message.rows, batch,
             )  # fmt: skip
         elif isinstance(message, LogBatch):
             self.filestore.check_space()
-            self.filestore.append_logs(client_id, flow_id, seq, message.entries)
+            self.filestore.append_logs(client_id, flow_id, seq, message.entries, batch)
         elif isinstance(message, UploadStart):
             files.refused = self._upload_refusal(message)
             if files.refused is not None:
                 log.warning("refused an upload of %s: %s", client_id, files.refused)
                 entry = {"time": time.time(), "level": "error", "message": files.refused}
-                self.filestore.append_logs(client_id, flow_id, seq, [entry])
+                self.filestore.append_logs(client_id, flow_id, seq, [entry], batch)
                 files.resume_offset = message.size
             else:
                 files.resume_offset = self.filestore.start_upload(

@@ -36,6 +36,7 @@ from peregrine.protocol.messages import (
     Challenge,
     EventRows,
     EventStatus,
+    FlowBatch,
     FlowMessage,
     Hello,
     LogBatch,
@@ -283,7 +284,14 @@ class AgentSession:
             if isinstance(self.ws, AgentConnection):
                 self.ws.logged_in()  # before the welcome: only then may the agent send more
             await self.ws.send(
-                encode(Welcome(client_id=client_id, server_time=time.time(), enrolled=enrolled))
+                encode(
+                    Welcome(
+                        client_id=client_id,
+                        server_time=time.time(),
+                        enrolled=enrolled,
+                        flow_batches=True,
+                    )
+                )
             )
         finally:
             self._send_lock.release()
@@ -317,14 +325,14 @@ class AgentSession:
                 frame = await self.ws.recv()
             except ConnectionClosedOK:
                 return
-            run: list[Message] = [decode_from_agent(frame)]
+            run: list[Message] = _unpacked(decode_from_agent(frame))
             size = len(frame)
             while len(run) < READ_AHEAD and size < RUN_BYTES and _frames_waiting(self.ws):
                 try:
                     frame = await self.ws.recv()
                 except ConnectionClosed:
                     break  # store what came; the next recv() reports the close
-                run.append(decode_from_agent(frame))
+                run.extend(_unpacked(decode_from_agent(frame)))
                 size += len(frame)
             self._storing = True
             try:
@@ -386,12 +394,20 @@ class AgentSession:
         # After a message refused for want of space, later messages of its flow are not
         # stored nor acknowledged until it comes again: storing them would move the flow's
         # last seq past it, and its resend would then be dropped as a duplicate.
+        # Once the refused message is in the run, what follows it in the run is in order
+        # again and is stored with it: dropped, it would be sent again only after the next
+        # refusal or reconnect, and its seq would be passed meanwhile (rows lost).
         held = self._held if self._held is not None else {}
         wanted = []
+        resumed: set[str] = set()
         for message in messages:
             first_refused = held.get(message.flow_id)
-            if first_refused is None or message.seq <= first_refused:
+            if first_refused is None or message.flow_id in resumed:
                 wanted.append(message)
+            elif message.seq <= first_refused:
+                wanted.append(message)
+                if message.seq == first_refused:
+                    resumed.add(message.flow_id)
         if not wanted:
             return
         try:
@@ -497,6 +513,13 @@ def _cells(message: Message) -> int:
     if isinstance(message, LogBatch):
         return max(1, sum(len(entry) for entry in message.entries))
     return 1
+
+
+def _unpacked(message: Message) -> list[Message]:
+    """A ``FlowBatch`` is its messages, stored as if each had come in a frame of its own."""
+    if isinstance(message, FlowBatch):
+        return list(message.messages)
+    return [message]
 
 
 def _frames_waiting(ws: ServerConnection) -> bool:

@@ -207,7 +207,9 @@ class Services:
         # that reads them still gets one made then.
         if self.config.analysis.parquet_on_finish and record.creator != INTERROGATOR:
             flow_dir = self.filestore.flow_dir(client_id, record.flow_id)
-            stems = await asyncio.to_thread(finished_result_sets, flow_dir)
+            stems = await asyncio.to_thread(
+                finished_result_sets, flow_dir, self.config.analysis.parquet_on_finish_rows
+            )
             self.analysis.copies.schedule(stems)
         if record.creator != INTERROGATOR or record.state != "Finished":
             return
