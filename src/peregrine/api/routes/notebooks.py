@@ -14,6 +14,7 @@ from fastapi.responses import HTMLResponse, JSONResponse
 from pydantic import BaseModel, Field
 
 from peregrine.api.deps import Audit, context, require
+from peregrine.api.schemas import MAX_INT
 from peregrine.api.sharing import call
 from peregrine.auth.accounts import Principal
 from peregrine.auth.roles import ANALYZE, READ_RESULTS
@@ -73,7 +74,7 @@ def _service(request: Request) -> NotebookService:
 async def list_notebooks(
     request: Request,
     limit: int = Query(100, ge=1, le=1000),
-    offset: int = Query(0, ge=0),
+    offset: int = Query(0, ge=0, le=MAX_INT),
     hunt_id: str | None = Query(None, pattern=r"^H\.[0-9a-f]{16}$"),
     principal: Principal = Depends(require(READ_RESULTS)),
 ) -> dict[str, Any]:
@@ -232,7 +233,7 @@ async def cell_result(
     request: Request,
     notebook_id: str = NotebookId,
     cell_id: str = CellId,
-    offset: int = Query(0, ge=0),
+    offset: int = Query(0, ge=0, le=MAX_INT),
     limit: int = Query(100, ge=1, le=1000),
     principal: Principal = Depends(require(READ_RESULTS)),
 ) -> dict[str, Any]:
