@@ -10,6 +10,7 @@ from pathlib import Path
 import msgspec
 import pytest
 
+from peregrine.agent.outbox import START_HOLD_SECONDS
 from peregrine.config import ClientConfig, GeneratedConfig
 from peregrine.loadtest import Fleet, KeyStore, os_chooser
 from tests.server.harness import make_deployment, running_server, wait_until
@@ -135,8 +136,11 @@ def test_results_made_while_offline_are_sent_after_the_reconnect(tmp_path: Path)
         async with running_server(deployment) as server:
             fleet = Fleet(
                 fast(deployment), 1, key_dir=tmp_path / "keys", rows=1200,
-                answer_delay=lambda i: 1.0,
+                answer_delay=lambda i: START_HOLD_SECONDS + 3.0,
             )  # fmt: skip
+            # The start goes out after START_HOLD_SECONDS (the flow shows In progress); the rows
+            # come 3 s later, when the agent is offline. A delay of just the hold time let the
+            # rows follow the start at once, so the flow could finish before it went offline.
             await fleet.start()
             try:
                 await fleet.wait_connected(1, timeout=30)
