@@ -137,7 +137,10 @@ def test_plugins_list_and_show(state: Path) -> None:
 def test_ctrl_c_before_the_first_row_stops_the_worker_without_a_traceback(
     state: Path, tmp_path: Path
 ) -> None:
-    env = {**os.environ, "PEREGRINE_STATE_DIR": str(state), "COLUMNS": "200"}
+    # PYTHONFAULTHANDLER: if the CLI hangs, SIGABRT makes it print every thread's stack.
+    env = {
+        **os.environ, "PEREGRINE_STATE_DIR": str(state), "COLUMNS": "200", "PYTHONFAULTHANDLER": "1"
+    }  # fmt: skip
     # Files, not pipes: a worker left running would hold a pipe open, and the test would hang.
     with open(tmp_path / "out", "w+") as out, open(tmp_path / "err", "w+") as errors:
         cli = subprocess.Popen(
@@ -152,7 +155,13 @@ def test_ctrl_c_before_the_first_row_stops_the_worker_without_a_traceback(
             # for the header. SIGINT to the CLI alone: the worker must not need it too.
             _wait_for(lambda: worker.cpu_times().user > 0.5, "the worker never ran the query")
             cli.send_signal(signal.SIGINT)
-            cli.wait(timeout=15)
+            try:
+                cli.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                cli.send_signal(signal.SIGABRT)  # the stacks, for the failure below
+                cli.wait(timeout=10)
+                stacks = (tmp_path / "err").read_text()
+                pytest.fail(f"the CLI still ran 15 s after Ctrl-C:\n{stacks}")
             gone = _gone(worker)
         finally:
             for process in (cli, worker):
