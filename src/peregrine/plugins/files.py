@@ -167,37 +167,55 @@ def _readlink(path: str) -> str | None:
         return None
 
 
-def stat_values(
-    ctx: QueryContext, names: _Names, path: str, st: os.stat_result, plugin: str, follow: bool
-) -> tuple[Any, ...]:
-    """The values of :data:`STAT_COLUMNS` after ``name`` and ``dirname``, in order."""
-    mode = st.st_mode
-    kind = _TYPES.get(stat.S_IFMT(mode), "unknown")
-    is_link = kind == "link"
-    hashable = kind == "file" or is_link
-    regular = kind == "file"
-    return (
-        kind,
-        st.st_size,
-        f"{mode & 0o7777:04o}",
-        stat.filemode(mode),
-        st.st_uid,
-        st.st_gid,
-        Lazy(names.owner, st.st_uid),
-        Lazy(names.group, st.st_gid),
-        st.st_ino,
-        st.st_dev,
-        st.st_nlink,
-        st.st_atime,
-        st.st_mtime,
-        st.st_ctime,
-        Lazy(birth_time, path, follow),
-        int(is_link),
-        Lazy(_readlink, path) if is_link else None,
-        Lazy(file_digest, ctx, path, "md5", plugin, regular) if hashable else None,
-        Lazy(file_digest, ctx, path, "sha1", plugin, regular) if hashable else None,
-        Lazy(file_digest, ctx, path, "sha256", plugin, regular) if hashable else None,
-    )
+class StatValues:
+    """The values of :data:`STAT_COLUMNS` after ``name`` and ``dirname``, in order, from a
+    ``stat`` result. Columns the statement does not read are left ``None``: a mode string and
+    the ``Lazy`` objects cost more than the ``lstat`` itself."""
+
+    def __init__(
+        self, ctx: QueryContext, plugin: str, follow: bool, read: frozenset[str] | None
+    ) -> None:
+        self.ctx, self.plugin, self.follow = ctx, plugin, follow
+        self.names = _Names()
+        wanted = {c.name for c in STAT_COLUMNS} if read is None else read
+        self.mode, self.mode_string = "mode" in wanted, "mode_string" in wanted
+        self.owner, self.group = "owner" in wanted, "group_name" in wanted
+        self.btime, self.link_target = "btime" in wanted, "link_target" in wanted
+        self.md5, self.sha1, self.sha256 = "md5" in wanted, "sha1" in wanted, "sha256" in wanted
+
+    def __call__(self, path: str, st: os.stat_result) -> tuple[Any, ...]:
+        mode = st.st_mode
+        kind = _TYPES.get(stat.S_IFMT(mode), "unknown")
+        is_link = kind == "link"
+        hashable = kind == "file" or is_link
+        regular = kind == "file"
+        ctx, plugin = self.ctx, self.plugin
+        return (
+            kind,
+            st.st_size,
+            f"{mode & 0o7777:04o}" if self.mode else None,
+            stat.filemode(mode) if self.mode_string else None,
+            st.st_uid,
+            st.st_gid,
+            Lazy(self.names.owner, st.st_uid) if self.owner else None,
+            Lazy(self.names.group, st.st_gid) if self.group else None,
+            st.st_ino,
+            st.st_dev,
+            st.st_nlink,
+            st.st_atime,
+            st.st_mtime,
+            st.st_ctime,
+            Lazy(birth_time, path, self.follow) if self.btime else None,
+            int(is_link),
+            Lazy(_readlink, path) if is_link and self.link_target else None,
+            Lazy(file_digest, ctx, path, "md5", plugin, regular) if hashable and self.md5 else None,
+            Lazy(file_digest, ctx, path, "sha1", plugin, regular)
+            if hashable and self.sha1
+            else None,
+            Lazy(file_digest, ctx, path, "sha256", plugin, regular)
+            if hashable and self.sha256
+            else None,
+        )
 
 
 def _split_path(path: str) -> tuple[str, str]:
@@ -211,6 +229,14 @@ _LIT, _WILD, _STAR = 0, 1, 2
 _MAGIC = re.compile(r"[*?\[]")
 Segment = tuple[int, Any]  # (_LIT, name) | (_WILD, compiled regex) | (_STAR, None)
 Position = tuple[int, int, int]  # (pattern index, segment index, components ** has consumed)
+#: Walker._plan: literal names, wildcards, whether ** reaches, ** matches here, ** goes on below.
+_Plan = tuple[
+    dict[str, set[Position]],
+    list[tuple[re.Pattern[str], Position]],
+    bool,
+    bool,
+    frozenset[Position],
+]
 
 
 def expand_braces(pattern: str, limit: int = MAX_BRACE_EXPANSIONS) -> list[str]:
@@ -339,19 +365,66 @@ class Found:
         ``stat``: what lets ``find -type f`` walk fast)."""
         entry = self.entry
         if entry is not None:
-            if entry.is_symlink():
-                return "link"
-            if entry.is_dir(follow_symlinks=False):
-                return "dir"
             if entry.is_file(follow_symlinks=False):
                 return "file"
+            if entry.is_dir(follow_symlinks=False):
+                return "dir"
+            if entry.is_symlink():
+                return "link"
         return _TYPES.get(stat.S_IFMT(self.stat().st_mode), "unknown")
 
 
 #: glob's columns that need no ``stat`` (type comes from ``d_type``), and the values of the
-#: others in a row whose statement reads none of them.
+#: others in a row whose statement reads none of them (added with ``+``: (a, b) + _UNREAD
+#: takes half the time of (a, b, *_UNREAD)).
 _NO_STAT_COLUMNS = frozenset({"path", "name", "dirname", "type"})
 _UNREAD = (None,) * (len(STAT_COLUMNS) - 3)
+
+
+class GlobRows:
+    """Turns what the walk matched into glob's rows: ``stat`` only when a column read needs it,
+    directories left out with ``include_dirs = 0``, only one type with ``WHERE type = ...``."""
+
+    def __init__(
+        self, ctx: QueryContext, include_dirs: bool, wanted_type: str | None, every_type: bool
+    ) -> None:
+        read = ctx.columns_read
+        self.ctx = ctx
+        self.stat_each = read is None or not read <= _NO_STAT_COLUMNS
+        self.values = StatValues(ctx, "glob", False, read)
+        self.include_dirs = include_dirs
+        self.wanted = wanted_type
+        self.every_type = every_type
+        #: Rows straight from ``d_type`` for regular files (the walk's hot loop).
+        self.plain_files = not self.stat_each and self.wants("file")
+
+    def wants(self, kind: str) -> bool:
+        return (self.every_type or kind == self.wanted) and (self.include_dirs or kind != "dir")
+
+    def row(self, found: Found) -> tuple[Any, ...] | None:
+        """The row of ``found``, or ``None`` (left out, or gone: then with a warning)."""
+        try:
+            kind = found.kind()  # from d_type if it can: a type filter then stats no other type
+            if not self.wants(kind):
+                return None
+            if not self.stat_each:
+                return (found.path, found.name, found.dirname, kind, *_UNREAD)
+            values = self.values(found.path, found.stat())
+        except FileNotFoundError:
+            self.ctx.warn(f"glob(): {found.path} vanished during the walk")
+            return None
+        except OSError as exc:
+            self.ctx.warn(f"glob(): cannot stat {found.path}: {exc.strerror or exc}")
+            return None
+        if values[0] != kind and not self.wants(values[0]):
+            return None  # replaced by another type since it was listed
+        return (found.path, found.name, found.dirname, *values)
+
+
+class _Below(tuple[str, frozenset["Position"], frozenset[tuple[int, int]]]):
+    """A directory to walk next: (path, positions, ancestors for loop detection)."""
+
+    __slots__ = ()
 
 
 class Walker:
@@ -365,8 +438,10 @@ class Walker:
         max_depth: int,
         follow_symlinks: bool,
         one_filesystem: bool,
+        rows: GlobRows | None = None,
     ) -> None:
         self.ctx = ctx
+        self.rows = rows if rows is not None else GlobRows(ctx, True, None, True)
         self.base = base
         self.patterns = list(patterns)
         self.max_depth = max_depth
@@ -374,6 +449,7 @@ class Walker:
         self.one_fs = one_filesystem
         self.base_dev: int | None = None
         self.seen = 0
+        self._plans: dict[frozenset[Position], _Plan] = {}
 
     # Positions: which segment of which pattern the next path component must match.
 
@@ -401,13 +477,15 @@ class Walker:
     def _terminal(self, positions: Iterable[Position]) -> bool:
         return any(i == len(self.patterns[p]) for p, i, _ in positions)
 
-    def walk(self) -> Iterator[Found]:
-        """Every match, depth first, each directory's entries in name order."""
+    def walk(self) -> Iterator[Sequence[tuple[Any, ...]]]:
+        """The rows of every match in batches, depth first, each directory's entries in name
+        order."""
         start = self._live(self._close((p, 0, 0) for p in range(len(self.patterns))))
         if any(not segs for segs in self.patterns):
             found = self._literal(self.base)  # a pattern with no wildcard names one path
-            if found is not None:
-                yield found
+            row = self.rows.row(found) if found is not None else None
+            if row is not None:
+                yield (row,)
         if not start:
             return
         try:
@@ -421,18 +499,26 @@ class Walker:
             return
         self.base_dev = base_st.st_dev
         chain = frozenset({(base_st.st_dev, base_st.st_ino)}) if self.follow else frozenset()
+        # Each directory's list holds its matches in order (lists of rows made from d_type, or
+        # a Found whose row needs a stat: made now, so a file gone since the listing is not a
+        # row) and, right after a directory's own match, the _Below that enters it.
+        row_of = self.rows.row
         stack = [iter(self._children(self.base, start, chain))]
         while stack:
-            try:
-                found, below, chain = next(stack[-1])
-            except StopIteration:
+            for item in stack[-1]:
+                kind = type(item)
+                if kind is list:
+                    yield item
+                elif kind is Found:
+                    row = row_of(item)
+                    if row is not None:
+                        yield (row,)
+                else:
+                    self.ctx.check()
+                    stack.append(iter(self._children(*item)))
+                    break
+            else:
                 stack.pop()
-                continue
-            if found is not None:
-                yield found
-            if below is not None:
-                self.ctx.check()
-                stack.append(iter(self._children(below[0], below[1], chain)))
 
     def _literal(self, path: str) -> Found | None:
         try:
@@ -445,11 +531,9 @@ class Walker:
         name, dirname = _split_path(path)
         return Found(path, name, dirname, None, st)
 
-    def _children(
-        self, dirpath: str, positions: frozenset[Position], chain: frozenset[tuple[int, int]]
-    ) -> list[tuple[Found | None, tuple[str, frozenset[Position]] | None, frozenset[Any]]]:
-        """For each entry of ``dirpath`` the pattern can reach: (match or None, where to descend
-        or None, ancestors for loop detection). Computed eagerly so no directory stays open."""
+    def _plan(self, positions: frozenset[Position]) -> _Plan:
+        """What the entries of a directory reached at ``positions`` are matched against: the
+        same for every directory at the same depth of a ``**``, so it is made once."""
         literals: dict[str, set[Position]] = {}
         wildcards: list[tuple[re.Pattern[str], Position]] = []
         star: set[Position] = set()
@@ -462,8 +546,18 @@ class Walker:
             else:
                 star.add((p, i, n + 1))
         star_next = self._close(star)
-        star_match = self._terminal(star_next)
-        star_live = self._live(star_next)
+        return literals, wildcards, bool(star), self._terminal(star_next), self._live(star_next)
+
+    def _children(
+        self, dirpath: str, positions: frozenset[Position], chain: frozenset[tuple[int, int]]
+    ) -> list[Any]:
+        """``dirpath``'s matching entries (rows or :class:`Found`), each followed by a
+        :class:`_Below` when the walk goes on inside it. Listed eagerly so no directory stays
+        open."""
+        plan = self._plans.get(positions)
+        if plan is None:
+            plan = self._plans[positions] = self._plan(positions)
+        literals, wildcards, star, star_match, star_live = plan
         prefix = dirpath if dirpath.endswith("/") else dirpath + "/"
         empty: frozenset[Position] = frozenset()
 
@@ -499,8 +593,7 @@ class Walker:
             for name in sorted(literals):
                 candidates.append((name, None, self._close(literals[name])))
 
-        out: list[tuple[Found | None, tuple[str, frozenset[Position]] | None, frozenset[Any]]]
-        out = []
+        out: list[Any] = []
         for name, dir_entry, explicit_next in candidates:
             path = prefix + name
             found = Found(path, name, dirpath, dir_entry, None)
@@ -524,15 +617,10 @@ class Walker:
                 below = self._descend(found, empty, star_live, chain)
             if below is _VANISHED:
                 continue
-            matched = star_match or self._terminal(explicit_next)
-            if matched or below is not None:
-                out.append(
-                    (
-                        found if matched else None,
-                        below[:2] if below else None,
-                        below[2] if below else chain,
-                    )
-                )
+            if star_match or self._terminal(explicit_next):
+                out.append(found)
+            if below is not None:
+                out.append(below)
         return out
 
     def _star_children(
@@ -542,23 +630,51 @@ class Walker:
         matched: bool,
         live: frozenset[Position],
         chain: frozenset[tuple[int, int]],
-    ) -> list[tuple[Found | None, tuple[str, frozenset[Position]] | None, frozenset[Any]]]:
-        """``_children`` where only ``**`` reaches: the hot loop of a tree walk, kept short
-        (an entry that is neither a directory nor a link, by ``d_type``, is not looked at again)."""
-        out = []
-        prefix = dirpath if dirpath.endswith("/") else dirpath + "/"
+    ) -> list[Any]:
+        """``_children`` where only ``**`` reaches: the hot loop of a tree walk, kept short. A
+        regular file (by ``d_type``) is not looked at again, and when no column read needs a
+        ``stat`` the rows of files, directories and links are made here, straight from the
+        ``DirEntry`` (no ``Found``), in runs handed on as one batch."""
+        out: list[Any] = []
+        run: list[tuple[Any, ...]] = []
+        rows = self.rows
+        plain = matched and not rows.stat_each
+        plain_files = plain and rows.wants("file")
+        no_stat = frozenset[Position]()
         for entry in entries:
+            if entry.is_file(follow_symlinks=False):
+                if plain_files:  # entry.path is prefix + name, already made by scandir
+                    run.append((entry.path, entry.name, dirpath, "file") + _UNREAD)  # noqa: RUF005
+                elif matched and not plain:
+                    if run:
+                        out.append(run)
+                        run = []
+                    out.append(Found(entry.path, entry.name, dirpath, entry, None))
+                continue
             name = entry.name
-            found = Found(prefix + name, name, dirpath, entry, None)
-            if entry.is_dir(follow_symlinks=False) or entry.is_symlink():
-                below = self._descend(found, frozenset(), live, chain)
+            found = Found(entry.path, name, dirpath, entry, None)
+            below = None
+            is_dir = entry.is_dir(follow_symlinks=False)
+            kind = "dir" if is_dir else "link" if entry.is_symlink() else None
+            if kind is not None:
+                below = self._descend(found, no_stat, live, chain)
                 if below is _VANISHED:
                     continue
-                if below is not None:
-                    out.append((found if matched else None, below[:2], below[2]))
-                    continue
-            if matched:
-                out.append((found, None, chain))
+            if plain and kind is not None:
+                if rows.wants(kind):
+                    run.append((found.path, name, dirpath, kind) + _UNREAD)  # noqa: RUF005
+            elif matched:
+                if run:
+                    out.append(run)
+                    run = []
+                out.append(found)
+            if below is not None:
+                if run:
+                    out.append(run)
+                    run = []
+                out.append(below)
+        if run:
+            out.append(run)
         return out
 
     def _descend(
@@ -568,7 +684,7 @@ class Walker:
         live_star: frozenset[Position],
         chain: frozenset[tuple[int, int]],
     ) -> Any:
-        """(path, positions, chain) to walk below ``found``, ``None``, or ``_VANISHED``."""
+        """A :class:`_Below` to walk below ``found``, ``None``, or ``_VANISHED``."""
         if not live_explicit and not live_star:
             return None
         entry = found.entry
@@ -604,7 +720,7 @@ class Walker:
                     self.ctx.warn(f"glob(): {found.path} loops back to a directory above it")
                     return None
                 chain = chain | {key}
-            return (found.path, positions, chain)
+            return _Below((found.path, positions, chain))
         except FileNotFoundError:
             self.ctx.warn(f"glob(): {found.path} vanished during the walk")
             return _VANISHED
@@ -647,6 +763,7 @@ def _flag(plugin: str, name: str, value: Any) -> bool:
         "Files and directories matching shell patterns (*, ?, [a-z], {a,b}, and ** for any depth), "
         "with their metadata; hashes are computed only when selected."
     ),
+    batches=True,
     arguments=[
         Arg(
             "pattern",
@@ -670,6 +787,13 @@ def _flag(plugin: str, name: str, value: Any) -> bool:
             default=0,
         ),
         Arg("include_dirs", "INTEGER", "0 to return only non-directories.", default=1),
+        Arg(
+            "type",
+            "TEXT",
+            "Filter: `WHERE type = 'file'` makes rows of that type only (the walk still enters "
+            "every directory the pattern reaches).",
+            exact=True,
+        ),
     ],
     columns=[Col("path", "TEXT", "Full path of the entry."), *STAT_COLUMNS],
     platforms=("linux", "darwin"),
@@ -690,7 +814,8 @@ def glob(
     follow_symlinks: int = 0,
     one_filesystem: int = 0,
     include_dirs: int = 1,
-) -> Iterator[tuple[Any, ...]]:
+    type: Any = None,
+) -> Iterator[Sequence[tuple[Any, ...]]]:
     try:
         depth = int(max_depth if max_depth is not None else 64)
     except (TypeError, ValueError):
@@ -707,31 +832,16 @@ def glob(
         except ValueError as exc:
             raise PluginError("glob", f"{text!r}: {exc}") from None
         parsed.extend(parse_pattern(alt, root) for alt in alternatives)
-    names = _Names()
-    stat_each = ctx.columns_read is None or not ctx.columns_read <= _NO_STAT_COLUMNS
-    for base, segments in group_patterns(parsed):
-        walker = Walker(ctx, base, segments, depth, follow, one_fs)
-        for found in walker.walk():
-            try:
-                st = found.stat() if stat_each else None
-                kind = found.kind() if st is None else _TYPES.get(stat.S_IFMT(st.st_mode), "")
-            except FileNotFoundError:
-                ctx.warn(f"glob(): {found.path} vanished during the walk")
-                continue
-            except OSError as exc:
-                ctx.warn(f"glob(): cannot stat {found.path}: {exc.strerror or exc}")
-                continue
-            if not dirs and kind == "dir":
-                continue
-            if st is None:
-                yield (found.path, found.name, found.dirname, kind, *_UNREAD)
-                continue
-            yield (
-                found.path,
-                found.name,
-                found.dirname,
-                *stat_values(ctx, names, found.path, st, "glob", False),
-            )
+    # As SQLite's `=` compares: a number or a blob is never equal to a type's name.
+    every_type = type is None
+    if not every_type and not isinstance(type, str):
+        return iter(())
+    rows = GlobRows(ctx, dirs, type, every_type)  # yielded in batches: see TablePlugin
+    walks: Iterator[Iterator[Sequence[tuple[Any, ...]]]] = (
+        Walker(ctx, base, segments, depth, follow, one_fs, rows).walk()
+        for base, segments in group_patterns(parsed)
+    )
+    return itertools.chain.from_iterable(walks)
 
 
 @table(
@@ -770,7 +880,7 @@ def stat_table(ctx: QueryContext, path: Any, follow_symlinks: int = 0) -> Iterat
         ctx.warn(f"stat(): cannot stat {name}: {exc.strerror or exc}")
         return
     base, dirname = _split_path(name)
-    values = list(stat_values(ctx, _Names(), name, st, "stat", follow))
+    values = list(StatValues(ctx, "stat", follow, ctx.columns_read)(name, st))
     if is_link:
         values[15] = 1  # is_link describes the path even when the row describes its target
         values[16] = Lazy(_readlink, name)
