@@ -220,6 +220,7 @@ class PluginCursor:
             matches_nothing = matches_nothing or (arg.exact and value is None)  # x = NULL
         self.ctx.check()
         self.rowid = 0
+        self.eof = False  # until the rows run out (Next)
         self.ctx.events = self.ctx.events or self.plugin.events
         self.ctx.columns_read = self._columns_read(indexnum)
         try:
@@ -250,7 +251,6 @@ class PluginCursor:
             raise
         except Exception as exc:
             raise PluginError(self.plugin.name, f"{type(exc).__name__}: {exc}") from exc
-        self.eof = False
         if type(raw) is not tuple:
             raw = [raw.get(name) for name in self.names] if isinstance(raw, dict) else list(raw)
         if len(raw) != self.ncols:

@@ -379,6 +379,7 @@ class Found:
 #: takes half the time of (a, b, *_UNREAD)).
 _NO_STAT_COLUMNS = frozenset({"path", "name", "dirname", "type"})
 _UNREAD = (None,) * (len(STAT_COLUMNS) - 3)
+_KINDS = frozenset({*_TYPES.values(), "unknown"})
 
 
 class GlobRows:
@@ -392,23 +393,18 @@ class GlobRows:
         self.ctx = ctx
         self.stat_each = read is None or not read <= _NO_STAT_COLUMNS
         self.values = StatValues(ctx, "glob", False, read)
-        self.include_dirs = include_dirs
-        self.wanted = wanted_type
-        self.every_type = every_type
-        #: Rows straight from ``d_type`` for regular files (the walk's hot loop).
-        self.plain_files = not self.stat_each and self.wants("file")
-
-    def wants(self, kind: str) -> bool:
-        return (self.every_type or kind == self.wanted) and (self.include_dirs or kind != "dir")
+        kinds = _KINDS if every_type else frozenset({wanted_type})
+        #: The types a row may have.
+        self.kinds = kinds if include_dirs else kinds - {"dir"}
 
     def row(self, found: Found) -> tuple[Any, ...] | None:
         """The row of ``found``, or ``None`` (left out, or gone: then with a warning)."""
         try:
             kind = found.kind()  # from d_type if it can: a type filter then stats no other type
-            if not self.wants(kind):
+            if kind not in self.kinds:
                 return None
             if not self.stat_each:
-                return (found.path, found.name, found.dirname, kind, *_UNREAD)
+                return (found.path, found.name, found.dirname, kind) + _UNREAD  # noqa: RUF005
             values = self.values(found.path, found.stat())
         except FileNotFoundError:
             self.ctx.warn(f"glob(): {found.path} vanished during the walk")
@@ -416,9 +412,9 @@ class GlobRows:
         except OSError as exc:
             self.ctx.warn(f"glob(): cannot stat {found.path}: {exc.strerror or exc}")
             return None
-        if values[0] != kind and not self.wants(values[0]):
+        if values[0] != kind and values[0] not in self.kinds:
             return None  # replaced by another type since it was listed
-        return (found.path, found.name, found.dirname, *values)
+        return (found.path, found.name, found.dirname) + values  # noqa: RUF005
 
 
 class _Below(tuple[str, frozenset["Position"], frozenset[tuple[int, int]]]):
@@ -639,7 +635,7 @@ class Walker:
         run: list[tuple[Any, ...]] = []
         rows = self.rows
         plain = matched and not rows.stat_each
-        plain_files = plain and rows.wants("file")
+        plain_files = plain and "file" in rows.kinds
         no_stat = frozenset[Position]()
         for entry in entries:
             if entry.is_file(follow_symlinks=False):
@@ -661,7 +657,7 @@ class Walker:
                 if below is _VANISHED:
                     continue
             if plain and kind is not None:
-                if rows.wants(kind):
+                if kind in rows.kinds:
                     run.append((found.path, name, dirpath, kind) + _UNREAD)  # noqa: RUF005
             elif matched:
                 if run:
