@@ -16,7 +16,8 @@ import pytest
 
 from peregrine.engine import MissingArgumentError, PluginError, QueryContext, QueryTimeout
 from peregrine.plugins import files
-from peregrine.plugins.files import Walker, expand_braces, glob, group_patterns, parse_pattern
+from peregrine.plugins.files import glob
+from peregrine.plugins.glob_walk import Walker, expand_braces, group_patterns, parse_pattern
 
 Query = Callable[..., list[dict[str, Any]]]
 
