@@ -18,6 +18,7 @@ import pwd
 import stat
 import struct
 import sys
+from collections.abc import Callable
 from typing import Any
 
 from peregrine.engine.context import QueryContext
@@ -75,20 +76,22 @@ class _Names:
         self.groups: dict[int, str | None] = {}
 
     def owner(self, uid: int) -> str | None:
-        if uid not in self.users:
-            try:
-                self.users[uid] = pwd.getpwuid(uid).pw_name
-            except KeyError:
-                self.users[uid] = None
-        return self.users[uid]
+        return _looked_up(self.users, uid, pwd.getpwuid)
 
     def group(self, gid: int) -> str | None:
-        if gid not in self.groups:
-            try:
-                self.groups[gid] = grp.getgrgid(gid).gr_name
-            except KeyError:
-                self.groups[gid] = None
-        return self.groups[gid]
+        return _looked_up(self.groups, gid, grp.getgrgid)
+
+
+def _looked_up(
+    names: dict[int, str | None], number: int, lookup: Callable[[int], Any]
+) -> str | None:
+    """The name of ``number`` (the first field of its passwd or group entry), kept in ``names``."""
+    if number not in names:
+        try:
+            names[number] = lookup(number)[0]
+        except KeyError:
+            names[number] = None
+    return names[number]
 
 
 def _statx_function() -> Any:
