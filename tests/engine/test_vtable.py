@@ -77,6 +77,49 @@ def broken(ctx: QueryContext) -> Iterator[tuple[int]]:
     raise OSError("disk on fire")
 
 
+kinds_read: list[str] = []
+kinds_filters: list[Any] = []
+
+
+def _read_kind(name: str, kind: str) -> str:
+    kinds_read.append(name)
+    return kind
+
+
+@table(
+    name="kinds",
+    description="Entries with a kind; the kind filter is applied exactly, so SQLite skips it.",
+    columns=[Col("name"), Col("kind")],
+    arguments=[Arg("kind", "TEXT", "exact filter", exact=True)],
+)
+def kinds(ctx: QueryContext, kind: Any = None) -> Iterator[tuple[str, Lazy]]:
+    kinds_filters.append(kind)
+    for name, k in (("a", "file"), ("b", "dir"), ("c", "file"), ("d", "FILE")):
+        if kind is None or (isinstance(kind, str) and k == kind):
+            yield (name, Lazy(_read_kind, name, k))  # a read of the kind is recorded
+
+
+batches_closed: list[int] = []
+
+
+@table(
+    name="in_batches",
+    description="n rows handed over in lists of 3; the last batch fails if asked to.",
+    columns=[Col("n", "INTEGER")],
+    arguments=[Arg("count", "INTEGER", "rows"), Arg("fail", "INTEGER", "raise at the end")],
+    batches=True,
+)
+def in_batches(ctx: QueryContext, count: int, fail: int = 0) -> Iterator[list[tuple[int]]]:
+    try:
+        numbers = list(range(count))
+        for start in range(0, count, 3):
+            yield [(n,) for n in numbers[start : start + 3]]
+        if fail:
+            raise OSError("lost the disk")
+    finally:
+        batches_closed.append(count)
+
+
 @table(name="windows_only", description="x", columns=[Col("x")], platforms=("win32",))
 def windows_only(ctx: QueryContext) -> Iterator[tuple[int]]:
     yield (1,)
@@ -85,7 +128,7 @@ def windows_only(ctx: QueryContext) -> Iterator[tuple[int]]:
 @pytest.fixture(scope="module")
 def eng() -> Engine:
     registry = Registry()
-    for plugin in (people, listdir, files, broken, windows_only):
+    for plugin in (people, listdir, files, broken, windows_only, kinds, in_batches):
         registry.add(plugin)
     return Engine(registry)
 
@@ -171,3 +214,59 @@ def test_null_required_argument_gives_no_rows_like_a_join(eng: Engine) -> None:
         "SELECT x.d, l.path FROM (SELECT NULL AS d UNION ALL SELECT '/z') x JOIN listdir(x.d) l",
     )
     assert got == [("/z", "/z/f0"), ("/z", "/z/f1")]
+
+
+def test_exact_filter_is_not_checked_again_by_sqlite(eng: Engine) -> None:
+    kinds_read.clear()
+    kinds_filters.clear()
+    assert rows(eng, "SELECT name FROM kinds WHERE kind = 'file'") == [("a",), ("c",)]
+    assert kinds_filters == ["file"]
+    assert kinds_read == []  # SQLite never read the column to compare it
+    # IN is one call per value, still without a second check.
+    assert rows(eng, "SELECT name FROM kinds WHERE kind IN ('dir', 'file')") == [
+        ("b",),
+        ("a",),
+        ("c",),
+    ]
+    assert kinds_read == []
+    # Reading the column still gives its value.
+    assert rows(eng, "SELECT name, kind FROM kinds WHERE kind = 'dir'") == [("b", "dir")]
+
+
+def test_exact_filter_given_null_matches_nothing_without_calling_the_plugin(eng: Engine) -> None:
+    kinds_filters.clear()
+    assert rows(eng, "SELECT name FROM kinds WHERE kind = NULL") == []
+    got = rows(eng, "SELECT x.k, s.name FROM (SELECT NULL AS k) x JOIN kinds s ON s.kind = x.k")
+    assert got == []
+    assert kinds_filters == []
+
+
+def test_filter_with_another_collation_is_left_to_sqlite(eng: Engine) -> None:
+    # Handed 'BOB', the plugin (comparing as Python does) would have found no one.
+    seen_filters.clear()
+    assert rows(eng, "SELECT age FROM people() WHERE name = 'BOB' COLLATE NOCASE") == [(40,)]
+    assert seen_filters == [None]
+    kinds_filters.clear()
+    got = rows(eng, "SELECT name FROM kinds WHERE kind = 'file' COLLATE NOCASE")
+    assert got == [("a",), ("c",), ("d",)]
+    assert kinds_filters == [None]  # not pushed down: the plugin compares case-sensitively
+
+
+def test_exact_filter_must_name_a_column() -> None:
+    with pytest.raises(ValueError, match="cannot be an exact filter"):
+        table(
+            name="bad_exact",
+            description="x",
+            columns=[Col("x")],
+            arguments=[Arg("y", "TEXT", "not a column", exact=True)],
+        )(lambda ctx, y=None: iter(()))
+
+
+def test_rows_handed_over_in_batches_come_out_one_by_one(eng: Engine) -> None:
+    batches_closed.clear()
+    assert rows(eng, "SELECT n FROM in_batches(7)") == [(n,) for n in range(7)]
+    assert rows(eng, "SELECT count(*) FROM in_batches(0)") == [(0,)]
+    assert rows(eng, "SELECT n FROM in_batches(7) LIMIT 4") == [(n,) for n in range(4)]
+    assert batches_closed == [7, 0, 7]  # the generator is closed when the query stops early
+    with pytest.raises(PluginError, match=r"in_batches\(\): OSError: lost the disk"):
+        rows(eng, "SELECT n FROM in_batches(4, 1)")

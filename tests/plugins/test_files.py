@@ -16,7 +16,8 @@ import pytest
 
 from peregrine.engine import MissingArgumentError, PluginError, QueryContext, QueryTimeout
 from peregrine.plugins import files
-from peregrine.plugins.files import Walker, expand_braces, glob, group_patterns, parse_pattern
+from peregrine.plugins.files import glob
+from peregrine.plugins.glob_walk import Walker, expand_braces, group_patterns, parse_pattern
 
 Query = Callable[..., list[dict[str, Any]]]
 
@@ -131,7 +132,9 @@ def test_walk_lists_only_directories_the_pattern_can_match(tmp_path: Path) -> No
     base, segments = parse_pattern(f"{tmp_path}/home/*/.ssh/authorized_keys", None)
     assert base == f"{tmp_path}/home"
     walker = Walker(QueryContext(), base, [segments], 64, False, False)
-    assert [f.path for f in walker.walk()] == [f"{tmp_path}/home/alice/.ssh/authorized_keys"]
+    assert [row[0] for rows in walker.walk() for row in rows] == [
+        f"{tmp_path}/home/alice/.ssh/authorized_keys"
+    ]
     # Only /home was listed (2 entries); .ssh and authorized_keys were looked up by name.
     assert walker.seen == 2
 
@@ -356,6 +359,88 @@ def test_a_walk_reading_no_stat_column_stats_nothing(engine: Any, tmp_path: Path
     rows, warnings = removed_after_the_first_row("SELECT name, size FROM glob(?)")
     assert [row[0] for row in rows] == ["a", "d"]
     assert sum("vanished" in w for w in warnings) == 2
+
+
+def tree_of_every_kind(base: Path) -> None:
+    """Files, directories (nested, empty, hidden), links to a file, to a directory and to
+    nowhere, and a fifo."""
+    make(base, "a/x.txt", "a/b/y", "a/b/c/", "d/z", ".hidden/f", "e/", "top")
+    (base / "a" / "link_file").symlink_to(base / "d" / "z")
+    (base / "a" / "link_dir").symlink_to(base / "a" / "b")
+    (base / "dangling").symlink_to(base / "nowhere")
+    os.mkfifo(base / "a" / "fifo")
+
+
+FAST_PATH_CASES = [
+    ("**", "?", ""),
+    ("**", "?", "WHERE type = 'file'"),
+    ("**", "?", "WHERE type = 'dir'"),
+    ("**", "?", "WHERE type IN ('link', 'fifo')"),
+    ("**", "?", "WHERE type = 'FILE'"),
+    ("**", "?, NULL, 64, 0, 0, 0", ""),  # include_dirs = 0
+    ("**", "?, NULL, 64, 0, 0, 0", "WHERE type = 'dir'"),
+    ("**", "?, NULL, 1", "WHERE type = 'file'"),  # max_depth
+    ("**", "?, NULL, 64, 1", ""),  # follow_symlinks
+    ("**", "?, NULL, 64, 0, 1", "WHERE type = 'file'"),  # one_filesystem
+    ("a/**/*", "?", "WHERE type = 'file'"),  # wildcards beside '**'
+    ("{a,d}/**", "?", ""),
+    ("*/b/**", "?", "WHERE type = 'dir'"),
+]
+
+
+@pytest.mark.parametrize(("pattern", "args", "where"), FAST_PATH_CASES)
+@pytest.mark.parametrize("columns", ["path, name, dirname, type", "path, type, size"])
+def test_rows_of_the_fast_path_equal_the_full_rows(
+    engine: Any, tmp_path: Path, pattern: str, args: str, where: str, columns: str
+) -> None:
+    """What a statement reading few columns gets (rows from d_type, in batches, the type
+    filtered by glob) equals the same columns of the full rows (a stat per entry, every
+    column made) filtered by SQLite."""
+    tree_of_every_kind(tmp_path)
+    params = [f"{tmp_path}/{pattern}"]
+    fast = list(engine.execute(f"SELECT {columns} FROM glob({args}) {where}", params))
+    # `type || ''` is an expression, so SQLite compares it itself: nothing is pushed down.
+    compared_by_sqlite = where.replace("type", "type || ''")
+    full = engine.execute(f"SELECT * FROM glob({args}) {compared_by_sqlite}", params)
+    names = [c.name for c in full.columns]
+    wanted = [names.index(c) for c in columns.split(", ")]
+    general = [tuple(row[i] for i in wanted) for row in full]
+    assert fast == general
+    nothing_expected = "FILE" in where or ("0, 0, 0" in args and "dir" in where)
+    assert bool(fast) != nothing_expected  # never an empty list compared with an empty list
+
+
+def test_walk_with_entries_gone_after_their_directory_was_listed(
+    engine: Any, tmp_path: Path
+) -> None:
+    """The rows made from d_type list what readdir saw (as find does); the walk warns about a
+    listed directory gone before it could be entered. Reading a stat column skips (with a
+    warning) what is gone by the time its row is made."""
+
+    def walk(sql: str) -> tuple[list[str], list[str]]:
+        make(tmp_path, "a/1", "b/2", "b/3", "c")
+        result = engine.execute(sql, [f"{tmp_path}/**"])
+        rows = iter(result)
+        first = next(rows)
+        (tmp_path / "b" / "2").unlink()
+        (tmp_path / "b" / "3").unlink()
+        (tmp_path / "b").rmdir()
+        (tmp_path / "c").unlink()
+        found = [str(Path(row[0]).relative_to(tmp_path)) for row in [first, *rows]]
+        return found, list(result.warnings)
+
+    found, warnings = walk("SELECT path, type FROM glob(?)")
+    assert found == ["a", "a/1", "b", "c"]
+    assert len(warnings) == 1
+    assert f"{tmp_path}/b vanished" in warnings[0]
+    found, warnings = walk("SELECT path FROM glob(?) WHERE type = 'file'")
+    assert found == ["a/1", "c"]
+    assert len(warnings) == 1
+    assert f"{tmp_path}/b vanished" in warnings[0]
+    found, warnings = walk("SELECT path, size FROM glob(?)")
+    assert found == ["a", "a/1"]
+    assert sum("vanished" in w for w in warnings) == 3  # b (its stat, its listing) and c
+    assert any(f"{tmp_path}/c vanished" in w for w in warnings)
 
 
 def test_sizes_read_row_by_row_belong_to_their_rows(query: Query, tmp_path: Path) -> None:

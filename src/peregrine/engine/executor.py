@@ -86,6 +86,11 @@ class QueryResult:
     def __iter__(self) -> Iterator[tuple[Any, ...]]:
         max_rows = self.ctx.limits.max_rows
         try:
+            if max_rows is None:  # the common case, one step per row
+                for count, row in enumerate(self._cursor, 1):
+                    self.rows_returned = count
+                    yield row
+                return
             for row in self._cursor:
                 if max_rows is not None and self.rows_returned >= max_rows:
                     self.truncated = True

@@ -10,7 +10,7 @@ prepare time. The refusal is recorded so the error names the plugin and the argu
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from typing import TYPE_CHECKING, Any
 
 import apsw
@@ -23,6 +23,8 @@ if TYPE_CHECKING:
 
 _PLAIN_TYPES = (type(None), int, float, str, bytes)
 _CHECK_EVERY = 256
+#: ``PluginCursor.order``'s entry for the rowid (SQLite asks for it as column -1).
+_ROWID = -(1 << 30)
 _COLUMNS_IN_MASK = 31  # idxNum is a 32-bit int: columns 0-30 as bits; reading a later one: all
 #: The planner's cost of entering an event plugin: more than any scan of an ordinary plugin.
 EVENTS_COST = 1e15
@@ -143,6 +145,8 @@ class PluginTable:
                 continue
             if info.get_aConstraint_op(i) != apsw.SQLITE_INDEX_CONSTRAINT_EQ:
                 continue  # SQLite applies other operators itself
+            if self.order[col] >= 0 and info.get_aConstraint_collation(i) != "BINARY":
+                continue  # a filter compares as Python does: 'a' = 'A' COLLATE NOCASE is not one
             given.setdefault(self.column_to_arg[col], i)
         missing = [
             a.name for n, a in enumerate(self.plugin.arguments) if a.required and n not in given
@@ -153,9 +157,11 @@ class PluginTable:
         order = sorted(given)
         for argv, arg_index in enumerate(order, start=1):
             info.set_aConstraintUsage_argvIndex(given[arg_index], argv)
-            # A filter on a real column is only a hint: SQLite checks the rows again.
+            # A filter on a real column is only a hint, and SQLite checks the rows again,
+            # unless the plugin applies it exactly.
             is_argument = self.order[info.get_aConstraint_iColumn(given[arg_index])] < 0
-            info.set_aConstraintUsage_omit(given[arg_index], is_argument)
+            exact = self.plugin.arguments[arg_index].exact
+            info.set_aConstraintUsage_omit(given[arg_index], is_argument or exact)
         info.idxStr = ",".join(str(n) for n in order)
         used = info.colUsed  # SQLite puts every column from 63 on in 63
         info.idxNum = -1 if any(c >= _COLUMNS_IN_MASK for c in used) else sum(1 << c for c in used)
@@ -180,17 +186,25 @@ class PluginTable:
 
 
 class PluginCursor:
-    """apsw ``VTCursor``: runs the generator and hands SQLite one column at a time."""
+    """apsw ``VTCursor``: runs the generator and hands SQLite one column at a time.
+
+    SQLite calls ``Next``, ``Eof`` and ``Column`` once per row (``Column`` once per column read),
+    so they are the engine's hot path: a row is kept as the plugin yielded it (a tuple is not
+    copied; a list is made only when a ``Lazy`` value is computed, to keep it) and ``Column``
+    finds the value with one list lookup.
+    """
 
     def __init__(self, table: PluginTable) -> None:
         self.plugin = table.plugin
         self.ctx = table.module.ctx
         self.ncols = table.ncols
-        self.order = table.order
+        # SQLite column -> plugin column (>= 0) or argument (< 0); the extra last entry is for
+        # Column(-1), the rowid.
+        self.order = [*table.order, _ROWID]
         self.names = [c.name for c in self.plugin.columns]
         self.arg_values: list[Any] = [a.default for a in self.plugin.arguments]
         self.rows: Iterator[Any] = iter(())
-        self.row: list[Any] = []
+        self.row: Sequence[Any] = ()
         self.rowid = 0
         self.eof = True
 
@@ -198,16 +212,19 @@ class PluginCursor:
         given = [int(n) for n in indexname.split(",")] if indexname else []
         self.arg_values = [a.default for a in self.plugin.arguments]
         args: dict[str, Any] = {}
+        matches_nothing = False
         for arg_index, value in zip(given, constraintargs, strict=True):
             arg = self.plugin.arguments[arg_index]
             self.arg_values[arg_index] = value
             args[arg.name] = value
+            matches_nothing = matches_nothing or (arg.exact and value is None)  # x = NULL
         self.ctx.check()
         self.rowid = 0
+        self.eof = False  # until the rows run out (Next)
         self.ctx.events = self.ctx.events or self.plugin.events
         self.ctx.columns_read = self._columns_read(indexnum)
         try:
-            self.rows = self.plugin.rows(self.ctx, args)
+            self.rows = iter(()) if matches_nothing else self.plugin.rows(self.ctx, args)
         except QueryError:
             raise
         except Exception as exc:
@@ -218,12 +235,12 @@ class PluginCursor:
         """The plugin columns in SQLite's colUsed mask (-1: all)."""
         if mask < 0:
             return None
-        entries = (self.order[n] for n in range(len(self.order)) if mask >> n & 1)
+        entries = (self.order[n] for n in range(len(self.order) - 1) if mask >> n & 1)
         return frozenset(self.names[entry] for entry in entries if entry >= 0)
 
     def Next(self) -> None:
-        self.rowid += 1
-        if self.rowid % _CHECK_EVERY == 0:
+        self.rowid = rowid = self.rowid + 1
+        if not rowid % _CHECK_EVERY:
             self.ctx.check()
         try:
             raw = next(self.rows)
@@ -234,16 +251,13 @@ class PluginCursor:
             raise
         except Exception as exc:
             raise PluginError(self.plugin.name, f"{type(exc).__name__}: {exc}") from exc
-        self.eof = False
-        if isinstance(raw, dict):
-            self.row = [raw.get(name) for name in self.names]
-        else:
-            self.row = list(raw)
-            if len(self.row) != self.ncols:
-                raise PluginError(
-                    self.plugin.name,
-                    f"produced a row of {len(self.row)} values for {self.ncols} columns",
-                )
+        if type(raw) is not tuple:
+            raw = [raw.get(name) for name in self.names] if isinstance(raw, dict) else list(raw)
+        if len(raw) != self.ncols:
+            raise PluginError(
+                self.plugin.name, f"produced a row of {len(raw)} values for {self.ncols} columns"
+            )
+        self.row = raw
 
     def Eof(self) -> bool:
         return self.eof
@@ -252,30 +266,38 @@ class PluginCursor:
         return self.rowid
 
     def Column(self, n: int) -> Any:
-        if n < 0:
+        entry = self.order[n]
+        if entry >= 0:
+            value = self.row[entry]
+            if type(value) in _PLAIN_TYPES:
+                return value
+            return self._convert(entry, value)
+        if entry == _ROWID:
             return self.rowid
-        n = self.order[n]
-        if n < 0:
-            return self.arg_values[-1 - n]
-        value = self.row[n]
-        if type(value) in _PLAIN_TYPES:
-            return value
-        if isinstance(value, Lazy):
-            try:
-                value = value()
-            except QueryError:
-                raise
-            except Exception as exc:
-                self.ctx.warn(f"{self.plugin.name}(): {self.names[n]}: {exc}")
-                value = None
-            self.row[n] = value = to_sqlite(value)
-            return value
-        return to_sqlite(value)
+        return self.arg_values[-1 - entry]
+
+    def _convert(self, entry: int, value: Any) -> Any:
+        """A value SQLite can store; a ``Lazy`` one is computed once and kept in the row."""
+        if not isinstance(value, Lazy):
+            return to_sqlite(value)
+        try:
+            value = value()
+        except QueryError:
+            raise
+        except Exception as exc:
+            self.ctx.warn(f"{self.plugin.name}(): {self.names[entry]}: {exc}")
+            value = None
+        value = to_sqlite(value)
+        row = self.row if isinstance(self.row, list) else list(self.row)
+        row[entry] = value
+        self.row = row
+        return value
 
     def Close(self) -> None:
         close = getattr(self.rows, "close", None)
         if close is not None:
             close()
+        self.rows = iter(())  # a batches plugin's generator is closed as its last reference goes
 
 
 def register_table(
