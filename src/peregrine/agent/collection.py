@@ -4,6 +4,12 @@ The job runs in a thread. Rows are batched by count and by time; every message g
 spool first (durable) and the connection sends it from there, so a lost connection only delays
 the results. Files that ``upload()`` copied are announced with ``UploadStart``; the connection
 streams them, resumable, and the job waits for them before it reports the flow finished.
+
+Within the start's hold (``outbox.START_HOLD_SECONDS``) only the start, the end and upload
+announcements wake the sender: a collection that ends by then goes out in one frame, stored in
+one run and acknowledged once, so its end does not queue at the server behind its own rows
+sent a few milliseconds earlier. The sender's timer for the held start sends what came by then;
+past the hold every message wakes it, as rows stream.
 """
 
 from __future__ import annotations
@@ -20,6 +26,7 @@ from typing import TYPE_CHECKING, Any
 
 import msgspec
 
+from peregrine.agent.outbox import START_HOLD_SECONDS
 from peregrine.agent.spool import PendingUpload, Spool, SpoolFull
 from peregrine.agent.stats import STATS
 from peregrine.artifacts.loader import ArtifactError, Definition
@@ -79,11 +86,14 @@ class CollectionJob:
         self.cancelled = threading.Event()
         self.shutting_down = False
         self.runner: ArtifactRunner | None = None
+        #: Until then, messages between the start and the end do not wake the sender.
+        self._quiet_until = 0.0
 
     # -- spooling ---------------------------------------------------------------------------
 
-    def _spool(self, build: Callable[[int], Any], wake: bool = True) -> int:
-        """Store a flow message durably, waiting while the spool is full."""
+    def _spool(self, build: Callable[[int], Any], wake: bool | None = None) -> int:
+        """Store a flow message durably, waiting while the spool is full. ``wake``: tell the
+        sender (None: unless within the start's hold, when the end or the hold's timer will)."""
         while True:
             try:
                 seq = self.spool.append(self.request.flow_id, lambda s: encode(build(s)))
@@ -91,7 +101,7 @@ class CollectionJob:
             except SpoolFull:
                 if self.cancelled.wait(0.5):
                     raise
-        if wake:
+        if wake or (wake is None and time.monotonic() >= self._quiet_until):
             self.wake_sender()
         return seq
 
@@ -130,7 +140,10 @@ class CollectionJob:
     def run(self) -> None:
         flow_id = self.request.flow_id
         log.info("collection %s started", flow_id)
-        self._spool(lambda seq: FlowStarted(flow_id=flow_id, seq=seq, started=time.time()))
+        self._quiet_until = time.monotonic() + START_HOLD_SECONDS
+        self._spool(
+            lambda seq: FlowStarted(flow_id=flow_id, seq=seq, started=time.time()), wake=True
+        )
         status, error = "finished", None
         try:
             status, error = self._collect()
@@ -144,7 +157,8 @@ class CollectionJob:
         self._spool(
             lambda seq: FlowFinished(
                 flow_id=flow_id, seq=seq, status=status, error=error, finished=time.time()
-            )
+            ),
+            wake=True,
         )
         self.spool.finish_flow(flow_id)
         log.info("collection %s ended: %s", flow_id, status)
