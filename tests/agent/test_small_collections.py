@@ -1,6 +1,6 @@
 """A small collection on a real agent over TLS reaches the server whole: its start, rows, source
 status and end in one frame, stored as one run and acknowledged once (issue 17), so its end
-never waits at the server behind its own rows."""
+never waits at the server behind its own rows; the agent's spool stores it in two commits."""
 
 from __future__ import annotations
 
@@ -36,6 +36,7 @@ async def warm_spares(agent: Agent) -> None:
 @pytest.mark.timeout(120)
 def test_a_collection_ending_within_the_start_hold_is_stored_as_one_run(tmp_path: Path) -> None:
     runs: list[list[str]] = []
+    commits: list[int] = []  # the agent's spool commits after the start, messages in each
 
     async def scenario() -> None:
         async with interrogated_agent(tmp_path) as (server, agent):
@@ -46,8 +47,16 @@ def test_a_collection_ending_within_the_start_hold_is_stored_as_one_run(tmp_path
                 return await store(client_id, messages)
 
             server.ingestor.flow_messages = recording  # type: ignore[method-assign]
+            append_all = agent.spool.append_all
+
+            def counting(flow_id: str, factories: list[Any], **options: Any) -> list[int]:
+                commits.append(len(factories))
+                return append_all(flow_id, factories, **options)
+
+            agent.spool.append_all = counting  # type: ignore[method-assign]
             await warm_spares(agent)
             runs.clear()
+            commits.clear()
             flow = await start_flow(server, agent.client_id, [("Generic.System.Pslist", {})])
             assert await finished(server.datastore, flow.flow_id) == "Finished"
             await asyncio.sleep(0.2)  # anything sent after the end would be stored by now
@@ -57,3 +66,4 @@ def test_a_collection_ending_within_the_start_hold_is_stored_as_one_run(tmp_path
     assert [run for run in runs if run] == [
         ["FlowStarted", "ResultBatch", "SourceFinished", "FlowFinished"]
     ]
+    assert commits == [3]  # rows, status and end in one fsync (the start went with the flow)

@@ -8,8 +8,9 @@ streams them, resumable, and the job waits for them before it reports the flow f
 Within the start's hold (``outbox.START_HOLD_SECONDS``) only the start, the end and upload
 announcements wake the sender: a collection that ends by then goes out in one frame, stored in
 one run and acknowledged once, so its end does not queue at the server behind its own rows
-sent a few milliseconds earlier. The sender's timer for the held start sends what came by then;
-past the hold every message wakes it, as rows stream.
+sent a few milliseconds earlier. The sender's timer for the held start sends what came by
+then; past the hold every message wakes it, as rows stream. The spool stores a small collection
+in two commits: the start with the flow, then the last rows, status and end together.
 """
 
 from __future__ import annotations
@@ -88,6 +89,9 @@ class CollectionJob:
         self.cancelled = threading.Event()
         self.shutting_down = False
         self.runner: ArtifactRunner | None = None
+        #: The last source's closing messages (rows, logs, status), stored with what comes
+        #: next: most often the flow's end, in the same commit.
+        self._closing: list[Build] = []
         #: When (monotonic) the flow's start was stored, before the sender could see it.
         self.stored_start = stored_start
         #: Until then, messages between the start and the end do not wake the sender: the
@@ -105,7 +109,11 @@ class CollectionJob:
         self, builds: list[Build], wake: bool | None = None, end: bool = False
     ) -> list[int]:
         """``_spool`` for messages that follow each other, in one commit (one ``fsync``);
-        ``end``: the flow's last, marked done in the spool with it."""
+        ``end``: the flow's last, marked done in the spool with it. Closing messages held
+        back go first."""
+        builds, self._closing = [*self._closing, *builds], []
+        if not builds:
+            return []
         factories = [_encoded(build) for build in builds]
         while True:
             try:
@@ -165,6 +173,7 @@ class CollectionJob:
             log.exception("collection %s failed", flow_id)
             status, error = "error", f"{type(exc).__name__}: {exc}"
         if self.shutting_down:
+            self._spool_all([])  # what the last source closed with is kept, not its end
             return
         if self.cancelled.is_set():
             status, error = "cancelled", "cancelled by the server"
@@ -202,7 +211,7 @@ class CollectionJob:
         sink = UploadSink(str(upload_dir), request.max_upload_bytes)
         announced = skipped = 0
         failures: list[str] = []
-        for call in request.artifacts:
+        for index, call in enumerate(request.artifacts):
             try:
                 planned = runner.plan(call.name, call.parameters, limits)
             except ArtifactError as exc:
@@ -213,7 +222,7 @@ class CollectionJob:
                 if self.cancelled.is_set():
                     return "cancelled", None
                 outcome = SourceOutcome(call.name, source.name)
-                # Its last rows, logs and status go in one commit, after the query.
+                # Its last rows, logs and status: one commit (the last source's: with the end).
                 tail = self._stream(outcome, runner.run_source(planned, source, outcome, sink))
                 tail += self._warning_logs(outcome)
                 STATS.source_done(outcome.status, outcome.error)
@@ -240,7 +249,10 @@ class CollectionJob:
                         uploads_skipped=skipped,
                     )
 
-                self._spool_all([*tail, finished])
+                self._closing = [*tail, finished]
+                last_call = index == len(request.artifacts) - 1
+                if not (last_call and source is planned.artifact.sources[-1]):
+                    self._spool_all([])  # a source still to run: its status goes now
                 announced = self._announce_uploads(upload_dir, announced)
         self._wait_for_uploads()
         if failures:
@@ -338,6 +350,8 @@ class CollectionJob:
 
     def _wait_for_uploads(self) -> None:
         deadline = time.monotonic() + UPLOAD_WAIT_SECONDS
+        if not self.uploads_settled(self.request.flow_id):
+            self._spool_all([])  # the last source's status is not held while files go
         while not self.uploads_settled(self.request.flow_id):
             if self.cancelled.wait(0.2) or time.monotonic() > deadline:
                 return
