@@ -3,6 +3,7 @@
 .venv/bin/python benchmarks/bench_one_client.py [--runs 20] [--warmup 3]
     [--cases pslist,hash,hunt] [--spare-workers N] [--dir DIR] [--json]
 .venv/bin/python benchmarks/bench_one_client.py --worker-ab [--runs 20]
+.venv/bin/python benchmarks/bench_one_client.py --query-only [--runs 20]
 
 A server process (``peregrine server --no-local-agent``) and one real agent process
 (``peregrine agent``) connected to it over TLS on loopback. Each run goes through the REST API
@@ -13,7 +14,8 @@ interval of our own), then read its rows back. Cases:
 * ``pslist``: a collection of ``Generic.System.Pslist`` (GRR's ListProcesses);
 * ``hash``: ``Generic.Files.Finder`` hashing one file (GRR's FileFinder with a hash action;
   the artifact has a precondition, so it runs two queries);
-* ``hunt``: a hunt of ``Generic.System.Pslist`` over the one client, started at once.
+* ``hunt``: a hunt of ``Generic.System.Pslist`` over the one client, created started
+  (``start=True``: one request; before 2026-12-03 a create and a start).
 
 Each run's wall time is split by the server's own stamps in its datastore (read-only): request
 → flow created, created → the agent's FlowStarted stored (delivery, the agent's job start),
@@ -88,8 +90,7 @@ def run_collection(dep: Any, api: Peregrine, client_id: str, call: Any) -> dict[
 
 def run_hunt(dep: Any, api: Peregrine, client_id: str) -> dict[str, Any]:
     t0 = time.time()
-    hunt = api.hunts.create(PSLIST, client_limit=1, description="bench_one_client")
-    api.hunts.start(hunt.hunt_id)
+    hunt = api.hunts.create(PSLIST, client_limit=1, description="bench_one_client", start=True)
     for progress in api.hunts.watch(hunt.hunt_id, timeout=120):
         if progress.finished + progress.errors >= 1:
             break
@@ -127,6 +128,33 @@ def worker_ab(runs: int, pause: float) -> dict[str, Any]:
     }
 
 
+def query_only(runs: int) -> dict[str, Any]:
+    """The process listing's query (``Generic.System.Pslist``'s) in this process, no worker:
+    wall and CPU time per run, best and median, and how many processes it listed."""
+    from peregrine.engine.executor import Engine
+
+    engine = Engine()
+    sql = (
+        "SELECT pid, ppid, name, exe, cmdline, username, create_time, rss, status FROM pslist() "
+        "WHERE (name REGEXP :r OR cmdline REGEXP :r) AND (:k OR exe IS NOT NULL)"
+    )
+    wall, cpu, rows = [], [], 0
+    for _ in range(runs):
+        started, used = time.perf_counter(), time.process_time()
+        rows = len(list(engine.execute(sql, {"r": ".", "k": False})))
+        wall.append(time.perf_counter() - started)
+        cpu.append(time.process_time() - used)
+    processes = len(list(engine.execute("SELECT pid FROM pslist()")))
+    return {
+        "processes": processes,
+        "rows": rows,
+        "wall_ms_best": round(1000 * min(wall), 1),
+        "wall_ms_p50": round(1000 * statistics.median(wall), 1),
+        "cpu_ms_best": round(1000 * min(cpu), 1),
+        "cpu_ms_p50": round(1000 * statistics.median(cpu), 1),
+    }
+
+
 def summary(runs: list[dict[str, Any]]) -> dict[str, Any]:
     walls = sorted(r["wall"] for r in runs)
     out: dict[str, Any] = {
@@ -153,6 +181,11 @@ def main() -> None:
         action="store_true",
         help="only the query worker, started vs spare, in this process (no server, no agent)",
     )
+    parser.add_argument(
+        "--query-only",
+        action="store_true",
+        help="only the process listing's query, in this process (no worker, server or agent)",
+    )
     parser.add_argument("--pause", type=float, default=0.2, help="seconds between runs")
     parser.add_argument(
         "--spare-workers",
@@ -163,6 +196,12 @@ def main() -> None:
     parser.add_argument("--dir", type=Path, help="deployment directory (default: a new one)")
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args()
+    if args.query_only:
+        load = os.getloadavg()[0]
+        result = query_only(args.runs)
+        result |= {"load_before": round(load, 2), "load_after": round(os.getloadavg()[0], 2)}
+        print_result({**result, "machine": machine()}, args.json)
+        return
     if args.worker_ab:
         load = os.getloadavg()[0]
         result = worker_ab(args.runs, max(args.pause, 1.0))

@@ -59,3 +59,25 @@ def test_forget_done_flows_keeps_what_is_not_acknowledged(tmp_path: Path) -> Non
     assert spool.append("F.waiting", payload("late")) == 2
     assert spool.start_flow("F.done", b"r") is True
     assert not spool.start_flow("F.waiting", b"r")
+
+
+def test_a_flow_starts_with_its_first_message_stored_once(tmp_path: Path) -> None:
+    spool = Spool(tmp_path / "spool.db")
+    assert spool.start_flow("F.1", b"request", payload("start"))
+    assert not spool.start_flow("F.1", b"request", payload("again"))  # delivered twice
+    assert spool.append("F.1", payload("rows")) == 2
+    assert [(m.seq, m.payload) for m in spool.pending()] == [(1, b"start#1"), (2, b"rows#2")]
+
+
+def test_messages_appended_together_are_numbered_in_order_and_can_end_the_flow(
+    tmp_path: Path,
+) -> None:
+    spool = Spool(tmp_path / "spool.db")
+    spool.start_flow("F.1", b"request", payload("start"))
+    assert spool.append_all("F.1", [payload("rows"), payload("status")]) == [2, 3]
+    assert spool.interrupted_flows() == ["F.1"]
+    assert spool.append_all("F.1", [payload("end")], finish=True) == [4]
+    assert spool.interrupted_flows() == []  # ended in the same commit as its last message
+    assert [m.payload for m in spool.pending()] == [b"start#1", b"rows#2", b"status#3", b"end#4"]
+    spool.close()
+    assert Spool(tmp_path / "spool.db").append("F.1", payload("late")) == 5

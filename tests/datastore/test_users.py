@@ -391,3 +391,34 @@ def test_purge_removes_only_expired_sessions(datastore: Datastore) -> None:
     assert datastore.sessions.purge(15.0) == 1
     assert datastore.sessions.get("a" * 64) is None
     assert datastore.sessions.get("b" * 64) is not None
+
+
+def test_a_token_used_within_the_minute_is_authenticated_without_waiting_for_a_writer(
+    accounts: Accounts, datastore: Datastore, clock: Clock
+) -> None:
+    """No write while ``last_used`` is fresh, so a request's authentication never waits for
+    another writer (the group commit syncing a batch)."""
+    accounts.create_user("robot", None, ["api"])
+    issued = accounts.create_token("robot", "ci")
+    assert accounts.authenticate_token(issued.token) is not None  # first use: written
+    clock.now += 30
+    holding, release = threading.Event(), threading.Event()
+
+    def writer() -> None:
+        with datastore._db.write():
+            holding.set()
+            release.wait(30)
+
+    busy = threading.Thread(target=writer)
+    busy.start()
+    assert holding.wait(10)
+    found: list[Principal | None] = []
+    auth = threading.Thread(target=lambda: found.append(accounts.authenticate_token(issued.token)))
+    try:
+        auth.start()
+        auth.join(10)
+        assert [p.name if p else None for p in found] == ["robot"]
+    finally:
+        release.set()
+        busy.join()
+        auth.join()

@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 
 from peregrine.engine import MissingArgumentError, PluginError, QueryContext, QueryLimits
+from peregrine.engine.worker import IsolatedQuery
 from peregrine.plugins import yara_scan as yara_module
 
 RULES = """
@@ -93,7 +94,7 @@ def test_scans_this_process_memory_for_a_unique_marker(query):
     # Built at run time so the marker is in this process's heap, and unique to this run.
     marker = "PEREGRINE_MEM_" + uuid.uuid4().hex
     rules = f'rule in_memory {{ strings: $m = "{marker}" condition: $m }}'
-    rows = query("SELECT pid, * FROM yara_process(?, ?)", [rules, os.getpid()])
+    rows = query("SELECT pid, * FROM yara_process(?, ?, 60, 100, 0, 1)", [rules, os.getpid()])
     assert [r["rule"] for r in rows] == ["in_memory"]
     assert rows[0]["pid"] == os.getpid()
     assert any(s["data"] == marker for s in json.loads(rows[0]["strings"]))
@@ -140,7 +141,8 @@ def test_pid_join_over_processes(query):
     rules = f'rule joined {{ strings: $m = "{marker}" condition: $m }}'
     rows = query(
         "WITH procs(pid) AS (VALUES (?)) "
-        "SELECT p.pid, y.rule FROM procs p JOIN yara_process y ON y.pid = p.pid AND y.rules = ?",
+        "SELECT p.pid, y.rule FROM procs p "
+        "JOIN yara_process y ON y.pid = p.pid AND y.rules = ? AND y.include_self = 1",
         [os.getpid(), rules],
     )
     assert rows == [{"pid": os.getpid(), "rule": "joined"}]
@@ -151,8 +153,8 @@ def test_pid_join_to_pslist_scans_inside_the_join(query):
     marker = "PEREGRINE_PSLIST_" + uuid.uuid4().hex
     rules = f'rule from_pslist {{ strings: $m = "{marker}" condition: $m }}'
     rows = query(
-        "SELECT p.pid, y.rule FROM pslist() p "
-        "JOIN yara_process y ON y.pid = p.pid AND y.rules = ? WHERE p.pid = ?",
+        "SELECT p.pid, y.rule FROM pslist() p JOIN yara_process y "
+        "ON y.pid = p.pid AND y.rules = ? AND y.include_self = 1 WHERE p.pid = ?",
         [rules, os.getpid()],
     )
     assert rows == [{"pid": os.getpid(), "rule": "from_pslist"}]
@@ -183,3 +185,25 @@ def test_composes_with_glob_in_both_forms(query, samples, tmp_path):
     ]
     assert positional == expected
     assert constrained == expected
+
+
+def _scanned_in_a_worker(include_self: int) -> set[int]:
+    """The processes that match a rule for a marker found only in the rule itself, scanned by a
+    query worker over this process (its parent, which sent the query) and its children (the
+    worker itself)."""
+    marker = "PEREGRINE_SELF_" + uuid.uuid4().hex
+    rules = f'rule itself {{ strings: $m = "{marker}" condition: $m }}'
+    query = IsolatedQuery(
+        "SELECT p.pid FROM pslist() p JOIN yara_process y "
+        "ON y.pid = p.pid AND y.rules = ? AND y.include_self = ? "
+        "WHERE p.pid = ? OR p.ppid = ?",
+        [rules, include_self, os.getpid(), os.getpid()],
+    )
+    return {pid for (pid,) in query}
+
+
+def test_the_scanning_processes_are_left_out_unless_asked() -> None:
+    """Their memory holds the rules' text: scanned, they match every rule with strings."""
+    assert _scanned_in_a_worker(include_self=0) == set()
+    scanned = _scanned_in_a_worker(include_self=1)
+    assert os.getpid() in scanned and len(scanned) == 2  # the sender and the worker

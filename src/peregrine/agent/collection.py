@@ -4,6 +4,13 @@ The job runs in a thread. Rows are batched by count and by time; every message g
 spool first (durable) and the connection sends it from there, so a lost connection only delays
 the results. Files that ``upload()`` copied are announced with ``UploadStart``; the connection
 streams them, resumable, and the job waits for them before it reports the flow finished.
+
+Within the start's hold (``outbox.START_HOLD_SECONDS``) only the start, the end and upload
+announcements wake the sender: a collection that ends by then goes out in one frame, stored in
+one run and acknowledged once, so its end does not queue at the server behind its own rows
+sent a few milliseconds earlier. The sender's timer for the held start sends what came by
+then; past the hold every message wakes it, as rows stream. The spool stores a small collection
+in two commits: the start with the flow, then the last rows, status and end together.
 """
 
 from __future__ import annotations
@@ -20,7 +27,8 @@ from typing import TYPE_CHECKING, Any
 
 import msgspec
 
-from peregrine.agent.spool import PendingUpload, Spool, SpoolFull
+from peregrine.agent.outbox import START_HOLD_SECONDS
+from peregrine.agent.spool import PayloadFactory, PendingUpload, Spool, SpoolFull
 from peregrine.agent.stats import STATS
 from peregrine.artifacts.loader import ArtifactError, Definition
 from peregrine.artifacts.model import Artifact
@@ -32,7 +40,6 @@ from peregrine.protocol.messages import (
     MAX_MESSAGE_BYTES,
     CollectionRequest,
     FlowFinished,
-    FlowStarted,
     LogBatch,
     LogEntry,
     ResultBatch,
@@ -58,6 +65,8 @@ MAX_ROW_BYTES = MAX_MESSAGE_BYTES - 64 * 1024
 MAX_LOGGED_WARNINGS = 100
 
 _row_encoder = msgspec.msgpack.Encoder()
+#: Builds a flow message once its ``seq`` is known.
+Build = Callable[[int], Any]
 
 
 class CollectionJob:
@@ -69,6 +78,7 @@ class CollectionJob:
         wake_sender: Callable[[], None],
         uploads_settled: Callable[[str], bool],
         workers: WorkerSource | None = None,
+        stored_start: float | None = None,
     ) -> None:
         self.request = request
         self.workers = workers
@@ -79,32 +89,57 @@ class CollectionJob:
         self.cancelled = threading.Event()
         self.shutting_down = False
         self.runner: ArtifactRunner | None = None
+        #: The last source's closing messages (rows, logs, status), stored with what comes
+        #: next: most often the flow's end, in the same commit.
+        self._closing: list[Build] = []
+        #: When (monotonic) the flow's start was stored, before the sender could see it.
+        self.stored_start = stored_start
+        #: Until then, messages between the start and the end do not wake the sender: the
+        #: hold's timer, which runs from when it saw the start, fires at that time or later.
+        self._quiet_until = 0.0
 
     # -- spooling ---------------------------------------------------------------------------
 
-    def _spool(self, build: Callable[[int], Any], wake: bool = True) -> int:
-        """Store a flow message durably, waiting while the spool is full."""
+    def _spool(self, build: Build, wake: bool | None = None) -> int:
+        """Store a flow message durably, waiting while the spool is full. ``wake``: tell the
+        sender (None: unless within the start's hold, when the end or the hold's timer will)."""
+        return self._spool_all([build], wake)[0]
+
+    def _spool_all(
+        self, builds: list[Build], wake: bool | None = None, end: bool = False
+    ) -> list[int]:
+        """``_spool`` for messages that follow each other, in one commit (one ``fsync``);
+        ``end``: the flow's last, marked done in the spool with it. Closing messages held
+        back go first."""
+        builds, self._closing = [*self._closing, *builds], []
+        if not builds:
+            return []
+        factories = [_encoded(build) for build in builds]
         while True:
             try:
-                seq = self.spool.append(self.request.flow_id, lambda s: encode(build(s)))
+                seqs = self.spool.append_all(self.request.flow_id, factories, finish=end)
                 break
             except SpoolFull:
                 if self.cancelled.wait(0.5):
                     raise
-        if wake:
+        if wake or (wake is None and time.monotonic() >= self._quiet_until):
             self.wake_sender()
-        return seq
+        return seqs
 
     def _log(self, level: str, *messages: str) -> None:
         """Log ``messages`` in one message to the server."""
+        self._spool(self._log_entry(level, *messages))
+
+    def _log_entry(self, level: str, *messages: str) -> Build:
+        """The message that logs ``messages``, once its ``seq`` is known."""
         now = time.time()
         entries: list[LogEntry] = [
             {"time": now, "level": level, "message": message} for message in messages
         ]
-        self._spool(lambda seq: LogBatch(flow_id=self.request.flow_id, seq=seq, entries=entries))
+        return lambda seq: LogBatch(flow_id=self.request.flow_id, seq=seq, entries=entries)
 
-    def _log_warnings(self, outcome: SourceOutcome) -> None:
-        """The source's first warnings, then how many more there were."""
+    def _warning_logs(self, outcome: SourceOutcome) -> list[Build]:
+        """The source's first warnings, then how many more there were (none: no message)."""
         kept = outcome.warnings[: len(outcome.warnings) - (1 if outcome.warnings_dropped else 0)]
         logged = kept[:MAX_LOGGED_WARNINGS]
         more = outcome.warning_count - len(logged)
@@ -114,8 +149,7 @@ class CollectionJob:
                 f"{name}: {more} more warnings were not logged (a source logs its first "
                 f"{MAX_LOGGED_WARNINGS})"
             )
-        if logged:
-            self._log("warning", *logged)
+        return [self._log_entry("warning", *logged)] if logged else []
 
     # -- running ----------------------------------------------------------------------------
 
@@ -130,7 +164,8 @@ class CollectionJob:
     def run(self) -> None:
         flow_id = self.request.flow_id
         log.info("collection %s started", flow_id)
-        self._spool(lambda seq: FlowStarted(flow_id=flow_id, seq=seq, started=time.time()))
+        # The start (seq 1) was stored with the flow when the request came: agent._start_job.
+        self._quiet_until = (self.stored_start or time.monotonic()) + START_HOLD_SECONDS
         status, error = "finished", None
         try:
             status, error = self._collect()
@@ -138,15 +173,19 @@ class CollectionJob:
             log.exception("collection %s failed", flow_id)
             status, error = "error", f"{type(exc).__name__}: {exc}"
         if self.shutting_down:
+            self._spool_all([])  # what the last source closed with is kept, not its end
             return
         if self.cancelled.is_set():
             status, error = "cancelled", "cancelled by the server"
-        self._spool(
-            lambda seq: FlowFinished(
-                flow_id=flow_id, seq=seq, status=status, error=error, finished=time.time()
-            )
+        self._spool_all(
+            [
+                lambda seq: FlowFinished(
+                    flow_id=flow_id, seq=seq, status=status, error=error, finished=time.time()
+                )
+            ],
+            wake=True,
+            end=True,
         )
-        self.spool.finish_flow(flow_id)
         log.info("collection %s ended: %s", flow_id, status)
 
     def _collect(self) -> tuple[str, str | None]:
@@ -172,7 +211,7 @@ class CollectionJob:
         sink = UploadSink(str(upload_dir), request.max_upload_bytes)
         announced = skipped = 0
         failures: list[str] = []
-        for call in request.artifacts:
+        for index, call in enumerate(request.artifacts):
             try:
                 planned = runner.plan(call.name, call.parameters, limits)
             except ArtifactError as exc:
@@ -183,14 +222,16 @@ class CollectionJob:
                 if self.cancelled.is_set():
                     return "cancelled", None
                 outcome = SourceOutcome(call.name, source.name)
-                self._stream(outcome, runner.run_source(planned, source, outcome, uploads=sink))
-                self._log_warnings(outcome)
+                # Its last rows, logs and status: one commit (the last source's: with the end).
+                tail = self._stream(outcome, runner.run_source(planned, source, outcome, sink))
+                tail += self._warning_logs(outcome)
                 STATS.source_done(outcome.status, outcome.error)
                 skipped_here = _count_lines(upload_dir / SKIPPED_UPLOADS) - skipped
                 skipped += skipped_here
                 if outcome.error and outcome.status == "error":
                     failures.append(f"{call.name}/{source.name}: {outcome.error}")
-                    self._log("error", f"{call.name}/{source.name or 'default'}: {outcome.error}")
+                    where = f"{call.name}/{source.name or 'default'}"
+                    tail.append(self._log_entry("error", f"{where}: {outcome.error}"))
 
                 def finished(
                     seq: int, o: SourceOutcome = outcome, skipped: int = skipped_here
@@ -208,34 +249,40 @@ class CollectionJob:
                         uploads_skipped=skipped,
                     )
 
-                self._spool(finished)
+                self._closing = [*tail, finished]
+                last_call = index == len(request.artifacts) - 1
+                if not (last_call and source is planned.artifact.sources[-1]):
+                    self._spool_all([])  # a source still to run: its status goes now
                 announced = self._announce_uploads(upload_dir, announced)
         self._wait_for_uploads()
         if failures:
             return "error", "; ".join(failures)[:2000]
         return "finished", None
 
-    def _stream(self, outcome: SourceOutcome, rows: Iterator[tuple[Any, ...]]) -> None:
-        """Batch rows by count and by time into ResultBatch messages."""
+    def _stream(self, outcome: SourceOutcome, rows: Iterator[tuple[Any, ...]]) -> list[Build]:
+        """Batch rows by count and by time into ResultBatch messages; the last batch is
+        returned unspooled (none: empty), to be stored with what follows it."""
         batch: list[list[Any]] = []
         size = 0
         last = time.monotonic()
 
+        def take() -> Build:
+            nonlocal batch, size
+            rows_out, batch, size = batch, [], 0
+            STATS.rows(len(rows_out))
+            return lambda seq: ResultBatch(
+                flow_id=self.request.flow_id,
+                seq=seq,
+                artifact=outcome.artifact,
+                source=outcome.source,
+                columns=outcome.columns,
+                rows=rows_out,
+            )
+
         def flush() -> None:
-            nonlocal batch, last, size
+            nonlocal last
             if batch:
-                rows_out, batch, size = batch, [], 0
-                STATS.rows(len(rows_out))
-                self._spool(
-                    lambda seq: ResultBatch(
-                        flow_id=self.request.flow_id,
-                        seq=seq,
-                        artifact=outcome.artifact,
-                        source=outcome.source,
-                        columns=outcome.columns,
-                        rows=rows_out,
-                    )
-                )
+                self._spool(take())
             last = time.monotonic()
 
         for row in rows:
@@ -258,7 +305,7 @@ class CollectionJob:
                 or time.monotonic() - last >= self.request.batch_seconds
             ):
                 flush()
-        flush()
+        return [take()] if batch else []
 
     def _announce_uploads(self, upload_dir: Path, already: int) -> int:
         """Announce the files ``upload()`` stored since the last call; return the new count."""
@@ -303,10 +350,16 @@ class CollectionJob:
 
     def _wait_for_uploads(self) -> None:
         deadline = time.monotonic() + UPLOAD_WAIT_SECONDS
+        if not self.uploads_settled(self.request.flow_id):
+            self._spool_all([])  # the last source's status is not held while files go
         while not self.uploads_settled(self.request.flow_id):
             if self.cancelled.wait(0.2) or time.monotonic() > deadline:
                 return
         shutil.rmtree(self.work_dir, ignore_errors=True)
+
+
+def _encoded(build: Build) -> PayloadFactory:
+    return lambda seq: encode(build(seq))
 
 
 def _count_lines(path: Path) -> int:

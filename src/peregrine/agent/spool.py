@@ -88,15 +88,27 @@ class Spool:
         """Bytes of messages waiting for an acknowledgement."""
         return int(self._bytes)
 
-    def start_flow(self, flow_id: str, request: bytes) -> bool:
-        """Remember a flow; False if it was already known (a request delivered twice)."""
+    def start_flow(self, flow_id: str, request: bytes, first: PayloadFactory | None = None) -> bool:
+        """Remember a flow, and store ``first`` (its start) as its seq 1 in the same commit;
+        False if it was already known (a request delivered twice: nothing is stored). The
+        start is stored even in a full spool: a few bytes, and the collection's later
+        messages wait for room as ever."""
         with self._lock:
-            cursor = self._db.execute(
-                "INSERT OR IGNORE INTO flows (flow_id, next_seq, state, request) "
-                "VALUES (?, 1, 'running', ?)",
-                (flow_id, request),
-            )
-            return cursor.rowcount == 1
+            self._db.execute("BEGIN IMMEDIATE")
+            try:
+                cursor = self._db.execute(
+                    "INSERT OR IGNORE INTO flows (flow_id, next_seq, state, request) "
+                    "VALUES (?, 1, 'running', ?)",
+                    (flow_id, request),
+                )
+                new = cursor.rowcount == 1
+                stored = self._insert(flow_id, 1, [first]) if new and first is not None else 0
+                self._db.execute("COMMIT")
+            except BaseException:
+                self._db.execute("ROLLBACK")
+                raise
+            self._bytes += stored
+            return new
 
     def finish_flow(self, flow_id: str) -> None:
         with self._lock:
@@ -120,31 +132,60 @@ class Spool:
     def append(self, flow_id: str, payload_for_seq: PayloadFactory, span: int = 1) -> int:
         """Assign the flow's next ``seq``, build the payload with it, store it durably.
         ``span``: how many numbers the message takes (an event batch takes one per row)."""
+        return self.append_all(flow_id, [payload_for_seq], span=span)[0]
+
+    def append_all(
+        self,
+        flow_id: str,
+        factories: list[PayloadFactory],
+        *,
+        span: int = 1,
+        finish: bool = False,
+    ) -> list[int]:
+        """``append`` for several messages of one flow, in one durable commit (one ``fsync``,
+        not one each); ``finish``: the flow's last, so it is marked done in that commit too."""
         with self._lock:
             if self._bytes >= self.max_bytes:
                 raise SpoolFull(f"spool holds {self._bytes} bytes (limit {self.max_bytes})")
             row = self._db.execute(
                 "SELECT next_seq FROM flows WHERE flow_id = ?", (flow_id,)
             ).fetchone()
-            seq = row[0] if row else 1
-            payload = payload_for_seq(seq)
+            first = row[0] if row else 1
             self._db.execute("BEGIN IMMEDIATE")
             try:
-                self._db.execute(
-                    "INSERT INTO messages (flow_id, seq, payload) VALUES (?, ?, ?)",
-                    (flow_id, seq, payload),
-                )
-                self._db.execute(
-                    "INSERT INTO flows (flow_id, next_seq, state) VALUES (?, ?, 'running') "
-                    "ON CONFLICT (flow_id) DO UPDATE SET next_seq = excluded.next_seq",
-                    (flow_id, seq + span),
-                )
+                stored = self._insert(flow_id, first, factories, span)
+                if finish:
+                    self._db.execute(
+                        "UPDATE flows SET state = 'done' WHERE flow_id = ?", (flow_id,)
+                    )
                 self._db.execute("COMMIT")
             except BaseException:
                 self._db.execute("ROLLBACK")
                 raise
-            self._bytes += len(payload)
-            return seq
+            self._bytes += stored
+            return [first + i * span for i in range(len(factories))]
+
+    def _insert(
+        self, flow_id: str, first: int, factories: list[PayloadFactory], span: int = 1
+    ) -> int:
+        """Build and insert messages numbered from ``first``, and move the flow's next number
+        past them (inside the caller's transaction). Returns the bytes stored."""
+        stored = 0
+        seq = first
+        for factory in factories:
+            payload = factory(seq)
+            self._db.execute(
+                "INSERT INTO messages (flow_id, seq, payload) VALUES (?, ?, ?)",
+                (flow_id, seq, payload),
+            )
+            stored += len(payload)
+            seq += span
+        self._db.execute(
+            "INSERT INTO flows (flow_id, next_seq, state) VALUES (?, ?, 'running') "
+            "ON CONFLICT (flow_id) DO UPDATE SET next_seq = excluded.next_seq",
+            (flow_id, seq),
+        )
+        return stored
 
     def pending(self) -> Iterator[Spooled]:
         """Unacknowledged messages, in order of flow and seq (a snapshot)."""

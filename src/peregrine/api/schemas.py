@@ -152,6 +152,11 @@ class HuntIn(Strict):
     limits: LimitsIn = Field(default_factory=LimitsIn)
     every_seconds: float | None = Field(default=None, ge=60)
     cron: str | None = Field(default=None, max_length=100)
+    start: bool = Field(
+        default=False,
+        description="Start it at once: created Running, as create then start in one request "
+        "(needs the permission to start hunts, which creating one needs too).",
+    )
 
 
 class Hunt(Out):

@@ -386,12 +386,14 @@ class Hunts(_Group):
         limits: LimitsArg = None,
         every_seconds: float | None = None,
         cron: str | None = None,
+        start: bool = False,
     ) -> Hunt:
-        """A new hunt, Paused: ``start`` it."""
+        """A new hunt, Paused: ``start`` it (or pass ``start=True``: Running at once)."""
         return self._c._run(
             Api.create_hunt(
                 artifacts,
                 limits,
+                start=start or None,  # not sent by default: older servers refuse it
                 description=description,
                 tags=list(tags),
                 include_labels=list(include_labels),

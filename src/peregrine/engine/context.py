@@ -6,6 +6,7 @@ or hashing a huge file must stop itself: it calls :meth:`QueryContext.check` in 
 
 from __future__ import annotations
 
+import os
 import threading
 import time
 from collections.abc import Iterable, Iterator
@@ -104,6 +105,10 @@ class QueryContext:
     #: What a plugin keeps for the rest of this query, under its own name (``yara_process``
     #: scans a library mapped by many processes once). Shared with nested queries.
     plugin_state: dict[str, Any] = field(default_factory=dict)
+    #: The processes that hold this query's text, its rules and parameters: this one, and in a
+    #: query worker the agent (or CLI) that sent it. ``yara_process`` leaves them out unless
+    #: asked: their memory matches every rule's own strings.
+    scanner_pids: frozenset[int] = field(default_factory=lambda: frozenset({os.getpid()}))
 
     @property
     def deadline(self) -> float | None:
@@ -122,6 +127,7 @@ class QueryContext:
             warnings=self.warnings,
             uploads=self.uploads,
             plugin_state=self.plugin_state,
+            scanner_pids=self.scanner_pids,
         )
 
     def cancel(self) -> None:

@@ -492,6 +492,7 @@ def serve(stdin: IO[bytes], stdout: IO[bytes]) -> None:
         uploads=UploadSink(request.upload_dir, request.max_upload_bytes, request.upload_used)
         if request.upload_dir
         else None,
+        scanner_pids=frozenset({os.getpid(), os.getppid()}),
     )
     out = _BatchWriter(stdout)
     started = time.monotonic()

@@ -9,7 +9,8 @@ compiles once. Each scan's time-out is also cut to what is left of the query's d
 a scan is one long call into libyara that cannot stop itself to check.
 
 ``path`` and ``pid`` are hidden columns, so both call forms work: ``yara(:rules, g.path)``
-(positional: rules, path, timeout, max_matches; ``yara_process`` then whole_process) and
+(positional: rules, path, timeout, max_matches; ``yara_process`` then whole_process and
+include_self) and
 ``JOIN yara_process y ON y.rules = :rules AND y.pid = p.pid``. Name them to select them
 (``SELECT y.path, y.rule``); ``*`` leaves them out. On Linux, ``yara_process`` reads the
 process's memory itself (``yara_process_scan.py``, ``yara_memory.py``).
@@ -151,8 +152,9 @@ _REGIONS = Col(
         "zeros are skipped. Bytes shared with other processes (a library none of whose pages "
         "this process changed, shared memory) are scanned once per query and reported for "
         "every process that maps them, at its own addresses. whole_process=1: libyara's own "
-        "scan instead (one condition over all mappings, each read whole; slower). pid is a "
-        "hidden column: select it by name."
+        "scan instead (one condition over all mappings, each read whole; slower). The processes "
+        "running the scan are left out unless include_self=1. pid is a hidden column: select "
+        "it by name."
     ),
     arguments=[
         *_common_args(
@@ -167,6 +169,14 @@ _REGIONS = Col(
             "whole_process",
             "INTEGER",
             "1: one libyara scan of the whole address space (conditions across mappings).",
+            default=0,
+        ),
+        Arg(
+            "include_self",
+            "INTEGER",
+            "1: also scan the processes running the scan: the query worker and the agent or "
+            "CLI that sent the query. Left out by default: their memory holds the rules "
+            "themselves, so every rule with strings matches there.",
             default=0,
         ),
     ],
@@ -185,7 +195,10 @@ def yara_process(
     timeout: float = 60,
     max_matches: int = 100,
     whole_process: int = 0,
+    include_self: int = 0,
 ) -> Iterator[dict[str, Any]]:
+    if int(pid) in ctx.scanner_pids and not include_self:
+        return iter(())  # a match of the rules' own text, not of the process
     if whole_process or not sys.platform.startswith("linux"):
         return _scan(ctx, "yara_process", rules, None, int(pid), timeout, max_matches)
     return _scan_regions(ctx, rules, int(pid), timeout, max_matches)

@@ -1,7 +1,10 @@
 """In-process notifications of what changed (a client came or went, a flow changed state).
 
 Waiters (tests, the API's live views) sleep until the next change and re-check the stored
-state when woken, so a notification can never be "missed": the state is the truth.
+state when woken, so a notification can never be "missed": the state is the truth. A waiter
+notes ``version`` before it reads the state and waits ``since`` it: a change that came while it
+read wakes it at once (else it would sleep until its poll, up to a second on a collection's
+path from its end to the analyst).
 """
 
 from __future__ import annotations
@@ -20,9 +23,12 @@ class ServerEvents:
         # nobody waiting costs a counter increment, which matters at thousands a second.
         self._next_change: asyncio.Future[None] | None = None
         self.counts: Counter[str] = Counter()
+        #: Changes so far: what a waiter notes before it reads the state.
+        self.version = 0
 
     def _notify(self, what: str) -> None:
         self.counts[what] += 1
+        self.version += 1
         waiter, self._next_change = self._next_change, None
         if waiter is not None and not waiter.done():
             waiter.set_result(None)
@@ -42,8 +48,11 @@ class ServerEvents:
     def hunt_changed(self, hunt_id: str) -> None:
         self._notify("hunt")
 
-    async def wait_changed(self, timeout: float) -> bool:
-        """Sleep until something changes or ``timeout`` passes; True if something changed."""
+    async def wait_changed(self, timeout: float, since: int | None = None) -> bool:
+        """Sleep until something changes or ``timeout`` passes; True if something changed.
+        ``since``: a ``version`` noted earlier; a change after it returns at once."""
+        if since is not None and since != self.version:
+            return True
         if self._next_change is None:
             self._next_change = asyncio.get_running_loop().create_future()
         try:
@@ -60,7 +69,8 @@ class ServerEvents:
         ``poll`` seconds for changes made by another process); TimeoutError after ``timeout``."""
         async with asyncio.timeout(timeout):
             while True:
+                since = self.version
                 value = await check()
                 if value:
                     return value
-                await self.wait_changed(poll)
+                await self.wait_changed(poll, since)

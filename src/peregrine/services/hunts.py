@@ -118,8 +118,14 @@ class HuntManager:
                 raise HuntError(f"cron: {exc}") from None
 
     async def create(
-        self, spec: HuntSpec, creator: str, permissions: frozenset[str] = ALL_PERMISSIONS
+        self,
+        spec: HuntSpec,
+        creator: str,
+        permissions: frozenset[str] = ALL_PERMISSIONS,
+        start: bool = False,
     ) -> HuntRecord:
+        """A new hunt, Paused; ``start``: Running at once (stored so, one write: a one-client
+        hunt's question is answered one request and two datastore writes sooner)."""
         from peregrine.datastore import HuntRecord
 
         await asyncio.to_thread(self.validate, spec, permissions)
@@ -137,9 +143,9 @@ class HuntManager:
             expires=now + spec.expires_in,
             creator=creator,
             created=now,
-            started=None,
+            started=now if start else None,
             stopped=None,
-            state="Paused",
+            state="Running" if start else "Paused",
             notifications_per_second=spec.notifications_per_second,
             permissions=sorted(permissions),
             schedule=_schedule(spec),
@@ -147,6 +153,8 @@ class HuntManager:
             last_run=None,
         )
         await asyncio.to_thread(self.datastore.hunts.create, record)
+        if start:
+            await self._running(record)
         return record
 
     async def start(self, hunt_id: str) -> HuntRecord:
@@ -158,12 +166,16 @@ class HuntManager:
         ):
             raise HuntError(f"{hunt_id} is {hunt.state} and cannot start")
         hunt = await self._get(hunt_id)
+        await self._running(hunt)
+        return hunt
+
+    async def _running(self, hunt: HuntRecord) -> None:
+        """A hunt just became Running: push it to the connected clients it matches."""
         if hunt.schedule is None:
             self._start_pushing(hunt)
             # Every process pushes the hunt to the clients it holds.
-            await self.fleet.announce("hunt_started", hunt_id=hunt_id)
-        self.services.events.hunt_changed(hunt_id)
-        return hunt
+            await self.fleet.announce("hunt_started", hunt_id=hunt.hunt_id)
+        self.services.events.hunt_changed(hunt.hunt_id)
 
     async def pause(self, hunt_id: str) -> HuntRecord:
         await self._set(hunt_id, "Paused")

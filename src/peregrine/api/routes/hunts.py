@@ -54,7 +54,12 @@ async def _hunt(request: Request, hunt_id: str) -> HuntRecord:
     return record
 
 
-@router.post("", response_model=Hunt, status_code=201, summary="Create a hunt (paused)")
+@router.post(
+    "",
+    response_model=Hunt,
+    status_code=201,
+    summary="Create a hunt (paused, or running with start)",
+)
 async def create_hunt(
     request: Request, body: HuntIn, principal: Principal = Depends(require(START_HUNT))
 ) -> Hunt:
@@ -76,11 +81,16 @@ async def create_hunt(
     )
     audit = Audit(request, principal)
     try:
-        record = await services.hunts.create(spec, principal.name, principal.query_permissions)
+        record = await services.hunts.create(
+            spec, principal.name, principal.query_permissions, start=body.start
+        )
     except HuntError as exc:
         await audit.record("hunt.create", parameters=data, result="refused", reason=str(exc))
         raise HTTPException(400, str(exc)) from None
-    await audit.record("hunt.create", target=record.hunt_id, parameters=data)
+    entries = [audit.record("hunt.create", target=record.hunt_id, parameters=data)]
+    if body.start:
+        entries.append(audit.record("hunt.start", target=record.hunt_id))
+    await asyncio.gather(*entries)  # one commit of the group, most often
     return hunt_with_warnings(request, record)
 
 
