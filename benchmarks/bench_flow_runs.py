@@ -33,37 +33,18 @@ from typing import Any
 
 from sqlalchemy import create_engine, make_url, text
 
+from bench_group_commit import fresh_at
 from peregrine.datastore import (
     FINISHED,
     IN_PROGRESS,
     Datastore,
     FlowRecord,
     FlowStep,
-    open_datastore,
 )
 
 CLIENT = "C.00000000000000aa"
 SOURCE = "Linux.Sys.Users/users"
 DONE = {"status": "finished", "rows": 1, "error": None, "elapsed": 0.01, "warnings": 0}
-
-
-def fresh(url: str, flows: int) -> tuple[Datastore, list[str]]:
-    datastore = open_datastore(url)
-    datastore.clients.enroll(CLIENT, b"key", 1.0)
-    ids = [f"F.{uuid.uuid4().hex[:16]}" for _ in range(flows)]
-
-    def create_all() -> None:
-        for flow_id in ids:
-            datastore.collections.create(
-                FlowRecord(
-                    flow_id=flow_id, client_id=CLIENT, artifacts=[], request={},
-                    creator="bench", created=1.0, timeout=600.0, progress_timeout=120.0,
-                ),
-                task=b"request",
-            )  # fmt: skip
-
-    datastore.group.submit(create_all).result()
-    return datastore, ids
 
 
 def message_by_message(store: Datastore, flow_id: str) -> FlowRecord | None:
@@ -99,7 +80,7 @@ async def submit_all(store: Datastore, ids: list[str], mode: str) -> None:
 
 
 def measure(url: str, flows: int, mode: str) -> dict[str, Any]:
-    store, ids = fresh(url, flows)
+    store, ids = fresh_at(url, flows, task=b"request")
     try:
         batches = store.group.batches
         wall, cpu = time.perf_counter(), time.process_time()
