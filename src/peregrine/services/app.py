@@ -262,11 +262,16 @@ class Services:
         # An interrogation's few rows are read by the server itself: a Parquet copy of them
         # (a DuckDB write and an fsync) cost more CPU than the rest of an enrollment. A query
         # that reads them still gets one made then.
-        if self.config.analysis.parquet_on_finish and record.creator != INTERROGATOR:
+        # A flow's rows, counted in its record, bound each of its result sets': one with
+        # fewer in all has no set to copy, and its files need not be listed and read.
+        copies = self.config.analysis.parquet_on_finish_rows
+        if (
+            self.config.analysis.parquet_on_finish
+            and record.creator != INTERROGATOR
+            and record.rows >= max(1, copies)
+        ):
             flow_dir = self.filestore.flow_dir(client_id, record.flow_id)
-            stems = await asyncio.to_thread(
-                finished_result_sets, flow_dir, self.config.analysis.parquet_on_finish_rows
-            )
+            stems = await asyncio.to_thread(finished_result_sets, flow_dir, copies)
             self.analysis.copies.schedule(stems)
         if record.creator != INTERROGATOR or record.state != "Finished":
             return
