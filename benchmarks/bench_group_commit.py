@@ -26,7 +26,12 @@ CLIENT = "C.00000000000000aa"
 
 
 def fresh(directory: Path, flows: int) -> tuple[Datastore, list[str]]:
-    datastore = open_datastore(f"sqlite:///{directory}/peregrine.db")
+    return fresh_at(f"sqlite:///{directory}/peregrine.db", flows)
+
+
+def fresh_at(url: str, flows: int, task: bytes | None = None) -> tuple[Datastore, list[str]]:
+    """A new datastore at ``url`` with ``flows`` flows of one client (each with ``task``)."""
+    datastore = open_datastore(url)
     datastore.clients.enroll(CLIENT, b"key", 1.0)
     ids = [f"F.{n:016x}" for n in range(1, flows + 1)]
 
@@ -36,7 +41,8 @@ def fresh(directory: Path, flows: int) -> tuple[Datastore, list[str]]:
                 FlowRecord(
                     flow_id=flow_id, client_id=CLIENT, artifacts=[], request={},
                     creator="bench", created=1.0, timeout=600.0, progress_timeout=120.0,
-                )
+                ),
+                task=task,
             )  # fmt: skip
 
     datastore.group.submit(create_all).result()

@@ -203,6 +203,68 @@ def test_a_coroutine_gets_the_exception_of_its_piece(store: Datastore) -> None:
         asyncio.run(enroll_twice())
 
 
+class EnrollAll:
+    """A fold: enrolls each item's client in one call; "bad" items fail alone, unstored."""
+
+    def __init__(self, store: Datastore) -> None:
+        self.store = store
+        self.calls: list[list[str]] = []
+
+    def __call__(self, items: list[str]) -> list[Any]:
+        self.calls.append(list(items))
+        return [
+            ValueError(f"refused {item}")
+            if item.startswith("bad")
+            else self.store.clients.enroll(item, b"k", 2.0)
+            for item in items
+        ]
+
+
+async def fold_behind_a_gate(store: Datastore, fold: EnrollAll, also: Any = None) -> list[Any]:
+    """Queue ``fold``'s items (and ``also``, a piece) while a gate holds the committer, so
+    they share one batch; then open it."""
+    gate = Gate()
+    store.group.submit(gate)
+    assert gate.entered.wait(10)
+    items = ["C.00000000000000b1", "bad one", "C.00000000000000b2"]
+    waiting = [asyncio.ensure_future(store.group.run_together(fold, item)) for item in items]
+    await asyncio.sleep(0)  # each has queued its item
+    extra = store.group.submit(also) if also is not None else None
+    gate.opened.set()
+    results = await asyncio.gather(*waiting, return_exceptions=True)
+    if extra is not None:
+        with pytest.raises(RuntimeError):
+            extra.result(10)
+    return results
+
+
+def test_folded_work_is_one_call_and_an_item_fails_alone(store: Datastore) -> None:
+    fold = EnrollAll(store)
+    results = asyncio.run(fold_behind_a_gate(store, fold))
+    assert fold.calls == [["C.00000000000000b1", "bad one", "C.00000000000000b2"]]
+    assert results[0] is True and results[2] is True
+    assert isinstance(results[1], ValueError)
+    assert store.group.reruns == 0  # an item's own failure does not run the batch again
+    assert store.clients.get("C.00000000000000b1") is not None
+
+
+def test_folded_work_runs_item_by_item_when_another_piece_fails(store: Datastore) -> None:
+    fold = EnrollAll(store)
+
+    def fails() -> None:
+        raise RuntimeError("another piece failed")
+
+    results = asyncio.run(fold_behind_a_gate(store, fold, also=fails))
+    assert fold.calls == [
+        ["C.00000000000000b1", "bad one", "C.00000000000000b2"],  # rolled back
+        ["C.00000000000000b1"], ["bad one"], ["C.00000000000000b2"],  # each in a savepoint
+    ]  # fmt: skip
+    assert store.group.reruns == 1
+    assert results[0] is True and results[2] is True  # the rolled-back try left nothing
+    assert isinstance(results[1], ValueError)
+    assert store.clients.get("C.00000000000000b2") is not None
+
+
 def test_a_batch_waits_out_another_process_holding_the_database(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

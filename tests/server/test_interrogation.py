@@ -1,5 +1,5 @@
 """Every enrolled client is interrogated, even one whose first connection ended between its
-enrollment and its Welcome (it was interrogated only when new, so it never was)."""
+enrollment and its Welcome (its interrogation, stored with the enrollment, waits for it)."""
 
 from __future__ import annotations
 
@@ -61,10 +61,11 @@ def test_a_client_gone_before_its_welcome_is_interrogated_when_it_returns(tmp_pa
             release.set()
             await asyncio.to_thread(holder.join)
         # Enrolled, and out of the handshake (the only slot is free again): the session has
-        # given up on its Welcome, and no interrogation was scheduled.
+        # given up on its Welcome; the interrogation stored with the enrollment waits.
         await wait_until(lambda: server.datastore.clients.get(client_id) is not None)
         await wait_until(lambda: not server.connections.handshakes.locked())
-        assert server.datastore.collections.list_for_client(client_id) == []
+        [waiting] = server.datastore.collections.list_for_client(client_id)
+        assert (waiting.creator, waiting.state) == (INTERROGATOR, "Scheduled")
 
     async def scenario() -> None:
         async with running_server_with(server_config) as server:

@@ -19,6 +19,7 @@ from .audit import AuditStore
 from .clients import ClientStore
 from .collections import CollectionStore
 from .errors import Conflict, DatastoreError, DatastoreUnavailable, KeyMismatch, NotFound
+from .flow_runs import FlowStep, StepResult
 from .hunts import HuntStore, new_hunt_id
 from .records import (
     AUDIT_ERROR,
@@ -84,6 +85,7 @@ __all__ = [
     "DatastoreError",
     "DatastoreUnavailable",
     "FlowRecord",
+    "FlowStep",
     "HuntClient",
     "HuntRecord",
     "HuntStats",
@@ -92,6 +94,7 @@ __all__ = [
     "NotFound",
     "SessionRecord",
     "SessionStore",
+    "StepResult",
     "TaskStore",
     "TokenRecord",
     "TokenStore",

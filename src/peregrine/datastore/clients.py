@@ -19,6 +19,21 @@ class ClientStore:
 
     def __init__(self, db: Database) -> None:
         self._db = db
+        # Built once (per backend): a burst of new agents enrolls thousands a second.
+        self._enroll = (
+            db.insert_ignore(clients)
+            .returning(clients.c.client_id)
+            .values(
+                client_id=bindparam("b_client"),
+                public_key=bindparam("b_key"),
+                first_seen=bindparam("b_now"),
+                last_seen=bindparam("b_now"),
+                ip_addresses=[],
+                mac_addresses=[],
+                users=[],
+                labels=[],
+            )
+        )
 
     def enroll(self, client_id: str, public_key: bytes, now: float) -> bool:
         """Record a new client; True if it is new, False if it is already enrolled with this key.
@@ -26,23 +41,10 @@ class ClientStore:
         Raises KeyMismatch when the id is enrolled with another key: the caller must refuse the
         connection, since ids derive from keys and only a forger presents a second one.
         """
-        insert = (
-            self._db.insert_ignore(clients)
-            .returning(clients.c.client_id)
-            .values(
-                client_id=client_id,
-                public_key=public_key,
-                first_seen=now,
-                last_seen=now,
-                ip_addresses=[],
-                mac_addresses=[],
-                users=[],
-                labels=[],
-            )
-        )
+        parameters = {"b_client": client_id, "b_key": public_key, "b_now": now}
         with self._db.write() as conn:
             # RETURNING, not rowcount: drivers differ in what rowcount says for a skipped row.
-            if conn.execute(insert).first() is not None:
+            if conn.execute(self._enroll, parameters).first() is not None:
                 return True
             stored = conn.execute(
                 select(clients.c.public_key).where(clients.c.client_id == client_id)

@@ -8,6 +8,7 @@ the check and the change are one atomic step, however many threads or processes 
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 from sqlalchemy import Connection, Row, bindparam, delete, exists, func, select, update
@@ -15,6 +16,7 @@ from sqlalchemy.exc import IntegrityError
 
 from .database import Database
 from .errors import Conflict, NotFound
+from .flow_runs import FlowStep, StepResult, apply_runs
 from .records import (
     ERROR,
     FINAL_STATES,
@@ -169,6 +171,16 @@ class CollectionStore:
                 current[name] = {**current.get(name, {}), **status}
                 conn.execute(_SET_SOURCES, {"b_flow": flow_id, "b_sources": current})
         return True
+
+    def apply_runs(
+        self, runs: Sequence[Sequence[FlowStep]], now: float
+    ) -> list[list[StepResult] | NotFound]:
+        """Apply runs of agent messages (each a ``FlowStep``: what ``apply`` and
+        ``apply_and_transition`` take) in one read and one write for all their flows, with
+        the same rules; a run naming an unknown flow changes nothing and gets ``NotFound``
+        (see ``flow_runs``)."""
+        with self._db.write() as conn:
+            return apply_runs(conn, runs, now)
 
     def in_flight(self) -> list[FlowRecord]:
         """Collections not yet in a final state, oldest first, for the time-out monitor."""

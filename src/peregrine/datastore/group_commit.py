@@ -22,6 +22,10 @@ the deadlock victim. Such a piece is not at fault, so the whole batch is rolled 
 short random pause its pieces run one transaction each, so a conflict costs one piece's work
 instead of a cycle of whole batches deadlocking again.
 
+Work that is cheaper done together is folded (``run_together``): the items of one fold waiting
+in a batch go to one call, so the flow messages of every session's run cost one read and one
+``executemany`` for all their flows instead of a few statements each.
+
 Work is ordinary store calls: while a batch runs, ``Database.write`` and ``Database.read`` on
 this thread join the batch's transaction (see ``Database.joined``). Coroutines wait through
 ``run``: one wake-up of their event loop per batch, not one per piece.
@@ -31,6 +35,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import queue
 import random
@@ -66,6 +71,11 @@ OUTAGE_PAUSE_MAX = 1.0
 _RETRY_SQLSTATES = {"40001", "40P01"}
 
 
+#: Work cheaper done together: one call for many items, one value (or the exception that
+#: item fails with) per item. See ``GroupCommitter.run_together``.
+Fold = Callable[[list[Any]], list[Any]]
+
+
 @dataclass(slots=True)
 class _Work:
     call: Callable[[], Any]
@@ -73,6 +83,8 @@ class _Work:
     loop: asyncio.AbstractEventLoop | None = None  # set for an asyncio future
     value: Any = None
     error: BaseException | None = None
+    fold: Fold | None = None  # set for work done together with others of its fold
+    item: Any = None
 
 
 class _PieceFailed(Exception):
@@ -106,6 +118,18 @@ class GroupCommitter:
         loop = asyncio.get_running_loop()
         future: asyncio.Future[T] = loop.create_future()
         self._put(_Work(lambda: call(*args, **kwargs), future, loop))
+        return await future
+
+    async def run_together(self, fold: Fold, item: Any) -> Any:
+        """``run`` for work cheaper done together (a statement for many items): every item
+        of one ``fold`` waiting in a batch goes to one call ``fold(items)``, made at the
+        first item's place in the batch. It returns one value per item, or the exception
+        that item fails with, having then stored nothing of that item. When the batch runs
+        again piece by piece (another piece raised), each item is folded alone."""
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[Any] = loop.create_future()
+        alone = functools.partial(_fold_alone, fold, item)
+        self._put(_Work(alone, future, loop, fold=fold, item=item))
         return await future
 
     def close(self) -> None:
@@ -205,14 +229,21 @@ class GroupCommitter:
 
     def _run_batch(self, batch: list[_Work], *, savepoints: bool) -> None:
         with self._db.write() as conn, self._db.joined(conn, savepoints):
+            folds: dict[Fold, list[_Work]] = {}
             for work in batch:
                 work.value, work.error = None, None
+                if work.fold is not None and not savepoints:
+                    folds.setdefault(work.fold, []).append(work)
+            for work in batch:
                 try:
                     if savepoints:
                         with conn.begin_nested():
                             work.value = work.call()
                     else:
-                        work.value = work.call()
+                        if work.fold is None:
+                            work.value = work.call()
+                        elif work.fold in folds:
+                            _fold(work.fold, folds.pop(work.fold))
                         if self._db.take_spoiled():
                             # It caught an error of its own, whose writes are still in the
                             # transaction: only savepoints can take them out.
@@ -257,6 +288,26 @@ class _Outage:
             "datastore back: a group commit of %d stored after %.1f s",
             self.size, time.monotonic() - self.started,
         )  # fmt: skip
+
+
+def _fold_alone(fold: Fold, item: Any) -> Any:
+    """An item folded on its own, its failure raised."""
+    (value,) = fold([item])
+    if isinstance(value, Exception):
+        raise value
+    return value
+
+
+def _fold(fold: Fold, works: list[_Work]) -> None:
+    """Fold the items in one call; an item's failure is its own (nothing of it stored)."""
+    values = fold([work.item for work in works])
+    if len(values) != len(works):
+        raise RuntimeError(f"a fold gave {len(values)} values for {len(works)} items")
+    for work, value in zip(works, values, strict=True):
+        if isinstance(value, Exception):
+            work.error = value
+        else:
+            work.value = value
 
 
 def _conflict(exc: DBAPIError) -> bool:

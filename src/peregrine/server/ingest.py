@@ -25,7 +25,16 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
-from peregrine.datastore import Datastore, FlowRecord
+from peregrine.datastore import (
+    CANCELLED,
+    ERROR,
+    FINISHED,
+    IN_PROGRESS,
+    Datastore,
+    FlowRecord,
+    FlowStep,
+    StepResult,
+)
 from peregrine.filestore import DurableBatch, Filestore, StorageFull, UploadCorrupt
 from peregrine.metrics.ingestion import count_chunk, count_stored
 from peregrine.protocol.messages import (
@@ -43,7 +52,7 @@ from .file_batches import FileBatcher
 
 log = logging.getLogger(__name__)
 
-_FLOW_STATES = {"finished": "Finished", "error": "Error", "cancelled": "Cancelled"}
+_FLOW_STATES = {"finished": FINISHED, "error": ERROR, "cancelled": CANCELLED}
 
 
 class NotYourFlow(Exception):
@@ -65,6 +74,8 @@ class _Files:
 _WITH_FILES = (ResultBatch, LogBatch, UploadStart, FlowFinished)
 #: A run's file parts, and the StorageFull that stopped it (its later messages unstored).
 _FilesRun = tuple[list[_Files | None], StorageFull | None]
+#: A session's run for the group commit: its client, messages and their file parts.
+_RecordRun = tuple[str, list[FlowMessage], list[_Files | None]]
 
 
 @dataclass
@@ -154,7 +165,8 @@ class Ingestor:
         if not stored:
             count_stored([], [], full)
             return [], full
-        outcomes = await self.datastore.group.run(self._record_run, client_id, stored, files)
+        run: _RecordRun = (client_id, stored, files)
+        outcomes: list[Outcome] = await self.datastore.group.run_together(self._record_runs, run)
         count_stored(stored, [f.written if f is not None else 0 for f in files], full)
         return outcomes, full
 
@@ -173,14 +185,6 @@ class Ingestor:
             except StorageFull as exc:
                 return files, exc
         return files, None
-
-    def _record_run(
-        self, client_id: str, messages: list[FlowMessage], files: list[_Files | None]
-    ) -> list[Outcome]:
-        return [
-            self._record(client_id, message, part)
-            for message, part in zip(messages, files, strict=True)
-        ]
 
     def _store_files(self, client_id: str, message: FlowMessage, batch: DurableBatch) -> _Files:
         """The filestore's part of a message (blocking file I/O, durable with ``batch``)."""
@@ -228,50 +232,48 @@ class Ingestor:
             f"{whose} ({limit:,} bytes)"
         )
 
-    def _record(self, client_id: str, message: FlowMessage, files: _Files | None) -> Outcome:
-        """The datastore's part of a message: runs inside a group commit."""
-        if files is None:  # a message with files had its owner checked before writing them
-            self.check_owner(client_id, message.flow_id)
-        flow_id, seq, now = message.flow_id, message.seq, time.time()
-        collections = self.datastore.collections
-        outcome = Outcome(ack=seq)
-        if isinstance(message, ResultBatch):
-            written = files.written if files is not None else 0
-            collections.apply(flow_id, seq, now, rows=len(message.rows), bytes=written)
-        elif isinstance(message, LogBatch):
-            collections.apply(flow_id, seq, now, logs=len(message.entries))
-        elif isinstance(message, FlowStarted):
-            _applied, outcome.state_changed = collections.apply_and_transition(
-                flow_id, seq, now, "In progress", drop_task=True
+    def _record_runs(self, runs: list[_RecordRun]) -> list[list[Outcome] | Exception]:
+        """The datastore's part of many sessions' runs, folded in the group commit: every
+        flow they touch is read and written once (``CollectionStore.apply_runs``), and a
+        run that fails (a flow not the agent's, or unknown) leaves nothing behind."""
+        prepared = [self._steps(client_id, messages, files) for client_id, messages, files in runs]
+        valid = [steps for steps in prepared if not isinstance(steps, Exception)]
+        applied = iter(self.datastore.collections.apply_runs(valid, time.time()))
+        results: list[list[Outcome] | Exception] = []
+        for (_client, messages, files), steps in zip(runs, prepared, strict=True):
+            done = steps if isinstance(steps, Exception) else next(applied)
+            if isinstance(done, Exception):
+                results.append(done)
+                continue
+            results.append(
+                [
+                    self._outcome(message, part, result)
+                    for message, part, result in zip(messages, files, done, strict=True)
+                ]
             )
-        elif isinstance(message, SourceFinished):
-            key = f"{message.artifact}/{message.source}"
-            detail = {
-                "status": message.status,
-                "rows": message.rows,
-                "error": message.error,
-                "elapsed": message.elapsed,
-                "warnings": message.warnings,
-                "uploads_skipped": message.uploads_skipped,
-            }
-            collections.apply(flow_id, seq, now, warnings=message.warnings, source=(key, detail))
-        elif isinstance(message, UploadStart):
-            refused = files.refused if files is not None else None
-            counted = 1 if refused else 0  # logged, and a warning of the flow
-            collections.apply(flow_id, seq, now, logs=counted, warnings=counted)
-            if files is not None:
-                outcome.resume = (flow_id, message.upload_id, files.resume_offset)
-                outcome.refused = refused
-        elif isinstance(message, FlowFinished):
-            state = _FLOW_STATES.get(message.status, "Error")
-            uploads = files if files is not None else _Files()
-            applied, outcome.state_changed = collections.apply_and_transition(
-                flow_id, seq, now, state, message.error,
-                uploads=uploads.uploads, upload_bytes=uploads.upload_bytes,
-            )  # fmt: skip
-            if applied:
-                outcome.finished = collections.get(flow_id)  # read in the same transaction
-                self._owners.pop(flow_id, None)  # the cache holds flows still being written
+        return results
+
+    def _steps(
+        self, client_id: str, messages: list[FlowMessage], files: list[_Files | None]
+    ) -> list[FlowStep] | NotYourFlow:
+        """What each message changes on its flow, once its sender is known to own it (a
+        message with files had its owner checked before writing them)."""
+        try:
+            for message, part in zip(messages, files, strict=True):
+                if part is None:
+                    self.check_owner(client_id, message.flow_id)
+        except NotYourFlow as exc:
+            return exc
+        return [_step(message, part) for message, part in zip(messages, files, strict=True)]
+
+    def _outcome(self, message: FlowMessage, files: _Files | None, result: StepResult) -> Outcome:
+        """What the session answers for a message it stored (or found stored already)."""
+        outcome = Outcome(ack=message.seq, state_changed=result.moved, finished=result.ended)
+        if isinstance(message, UploadStart) and files is not None:
+            outcome.resume = (message.flow_id, message.upload_id, files.resume_offset)
+            outcome.refused = files.refused
+        if result.ended is not None:
+            self._owners.pop(message.flow_id, None)  # the cache holds flows still being written
         return outcome
 
     async def store_chunk(self, client_id: str, chunk: UploadChunk) -> Outcome:
@@ -298,6 +300,38 @@ class Ingestor:
                 return Outcome(resume=(chunk.flow_id, chunk.upload_id, 0))
             return Outcome(resume=(chunk.flow_id, chunk.upload_id, record.size))
         return Outcome()
+
+
+def _step(message: FlowMessage, files: _Files | None) -> FlowStep:
+    """The change a message makes to its flow's record."""
+    step = FlowStep(message.flow_id, message.seq)
+    if isinstance(message, ResultBatch):
+        step.rows, step.bytes = len(message.rows), files.written if files is not None else 0
+    elif isinstance(message, LogBatch):
+        step.logs = len(message.entries)
+    elif isinstance(message, FlowStarted):
+        step.to_state, step.drop_task = IN_PROGRESS, True
+    elif isinstance(message, SourceFinished):
+        detail = {
+            "status": message.status,
+            "rows": message.rows,
+            "error": message.error,
+            "elapsed": message.elapsed,
+            "warnings": message.warnings,
+            "uploads_skipped": message.uploads_skipped,
+        }
+        step.warnings, step.source = (
+            message.warnings,
+            (f"{message.artifact}/{message.source}", detail),
+        )
+    elif isinstance(message, UploadStart):
+        refused = files is not None and files.refused is not None
+        step.logs = step.warnings = 1 if refused else 0  # logged, and a warning of the flow
+    elif isinstance(message, FlowFinished):
+        step.to_state, step.error = _FLOW_STATES.get(message.status, ERROR), message.error
+        if files is not None:
+            step.uploads, step.upload_bytes = files.uploads, files.upload_bytes
+    return step
 
 
 __all__ = ["Ingestor", "NotYourFlow", "Outcome", "StorageFull"]

@@ -97,7 +97,7 @@ class AgentSession:
         self.ws = ws
         self.client_id = ""
         self.seen_hunts: list[str] = []
-        #: This connection enrolled the client (until its check-in has interrogated it).
+        #: This connection enrolled the client (until its check-in).
         self.enrolled = False
         peer = ws.remote_address
         self.address: str | None = str(peer[0]) if peer else None
@@ -246,10 +246,9 @@ class AgentSession:
                 )
                 return False
             try:
-                # Grouped: a burst of new agents enrolls in a few commits, not one each.
-                enrolled = await self.server.datastore.group.run(
-                    clients.enroll, client_id, hello.public_key, time.time()
-                )
+                # Grouped, its interrogation stored with it: a burst of new agents enrolls
+                # in a few commits, not two each.
+                enrolled = await self.server.services.enroll(client_id, hello.public_key)
             except KeyMismatch:
                 await self._reject("this client id is enrolled with another key")
                 return False
@@ -298,7 +297,7 @@ class AgentSession:
         if enrolled:
             ENROLLMENTS.inc()
             log.info("enrolled %s from %s", client_id, self.address)
-            self.enrolled = True  # interrogated at check-in, once the login slot is free
+            self.enrolled = True  # its interrogation is delivered at check-in
         return True
 
     async def _reject(self, reason: str, retry_after: float = 300) -> None:

@@ -28,7 +28,13 @@ from peregrine.logcontext import log_context
 from peregrine.notebooks import NotebookService
 from peregrine.services.client_admin import forget_locally
 from peregrine.services.client_index import ClientIndex
-from peregrine.services.collections import CollectionService, Limits
+from peregrine.services.collections import (
+    CollectionService,
+    Limits,
+    Template,
+    copy_for,
+    template_of,
+)
 from peregrine.services.event_monitoring import EventMonitoring
 from peregrine.services.events import ServerEvents
 from peregrine.services.file_browser import FileBrowser
@@ -43,6 +49,8 @@ log = logging.getLogger(__name__)
 
 #: Clients read into the index per datastore query when a process starts.
 INDEX_PAGE = 5000
+#: Seconds a new client's interrogation request is copied from one built copy.
+INTERROGATION_TEMPLATE_SECONDS = 10.0
 
 
 class Services:
@@ -90,6 +98,8 @@ class Services:
         self.timelines = TimelineService(datastore, self.analysis)
         #: Alert rules and what they raise; matching starts on the process's event stream.
         self.alerting = Alerting(config.alerts, datastore, repository, Path(config.data_dir))
+        #: When the interrogation request was built, and it (see ``enroll``).
+        self._interrogation: tuple[float, Template] | None = None
 
     async def load_client_index(self) -> None:
         """Read every enrolled client into the index (when the process starts)."""
@@ -112,11 +122,14 @@ class Services:
         limits: Limits | None = None,
     ) -> FlowRecord:
         record = await self.collections.create(client_id, artifacts, creator, permissions, limits)
-        self.events.flow_changed(record.flow_id)
-        with log_context(client_id=client_id, flow_id=record.flow_id):
-            names = ", ".join(str(a.get("name")) for a in record.artifacts)
-            log.info("collection %s scheduled by %s: %s", record.flow_id, creator, names)
+        self._scheduled(record)
         return record
+
+    def _scheduled(self, record: FlowRecord) -> None:
+        self.events.flow_changed(record.flow_id)
+        with log_context(client_id=record.client_id, flow_id=record.flow_id):
+            names = ", ".join(str(a.get("name")) for a in record.artifacts)
+            log.info("collection %s scheduled by %s: %s", record.flow_id, record.creator, names)
 
     async def wait_for_flow(
         self, flow_id: str, states: Iterable[str], timeout: float = 60.0
@@ -135,12 +148,11 @@ class Services:
         self, client_id: str, seen_hunts: Iterable[str] = (), enrolled: bool = False
     ) -> None:
         """A client checked in: it gets every running hunt it matches and has not had.
-        ``enrolled``: this connection enrolled it just now, so its record holds nothing yet
-        (no read needed) and it is interrogated now, after its login slot is free."""
+        ``enrolled``: this connection enrolled it just now (``enroll``), so its record holds
+        nothing yet (no read needed) and its interrogation is stored already."""
         now = time.time()
         if enrolled:
             self.client_index.update(client_id, labels=(), ip_addresses=(), last_seen=now)
-            await self.interrogate(client_id)
         else:
             if client_id not in self.client_index.clients:
                 await self.reindex(client_id)
@@ -192,6 +204,51 @@ class Services:
 
     # -- interrogation ------------------------------------------------------------------------
 
+    async def enroll(self, client_id: str, public_key: bytes) -> bool:
+        """Enroll a new client with its interrogation: the client, the flow and its task in
+        one piece of the group commit (the check-in delivers the task with any other pending
+        one). False, with nothing stored, if the client is already enrolled with this key;
+        raises KeyMismatch for another key."""
+        template = await self._interrogation_template()
+        enrolled, record = await self.datastore.group.run(
+            self._enroll, client_id, public_key, time.time(), template
+        )
+        if record is not None:
+            if self.collections.created is not None:
+                self.collections.created(record)
+            self._scheduled(record)
+        return enrolled
+
+    def _enroll(
+        self, client_id: str, public_key: bytes, now: float, template: Template | None
+    ) -> tuple[bool, FlowRecord | None]:
+        if not self.datastore.clients.enroll(client_id, public_key, now):
+            return False, None
+        if template is None:
+            return True, None
+        expires = now + self.collections.default_expiry
+        record, payload = copy_for(template, client_id, now, expires)
+        self.datastore.collections.create(record, task=payload)
+        return True, record
+
+    async def _interrogation_template(self) -> Template | None:
+        """The interrogation request, validated once for a burst of new clients (built again
+        after ``INTERROGATION_TEMPLATE_SECONDS``, so a changed definition applies)."""
+        now = time.monotonic()
+        if self._interrogation is not None and now - self._interrogation[0] < (
+            INTERROGATION_TEMPLATE_SECONDS
+        ):
+            return self._interrogation[1]
+        if self.repository.find(INTERROGATION) is None:
+            log.warning("no %s artifact: clients are not interrogated", INTERROGATION)
+            return None
+        built = await asyncio.to_thread(
+            self.collections.build, "", [(INTERROGATION, {})], INTERROGATOR
+        )
+        template = template_of(*built)
+        self._interrogation = (now, template)
+        return template
+
     async def interrogate(self, client_id: str) -> None:
         """Collect the client-info artifact; its result fills the client record."""
         if self.repository.find(INTERROGATION) is None:
@@ -205,11 +262,16 @@ class Services:
         # An interrogation's few rows are read by the server itself: a Parquet copy of them
         # (a DuckDB write and an fsync) cost more CPU than the rest of an enrollment. A query
         # that reads them still gets one made then.
-        if self.config.analysis.parquet_on_finish and record.creator != INTERROGATOR:
+        # A flow's rows, counted in its record, bound each of its result sets': one with
+        # fewer in all has no set to copy, and its files need not be listed and read.
+        copies = self.config.analysis.parquet_on_finish_rows
+        if (
+            self.config.analysis.parquet_on_finish
+            and record.creator != INTERROGATOR
+            and record.rows >= max(1, copies)
+        ):
             flow_dir = self.filestore.flow_dir(client_id, record.flow_id)
-            stems = await asyncio.to_thread(
-                finished_result_sets, flow_dir, self.config.analysis.parquet_on_finish_rows
-            )
+            stems = await asyncio.to_thread(finished_result_sets, flow_dir, copies)
             self.analysis.copies.schedule(stems)
         if record.creator != INTERROGATOR or record.state != "Finished":
             return

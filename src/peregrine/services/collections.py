@@ -8,6 +8,7 @@ agent that is offline gets the task when it next connects, so nothing depends on
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import secrets
 import time
@@ -28,6 +29,7 @@ from peregrine.protocol.messages import (
     ArtifactCall,
     CancelCollection,
     CollectionRequest,
+    decode_from_server,
     encode,
 )
 
@@ -57,6 +59,32 @@ class Limits:
 
 def new_flow_id() -> str:
     return "F." + secrets.token_hex(8)
+
+
+#: A collection prepared once (artifacts validated, definitions gathered), to be copied.
+Template = tuple[FlowRecord, CollectionRequest]
+
+
+def template_of(record: FlowRecord, payload: bytes) -> Template:
+    """``build``'s result kept for copying (``copy_for``)."""
+    request = decode_from_server(payload)
+    if not isinstance(request, CollectionRequest):
+        raise TypeError(f"not a collection request: {type(request).__name__}")
+    return record, request
+
+
+def copy_for(
+    template: Template, client_id: str, now: float, expires: float
+) -> tuple[FlowRecord, bytes]:
+    """The template's collection for ``client_id`` with a fresh flow id: validating artifacts
+    and gathering their definitions is the same work for every client (a hunt's, a new
+    client's interrogation), so it is done once and copied."""
+    record, request = template
+    flow_id = new_flow_id()
+    copy = dataclasses.replace(
+        record, flow_id=flow_id, client_id=client_id, created=now, expires=expires
+    )
+    return copy, encode(msgspec.structs.replace(request, flow_id=flow_id))
 
 
 class CollectionService:

@@ -22,16 +22,20 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-import msgspec
-
 from peregrine.datastore import new_hunt_id
 from peregrine.datastore.errors import NotFound
 from peregrine.engine.context import ALL_PERMISSIONS
 from peregrine.logcontext import log_context
-from peregrine.protocol.messages import CollectionRequest, decode_from_server, encode
+from peregrine.protocol.messages import encode
 from peregrine.services import cron
 from peregrine.services.client_index import EnrollmentFollower
-from peregrine.services.collections import CollectionError, Limits, new_flow_id
+from peregrine.services.collections import (
+    CollectionError,
+    Limits,
+    Template,
+    copy_for,
+    template_of,
+)
 from peregrine.services.outage import OutageLog
 
 if TYPE_CHECKING:
@@ -82,7 +86,7 @@ class HuntManager:
         self.index = services.client_index
         self.enrollments = EnrollmentFollower(self.index, services.datastore.clients)
         self._pushers: dict[str, asyncio.Task[None]] = {}
-        self._templates: dict[str, tuple[FlowRecord, CollectionRequest]] = {}
+        self._templates: dict[str, Template] = {}
         self._lock = asyncio.Lock()
 
     @property
@@ -249,16 +253,9 @@ class HuntManager:
                 hunt.hunt_id,
                 expires,
             )
-            request = decode_from_server(payload)
-            assert isinstance(request, CollectionRequest)
-            self._templates[hunt.hunt_id] = (record, request)
+            self._templates[hunt.hunt_id] = template_of(record, payload)
             return record, payload
-        record, request = template
-        flow_id = new_flow_id()
-        copy = dataclasses.replace(
-            record, flow_id=flow_id, client_id=client_id, created=now, expires=expires
-        )
-        return copy, encode(msgspec.structs.replace(request, flow_id=flow_id))
+        return copy_for(template, client_id, now, expires)
 
     def _flow_expiry(self, hunt: HuntRecord, now: float) -> float:
         """When a hunt's collection on one client expires if that client never starts it:

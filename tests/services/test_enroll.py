@@ -1,0 +1,48 @@
+"""A new client is enrolled with its interrogation: the client, the flow and its task stored
+in one piece of the group commit, the request validated once for a burst of new clients."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+
+import pytest
+
+from peregrine.datastore import SCHEDULED, KeyMismatch
+from peregrine.protocol.messages import CollectionRequest, decode_from_server
+from peregrine.services.interrogation import INTERROGATION, INTERROGATOR
+from tests.services.test_without_frontend import InMemoryFleet, services_alone
+
+NEW, OTHER = "C.00000000000000f1", "C.00000000000000f2"
+
+
+def test_a_new_client_is_stored_with_its_interrogation(tmp_path: Path) -> None:
+    fleet = InMemoryFleet(held=[])
+
+    async def scenario() -> None:
+        async with services_alone(tmp_path, fleet) as services:
+            datastore = services.datastore
+            assert await services.enroll(NEW, b"n" * 32)
+            assert await services.enroll(OTHER, b"o" * 32)
+            # Enrolled already (a second connection raced the first): nothing more stored.
+            assert not await services.enroll(NEW, b"n" * 32)
+            with pytest.raises(KeyMismatch):
+                await services.enroll(NEW, b"x" * 32)
+            [flow] = datastore.collections.list_for_client(NEW)
+            assert (flow.creator, flow.state) == (INTERROGATOR, SCHEDULED)
+            assert flow.artifacts == [{"name": INTERROGATION, "parameters": {}}]
+            [(flow_id, payload)] = datastore.tasks.pending(NEW)
+            request = decode_from_server(payload)
+            assert isinstance(request, CollectionRequest)
+            assert request.flow_id == flow_id == flow.flow_id
+            assert [d["name"] for d in request.definitions] == [INTERROGATION]
+            # The other client's is a copy of the same request under a flow id of its own.
+            [other] = datastore.collections.list_for_client(OTHER)
+            [(other_id, other_payload)] = datastore.tasks.pending(OTHER)
+            assert other.flow_id == other_id != flow_id
+            copied = decode_from_server(other_payload)
+            assert isinstance(copied, CollectionRequest)
+            assert copied.definitions == request.definitions
+            assert fleet.sent == []  # delivered with the pending tasks at check-in
+
+    asyncio.run(scenario())
