@@ -51,6 +51,7 @@ from peregrine.server.readiness import HEALTH_PATHS, Readiness, answer_on_agent_
 from peregrine.server.resync import Resync
 from peregrine.server.seen import SeenWriter
 from peregrine.server.session import AgentSession
+from peregrine.server.tls_socket import tls_listener
 from peregrine.services.app import Services
 from peregrine.services.collections import Limits
 from peregrine.services.event_monitoring import NOTICES as EVENT_NOTICES
@@ -125,16 +126,24 @@ class Server:
     # -- lifecycle ----------------------------------------------------------------------------
 
     async def start(self) -> None:
-        shrink_tls_read_buffers()  # a frontend holds thousands of idle TLS connections
+        shrink_tls_read_buffers()  # the API's TLS connections (agents': tls_socket.py)
         await self.bus.start(self._on_notice)
         await self.leader.start()
         # Rules subscribe before any agent can send: no stored batch goes unmatched.
         await self.services.alerting.start(self.event_stream)
-        self._listener = await serve(
-            self._handle,
+        # TLS on the socket itself (tls_socket.py): no SSLProtocol and BIOs per idle agent.
+        listener = tls_listener(
+            self._agent_tls(),
             self.config.bind_address,
             self.config.port,
-            ssl=self._agent_tls(),
+            # asyncio's default of 100 pending connections drops SYNs when thousands of
+            # agents come back at once (after a restart): they then wait 1, 3, 7 s to retry.
+            backlog=LISTEN_BACKLOG,
+            reuse_port=self.workers > 1,
+        )
+        self._listener = await serve(
+            self._handle,
+            sock=listener,
             max_size=MAX_MESSAGE_BYTES,
             # Strangers may send only a few bytes until they log in (AgentSession).
             create_connection=limited(self.config.limits.handshake_bytes),
@@ -142,10 +151,6 @@ class Server:
             ping_interval=None,  # self.connections.keepalive: one task, not one each
             close_timeout=5,
             compression=None,
-            reuse_port=self.workers > 1,
-            # asyncio's default of 100 pending connections drops SYNs when thousands of
-            # agents come back at once (after a restart): they then wait 1, 3, 7 s to retry.
-            backlog=LISTEN_BACKLOG,
         )
         sockets = list(self._listener.sockets)
         self.port = sockets[0].getsockname()[1] if sockets else self.config.port
