@@ -43,6 +43,7 @@ from peregrine.server.bus import RESYNC, Bus
 from peregrine.server.cluster import make_bus, make_leader, make_presence
 from peregrine.server.connections import ConnectionRegistry
 from peregrine.server.event_ingest import EventIngestor
+from peregrine.server.heap import HeapTrimmer
 from peregrine.server.ingest import Ingestor
 from peregrine.server.leader import Leader
 from peregrine.server.prelogin import limited
@@ -91,6 +92,8 @@ class Server:
         self.filestore = Filestore(Path(config.filestore_dir), config.min_free_bytes)
         self.connections = ConnectionRegistry(PING_INTERVAL, PING_TIMEOUT, config.limits)
         self.seen = SeenWriter(self.datastore.clients)
+        #: Heap pages freed by bursts of handshakes, given back to the system (heap.py).
+        self.heap = HeapTrimmer()
         #: This process's clients coming and going, told to the others; theirs, as last heard.
         self.presence: Presence = make_presence(config, self.bus)
         self.readiness = Readiness(self)
@@ -121,6 +124,7 @@ class Server:
         self._hunt_task: asyncio.Task[None] | None = None
         self._lag_task: asyncio.Task[None] | None = None
         self._retention_task: asyncio.Task[None] | None = None
+        self._heap_task: asyncio.Task[None] | None = None
         self.port: int | None = None
 
     # -- lifecycle ----------------------------------------------------------------------------
@@ -163,6 +167,7 @@ class Server:
         await self.hunts.load()
         self._hunt_task = asyncio.create_task(self.hunts.run(load=False))
         self._lag_task = asyncio.create_task(sample_loop_lag())
+        self._heap_task = asyncio.create_task(self.heap.run())
         self._retention_task = asyncio.create_task(
             self.services.event_monitoring.run_retention(self.leader)
         )
@@ -200,7 +205,8 @@ class Server:
         log.info("drained in %.1f s", time.monotonic() - started)
         if self._api is not None:
             await self._api.stop()
-        for task in (self._monitor_task, self._hunt_task, self._lag_task, self._retention_task):
+        tasks = (self._monitor_task, self._hunt_task, self._lag_task, self._retention_task)
+        for task in (*tasks, self._heap_task):
             if task is not None:
                 task.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
@@ -246,10 +252,12 @@ class Server:
         if task is not None:
             self.connections.track(task)
         self.connections.keepalive.hold(ws)
+        self.heap.note()
         try:
             await session.run()
         finally:
             self.connections.keepalive.release(ws)
+            self.heap.note()
 
     # -- the services' Fleet (services/fleet.py) -----------------------------------------------
 
