@@ -30,7 +30,7 @@ def rss() -> int:
 def test_a_trim_comes_after_enough_connections_and_gives_freed_pages_back() -> None:
     """80 MB freed in the middle of the heap (a block still in use after it) stays resident
     until the trimmer has seen its connections, then goes back to the system."""
-    trimmer = HeapTrimmer(after=3)
+    trimmer = HeapTrimmer(after=30)
     if not trimmer.available:
         pytest.skip("no glibc malloc_trim here")
     libc = ctypes.CDLL(None)
@@ -44,10 +44,10 @@ def test_a_trim_comes_after_enough_connections_and_gives_freed_pages_back() -> N
     try:
         for chunk in chunks:
             libc.free(chunk)
-        trimmer.note()
-        trimmer.note()
+        for _ in range(29):
+            trimmer.note()
         resident = rss()
-        assert not trimmer.trim_if_due()  # two connections: not worth a trim
+        assert not trimmer.trim_if_due()  # 29 connections, and still coming: not yet
         assert rss() > resident - CHUNKS * CHUNK // 2
         trimmer.note()
         assert trimmer.trim_if_due()
@@ -56,6 +56,22 @@ def test_a_trim_comes_after_enough_connections_and_gives_freed_pages_back() -> N
         assert trimmer.trims == 1
     finally:
         libc.free(keeper)
+
+
+def test_a_burst_that_ended_is_trimmed_below_the_count() -> None:
+    """Three connections (a tenth of 30) and then none for a check: trimmed; two: not."""
+    trimmer = HeapTrimmer(after=30)
+    if not trimmer.available:
+        pytest.skip("no glibc malloc_trim here")
+    for _ in range(3):
+        trimmer.note()
+    assert not trimmer.trim_if_due()  # they were still coming at this check
+    assert trimmer.trim_if_due()  # none since: the burst is over
+    trimmer.note()
+    trimmer.note()
+    assert not trimmer.trim_if_due()
+    assert not trimmer.trim_if_due()  # over, but two are not worth a trim
+    assert trimmer.trims == 1
 
 
 def test_the_frontend_counts_agents_coming_and_going(tmp_path: Path) -> None:

@@ -5,8 +5,9 @@ buffers, certificates, key shares), and glibc's malloc returns only the top of i
 itself: what a burst of handshakes freed in the middle stays resident, ≈ 2.5 KB an idle agent
 (``benchmarks/bench_connection_memory.py``, "after malloc_trim"). ``malloc_trim(0)`` gives
 those pages back; on a heap of gigabytes it takes about 10 ms, so it runs at most every
-``CHECK_EVERY`` seconds and only after ``TRIM_AFTER`` connections opened or closed. Without
-glibc (musl, macOS) it does nothing.
+``CHECK_EVERY`` seconds: after ``TRIM_AFTER`` connections opened or closed, or a tenth of that
+once a burst has ended (nothing changed over the last check). Without glibc (musl, macOS) it
+does nothing.
 """
 
 from __future__ import annotations
@@ -42,6 +43,7 @@ class HeapTrimmer:
     def __init__(self, after: int = TRIM_AFTER) -> None:
         self.after = after
         self.changes = 0
+        self._at_last_check = 0
         #: Trims done (for tests and curiosity).
         self.trims = 0
 
@@ -54,10 +56,14 @@ class HeapTrimmer:
         self.changes += 1
 
     def trim_if_due(self) -> bool:
-        """Trim if ``after`` connections changed since the last trim; whether it did."""
-        if _TRIM is None or self.changes < self.after:
+        """Trim if ``after`` connections changed since the last trim, or a tenth of that and
+        none since the last check; whether it did."""
+        quiet = self.changes == self._at_last_check
+        self._at_last_check = self.changes
+        due = self.changes >= self.after or (quiet and self.changes >= self.after // 10)
+        if _TRIM is None or not due:
             return False
-        self.changes = 0
+        self.changes = self._at_last_check = 0
         _TRIM(0)
         self.trims += 1
         return True
