@@ -6,18 +6,27 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+import time
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
+import msgspec
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.asyncio.server import Server as WebSocketServer
 from websockets.asyncio.server import ServerConnection, serve
 from websockets.exceptions import ConnectionClosedOK
 
 from peregrine.config import GeneratedConfig, client_ssl_context, server_ssl_context
+from peregrine.config.model import AgentLimits
 from peregrine.server.tls_socket import NonBlockingTLSSocket, tls_listener
-from tests.server.harness import agent_config, make_deployment, running_agent, running_server
+from tests.server.harness import (
+    agent_config,
+    make_deployment,
+    running_agent,
+    running_server,
+    running_server_with,
+)
 
 MiB = 1024 * 1024
 
@@ -136,3 +145,30 @@ def test_garbage_instead_of_tls_is_dropped_and_the_listener_keeps_serving(
                 return answer
 
     assert asyncio.run(scenario()) == b"still here"
+
+
+def test_a_connection_that_never_starts_tls_is_closed_at_the_handshake_deadline(
+    tmp_path: Path,
+) -> None:
+    """The TLS handshake now runs inside websockets' opening time-out, which the frontend sets
+    to ``limits.handshake_timeout``: a TCP connection that sends nothing is closed then (it
+    was asyncio's 60 s TLS handshake time-out)."""
+    deployment = make_deployment(tmp_path / "deploy")
+    config = msgspec.structs.replace(deployment.server, limits=AgentLimits(handshake_timeout=1.0))
+
+    async def scenario() -> tuple[float, bytes]:
+        async with running_server_with(config) as server:
+            assert server.port is not None
+            reader, writer = await asyncio.open_connection("127.0.0.1", server.port)
+            started = time.monotonic()
+            async with asyncio.timeout(30):
+                try:
+                    data = await reader.read()
+                except ConnectionResetError:
+                    data = b""
+            writer.close()
+            return time.monotonic() - started, data
+
+    elapsed, data = asyncio.run(scenario())
+    assert data == b""
+    assert 0.8 < elapsed < 5.0, elapsed

@@ -151,6 +151,9 @@ class Server:
             max_size=MAX_MESSAGE_BYTES,
             # Strangers may send only a few bytes until they log in (AgentSession).
             create_connection=limited(self.config.limits.handshake_bytes),
+            # The TLS handshake and the HTTP upgrade, then the login (AgentSession): each
+            # within the handshake deadline.
+            open_timeout=self.config.limits.handshake_timeout,
             process_request=self._check_path,
             ping_interval=None,  # self.connections.keepalive: one task, not one each
             close_timeout=5,
