@@ -17,6 +17,8 @@ import ctypes
 import logging
 from collections.abc import Callable
 
+from peregrine.libc import libc_function
+
 log = logging.getLogger(__name__)
 
 #: Connections opened or closed since the last trim that make the next one worth it.
@@ -24,17 +26,7 @@ TRIM_AFTER = 1000
 CHECK_EVERY = 10.0
 
 
-def _malloc_trim() -> Callable[[int], int] | None:
-    try:
-        trim = ctypes.CDLL(None).malloc_trim
-    except (OSError, AttributeError):
-        return None
-    trim.argtypes = [ctypes.c_size_t]
-    trim.restype = ctypes.c_int
-    return trim
-
-
-_TRIM = _malloc_trim()
+_TRIM: Callable[[int], int] | None = libc_function("malloc_trim", [ctypes.c_size_t])
 
 
 class HeapTrimmer:
