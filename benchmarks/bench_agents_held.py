@@ -17,6 +17,8 @@ from __future__ import annotations
 import argparse
 import time
 
+import psutil
+
 from fleet_common import (
     LoadTest,
     ServerProcess,
@@ -55,8 +57,14 @@ def main() -> None:
         server.start(timeout=args.timeout)
         time.sleep(3.0)
         rss0, fds0 = server.rss(), server.fds()
+        ramp_cpu0 = server.cpu()
         fleet.start()
+        ramp_sim_cpu0 = cpu_seconds(fleet.procs())  # its slices start later, from zero
         _, connect_seconds = wait_connections(server, args.clients, args.timeout, stall=args.stall)
+        # What connecting cost each side: where the box runs out while agents come.
+        ramp_cpu = server.cpu() - ramp_cpu0
+        ramp_sim_cpu = cpu_seconds(fleet.procs()) - ramp_sim_cpu0
+        held_ramp = server.agent_connections()
         time.sleep(3.0)  # handshakes and check-ins that were still under way
         sims = fleet.procs()
         cpu0, sim_cpu0, t0 = server.cpu(), cpu_seconds(sims), time.monotonic()
@@ -64,6 +72,8 @@ def main() -> None:
         cpu1, sim_cpu1, t1 = server.cpu(), cpu_seconds(sims), time.monotonic()
         held_end = server.agent_connections()
         rss1, fds1 = server.rss(), server.fds()
+        fds_max = max((p.num_fds() for p in server.procs()), default=0)
+        available = psutil.virtual_memory().available
         sim_rss = rss(sims)
         summary = fleet.stop()
         log_tail = [
@@ -82,6 +92,13 @@ def main() -> None:
         "server_rss_mb_held": round(rss1 / 1e6, 1),
         "server_kb_per_agent": round(per_agent / 1000, 1) if per_agent else None,
         "server_fds": [fds0, fds1],
+        "server_fds_most_in_one_process": fds_max,
+        "ramp_server_cpu_s": round(ramp_cpu, 1),
+        "ramp_sim_cpu_s": round(ramp_sim_cpu, 1),
+        "ramp_server_cpu_ms_per_connection": round(1000 * ramp_cpu / max(held_ramp, 1), 2),
+        "ramp_sim_cpu_ms_per_connection": round(1000 * ramp_sim_cpu / max(held_ramp, 1), 2),
+        "ramp_cores_used": round((ramp_cpu + ramp_sim_cpu) / max(connect_seconds, 1e-9), 2),
+        "memory_available_gb_at_end": round(available / 1e9, 1),
         "server_cpu_percent_idle": round(100 * (cpu1 - cpu0) / (t1 - t0), 2),
         "sim_rss_mb": round(sim_rss / 1e6, 1),
         "sim_kb_per_agent": round(sim_rss / max(held_end, 1) / 1000, 1),

@@ -15,6 +15,7 @@ import json
 import os
 import platform
 import re
+import shutil
 import signal
 import socket
 import sqlite3
@@ -237,7 +238,19 @@ class ServerProcess:
         return total
 
     def agent_connections(self) -> int:
-        """ESTABLISHED TCP connections on the agent port held by the server's processes."""
+        """ESTABLISHED TCP connections on the agent port (the server's side of them).
+
+        Counted by the kernel through ``ss`` (netlink, filtered in the kernel): psutil parses
+        all of /proc/net/tcp in Python once per server process, about a second of CPU per
+        poll at 100,000 connections, taken from the box being measured. ``ss`` also counts
+        connections the kernel completed but the server has not accepted yet (none once idle).
+        """
+        if shutil.which("ss"):
+            out = subprocess.run(
+                ["ss", "-Htn", "state", "established", f"( sport = :{self.dep.port} )"],
+                capture_output=True, check=True, text=True,
+            ).stdout  # fmt: skip
+            return out.count("\n")
         count = 0
         for p in self.procs():
             with contextlib.suppress(psutil.Error):

@@ -35,6 +35,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from peregrine.libc import libc_function
+
 from .errors import StorageFull, is_space_error
 
 
@@ -50,13 +52,7 @@ def _load_syncfs() -> Any:
     """libc's ``syncfs``, where it reports writeback errors (Linux >= 5.8); else None."""
     if platform.system() != "Linux" or not _kernel_at_least(5, 8):
         return None
-    try:
-        function = ctypes.CDLL(None, use_errno=True).syncfs
-    except (AttributeError, OSError):
-        return None
-    function.argtypes = [ctypes.c_int]
-    function.restype = ctypes.c_int
-    return function
+    return libc_function("syncfs", [ctypes.c_int], use_errno=True)
 
 
 _SYNCFS = _load_syncfs()

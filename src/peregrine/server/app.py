@@ -43,6 +43,7 @@ from peregrine.server.bus import RESYNC, Bus
 from peregrine.server.cluster import make_bus, make_leader, make_presence
 from peregrine.server.connections import ConnectionRegistry
 from peregrine.server.event_ingest import EventIngestor
+from peregrine.server.heap import HeapTrimmer
 from peregrine.server.ingest import Ingestor
 from peregrine.server.leader import Leader
 from peregrine.server.prelogin import limited
@@ -51,6 +52,7 @@ from peregrine.server.readiness import HEALTH_PATHS, Readiness, answer_on_agent_
 from peregrine.server.resync import Resync
 from peregrine.server.seen import SeenWriter
 from peregrine.server.session import AgentSession
+from peregrine.server.tls_socket import tls_listener
 from peregrine.services.app import Services
 from peregrine.services.collections import Limits
 from peregrine.services.event_monitoring import NOTICES as EVENT_NOTICES
@@ -90,6 +92,8 @@ class Server:
         self.filestore = Filestore(Path(config.filestore_dir), config.min_free_bytes)
         self.connections = ConnectionRegistry(PING_INTERVAL, PING_TIMEOUT, config.limits)
         self.seen = SeenWriter(self.datastore.clients)
+        #: Heap pages freed by bursts of handshakes, given back to the system (heap.py).
+        self.heap = HeapTrimmer()
         #: This process's clients coming and going, told to the others; theirs, as last heard.
         self.presence: Presence = make_presence(config, self.bus)
         self.readiness = Readiness(self)
@@ -120,32 +124,40 @@ class Server:
         self._hunt_task: asyncio.Task[None] | None = None
         self._lag_task: asyncio.Task[None] | None = None
         self._retention_task: asyncio.Task[None] | None = None
+        self._heap_task: asyncio.Task[None] | None = None
         self.port: int | None = None
 
     # -- lifecycle ----------------------------------------------------------------------------
 
     async def start(self) -> None:
-        shrink_tls_read_buffers()  # a frontend holds thousands of idle TLS connections
+        shrink_tls_read_buffers()  # the API's TLS connections (agents': tls_socket.py)
         await self.bus.start(self._on_notice)
         await self.leader.start()
         # Rules subscribe before any agent can send: no stored batch goes unmatched.
         await self.services.alerting.start(self.event_stream)
-        self._listener = await serve(
-            self._handle,
+        # TLS on the socket itself (tls_socket.py): no SSLProtocol and BIOs per idle agent.
+        listener = tls_listener(
+            self._agent_tls(),
             self.config.bind_address,
             self.config.port,
-            ssl=self._agent_tls(),
+            # asyncio's default of 100 pending connections drops SYNs when thousands of
+            # agents come back at once (after a restart): they then wait 1, 3, 7 s to retry.
+            backlog=LISTEN_BACKLOG,
+            reuse_port=self.workers > 1,
+        )
+        self._listener = await serve(
+            self._handle,
+            sock=listener,
             max_size=MAX_MESSAGE_BYTES,
             # Strangers may send only a few bytes until they log in (AgentSession).
             create_connection=limited(self.config.limits.handshake_bytes),
+            # The TLS handshake and the HTTP upgrade, then the login (AgentSession): each
+            # within the handshake deadline.
+            open_timeout=self.config.limits.handshake_timeout,
             process_request=self._check_path,
             ping_interval=None,  # self.connections.keepalive: one task, not one each
             close_timeout=5,
             compression=None,
-            reuse_port=self.workers > 1,
-            # asyncio's default of 100 pending connections drops SYNs when thousands of
-            # agents come back at once (after a restart): they then wait 1, 3, 7 s to retry.
-            backlog=LISTEN_BACKLOG,
         )
         sockets = list(self._listener.sockets)
         self.port = sockets[0].getsockname()[1] if sockets else self.config.port
@@ -158,6 +170,7 @@ class Server:
         await self.hunts.load()
         self._hunt_task = asyncio.create_task(self.hunts.run(load=False))
         self._lag_task = asyncio.create_task(sample_loop_lag())
+        self._heap_task = asyncio.create_task(self.heap.run())
         self._retention_task = asyncio.create_task(
             self.services.event_monitoring.run_retention(self.leader)
         )
@@ -195,7 +208,8 @@ class Server:
         log.info("drained in %.1f s", time.monotonic() - started)
         if self._api is not None:
             await self._api.stop()
-        for task in (self._monitor_task, self._hunt_task, self._lag_task, self._retention_task):
+        tasks = (self._monitor_task, self._hunt_task, self._lag_task, self._retention_task)
+        for task in (*tasks, self._heap_task):
             if task is not None:
                 task.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
@@ -241,10 +255,12 @@ class Server:
         if task is not None:
             self.connections.track(task)
         self.connections.keepalive.hold(ws)
+        self.heap.note()
         try:
             await session.run()
         finally:
             self.connections.keepalive.release(ws)
+            self.heap.note()
 
     # -- the services' Fleet (services/fleet.py) -----------------------------------------------
 

@@ -9,7 +9,9 @@ failed (close 1009) and what was not yet received is never buffered.
 
 from __future__ import annotations
 
+import asyncio
 import logging
+from collections.abc import Iterable
 from typing import Any
 
 from websockets.asyncio.server import ServerConnection
@@ -18,6 +20,21 @@ from websockets.frames import CloseCode
 log = logging.getLogger(__name__)
 #: What websockets logs about agent connections (its own logger, shared by all of them).
 _WEBSOCKETS_LOG = logging.getLogger("websockets.server")
+
+
+class FrameList(list[Any]):
+    """What websockets' receive queue does with its deque (``append``, ``popleft``,
+    ``extendleft``, ``len``), in a list: an empty deque keeps a 64-slot block (760 bytes) for
+    the connection's life, and an idle agent's queue is empty; it seldom holds more than a
+    few frames (websockets pauses reading at ``max_queue``)."""
+
+    __slots__ = ()
+
+    def popleft(self) -> Any:
+        return self.pop(0)
+
+    def extendleft(self, items: Iterable[Any]) -> None:
+        self[0:0] = reversed(list(items))
 
 
 class AgentConnection(ServerConnection):
@@ -32,6 +49,10 @@ class AgentConnection(ServerConnection):
         # drain waiters, which it only appends to, removes from and iterates: a list does.
         self.protocol.logger = self.logger = _WEBSOCKETS_LOG
         self.drain_waiters = []  # type: ignore[assignment]
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        super().connection_made(transport)
+        self.recv_messages.frames.queue = FrameList()  # type: ignore[assignment]
 
     def logged_in(self) -> None:
         """The agent proved who it is: from now on only the frame size limit applies."""
