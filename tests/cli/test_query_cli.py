@@ -148,6 +148,9 @@ def test_ctrl_c_before_the_first_row_stops_the_worker_without_a_traceback(
             stdout=out,
             stderr=errors,
             env=env,
+            # As from a terminal: a test run started in the background (`nohup ... &`) ignores
+            # SIGINT, the CLI would inherit that, and Ctrl-C would do nothing.
+            preexec_fn=_sigint_as_from_a_terminal,
         )
         worker = _worker_of(cli.pid)
         try:
@@ -175,6 +178,11 @@ def test_ctrl_c_before_the_first_row_stops_the_worker_without_a_traceback(
         assert (tmp_path / "out").read_text() == ""
 
 
+def _sigint_as_from_a_terminal() -> None:
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})
+
+
 def _worker_of(pid: int) -> psutil.Process:
     found: list[psutil.Process] = []
 
@@ -198,6 +206,11 @@ def _gone(process: psutil.Process) -> bool:
         return process.status() == psutil.STATUS_ZOMBIE
     except psutil.NoSuchProcess:
         return True
+
+
+def _sigint_as_from_a_terminal() -> None:
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})
 
 
 def _worker_of(pid: int) -> psutil.Process:
