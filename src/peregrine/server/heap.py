@@ -2,9 +2,11 @@
 
 A TLS handshake allocates far more than the idle connection keeps (OpenSSL's handshake
 buffers, certificates, key shares), and glibc's malloc returns only the top of its heap by
-itself: what a burst of handshakes freed in the middle stays resident, ≈ 2.5 KB an idle agent
-(``benchmarks/bench_connection_memory.py``, "after malloc_trim"). ``malloc_trim(0)`` gives
-those pages back; on a heap of gigabytes it takes about 10 ms, so it runs at most every
+itself: what a burst of handshakes freed in the middle stays resident. How much depends on the
+churn: ≈ 1.9 KB an agent in the second round's 2,000-agent run, 0.1 KB in
+``benchmarks/bench_connection_memory.py`` (one exchange each, little churn; docs/benchmarks.md).
+``malloc_trim(0)`` gives those pages back; on a heap of gigabytes it takes about 10 ms, so it
+runs at most every
 ``CHECK_EVERY`` seconds: after ``TRIM_AFTER`` connections opened or closed, or a tenth of that
 once a burst has ended (nothing changed over the last check). Without glibc (musl, macOS) it
 does nothing.
