@@ -169,8 +169,9 @@ def agent_process(config: ClientConfig, path: Path, log: Path) -> Process:
 @contextlib.contextmanager
 def served(deployment: GeneratedConfig, log: Path, *options: str) -> Iterator[tuple[Process, str]]:
     """``peregrine server`` (with ``options``, e.g. ``--workers 2``) as a child process, once
-    both its ports answer; with the token of the administrator it made for this machine's
-    CLI. Stopped afterwards."""
+    both its ports answer (with ``--workers N``, once every one of the N processes listens on
+    both); with the token of the administrator it made for this machine's CLI. Stopped
+    afterwards; a failure inside the block carries the server's log."""
     from peregrine.cli.local_login import login_path, read_local_login
 
     cfg = deployment.server
@@ -178,17 +179,40 @@ def served(deployment: GeneratedConfig, log: Path, *options: str) -> Iterator[tu
         ["server", "--config", str(deployment.server_config_path), "--no-local-agent", *options],
         log,
     )
+    workers = int(options[options.index("--workers") + 1]) if "--workers" in options else 1
     server.start()
     try:
         deadline = time.monotonic() + 60
         while not (port_open(cfg.port) and port_open(cfg.api_port)):
             assert time.monotonic() < deadline, server.output()
             time.sleep(0.2)
+        if workers > 1:
+            # The ports answer once one worker listens; agents that connect before the others
+            # do all land on that one, and stay (they keep their connection).
+            assert server.proc is not None
+            ports = (cfg.port, cfg.api_port)
+            while listening_workers(server.proc.pid, ports) < workers:
+                assert time.monotonic() < deadline, server.output()
+                time.sleep(0.05)
         login = read_local_login(login_path(Path(cfg.data_dir)))
         assert login is not None, server.output()
-        yield server, login.token
+        try:
+            yield server, login.token
+        except BaseException as exc:
+            exc.add_note(f"server log (last 5,000 characters):\n{server.output()[-5000:]}")
+            raise
     finally:
         server.stop()
+
+
+def listening_workers(supervisor: int, ports: tuple[int, ...]) -> int:
+    """How many of ``supervisor``'s child processes listen on every one of ``ports``."""
+    count = 0
+    for worker in psutil.Process(supervisor).children():
+        with contextlib.suppress(psutil.Error):
+            bound = {c.laddr.port for c in worker.net_connections("tcp") if c.status == "LISTEN"}
+            count += bound.issuperset(ports)
+    return count
 
 
 def api_client(deployment: GeneratedConfig, token: str) -> httpx.Client:
