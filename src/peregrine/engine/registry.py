@@ -37,8 +37,12 @@ class Arg:
     """An argument of a plugin; for a table plugin it is also a hidden column.
 
     ``exact`` is for a filter (an argument named as a column): the plugin keeps exactly the
-    rows SQLite's ``=`` would (binary collation, SQLite's comparison of types), so SQLite does
-    not check each row again; given NULL, the engine returns no rows without calling it.
+    rows SQLite's ``=`` would (binary collation), so SQLite does not check each row again;
+    given NULL, the engine returns no rows without calling it. A filter's value comes
+    converted to the column's type as SQLite would compare it (``affinity.py``: '5' for 5 in a
+    text column, 5 for '5' in an INTEGER one); a value from a joined column of another
+    affinity may still compare otherwise in SQLite, so an exact filter is for columns whose
+    values never read as numbers (``glob``'s ``type``).
     """
 
     name: str

@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any
 
 import apsw
 
+from peregrine.engine.affinity import pushed_value
 from peregrine.engine.errors import PermissionDenied, PluginError, QueryError
 from peregrine.engine.registry import Lazy, TablePlugin
 
@@ -131,11 +132,16 @@ class PluginTable:
         arg_index = {a.name: n for n, a in enumerate(self.plugin.arguments)}
         # SQLite column index -> argument index, for filters and hidden arguments alike.
         self.column_to_arg: dict[int, int] = {}
+        #: Argument index -> the declared type of the column it filters (filters only).
+        self.filter_types: dict[int, str] = {}
         for sqlite_index, entry in enumerate(self.order):
             if entry < 0:
                 self.column_to_arg[sqlite_index] = -1 - entry
             elif self.plugin.columns[entry].name in arg_index:
                 self.column_to_arg[sqlite_index] = arg_index[self.plugin.columns[entry].name]
+                self.filter_types[arg_index[self.plugin.columns[entry].name]] = self.plugin.columns[
+                    entry
+                ].type
 
     def BestIndexObject(self, info: apsw.IndexInfo) -> bool:
         given: dict[int, int] = {}  # argument index -> constraint index
@@ -202,6 +208,7 @@ class PluginCursor:
         # Column(-1), the rowid.
         self.order = [*table.order, _ROWID]
         self.names = [c.name for c in self.plugin.columns]
+        self.filter_types = table.filter_types
         self.arg_values: list[Any] = [a.default for a in self.plugin.arguments]
         self.rows: Iterator[Any] = iter(())
         self.row: Sequence[Any] = ()
@@ -216,6 +223,8 @@ class PluginCursor:
         for arg_index, value in zip(given, constraintargs, strict=True):
             arg = self.plugin.arguments[arg_index]
             self.arg_values[arg_index] = value
+            if arg_index in self.filter_types:  # compared by the plugin: as SQLite compares
+                value = pushed_value(value, self.filter_types[arg_index], arg.exact)
             args[arg.name] = value
             matches_nothing = matches_nothing or (arg.exact and value is None)  # x = NULL
         self.ctx.check()
