@@ -4,12 +4,15 @@ message by message, each ``seq`` counted once however a run is replayed, on both
 from __future__ import annotations
 
 import dataclasses
+import itertools
 
 import pytest
 
 from peregrine.datastore import (
     CANCELLED,
+    FINAL_STATES,
     FINISHED,
+    FLOW_STATES,
     IN_PROGRESS,
     Datastore,
     FlowRecord,
@@ -152,3 +155,35 @@ def test_an_unknown_state_is_refused(store: Datastore) -> None:
     with pytest.raises(ValueError, match="unknown collection state"):
         store.collections.apply_runs([[FlowStep(flow_id, 1, to_state="Done")]], NOW)
     assert record(store, flow_id).last_seq == 0
+
+
+def test_a_state_change_in_a_run_is_the_one_transition_makes(store: Datastore) -> None:
+    """Every state to every state, with and without an error, started or not: ``apply_runs``
+    (the row changed in memory) and ``apply_and_transition`` (the UPDATE) agree."""
+    cases = list(itertools.product(FLOW_STATES, FLOW_STATES, (None, "lost"), (None, 7.0)))
+    for i, (before, _, _, started) in enumerate(cases):
+        for kind in "ab":
+            flow = FlowRecord(
+                flow_id=f"F.{kind}{i:015d}",
+                client_id=CLIENT,
+                artifacts=[],
+                request={},
+                creator="alice",
+                created=1.0,
+                state=before,
+                started=started,
+                finished=8.0 if before in FINAL_STATES else None,
+                last_activity=started,
+            )
+            store.collections.create(flow, task=None)
+    runs = [[FlowStep(f"F.a{i:015d}", 1, to_state=c[1], error=c[2])] for i, c in enumerate(cases)]
+    results = store.collections.apply_runs(runs, NOW)
+    for i, (case, result) in enumerate(zip(cases, results, strict=True)):
+        applied, moved = store.collections.apply_and_transition(
+            f"F.b{i:015d}", 1, NOW, case[1], case[2]
+        )
+        assert isinstance(result, list) and result[0].applied and applied, case
+        assert result[0].moved == moved == (case[0] not in FINAL_STATES), case
+        expected = record(store, f"F.b{i:015d}")
+        in_run = dataclasses.replace(record(store, f"F.a{i:015d}"), flow_id=expected.flow_id)
+        assert in_run == expected, case

@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from sqlalchemy import Connection, Row, bindparam, delete, exists, func, select, update
+from sqlalchemy import Connection, Row, bindparam, delete, exists, select, update
 from sqlalchemy.exc import IntegrityError
 
 from .database import Database
@@ -19,14 +19,12 @@ from .errors import Conflict, NotFound
 from .flow_runs import FlowStep, StepResult, apply_runs
 from .records import (
     ERROR,
-    FINAL_STATES,
-    FLOW_STATES,
     IN_FLIGHT_STATES,
-    IN_PROGRESS,
     SCHEDULED,
     FlowRecord,
 )
 from .schema import clients, flows, tasks
+from .transition import statement as _transition
 
 #: Record field -> column, where they differ.
 _COLUMNS = {
@@ -257,42 +255,11 @@ def _counts(
     }
 
 
-def _transition(flow_id: str, to_state: str, now: float, error: str | None) -> Any:
-    """The UPDATE moving a flow to ``to_state`` unless it is final (see ``transition``), with
-    its parameters."""
-    if to_state not in FLOW_STATES:
-        raise ValueError(f"unknown collection state {to_state!r}; one of {FLOW_STATES}")
-    key = (to_state, error is not None)
-    statement = _TRANSITIONS.get(key)
-    if statement is None:
-        values: dict[str, Any] = {"state": to_state}
-        if error is not None:
-            values["error"] = bindparam("b_error")
-        if to_state == IN_PROGRESS:
-            values["started"] = func.coalesce(flows.c.started, bindparam("b_now"))
-            values["last_activity"] = bindparam("b_now")
-        if to_state in FINAL_STATES:
-            values["finished"] = bindparam("b_now")
-        statement = _TRANSITIONS[key] = (
-            update(flows)
-            .where(flows.c.flow_id == bindparam("b_flow"), flows.c.state.not_in(FINAL_STATES))
-            .values(**values)
-        )
-    parameters: dict[str, Any] = {"b_flow": flow_id}
-    if error is not None:
-        parameters["b_error"] = error
-    if to_state == IN_PROGRESS or to_state in FINAL_STATES:
-        parameters["b_now"] = now
-    return statement, parameters
-
-
 _INSERT_FLOW = flows.insert()
 _OWNER = select(flows.c.client_id).where(flows.c.flow_id == bindparam("b_flow"))
 #: Read once per finished flow (the ingestor's group commit): built once.
 _GET = select(flows).where(flows.c.flow_id == bindparam("b_flow"))
 _INSERT_TASK = tasks.insert()
-#: (state, with an error) -> its transition UPDATE, built on first use.
-_TRANSITIONS: dict[tuple[str, bool], Any] = {}
 _SOURCES = select(flows.c.sources).where(flows.c.flow_id == bindparam("b_flow"))
 _SET_SOURCES = (
     update(flows)

@@ -21,8 +21,9 @@ from typing import Any
 from sqlalchemy import Connection, Text, bindparam, delete, select, type_coerce, update
 
 from .errors import NotFound
-from .records import FINAL_STATES, FLOW_STATES, IN_PROGRESS, FlowRecord
+from .records import FINAL_STATES, FLOW_STATES, FlowRecord
 from .schema import flows, tasks
+from .transition import move
 
 
 @dataclass(slots=True)
@@ -142,28 +143,12 @@ def _apply(row: _Row, step: FlowStep, now: float, dropped: list[dict[str, Any]])
         row.sources[name] = {**row.sources.get(name, {}), **status}
     result = StepResult(applied=True)
     if step.to_state is not None:
-        result.moved = _move(values, step.to_state, step.error, now)
+        result.moved = move(values, step.to_state, step.error, now)
         if step.to_state in FINAL_STATES:
             result.ended = row.record()
     if step.drop_task:
         dropped.append({"b_flow": step.flow_id})
     return result
-
-
-def _move(values: dict[str, Any], to_state: str, error: str | None, now: float) -> bool:
-    """``CollectionStore.transition``'s rule: a final flow stays as it is."""
-    if values["state"] in FINAL_STATES:
-        return False
-    values["state"] = to_state
-    if error is not None:
-        values["error"] = error
-    if to_state == IN_PROGRESS:
-        if values["started"] is None:
-            values["started"] = now
-        values["last_activity"] = now
-    if to_state in FINAL_STATES:
-        values["finished"] = now
-    return True
 
 
 #: Flows read per statement (SQLite allows 32,766 parameters; PostgreSQL more).
