@@ -16,6 +16,7 @@ from typing import Any, NoReturn
 
 import pytest
 
+from peregrine.cluster import processes
 from peregrine.engine import Engine, QueryLimits
 
 
@@ -72,19 +73,13 @@ def _unavailable(variable: str, reason: str) -> NoReturn:
     pytest.skip(reason)
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 class RedisServer:
     """A throw-away ``redis-server`` on a loopback port, that a test can stop and restart."""
 
     def __init__(self, executable: str, directory: Path) -> None:
         self.executable = executable
         self.directory = directory
-        self.port = _free_port()
+        self.port = processes.free_port()  # below the kernel's range: restarts find it free
         self.proc: subprocess.Popen[bytes] | None = None
         directory.mkdir(parents=True, exist_ok=True)
 

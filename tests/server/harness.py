@@ -29,6 +29,7 @@ from websockets.exceptions import ConnectionClosed
 from peregrine.agent.agent import Agent
 from peregrine.agent.identity import Identity
 from peregrine.artifacts.repository import ArtifactRepository
+from peregrine.cluster import processes
 from peregrine.config import (
     ClientConfig,
     GeneratedConfig,
@@ -51,9 +52,9 @@ from peregrine.services.collections import CollectionService, Limits
 
 
 def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+    """A loopback port free now, below the range the kernel gives outgoing connections, and
+    not given to this test process lately (``processes.free_port``)."""
+    return processes.free_port()
 
 
 def make_deployment(directory: Path) -> GeneratedConfig:

@@ -14,6 +14,7 @@ import random
 import signal
 import socket
 import subprocess
+import threading
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -26,23 +27,44 @@ _children: dict[int, subprocess.Popen[bytes]] = {}
 
 #: Where ``free_port`` looks: below the kernel's range for outgoing connections.
 PORT_RANGE = (10_000, 32_768)
+#: Ports ``free_port`` gave lately (oldest first): none is given again while they are here.
+_given: dict[int, None] = {}
+_GIVEN_KEPT = 2048
+_giving = threading.Lock()
 
 
 def free_port(host: str = "127.0.0.1") -> int:
-    """A TCP port free now, below the ephemeral range: a port the kernel picks for us is one
-    it may also give the next outgoing connection (of any program) before our server binds
-    it, which on a busy machine happens."""
+    """A TCP port free now, below the ephemeral range, and not one this process was given
+    lately. A port the kernel picks for us is one it may also give the next outgoing
+    connection (of any program) before our server binds it, which on a busy machine
+    happens; and a port free now is still free for the next call, until the program it was
+    for binds it (the likely cause of a cluster's frontend 3 once finding its API port
+    taken: the ports of one cluster were drawn apart, duplicates possible)."""
+    with _giving:
+        return _free_port(host)
+
+
+def _free_port(host: str) -> int:
     low, high = PORT_RANGE
     with contextlib.suppress(OSError, ValueError):
         high = min(high, int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0]))
     for _ in range(200):
         port = _random.randrange(low, high)
+        if port in _given:
+            continue
         with socket.socket() as s, contextlib.suppress(OSError):
             s.bind((host, port))
-            return port
+            return _give(port)
     with socket.socket() as s:
         s.bind((host, 0))
-        return int(s.getsockname()[1])
+        return _give(int(s.getsockname()[1]))
+
+
+def _give(port: int) -> int:
+    _given[port] = None
+    if len(_given) > _GIVEN_KEPT:
+        del _given[next(iter(_given))]
+    return port
 
 
 def spawn(args: Sequence[str], log: Path, env: dict[str, str] | None = None) -> int:
