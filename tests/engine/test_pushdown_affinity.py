@@ -55,8 +55,8 @@ def typed_exact(ctx: QueryContext, k: Any = None) -> Iterator[Any]:
 @pytest.fixture(scope="module")
 def eng() -> Engine:
     registry = Registry()
-    registry.add(typed)
-    registry.add(typed_exact)
+    for plugin in (typed, typed_exact):
+        registry.add(plugin)
     return Engine(registry)
 
 
