@@ -106,3 +106,28 @@ def test_the_write_lock_is_granted_in_order_asked() -> None:
     for thread in threads:
         thread.join(10)
     assert order == list(range(8))
+
+
+def test_a_connection_given_back_after_close_is_closed(datastore_url: str) -> None:
+    """A query still running in a thread when the datastore closes (a frontend stopping with a
+    read under way) gives its connection back afterwards: it is closed then, not left open
+    for the garbage collector (a ResourceWarning in whichever test ran at the time)."""
+    db = Database(datastore_url)
+    with db.read() as conn:
+        driver_connection = conn.connection.dbapi_connection
+        db.close()
+        assert driver_connection is not None
+        assert not _closed(driver_connection)  # in use: close leaves it to its user
+    assert _closed(driver_connection)
+
+
+def _closed(driver_connection: object) -> bool:
+    """Whether a psycopg or sqlite3 connection is closed."""
+    closed = getattr(driver_connection, "closed", None)
+    if closed is not None:
+        return bool(closed)
+    try:
+        driver_connection.execute("SELECT 1")  # type: ignore[attr-defined]
+    except Exception:
+        return True
+    return False

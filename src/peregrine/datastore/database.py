@@ -70,6 +70,8 @@ class Database:
             self.engine = self._sqlite_engine(parsed)
         else:
             self.engine = self._postgresql_engine(parsed)
+        self._closed = False
+        event.listen(self.engine, "checkin", self._close_when_closed)
 
     def _sqlite_engine(self, url: URL) -> Engine:
         args: dict[str, Any] = {"check_same_thread": False}
@@ -202,8 +204,16 @@ class Database:
         return postgresql.insert(table).on_conflict_do_nothing()
 
     def close(self) -> None:
-        """Close every pooled connection."""
+        """Close every pooled connection, and each one in use when it comes back."""
+        self._closed = True
         self.engine.dispose()
+
+    def _close_when_closed(self, dbapi_connection: Any, _record: Any) -> None:
+        """A connection given back after ``close`` (a query was still running in a thread,
+        as when a frontend stops) is closed, not left open for the garbage collector."""
+        if self._closed and dbapi_connection is not None:
+            with contextlib.suppress(Exception):
+                dbapi_connection.close()
 
 
 #: PostgreSQL's "the server is not there now" (shutting down, crashed, cannot connect now);
