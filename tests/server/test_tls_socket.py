@@ -5,13 +5,17 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import os
+import socket
+import struct
 import time
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
 import msgspec
+import pytest
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.asyncio.server import Server as WebSocketServer
 from websockets.asyncio.server import ServerConnection, serve
@@ -145,6 +149,20 @@ def test_garbage_instead_of_tls_is_dropped_and_the_listener_keeps_serving(
                 return answer
 
     assert asyncio.run(scenario()) == b"still here"
+
+
+def test_a_connection_reset_before_it_is_accepted_is_closed_at_once(tmp_path: Path) -> None:
+    """An agent killed while its connection waits in the backlog: ``accept`` closes it and
+    says "nothing to accept" (it used to leave an unclosed socket to the garbage collector,
+    a ResourceWarning that fails the test)."""
+    context = server_ssl_context(make_deployment(tmp_path / "deploy").server)
+    with tls_listener(context, "127.0.0.1", 0, backlog=8) as listener:
+        with socket.create_connection(listener.getsockname()) as peer:
+            peer.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+        time.sleep(0.1)  # closed with a reset, which reaches the queued connection
+        with pytest.raises(BlockingIOError):
+            listener.accept()
+        gc.collect()  # nothing left unclosed
 
 
 def test_a_connection_that_never_starts_tls_is_closed_at_the_handshake_deadline(

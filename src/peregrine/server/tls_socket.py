@@ -75,9 +75,13 @@ class TLSListener(socket.socket):
     def accept(self) -> tuple[socket.socket, Any]:
         conn, address = super().accept()
         try:
+            # Reset by the peer while it waited to be accepted (an agent killed, a burst of
+            # resets): closed here. Wrapped, its reset would surface inside wrap_socket after
+            # the SSLSocket took the descriptor, leaving that to the garbage collector.
+            conn.getpeername()
             tls = self.context.wrap_socket(conn, server_side=True, do_handshake_on_connect=False)
         except OSError:
-            conn.close()  # reset by the peer before it was wrapped: as if never accepted
+            conn.close()  # as if never accepted
             raise BlockingIOError from None
         return tls, address
 
