@@ -4,7 +4,9 @@ ports, and a collection or hunt created through any of them reaches a client hel
 from __future__ import annotations
 
 import asyncio
+import socket
 import ssl
+import time
 from pathlib import Path
 
 import httpx
@@ -13,7 +15,7 @@ import psutil
 import pytest
 
 from peregrine.loadtest import Fleet
-from tests.server.harness import make_deployment, served, wait_until
+from tests.server.harness import Process, make_deployment, port_open, served, wait_until
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(420)]  # waits add up to about 330 s
 CLIENTS = 30
@@ -93,3 +95,44 @@ async def _scenario(deployment, token: str, tmp_path: Path, supervisor: int) -> 
     finally:
         await api.aclose()
         await fleet.stop()
+
+
+def test_connections_made_while_the_workers_start_are_spread_over_every_worker(
+    tmp_path: Path,
+) -> None:
+    """After a restart the whole fleet reconnects at once. The agent port must not belong to
+    whichever worker started first: agents keep their connection, so those that came early
+    would all stay on it. The supervisor listens for every worker before starting any."""
+    deployment = make_deployment(tmp_path / "deploy")
+    cfg = deployment.server
+    server = Process(
+        ["server", "--config", str(deployment.server_config_path), "--no-local-agent",
+         "--workers", "2", "--log-level", "WARNING"],
+        tmp_path / "server.log",
+    )  # fmt: skip
+    server.start()
+    try:
+        assert server.proc is not None
+        deadline = time.monotonic() + 60
+        while not port_open(cfg.port):
+            assert time.monotonic() < deadline and server.proc.poll() is None, server.output()
+            time.sleep(0.01)
+        # The first moment anyone may connect: 32 connections (they wait, unencrypted, within
+        # the handshake deadline of 10 s once a worker takes them).
+        early = [socket.create_connection(("127.0.0.1", cfg.port)) for _ in range(32)]
+        try:
+
+            def taken() -> list[int]:
+                return agents_held(server.proc.pid, cfg.port)  # type: ignore[union-attr]
+
+            while sum(held := taken()) < len(early):
+                assert time.monotonic() < deadline, (held, server.output())
+                time.sleep(0.05)
+            # The kernel spreads connections over the workers' sockets by a hash of their
+            # addresses: all 32 on one of two is a 2 in 2**32 chance.
+            assert len(held) == 2 and all(n > 0 for n in held), held
+        finally:
+            for sock in early:
+                sock.close()
+    finally:
+        server.stop()

@@ -47,6 +47,9 @@ def server(
         ),
     ] = 1,
     worker_of: Annotated[int, typer.Option(hidden=True, help="Internal: run as one worker.")] = 0,
+    agent_socket: Annotated[
+        int | None, typer.Option(hidden=True, help="Internal: the worker's agent socket (fd).")
+    ] = None,
     log_level: Annotated[
         str | None,
         typer.Option(help="DEBUG, INFO, WARNING or ERROR (default: logging.level, INFO)."),
@@ -104,7 +107,7 @@ def server(
         return
 
     async def main() -> None:
-        srv = Server(cfg, workers=worker_of or 1)
+        srv = Server(cfg, workers=worker_of or 1, agent_socket=agent_socket)
         try:
             await srv.start()
         except OSError as exc:  # a port taken since port_problem() looked
@@ -158,26 +161,44 @@ def _supervise(
 ) -> None:
     """Run ``workers`` frontend processes (restarted if one dies) and the local agent."""
     import os
+    import socket
     import subprocess
     import sys
     import time
 
     from peregrine.metrics.exposition import prepare_multiprocess_dir, worker_gone
+    from peregrine.server.app import LISTEN_BACKLOG
+    from peregrine.server.tls_socket import listening_socket
 
     # Each worker's metrics go to files here, so whichever answers a scrape answers for all.
     metrics_dir = Path(cfg.data_dir) / "metrics"
     env = {**os.environ, **prepare_multiprocess_dir(metrics_dir)}
+    # Every worker's agent socket exists before any worker starts, and outlives a worker that
+    # dies: the kernel spreads connections over all of them from the first, and those that
+    # come for a worker while it (re)starts wait in its backlog. A worker that bound its own
+    # would take the whole fleet reconnecting after a restart if it listened first (agents
+    # keep their connection), and a dead one's queued connections would be reset.
+    try:
+        agent_sockets = [
+            listening_socket(cfg.bind_address, cfg.port, LISTEN_BACKLOG, True, socket.socket)
+            for _ in range(workers)
+        ]
+    except OSError as exc:
+        console.print(f"Error: cannot listen for agents: {exc.strerror or exc}", markup=False)
+        raise typer.Exit(1) from None
 
-    def spawn() -> subprocess.Popen[bytes]:
+    def spawn(number: int) -> subprocess.Popen[bytes]:
+        fd = agent_sockets[number].fileno()
         # -P: `-m` would put the working directory first on the frontend's sys.path.
         return subprocess.Popen(
             [sys.executable, "-P", "-m", "peregrine", "server", "--config", str(config_path),
-             "--no-local-agent", "--worker-of", str(workers),
+             "--no-local-agent", "--worker-of", str(workers), "--agent-socket", str(fd),
              "--log-level", logging[0], "--log-format", logging[1]],
             env=env,
+            pass_fds=(fd,),
         )  # fmt: skip
 
-    children = [spawn() for _ in range(workers)]
+    children = [spawn(number) for number in range(workers)]
     console.print(f"[green]Peregrine server running[/green]: {workers} frontend processes")
     console.print(banner(cfg, login), markup=False, highlight=False, soft_wrap=True)
 
@@ -193,7 +214,7 @@ def _supervise(
                         code = child.returncode
                         console.print(f"[yellow]frontend exited ({code}); restarting[/yellow]")
                         worker_gone(metrics_dir, child.pid)
-                        children[i] = spawn()
+                        children[i] = spawn(i)
 
         watcher = asyncio.create_task(watch())
         try:

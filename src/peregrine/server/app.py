@@ -78,9 +78,12 @@ class Server:
         config: ServerConfig,
         repository: ArtifactRepository | None = None,
         workers: int = 1,
+        agent_socket: int | None = None,
     ) -> None:
         self.config = config
         self.workers = workers
+        #: The agent port's listening socket the supervisor made for this worker (its fd).
+        self.agent_socket = agent_socket
         self.bus: Bus = make_bus(config, workers)
         self.leader: Leader = make_leader(config, workers)
         self.enrollment_secret = config.enrollment_secret
@@ -144,6 +147,7 @@ class Server:
             # agents come back at once (after a restart): they then wait 1, 3, 7 s to retry.
             backlog=LISTEN_BACKLOG,
             reuse_port=self.workers > 1,
+            fileno=self.agent_socket,
         )
         self._listener = await serve(
             self._handle,

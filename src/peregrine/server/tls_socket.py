@@ -15,9 +15,10 @@ import contextlib
 import socket
 import ssl
 from collections.abc import Iterable
-from typing import Any
+from typing import Any, TypeVar
 
 _WOULD_BLOCK = (ssl.SSLWantReadError, ssl.SSLWantWriteError)
+_Socket = TypeVar("_Socket", bound=socket.socket)
 #: The most plaintext one TLS record carries.
 TLS_RECORD = 16 * 1024
 
@@ -87,16 +88,35 @@ class TLSListener(socket.socket):
 
 
 def tls_listener(
-    context: ssl.SSLContext, host: str, port: int, backlog: int, reuse_port: bool = False
+    context: ssl.SSLContext,
+    host: str,
+    port: int,
+    backlog: int,
+    reuse_port: bool = False,
+    fileno: int | None = None,
 ) -> TLSListener:
-    """A bound, listening ``TLSListener`` on the first address ``host`` resolves to."""
-    family, kind, proto, _, address = socket.getaddrinfo(
+    """A bound, listening ``TLSListener`` on the first address ``host`` resolves to; or, with
+    ``fileno``, over that listening socket (one ``peregrine server --workers`` made)."""
+    context.sslsocket_class = NonBlockingTLSSocket
+    if fileno is not None:
+        listener = TLSListener(fileno=fileno)
+        listener.setblocking(False)
+    else:
+        listener = listening_socket(host, port, backlog, reuse_port, TLSListener)
+    listener.context = context
+    return listener
+
+
+def listening_socket(
+    host: str, port: int, backlog: int, reuse_port: bool, kind: type[_Socket]
+) -> _Socket:
+    """A non-blocking socket of class ``kind`` listening on the first address ``host``
+    resolves to (with SO_REUSEPORT, one of several sharing the port)."""
+    family, sock_type, proto, _, address = socket.getaddrinfo(
         host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE
     )[0]
-    context.sslsocket_class = NonBlockingTLSSocket
-    listener = TLSListener(family, kind, proto)
+    listener = kind(family, sock_type, proto)
     try:
-        listener.context = context
         listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         if reuse_port:
             listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
