@@ -22,16 +22,19 @@ def test_a_new_client_is_stored_with_its_interrogation(tmp_path: Path) -> None:
     async def scenario() -> None:
         async with services_alone(tmp_path, fleet) as services:
             datastore = services.datastore
-            assert await services.enroll(NEW, b"n" * 32)
-            assert await services.enroll(OTHER, b"o" * 32)
+            enrolled, tasks = await services.enroll(NEW, b"n" * 32)
+            assert enrolled
+            assert (await services.enroll(OTHER, b"o" * 32))[0]
             # Enrolled already (a second connection raced the first): nothing more stored.
-            assert not await services.enroll(NEW, b"n" * 32)
+            assert await services.enroll(NEW, b"n" * 32) == (False, [])
             with pytest.raises(KeyMismatch):
                 await services.enroll(NEW, b"x" * 32)
             [flow] = datastore.collections.list_for_client(NEW)
             assert (flow.creator, flow.state) == (INTERROGATOR, SCHEDULED)
             assert flow.artifacts == [{"name": INTERROGATION, "parameters": {}}]
             [(flow_id, payload)] = datastore.tasks.pending(NEW)
+            # What the check-in delivers without reading it back is what was stored.
+            assert tasks == [(flow_id, payload)]
             request = decode_from_server(payload)
             assert isinstance(request, CollectionRequest)
             assert request.flow_id == flow_id == flow.flow_id

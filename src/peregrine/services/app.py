@@ -100,6 +100,8 @@ class Services:
         self.alerting = Alerting(config.alerts, datastore, repository, Path(config.data_dir))
         #: When the interrogation request was built, and it (see ``enroll``).
         self._interrogation: tuple[float, Template] | None = None
+        #: The index holds every client enrolled when the process started (``unknown``).
+        self._index_loaded = False
 
     async def load_client_index(self) -> None:
         """Read every enrolled client into the index (when the process starts)."""
@@ -108,8 +110,15 @@ class Services:
             page = await asyncio.to_thread(self.datastore.clients.all_for_index, after, INDEX_PAGE)
             self.client_index.load(page)
             if len(page) < INDEX_PAGE:
+                self._index_loaded = True
                 return
             after = page[-1].client_id
+
+    def unknown(self, client_id: str) -> bool:
+        """Whether the client is, as far as this process knows, not enrolled: not in the
+        index once it is loaded (clients enrolled elsewhere join it within a manager pass).
+        Not proof: enrolling it finds one that is enrolled already."""
+        return self._index_loaded and client_id not in self.client_index.clients
 
     # -- collections --------------------------------------------------------------------------
 
@@ -204,24 +213,29 @@ class Services:
 
     # -- interrogation ------------------------------------------------------------------------
 
-    async def enroll(self, client_id: str, public_key: bytes) -> bool:
+    async def enroll(
+        self, client_id: str, public_key: bytes
+    ) -> tuple[bool, list[tuple[str, bytes]]]:
         """Enroll a new client with its interrogation: the client, the flow and its task in
-        one piece of the group commit (the check-in delivers the task with any other pending
-        one). False, with nothing stored, if the client is already enrolled with this key;
-        raises KeyMismatch for another key."""
+        one piece of the group commit. Returns whether it is new, and the tasks stored with
+        it (flow id, request: what the check-in delivers, without reading them back).
+        False, with nothing stored, if the client is already enrolled with this key; raises
+        KeyMismatch for another key."""
         template = await self._interrogation_template()
-        enrolled, record = await self.datastore.group.run(
+        enrolled, stored = await self.datastore.group.run(
             self._enroll, client_id, public_key, time.time(), template
         )
-        if record is not None:
-            if self.collections.created is not None:
-                self.collections.created(record)
-            self._scheduled(record)
-        return enrolled
+        if stored is None:
+            return enrolled, []
+        record, payload = stored
+        if self.collections.created is not None:
+            self.collections.created(record)
+        self._scheduled(record)
+        return enrolled, [(record.flow_id, payload)]
 
     def _enroll(
         self, client_id: str, public_key: bytes, now: float, template: Template | None
-    ) -> tuple[bool, FlowRecord | None]:
+    ) -> tuple[bool, tuple[FlowRecord, bytes] | None]:
         if not self.datastore.clients.enroll(client_id, public_key, now):
             return False, None
         if template is None:
@@ -229,7 +243,7 @@ class Services:
         expires = now + self.collections.default_expiry
         record, payload = copy_for(template, client_id, now, expires)
         self.datastore.collections.create(record, task=payload)
-        return True, record
+        return True, (record, payload)
 
     async def _interrogation_template(self) -> Template | None:
         """The interrogation request, validated once for a burst of new clients (built again
