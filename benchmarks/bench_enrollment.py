@@ -1,7 +1,7 @@
 """Enrollment rate: new simulated agents enrolled per second by one server process.
 
 .venv/bin/python benchmarks/bench_enrollment.py [--clients 3000] [--ramp 2000] [--dir DIR]
-    [--workers N] [--profile FILE] [--json]
+    [--workers N] [--profile FILE] [--pin] [--json]
 
 A fresh deployment (or --dir, whose clients must not be enrolled yet) and a server process
 (``peregrine server --no-local-agent``); keys are generated before the clock starts (the
@@ -14,6 +14,7 @@ that span is measured too.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import re
@@ -45,8 +46,16 @@ def main() -> None:
     parser.add_argument("--dir", type=Path, help="deployment directory (default: a new one)")
     parser.add_argument("--timeout", type=float, default=180.0)
     parser.add_argument("--profile", type=Path, help="py-spy collapsed stacks of the server")
+    parser.add_argument(
+        "--pin",
+        action="store_true",
+        help="the server on CPU 0, this script and the simulator on CPU 1 (the server's own "
+        "rate, not the box's)",
+    )
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args()
+    if args.pin:
+        os.sched_setaffinity(0, {1})  # the simulator started later inherits it
     probe_machine(getattr(args, "dir", None))  # before the run loads the machine
 
     dep = deployment(args.dir)
@@ -60,6 +69,8 @@ def main() -> None:
     fleet = LoadTest(dep, args.clients, processes=args.processes, rows=1, ramp=args.ramp)
     with cleanup(fleet, server):
         server.start()
+        if args.pin:
+            _pin(server.process.pid, {0})
         time.sleep(1.0)
         profiler = Profiler(args.profile, server.process.pid)
         profiler.start()
@@ -107,6 +118,7 @@ def main() -> None:
             for kind, seconds in sorted(threads.items(), key=lambda kv: -kv[1])
         },
         "loadavg_before_after": [load0, load1],
+        "pinned": args.pin,
         "notes": server.notes,
         "machine": machine(),
         "deployment": str(dep.directory),
@@ -146,6 +158,13 @@ def _watch(dep, known: int, want: int, t0: float, timeout: float) -> dict:  # ty
             marks["interrogated_100"] = now
             break
     return marks
+
+
+def _pin(pid: int, cpus: set[int]) -> None:
+    """Every thread of the process on ``cpus`` (threads it starts later inherit it)."""
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        with contextlib.suppress(OSError):
+            os.sched_setaffinity(int(task.name), cpus)
 
 
 def _thread_cpu(pid: int) -> dict[int, float]:

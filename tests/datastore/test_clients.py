@@ -180,3 +180,25 @@ def test_forget_returns_the_collections_it_removed_and_refuses_unknown_clients(
     assert datastore.tasks.pending(other) == [(kept.flow_id, b"request")]
     with pytest.raises(NotFound):
         datastore.clients.forget(CLIENT)
+
+
+def test_set_info_many_stores_each_result_and_refuses_an_unknown_client(
+    datastore: Datastore,
+) -> None:
+    """A burst of interrogations in one call: each client gets its own facts (whatever keys
+    each result gives), and a client that is not enrolled gets NotFound, nothing stored."""
+    other, unknown = "C.00000000000000bb", "C.00000000000000cc"
+    datastore.clients.enroll(CLIENT, KEY, 10.0)
+    datastore.clients.enroll(other, bytes(32), 10.0)
+    outcomes = datastore.clients.set_info_many(
+        [(CLIENT, INFO, 30.0), (unknown, INFO, 30.0), (other, {"hostname": "db1"}, 31.0)]
+    )
+    assert outcomes[0] is None and outcomes[2] is None
+    assert isinstance(outcomes[1], NotFound)
+    first, second = datastore.clients.get(CLIENT), datastore.clients.get(other)
+    assert first is not None and second is not None
+    assert (first.hostname, first.users, first.interrogated) == ("web1", INFO["users"], 30.0)
+    assert (second.hostname, second.os, second.users, second.interrogated) == (
+        "db1", None, [], 31.0,
+    )  # fmt: skip
+    assert datastore.clients.get(unknown) is None

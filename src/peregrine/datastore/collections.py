@@ -45,15 +45,19 @@ class CollectionStore:
     def __init__(self, db: Database) -> None:
         self._db = db
 
-    def create(self, record: FlowRecord, *, task: bytes | None = None) -> None:
+    def create(
+        self, record: FlowRecord, *, task: bytes | None = None, check_client: bool = True
+    ) -> None:
         """Store a new collection and, given ``task``, its request for the client, atomically.
 
         Storing both in one transaction means a collection can never exist without the task
         that delivers it. Raises NotFound for an unknown client, Conflict for a used flow id.
+        ``check_client=False``: the caller stored the client in this same transaction.
         """
         try:
             with self._db.write() as conn:
-                _require_client(conn, record.client_id)
+                if check_client:
+                    _require_client(conn, record.client_id)
                 insert_flow(conn, record, task)
         except IntegrityError as exc:
             raise Conflict(f"flow {record.flow_id} already exists") from exc

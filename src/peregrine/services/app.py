@@ -242,7 +242,8 @@ class Services:
             return True, None
         expires = now + self.collections.default_expiry
         record, payload = copy_for(template, client_id, now, expires)
-        self.datastore.collections.create(record, task=payload)
+        # The client was stored just now, in this transaction.
+        self.datastore.collections.create(record, task=payload, check_client=False)
         return True, (record, payload)
 
     async def _interrogation_template(self) -> Template | None:
@@ -292,9 +293,9 @@ class Services:
         flow_id = record.flow_id
         info = await asyncio.to_thread(client_info, self.filestore, client_id, flow_id)
         if info is not None:
-            # Grouped: a burst of new clients' facts is stored in a few commits, not one each.
-            set_info = self.datastore.clients.set_info
-            await self.datastore.group.run(set_info, client_id, info, time.time())
+            # Folded: a burst of new clients' facts is one statement in one commit.
+            set_info = self.datastore.clients.set_info_many
+            await self.datastore.group.run_together(set_info, (client_id, info, time.time()))
         self.events.flow_changed(flow_id)
         if info is not None:
             # The OS is known now: hunts that target it may apply to this client.

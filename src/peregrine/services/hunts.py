@@ -96,6 +96,7 @@ class HuntManager:
         #: moves on whenever a hunt may have started or stopped, so a read begun before that
         #: is not kept.
         self._running_read: tuple[float, list[HuntRecord]] | None = None
+        self._running_reading: tuple[int, asyncio.Future[list[HuntRecord]]] | None = None
         self._generation = 0
 
     @property
@@ -331,14 +332,28 @@ class HuntManager:
 
     async def _running_now(self) -> list[HuntRecord]:
         """The hunts that schedule clients now, read at most once a ``RUNNING_READ_SECONDS``
-        for the check-ins of a burst (each used to read them: two reads a new client)."""
-        now, read_at = time.time(), time.monotonic()
+        for the check-ins of a burst (each used to read them: two reads a new client); the
+        check-ins that come while it is read wait for that read."""
+        now = time.time()
         cached = self._running_read
-        if cached is not None and read_at - cached[0] < RUNNING_READ_SECONDS:
+        if cached is not None and time.monotonic() - cached[0] < RUNNING_READ_SECONDS:
             return [hunt for hunt in cached[1] if hunt.expires > now]
-        generation = self._generation
-        running: list[HuntRecord] = await asyncio.to_thread(self.datastore.hunts.running, now)
-        if generation == self._generation:
+        reading = self._running_reading
+        if reading is None or reading[0] != self._generation:
+            task = asyncio.ensure_future(self._read_running())
+            reading = self._running_reading = (self._generation, task)
+        return await asyncio.shield(reading[1])
+
+    async def _read_running(self) -> list[HuntRecord]:
+        generation, read_at = self._generation, time.monotonic()
+        try:
+            running: list[HuntRecord] = await asyncio.to_thread(
+                self.datastore.hunts.running, time.time()
+            )
+        finally:
+            if self._running_reading is not None and self._running_reading[0] == generation:
+                self._running_reading = None
+        if generation == self._generation:  # no hunt started or stopped meanwhile
             self._running_read = (read_at, running)
         return running
 
