@@ -202,3 +202,29 @@ def test_set_info_many_stores_each_result_and_refuses_an_unknown_client(
         "db1", None, [], 31.0,
     )  # fmt: skip
     assert datastore.clients.get(unknown) is None
+
+
+def test_enroll_many_tells_new_known_and_forged_apart(datastore: Datastore) -> None:
+    """A burst of enrollments in one call: each gets what ``enroll`` would have said, a
+    client given twice in the burst is new once, and a forger's key stores nothing."""
+    known, new, twice = CLIENT, "C.00000000000000bb", "C.00000000000000cc"
+    datastore.clients.enroll(known, KEY, 10.0)
+    outcomes = datastore.clients.enroll_many(
+        [
+            (new, b"n" * 32, 20.0),
+            (known, KEY, 20.0),
+            (known, b"x" * 32, 20.0),
+            (twice, b"t" * 32, 20.0),
+            (twice, b"t" * 32, 21.0),
+            (twice, b"y" * 32, 21.0),
+        ]
+    )
+    assert outcomes[:2] == [True, False]
+    assert isinstance(outcomes[2], KeyMismatch)
+    assert outcomes[3:5] == [True, False]
+    assert isinstance(outcomes[5], KeyMismatch)
+    for client_id, key in ((known, KEY), (new, b"n" * 32), (twice, b"t" * 32)):
+        record = datastore.clients.get(client_id)
+        assert record is not None and record.public_key == key
+    first = datastore.clients.get(new)
+    assert first is not None and (first.first_seen, first.labels, first.users) == (20.0, [], [])

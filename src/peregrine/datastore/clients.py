@@ -13,6 +13,9 @@ from .errors import KeyMismatch, NotFound
 from .records import CLIENT_INFO_LISTS, CLIENT_INFO_TEXT, ClientRecord, ClientSummary
 from .schema import clients, flows, hunt_clients, tasks
 
+#: Client ids asked for in one ``IN (...)``.
+_CHUNK = 500
+
 
 class ClientStore:
     """Every enrolled client, keyed by client id."""
@@ -22,20 +25,18 @@ class ClientStore:
         #: ``set_info_many``'s UPDATE statements, by the columns they set.
         self._info_statements: dict[tuple[str, ...], Any] = {}
         # Built once (per backend): a burst of new agents enrolls thousands a second.
-        self._enroll = (
-            db.insert_ignore(clients)
-            .returning(clients.c.client_id)
-            .values(
-                client_id=bindparam("b_client"),
-                public_key=bindparam("b_key"),
-                first_seen=bindparam("b_now"),
-                last_seen=bindparam("b_now"),
-                ip_addresses=[],
-                mac_addresses=[],
-                users=[],
-                labels=[],
-            )
-        )
+        new_client: dict[str, Any] = {
+            "client_id": bindparam("b_client"),
+            "public_key": bindparam("b_key"),
+            "first_seen": bindparam("b_now"),
+            "last_seen": bindparam("b_now"),
+            "ip_addresses": [],
+            "mac_addresses": [],
+            "users": [],
+            "labels": [],
+        }
+        self._enroll = db.insert_ignore(clients).returning(clients.c.client_id).values(new_client)
+        self._enroll_new = clients.insert().values(new_client)
 
     def enroll(self, client_id: str, public_key: bytes, now: float) -> bool:
         """Record a new client; True if it is new, False if it is already enrolled with this key.
@@ -54,6 +55,46 @@ class ClientStore:
         if bytes(stored) != public_key:
             raise KeyMismatch(f"client {client_id} is enrolled with a different public key")
         return False
+
+    def enroll_many(
+        self, entries: builtins.list[tuple[str, bytes, float]]
+    ) -> builtins.list[bool | KeyMismatch]:
+        """``enroll`` for many clients (client_id, public_key, now): one read of which are
+        enrolled already, one INSERT for the new ones (a burst of new agents: one group-commit
+        fold). Per entry, what ``enroll`` returns or the KeyMismatch it raises. A client that
+        another frontend enrolls between the two makes the INSERT fail: the group commit then
+        enrolls each alone (with ``enroll``)."""
+        if len(entries) == 1:
+            client_id, public_key, now = entries[0]
+            try:
+                return [self.enroll(client_id, public_key, now)]
+            except KeyMismatch as exc:
+                return [exc]
+        ids = list({client_id for client_id, _, _ in entries})
+        outcomes: builtins.list[bool | KeyMismatch] = []
+        with self._db.write() as conn:
+            keys: dict[str, bytes] = {}
+            for start in range(0, len(ids), _CHUNK):
+                query = select(clients.c.client_id, clients.c.public_key).where(
+                    clients.c.client_id.in_(ids[start : start + _CHUNK])
+                )
+                keys.update((client_id, bytes(key)) for client_id, key in conn.execute(query))
+            rows = []
+            for client_id, public_key, now in entries:
+                stored = keys.get(client_id)
+                if stored is None:
+                    keys[client_id] = public_key
+                    rows.append({"b_client": client_id, "b_key": public_key, "b_now": now})
+                    outcomes.append(True)
+                elif stored == public_key:
+                    outcomes.append(False)
+                else:
+                    outcomes.append(
+                        KeyMismatch(f"client {client_id} is enrolled with a different public key")
+                    )
+            if rows:
+                conn.execute(self._enroll_new, rows)
+        return outcomes
 
     def get(self, client_id: str) -> ClientRecord | None:
         """The client's record, or None if it never enrolled."""
@@ -97,8 +138,8 @@ class ClientStore:
         ids = list({client_id for client_id, _, _ in results})
         with self._db.write() as conn:
             known: set[str] = set()
-            for start in range(0, len(ids), 500):
-                chunk = ids[start : start + 500]
+            for start in range(0, len(ids), _CHUNK):
+                chunk = ids[start : start + _CHUNK]
                 query = select(clients.c.client_id).where(clients.c.client_id.in_(chunk))
                 known.update(conn.execute(query).scalars())
             groups: dict[tuple[str, ...], builtins.list[dict[str, Any]]] = {}

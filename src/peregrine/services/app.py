@@ -20,7 +20,7 @@ from peregrine.analysis import AnalysisEngine, AnalysisLimits
 from peregrine.analysis.columnar import finished_result_sets
 from peregrine.artifacts.repository import ArtifactRepository
 from peregrine.config import ServerConfig
-from peregrine.datastore import Datastore, FlowRecord
+from peregrine.datastore import Datastore, FlowRecord, KeyMismatch
 from peregrine.engine.context import ALL_PERMISSIONS
 from peregrine.events.stream import EventStream
 from peregrine.filestore import Filestore
@@ -216,15 +216,14 @@ class Services:
     async def enroll(
         self, client_id: str, public_key: bytes
     ) -> tuple[bool, list[tuple[str, bytes]]]:
-        """Enroll a new client with its interrogation: the client, the flow and its task in
-        one piece of the group commit. Returns whether it is new, and the tasks stored with
-        it (flow id, request: what the check-in delivers, without reading them back).
-        False, with nothing stored, if the client is already enrolled with this key; raises
-        KeyMismatch for another key."""
+        """Enroll a new client with its interrogation: the client, the flow and its task
+        stored together, folded in the group commit with the other new clients of its batch.
+        Returns whether it is new, and the tasks stored with it (flow id, request: what the
+        check-in delivers, without reading them back). False, with nothing stored, if the
+        client is already enrolled with this key; raises KeyMismatch for another key."""
         template = await self._interrogation_template()
-        enrolled, stored = await self.datastore.group.run(
-            self._enroll, client_id, public_key, time.time(), template
-        )
+        item = (client_id, public_key, time.time(), template)
+        enrolled, stored = await self.datastore.group.run_together(self._enroll_many, item)
         if stored is None:
             return enrolled, []
         record, payload = stored
@@ -233,18 +232,26 @@ class Services:
         self._scheduled(record)
         return enrolled, [(record.flow_id, payload)]
 
-    def _enroll(
-        self, client_id: str, public_key: bytes, now: float, template: Template | None
-    ) -> tuple[bool, tuple[FlowRecord, bytes] | None]:
-        if not self.datastore.clients.enroll(client_id, public_key, now):
-            return False, None
-        if template is None:
-            return True, None
-        expires = now + self.collections.default_expiry
-        record, payload = copy_for(template, client_id, now, expires)
-        # The client was stored just now, in this transaction.
-        self.datastore.collections.create(record, task=payload, check_client=False)
-        return True, (record, payload)
+    def _enroll_many(
+        self, items: list[tuple[str, bytes, float, Template | None]]
+    ) -> list[tuple[bool, tuple[FlowRecord, bytes] | None] | KeyMismatch]:
+        """The group commit's fold of ``enroll``: every new client of a batch and their
+        interrogations in three statements."""
+        outcomes = self.datastore.clients.enroll_many([item[:3] for item in items])
+        results: list[tuple[bool, tuple[FlowRecord, bytes] | None] | KeyMismatch] = []
+        interrogations: list[tuple[FlowRecord, bytes]] = []
+        for (client_id, _, now, template), outcome in zip(items, outcomes, strict=True):
+            if isinstance(outcome, KeyMismatch):
+                results.append(outcome)
+            elif outcome and template is not None:
+                expires = now + self.collections.default_expiry
+                interrogations.append(copy_for(template, client_id, now, expires))
+                results.append((True, interrogations[-1]))
+            else:
+                results.append((outcome, None))
+        if interrogations:
+            self.datastore.collections.create_for_new_clients(interrogations)
+        return results
 
     async def _interrogation_template(self) -> Template | None:
         """The interrogation request, validated once for a burst of new clients (built again
