@@ -1,7 +1,7 @@
 """Enrollment rate: new simulated agents enrolled per second by one server process.
 
 .venv/bin/python benchmarks/bench_enrollment.py [--clients 3000] [--ramp 2000] [--dir DIR]
-    [--workers N] [--profile FILE] [--json]
+    [--workers N] [--profile FILE] [--pin] [--json]
 
 A fresh deployment (or --dir, whose clients must not be enrolled yet) and a server process
 (``peregrine server --no-local-agent``); keys are generated before the clock starts (the
@@ -14,11 +14,16 @@ that span is measured too.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
+import os
+import re
+import subprocess
 import time
 from pathlib import Path
 
 from fleet_common import (
+    PYTHON,
     LoadTest,
     Profiler,
     ServerProcess,
@@ -41,8 +46,16 @@ def main() -> None:
     parser.add_argument("--dir", type=Path, help="deployment directory (default: a new one)")
     parser.add_argument("--timeout", type=float, default=180.0)
     parser.add_argument("--profile", type=Path, help="py-spy collapsed stacks of the server")
+    parser.add_argument(
+        "--pin",
+        action="store_true",
+        help="the server on CPU 0, this script and the simulator on CPU 1 (the server's own "
+        "rate, not the box's)",
+    )
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args()
+    if args.pin:
+        os.sched_setaffinity(0, {1})  # the simulator started later inherits it
     probe_machine(getattr(args, "dir", None))  # before the run loads the machine
 
     dep = deployment(args.dir)
@@ -56,15 +69,19 @@ def main() -> None:
     fleet = LoadTest(dep, args.clients, processes=args.processes, rows=1, ramp=args.ramp)
     with cleanup(fleet, server):
         server.start()
+        if args.pin:
+            _pin(server.process.pid, {0})
         time.sleep(1.0)
         profiler = Profiler(args.profile, server.process.pid)
         profiler.start()
         load0 = _loadavg()
         cpu0, t0 = server.cpu(), time.monotonic()
+        threads0 = _thread_cpu(server.process.pid)
         fleet.start()
         sims = fleet.procs()
         marks = _watch(dep, known, args.clients, t0, args.timeout)
         cpu1, t1 = server.cpu(), time.monotonic()
+        threads = _by_kind(server.process.pid, threads0, _thread_cpu(server.process.pid))
         sim_cpu = cpu_seconds(fleet.procs() or sims)
         load1 = _loadavg()
         profiler.stop()
@@ -94,7 +111,14 @@ def main() -> None:
         # box: the rate a core of its own would give is 1000 / ms.
         "server_cpu_ms_per_client": _per_client(cpu1 - cpu0, enrolled),
         "sim_cpu_ms_per_client": _per_client(sim_cpu, enrolled),
+        # Where the server's CPU went, by thread kind (ms per client): the event loop (TLS,
+        # websockets, sessions), the executor's datastore reads, the group commit, files.
+        "server_cpu_ms_per_client_by_thread": {
+            kind: _per_client(seconds, enrolled)
+            for kind, seconds in sorted(threads.items(), key=lambda kv: -kv[1])
+        },
         "loadavg_before_after": [load0, load1],
+        "pinned": args.pin,
         "notes": server.notes,
         "machine": machine(),
         "deployment": str(dep.directory),
@@ -134,6 +158,45 @@ def _watch(dep, known: int, want: int, t0: float, timeout: float) -> dict:  # ty
             marks["interrogated_100"] = now
             break
     return marks
+
+
+def _pin(pid: int, cpus: set[int]) -> None:
+    """Every thread of the process on ``cpus`` (threads it starts later inherit it)."""
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        with contextlib.suppress(OSError):
+            os.sched_setaffinity(int(task.name), cpus)
+
+
+def _thread_cpu(pid: int) -> dict[int, float]:
+    """CPU seconds of each of the process's threads so far (``/proc/<pid>/task``)."""
+    seconds: dict[int, float] = {}
+    tick = os.sysconf("SC_CLK_TCK")
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        try:
+            fields = (task / "stat").read_text().rpartition(")")[2].split()
+        except OSError:
+            continue  # the thread ended meanwhile
+        seconds[int(task.name)] = (int(fields[11]) + int(fields[12])) / tick
+    return seconds
+
+
+def _by_kind(pid: int, before: dict[int, float], after: dict[int, float]) -> dict[str, float]:
+    """Threads' CPU over the run, summed by kind: Python's thread names (from ``py-spy
+    dump``; Python 3.11 does not name OS threads) without their digits, so the executor's
+    ``asyncio_0`` ... ``asyncio_5`` are one kind; thread ids when py-spy is not installed."""
+    names: dict[int, str] = {}
+    spy = Path(PYTHON).with_name("py-spy")
+    if spy.exists():
+        dump = subprocess.run(
+            [str(spy), "dump", "--pid", str(pid)], capture_output=True, text=True, check=False
+        ).stdout
+        for match in re.finditer(r'^Thread (\d+) \([^)]*\): "([^"]*)"', dump, re.MULTILINE):
+            names[int(match[1])] = match[2]
+    kinds: dict[str, float] = {}
+    for tid, seconds in after.items():
+        kind = names.get(tid, str(tid)).rstrip("0123456789_")
+        kinds[kind] = kinds.get(kind, 0.0) + seconds - before.get(tid, 0.0)
+    return kinds
 
 
 def _per_client(seconds: float, clients: int) -> float | None:

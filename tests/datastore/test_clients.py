@@ -180,3 +180,51 @@ def test_forget_returns_the_collections_it_removed_and_refuses_unknown_clients(
     assert datastore.tasks.pending(other) == [(kept.flow_id, b"request")]
     with pytest.raises(NotFound):
         datastore.clients.forget(CLIENT)
+
+
+def test_set_info_many_stores_each_result_and_refuses_an_unknown_client(
+    datastore: Datastore,
+) -> None:
+    """A burst of interrogations in one call: each client gets its own facts (whatever keys
+    each result gives), and a client that is not enrolled gets NotFound, nothing stored."""
+    other, unknown = "C.00000000000000bb", "C.00000000000000cc"
+    datastore.clients.enroll(CLIENT, KEY, 10.0)
+    datastore.clients.enroll(other, bytes(32), 10.0)
+    outcomes = datastore.clients.set_info_many(
+        [(CLIENT, INFO, 30.0), (unknown, INFO, 30.0), (other, {"hostname": "db1"}, 31.0)]
+    )
+    assert outcomes[0] is None and outcomes[2] is None
+    assert isinstance(outcomes[1], NotFound)
+    first, second = datastore.clients.get(CLIENT), datastore.clients.get(other)
+    assert first is not None and second is not None
+    assert (first.hostname, first.users, first.interrogated) == ("web1", INFO["users"], 30.0)
+    assert (second.hostname, second.os, second.users, second.interrogated) == (
+        "db1", None, [], 31.0,
+    )  # fmt: skip
+    assert datastore.clients.get(unknown) is None
+
+
+def test_enroll_many_tells_new_known_and_forged_apart(datastore: Datastore) -> None:
+    """A burst of enrollments in one call: each gets what ``enroll`` would have said, a
+    client given twice in the burst is new once, and a forger's key stores nothing."""
+    known, new, twice = CLIENT, "C.00000000000000bb", "C.00000000000000cc"
+    datastore.clients.enroll(known, KEY, 10.0)
+    outcomes = datastore.clients.enroll_many(
+        [
+            (new, b"n" * 32, 20.0),
+            (known, KEY, 20.0),
+            (known, b"x" * 32, 20.0),
+            (twice, b"t" * 32, 20.0),
+            (twice, b"t" * 32, 21.0),
+            (twice, b"y" * 32, 21.0),
+        ]
+    )
+    assert outcomes[:2] == [True, False]
+    assert isinstance(outcomes[2], KeyMismatch)
+    assert outcomes[3:5] == [True, False]
+    assert isinstance(outcomes[5], KeyMismatch)
+    for client_id, key in ((known, KEY), (new, b"n" * 32), (twice, b"t" * 32)):
+        record = datastore.clients.get(client_id)
+        assert record is not None and record.public_key == key
+    first = datastore.clients.get(new)
+    assert first is not None and (first.first_seen, first.labels, first.users) == (20.0, [], [])

@@ -13,10 +13,17 @@ from websockets.asyncio.client import connect
 
 from peregrine.agent.identity import load_or_create
 from peregrine.config import client_ssl_context
-from peregrine.protocol.messages import Challenge, Hello, decode_from_server, encode
+from peregrine.protocol.messages import (
+    Challenge,
+    CollectionRequest,
+    Hello,
+    decode_from_server,
+    encode,
+)
 from peregrine.server.app import Server
 from peregrine.services.interrogation import INTERROGATOR
 from tests.server.harness import (
+    RawAgent,
     agent_config,
     make_deployment,
     running_agent,
@@ -97,3 +104,48 @@ def _hold_write_lock(server: Server, locked: threading.Event, release: threading
         connection.execute("COMMIT")
     finally:
         connection.close()
+
+
+def test_a_request_made_while_a_client_enrolls_is_delivered_with_its_interrogation(
+    tmp_path: Path,
+) -> None:
+    """A new client's check-in sends the interrogation stored with its enrollment without
+    reading its tasks, unless something was pushed to it before its connection registered:
+    then it reads them, and the collection an analyst made in that moment arrives too."""
+    deployment = make_deployment(tmp_path / "deploy")
+    identity = load_or_create(tmp_path / "raw" / "writeback.yaml")
+    client_id = identity.client_id
+
+    async def scenario() -> None:
+        async with running_server_with(deployment.server) as server:
+            enroll = server.services.enroll
+            made: list[str] = []
+
+            async def enroll_then_collect(
+                cid: str, key: bytes
+            ) -> tuple[bool, list[tuple[str, bytes]]]:
+                enrolled = await enroll(cid, key)
+                # Enrolled, not yet registered: the push finds no connection.
+                flow = await server.collect(cid, [("Generic.System.Pslist", {})], "analyst")
+                made.append(flow.flow_id)
+                return enrolled
+
+            server.services.enroll = enroll_then_collect  # type: ignore[method-assign]
+            async with RawAgent(deployment, identity) as agent:
+                assert agent.welcome.enrolled
+                assert agent.ws is not None
+                requests = []
+                async with asyncio.timeout(10):
+                    while len(requests) < 2:
+                        message = decode_from_server(await agent.ws.recv())
+                        if isinstance(message, CollectionRequest):
+                            requests.append(message)
+                flows = {
+                    f.flow_id: f.creator
+                    for f in server.datastore.collections.list_for_client(client_id)
+                }
+                assert sorted(flows.values()) == ["analyst", INTERROGATOR]
+                assert {r.flow_id for r in requests} == set(flows)
+                assert made[0] in flows
+
+    asyncio.run(scenario())

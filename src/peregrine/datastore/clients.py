@@ -13,27 +13,30 @@ from .errors import KeyMismatch, NotFound
 from .records import CLIENT_INFO_LISTS, CLIENT_INFO_TEXT, ClientRecord, ClientSummary
 from .schema import clients, flows, hunt_clients, tasks
 
+#: Client ids asked for in one ``IN (...)``.
+_CHUNK = 500
+
 
 class ClientStore:
     """Every enrolled client, keyed by client id."""
 
     def __init__(self, db: Database) -> None:
         self._db = db
+        #: ``set_info_many``'s UPDATE statements, by the columns they set.
+        self._info_statements: dict[tuple[str, ...], Any] = {}
         # Built once (per backend): a burst of new agents enrolls thousands a second.
-        self._enroll = (
-            db.insert_ignore(clients)
-            .returning(clients.c.client_id)
-            .values(
-                client_id=bindparam("b_client"),
-                public_key=bindparam("b_key"),
-                first_seen=bindparam("b_now"),
-                last_seen=bindparam("b_now"),
-                ip_addresses=[],
-                mac_addresses=[],
-                users=[],
-                labels=[],
-            )
-        )
+        new_client: dict[str, Any] = {
+            "client_id": bindparam("b_client"),
+            "public_key": bindparam("b_key"),
+            "first_seen": bindparam("b_now"),
+            "last_seen": bindparam("b_now"),
+            "ip_addresses": [],
+            "mac_addresses": [],
+            "users": [],
+            "labels": [],
+        }
+        self._enroll = db.insert_ignore(clients).returning(clients.c.client_id).values(new_client)
+        self._enroll_new = clients.insert().values(new_client)
 
     def enroll(self, client_id: str, public_key: bytes, now: float) -> bool:
         """Record a new client; True if it is new, False if it is already enrolled with this key.
@@ -52,6 +55,46 @@ class ClientStore:
         if bytes(stored) != public_key:
             raise KeyMismatch(f"client {client_id} is enrolled with a different public key")
         return False
+
+    def enroll_many(
+        self, entries: builtins.list[tuple[str, bytes, float]]
+    ) -> builtins.list[bool | KeyMismatch]:
+        """``enroll`` for many clients (client_id, public_key, now): one read of which are
+        enrolled already, one INSERT for the new ones (a burst of new agents: one group-commit
+        fold). Per entry, what ``enroll`` returns or the KeyMismatch it raises. A client that
+        another frontend enrolls between the two makes the INSERT fail: the group commit then
+        enrolls each alone (with ``enroll``)."""
+        if len(entries) == 1:
+            client_id, public_key, now = entries[0]
+            try:
+                return [self.enroll(client_id, public_key, now)]
+            except KeyMismatch as exc:
+                return [exc]
+        ids = list({client_id for client_id, _, _ in entries})
+        outcomes: builtins.list[bool | KeyMismatch] = []
+        with self._db.write() as conn:
+            keys: dict[str, bytes] = {}
+            for start in range(0, len(ids), _CHUNK):
+                query = select(clients.c.client_id, clients.c.public_key).where(
+                    clients.c.client_id.in_(ids[start : start + _CHUNK])
+                )
+                keys.update((client_id, bytes(key)) for client_id, key in conn.execute(query))
+            rows = []
+            for client_id, public_key, now in entries:
+                stored = keys.get(client_id)
+                if stored is None:
+                    keys[client_id] = public_key
+                    rows.append({"b_client": client_id, "b_key": public_key, "b_now": now})
+                    outcomes.append(True)
+                elif stored == public_key:
+                    outcomes.append(False)
+                else:
+                    outcomes.append(
+                        KeyMismatch(f"client {client_id} is enrolled with a different public key")
+                    )
+            if rows:
+                conn.execute(self._enroll_new, rows)
+        return outcomes
 
     def get(self, client_id: str) -> ClientRecord | None:
         """The client's record, or None if it never enrolled."""
@@ -82,16 +125,46 @@ class ClientStore:
 
     def set_info(self, client_id: str, info: Mapping[str, Any], now: float) -> None:
         """Store an interrogation result; keys this store does not know are ignored."""
-        values: dict[str, Any] = {"interrogated": now}
-        for key in CLIENT_INFO_TEXT:
-            if key in info:
-                values[key] = None if info[key] is None else str(info[key])
-        for key in CLIENT_INFO_LISTS:
-            if key in info:
-                values[key] = [str(item) for item in info[key] or ()]
-        if "boot_time" in info:
-            values["boot_time"] = None if info["boot_time"] is None else float(info["boot_time"])
-        self._update(client_id, **values)
+        (failed,) = self.set_info_many([(client_id, info, now)])
+        if failed is not None:
+            raise failed
+
+    def set_info_many(
+        self, results: builtins.list[tuple[str, Mapping[str, Any], float]]
+    ) -> builtins.list[NotFound | None]:
+        """``set_info`` for many clients (client_id, info, now) in one statement per set of
+        keys given (a burst of new clients' interrogations: one group-commit fold). Returns
+        per result None, or NotFound for a client that is not enrolled (nothing stored)."""
+        ids = list({client_id for client_id, _, _ in results})
+        with self._db.write() as conn:
+            known: set[str] = set()
+            for start in range(0, len(ids), _CHUNK):
+                chunk = ids[start : start + _CHUNK]
+                query = select(clients.c.client_id).where(clients.c.client_id.in_(chunk))
+                known.update(conn.execute(query).scalars())
+            groups: dict[tuple[str, ...], builtins.list[dict[str, Any]]] = {}
+            for client_id, info, now in results:
+                if client_id in known:
+                    values = _info_values(info, now)
+                    parameters = {f"b_{key}": value for key, value in values.items()}
+                    groups.setdefault(tuple(values), []).append({"b_id": client_id, **parameters})
+            for keys, rows in groups.items():
+                conn.execute(self._info_statement(keys), rows)
+        return [
+            None if client_id in known else NotFound(f"no client {client_id}")
+            for client_id, _, _ in results
+        ]
+
+    def _info_statement(self, keys: tuple[str, ...]) -> Any:
+        """The UPDATE of these columns, built once per set of keys."""
+        statement = self._info_statements.get(keys)
+        if statement is None:
+            statement = self._info_statements[keys] = (
+                update(clients)
+                .where(clients.c.client_id == bindparam("b_id"))
+                .values({key: bindparam(f"b_{key}") for key in keys})
+            )
+        return statement
 
     def set_labels(self, client_id: str, labels: builtins.list[str]) -> None:
         """Replace the client's labels (kept sorted and unique)."""
@@ -219,6 +292,20 @@ class ClientStore:
             )
         if result.rowcount != 1:
             raise NotFound(f"no client {client_id}")
+
+
+def _info_values(info: Mapping[str, Any], now: float) -> dict[str, Any]:
+    """The client columns an interrogation result sets; keys not known are ignored."""
+    values: dict[str, Any] = {"interrogated": now}
+    for key in CLIENT_INFO_TEXT:
+        if key in info:
+            values[key] = None if info[key] is None else str(info[key])
+    for key in CLIENT_INFO_LISTS:
+        if key in info:
+            values[key] = [str(item) for item in info[key] or ()]
+    if "boot_time" in info:
+        values["boot_time"] = None if info["boot_time"] is None else float(info["boot_time"])
+    return values
 
 
 def _label_set(labels: Iterable[str]) -> set[str]:

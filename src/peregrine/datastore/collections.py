@@ -56,6 +56,16 @@ class CollectionStore:
         except IntegrityError as exc:
             raise Conflict(f"flow {record.flow_id} already exists") from exc
 
+    def create_for_new_clients(self, entries: list[tuple[FlowRecord, bytes]]) -> None:
+        """Store new collections with their tasks (record, request) for clients enrolled in
+        this same transaction (their interrogations): one INSERT for the flows, one for the
+        tasks, no check that the clients exist. Raises Conflict for a used flow id."""
+        try:
+            with self._db.write() as conn:
+                insert_flows(conn, entries)
+        except IntegrityError as exc:
+            raise Conflict(f"a flow id of {len(entries)} is in use already") from exc
+
     def get(self, flow_id: str) -> FlowRecord | None:
         """The collection's record, or None."""
         with self._db.read() as conn:
@@ -270,18 +280,31 @@ _SET_SOURCES = (
 
 def insert_flow(conn: Connection, record: FlowRecord, task: bytes | None) -> None:
     """Insert the flow and, given ``task``, its request, inside the caller's transaction."""
-    values = {_COLUMNS.get(name, name): getattr(record, name) for name in _RECORD_FIELDS}
-    conn.execute(_INSERT_FLOW, values)
-    if task is not None:
-        conn.execute(
-            _INSERT_TASK,
-            {
-                "flow_id": record.flow_id,
-                "client_id": record.client_id,
-                "payload": task,
-                "created": record.created,
-            },
-        )
+    insert_flows(conn, [(record, task)])
+
+
+def insert_flows(conn: Connection, entries: Sequence[tuple[FlowRecord, bytes | None]]) -> None:
+    """Insert flows and their requests (those given), inside the caller's transaction: one
+    statement for the flows and one for the tasks, however many."""
+    conn.execute(
+        _INSERT_FLOW,
+        [
+            {_COLUMNS.get(name, name): getattr(record, name) for name in _RECORD_FIELDS}
+            for record, _ in entries
+        ],
+    )
+    requests = [
+        {
+            "flow_id": record.flow_id,
+            "client_id": record.client_id,
+            "payload": task,
+            "created": record.created,
+        }
+        for record, task in entries
+        if task is not None
+    ]
+    if requests:
+        conn.execute(_INSERT_TASK, requests)
 
 
 def _require_client(conn: Connection, client_id: str) -> None:

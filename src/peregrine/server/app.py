@@ -324,10 +324,12 @@ class Server:
 
     async def _on_notice(self, notice: dict[str, Any]) -> None:
         kind, client_id = notice.get("kind"), str(notice.get("client_id", ""))
-        if kind == "deliver" and client_id in self.connections:
+        if kind == "deliver":
             session = self.connections.get(client_id)
             if isinstance(session, AgentSession):
                 await session.deliver_pending()
+            elif session is None:
+                self.connections.missed(client_id)
         elif kind == "send" and client_id in self.connections:
             payload = _cancel_only(notice.get("payload"))
             if payload is not None:

@@ -15,7 +15,7 @@ import contextlib
 import logging
 import math
 import random
-from collections.abc import AsyncIterator, Awaitable
+from collections.abc import AsyncIterator, Awaitable, Iterator
 from typing import Protocol
 
 from peregrine.config.model import AgentLimits
@@ -165,6 +165,16 @@ class _Claim:
         self.users = 0
 
 
+class PushWatch:
+    """Whether something was pushed to a client while its login had not registered it yet
+    (``ConnectionRegistry.watch_pushes``)."""
+
+    __slots__ = ("missed",)
+
+    def __init__(self) -> None:
+        self.missed = False
+
+
 class ConnectionRegistry:
     def __init__(
         self,
@@ -180,6 +190,7 @@ class ConnectionRegistry:
         self._connections: dict[str, Connection] = {}
         self._tasks: set[asyncio.Task[None]] = set()
         self._claims: dict[str, _Claim] = {}
+        self._watches: dict[str, list[PushWatch]] = {}
         self.accepting = True
         self.keepalive = Keepalive(ping_interval, ping_timeout)
 
@@ -209,6 +220,26 @@ class ConnectionRegistry:
             if claim.users == 0:
                 del self._claims[client_id]
 
+    @contextlib.contextmanager
+    def watch_pushes(self, client_id: str) -> Iterator[PushWatch]:
+        """Note pushes to ``client_id`` that find it not connected here while a login runs:
+        a login that enrolled the client knows its tasks without reading them, unless one
+        came meanwhile (then it reads them, as every other login does)."""
+        watch = PushWatch()
+        self._watches.setdefault(client_id, []).append(watch)
+        try:
+            yield watch
+        finally:
+            watches = self._watches[client_id]
+            watches.remove(watch)
+            if not watches:
+                del self._watches[client_id]
+
+    def missed(self, client_id: str) -> None:
+        """A push or a delivery notice for ``client_id`` found it not connected here."""
+        for watch in self._watches.get(client_id, ()):
+            watch.missed = True
+
     def add(self, connection: Connection) -> None:
         replaced = connection.client_id in self._connections
         self._connections[connection.client_id] = connection
@@ -233,6 +264,7 @@ class ConnectionRegistry:
         task when it next connects)."""
         connection = self._connections.get(client_id)
         if connection is None:
+            self.missed(client_id)
             return False
         try:
             await connection.send(payload)

@@ -88,8 +88,8 @@ class AgentSession:
     containers until they are needed."""
 
     __slots__ = (
-        "_budget", "_held", "_send_lock", "_storing", "address", "client_id", "enrolled",
-        "seen_hunts", "server", "ws",
+        "_budget", "_held", "_send_lock", "_storing", "_tasks", "address", "client_id",
+        "enrolled", "seen_hunts", "server", "ws",
     )  # fmt: skip
 
     def __init__(self, server: Server, ws: ServerConnection) -> None:
@@ -109,6 +109,8 @@ class AgentSession:
         self._budget: ConnectionBudget | None = None
         # A run of messages is being stored and acknowledged (a drain waits for it).
         self._storing = False
+        # The tasks stored with the enrollment this connection made (until its check-in).
+        self._tasks: list[tuple[str, bytes]] | None = None
 
     # -- the registry's Connection protocol ------------------------------------------------
 
@@ -219,64 +221,17 @@ class AgentSession:
         """The agent holds the key of ``hello.client_id``: enroll it if new, settle a duplicate
         id, register the connection and welcome it."""
         client_id = hello.client_id
-        clients = self.server.datastore.clients
-        record = await asyncio.to_thread(clients.get, client_id)
-        enrolled = False
-        if record is None:
-            secret = self.server.enrollment_secret
-            given = (hello.enrollment_secret or "").encode()
-            if not hmac.compare_digest(given, secret.encode()):
-                log.warning(
-                    "refused enrollment of %s from %s: wrong secret", client_id, self.address
-                )
-                ENROLLMENTS_REFUSED.labels(reason="secret").inc()
-                await self._reject("enrollment refused: the enrollment secret is wrong")
-                return False
-            wait = self.server.connections.enrollments.try_take()
-            if wait > 0:
-                log.warning(
-                    "refused enrollment of %s from %s: over the enrollment rate "
-                    "(limits.enrollments_per_second)", client_id, self.address,
-                )  # fmt: skip
-                ENROLLMENTS_REFUSED.labels(reason="rate").inc()
-                retry = wait + _random.uniform(1.0, 5.0)
-                await self._reject(
-                    f"enrollment refused: too many new clients at once; retry in {retry:.0f} s",
-                    retry_after=retry,
-                )
-                return False
-            try:
-                # Grouped, its interrogation stored with it: a burst of new agents enrolls
-                # in a few commits, not two each.
-                enrolled = await self.server.services.enroll(client_id, hello.public_key)
-            except KeyMismatch:
-                await self._reject("this client id is enrolled with another key")
-                return False
-        elif record.public_key != hello.public_key:
-            await self._reject("this client id is enrolled with another key")
-            return False
         connections = self.server.connections
-        async with connections.claim(client_id):
-            earlier = connections.get(client_id)
-            if earlier is not None and await earlier.alive(timeout=3.0):
-                log.warning(
-                    "duplicate client id %s: connected from %s and %s; telling the newcomer "
-                    "to make a new identity (cloned machine?)",
-                    client_id, earlier.address, self.address,
-                )  # fmt: skip
-                await self.ws.send(
-                    encode(Reidentify(reason="another agent is connected as this id"))
-                )
-                await self.ws.close(1000, "re-identify")
-                self.server.events.clone_detected(client_id)
+        with connections.watch_pushes(client_id) as pushes:
+            admitted = await self._admit(hello)
+            if admitted is None:
                 return False
-            if earlier is not None:
-                await earlier.close(1000, "replaced by a new connection")
-            self.client_id = client_id
-            set_log_context(client_id=client_id)  # every later line of this connection
-            # Pushes (send) wait until the welcome is out: it must be the first message.
-            await self._send_lock.acquire()
-            connections.add(self)  # before the welcome: a second comer now finds us
+            enrolled, tasks = admitted
+            if not await self._register(client_id):
+                return False
+        # A request pushed before the registration went nowhere: then read what is pending.
+        if enrolled and not pushes.missed:
+            self._tasks = tasks
         try:
             self.seen_hunts = list(hello.seen_hunts)
             self.server.seen.note(client_id, time.time(), self.address)
@@ -300,14 +255,97 @@ class AgentSession:
             self.enrolled = True  # its interrogation is delivered at check-in
         return True
 
+    async def _admit(self, hello: Hello) -> tuple[bool, list[tuple[str, bytes]]] | None:
+        """Whether the client is new (enrolled now), with the tasks stored with it; None if
+        it was refused (told why). A client this process has not indexed that brings the
+        secret is enrolled without reading it first: the enrollment itself finds one that is
+        enrolled already, and checks its key."""
+        client_id = hello.client_id
+        clients = self.server.datastore.clients
+        secret = self.server.enrollment_secret
+        given = (hello.enrollment_secret or "").encode()
+        secret_ok = hmac.compare_digest(given, secret.encode())
+        unread = secret_ok and self.server.services.unknown(client_id)
+        if not unread:
+            record = await asyncio.to_thread(clients.get, client_id)
+            if record is not None:
+                return await self._known(record.public_key, hello.public_key)
+        if not secret_ok:
+            log.warning("refused enrollment of %s from %s: wrong secret", client_id, self.address)
+            ENROLLMENTS_REFUSED.labels(reason="secret").inc()
+            await self._reject("enrollment refused: the enrollment secret is wrong")
+            return None
+        wait = self.server.connections.enrollments.try_take()
+        if wait > 0:
+            if unread and (record := await asyncio.to_thread(clients.get, client_id)):
+                return await self._known(record.public_key, hello.public_key)
+            log.warning(
+                "refused enrollment of %s from %s: over the enrollment rate "
+                "(limits.enrollments_per_second)", client_id, self.address,
+            )  # fmt: skip
+            ENROLLMENTS_REFUSED.labels(reason="rate").inc()
+            retry = wait + _random.uniform(1.0, 5.0)
+            await self._reject(
+                f"enrollment refused: too many new clients at once; retry in {retry:.0f} s",
+                retry_after=retry,
+            )
+            return None
+        try:
+            # Grouped, its interrogation stored with it: a burst of new agents enrolls in a
+            # few commits, not two each.
+            return await self.server.services.enroll(client_id, hello.public_key)
+        except KeyMismatch:
+            await self._reject("this client id is enrolled with another key")
+            return None
+
+    async def _known(
+        self, stored: bytes, presented: bytes
+    ) -> tuple[bool, list[tuple[str, bytes]]] | None:
+        """An enrolled client: admitted if it presented the key it enrolled with."""
+        if stored != presented:
+            await self._reject("this client id is enrolled with another key")
+            return None
+        return False, []
+
+    async def _register(self, client_id: str) -> bool:
+        """Settle a duplicate id and register this connection; True with the send lock held
+        (the welcome must be the first message), False if the newcomer was told to make a
+        new identity."""
+        connections = self.server.connections
+        async with connections.claim(client_id):
+            earlier = connections.get(client_id)
+            if earlier is not None and await earlier.alive(timeout=3.0):
+                log.warning(
+                    "duplicate client id %s: connected from %s and %s; telling the newcomer "
+                    "to make a new identity (cloned machine?)",
+                    client_id, earlier.address, self.address,
+                )  # fmt: skip
+                await self.ws.send(
+                    encode(Reidentify(reason="another agent is connected as this id"))
+                )
+                await self.ws.close(1000, "re-identify")
+                self.server.events.clone_detected(client_id)
+                return False
+            if earlier is not None:
+                await earlier.close(1000, "replaced by a new connection")
+            self.client_id = client_id
+            set_log_context(client_id=client_id)  # every later line of this connection
+            # Pushes (send) wait until the welcome is out: it must be the first message.
+            await self._send_lock.acquire()
+            connections.add(self)  # before the welcome: a second comer now finds us
+        return True
+
     async def _reject(self, reason: str, retry_after: float = 300) -> None:
         await self.ws.send(encode(Rejected(reason=reason, retry_after=retry_after)))
         await self.ws.close(1000, reason[:120])
 
     async def deliver_pending(self) -> None:
         """Send every stored task of this client (the agent ignores one it already has); one
-        too large for the agent ends its flow in Error instead of blocking the queue."""
-        tasks = await asyncio.to_thread(self.server.datastore.tasks.pending, self.client_id)
+        too large for the agent ends its flow in Error instead of blocking the queue. At the
+        check-in of a client this connection enrolled, they are the ones stored with it."""
+        tasks, self._tasks = self._tasks, None
+        if tasks is None:
+            tasks = await asyncio.to_thread(self.server.datastore.tasks.pending, self.client_id)
         for flow_id, payload in tasks:
             if await self.server.collections.refuse_undeliverable(flow_id, payload):
                 self.server.events.flow_changed(flow_id)

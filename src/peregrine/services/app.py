@@ -20,7 +20,7 @@ from peregrine.analysis import AnalysisEngine, AnalysisLimits
 from peregrine.analysis.columnar import finished_result_sets
 from peregrine.artifacts.repository import ArtifactRepository
 from peregrine.config import ServerConfig
-from peregrine.datastore import Datastore, FlowRecord
+from peregrine.datastore import Datastore, FlowRecord, KeyMismatch
 from peregrine.engine.context import ALL_PERMISSIONS
 from peregrine.events.stream import EventStream
 from peregrine.filestore import Filestore
@@ -100,6 +100,8 @@ class Services:
         self.alerting = Alerting(config.alerts, datastore, repository, Path(config.data_dir))
         #: When the interrogation request was built, and it (see ``enroll``).
         self._interrogation: tuple[float, Template] | None = None
+        #: The index holds every client enrolled when the process started (``unknown``).
+        self._index_loaded = False
 
     async def load_client_index(self) -> None:
         """Read every enrolled client into the index (when the process starts)."""
@@ -108,8 +110,15 @@ class Services:
             page = await asyncio.to_thread(self.datastore.clients.all_for_index, after, INDEX_PAGE)
             self.client_index.load(page)
             if len(page) < INDEX_PAGE:
+                self._index_loaded = True
                 return
             after = page[-1].client_id
+
+    def unknown(self, client_id: str) -> bool:
+        """Whether the client is, as far as this process knows, not enrolled: not in the
+        index once it is loaded (clients enrolled elsewhere join it within a manager pass).
+        Not proof: enrolling it finds one that is enrolled already."""
+        return self._index_loaded and client_id not in self.client_index.clients
 
     # -- collections --------------------------------------------------------------------------
 
@@ -204,32 +213,45 @@ class Services:
 
     # -- interrogation ------------------------------------------------------------------------
 
-    async def enroll(self, client_id: str, public_key: bytes) -> bool:
-        """Enroll a new client with its interrogation: the client, the flow and its task in
-        one piece of the group commit (the check-in delivers the task with any other pending
-        one). False, with nothing stored, if the client is already enrolled with this key;
-        raises KeyMismatch for another key."""
+    async def enroll(
+        self, client_id: str, public_key: bytes
+    ) -> tuple[bool, list[tuple[str, bytes]]]:
+        """Enroll a new client with its interrogation: the client, the flow and its task
+        stored together, folded in the group commit with the other new clients of its batch.
+        Returns whether it is new, and the tasks stored with it (flow id, request: what the
+        check-in delivers, without reading them back). False, with nothing stored, if the
+        client is already enrolled with this key; raises KeyMismatch for another key."""
         template = await self._interrogation_template()
-        enrolled, record = await self.datastore.group.run(
-            self._enroll, client_id, public_key, time.time(), template
-        )
-        if record is not None:
-            if self.collections.created is not None:
-                self.collections.created(record)
-            self._scheduled(record)
-        return enrolled
+        item = (client_id, public_key, time.time(), template)
+        enrolled, stored = await self.datastore.group.run_together(self._enroll_many, item)
+        if stored is None:
+            return enrolled, []
+        record, payload = stored
+        if self.collections.created is not None:
+            self.collections.created(record)
+        self._scheduled(record)
+        return enrolled, [(record.flow_id, payload)]
 
-    def _enroll(
-        self, client_id: str, public_key: bytes, now: float, template: Template | None
-    ) -> tuple[bool, FlowRecord | None]:
-        if not self.datastore.clients.enroll(client_id, public_key, now):
-            return False, None
-        if template is None:
-            return True, None
-        expires = now + self.collections.default_expiry
-        record, payload = copy_for(template, client_id, now, expires)
-        self.datastore.collections.create(record, task=payload)
-        return True, record
+    def _enroll_many(
+        self, items: list[tuple[str, bytes, float, Template | None]]
+    ) -> list[tuple[bool, tuple[FlowRecord, bytes] | None] | KeyMismatch]:
+        """The group commit's fold of ``enroll``: every new client of a batch and their
+        interrogations in three statements."""
+        outcomes = self.datastore.clients.enroll_many([item[:3] for item in items])
+        results: list[tuple[bool, tuple[FlowRecord, bytes] | None] | KeyMismatch] = []
+        interrogations: list[tuple[FlowRecord, bytes]] = []
+        for (client_id, _, now, template), outcome in zip(items, outcomes, strict=True):
+            if isinstance(outcome, KeyMismatch):
+                results.append(outcome)
+            elif outcome and template is not None:
+                expires = now + self.collections.default_expiry
+                interrogations.append(copy_for(template, client_id, now, expires))
+                results.append((True, interrogations[-1]))
+            else:
+                results.append((outcome, None))
+        if interrogations:
+            self.datastore.collections.create_for_new_clients(interrogations)
+        return results
 
     async def _interrogation_template(self) -> Template | None:
         """The interrogation request, validated once for a burst of new clients (built again
@@ -278,9 +300,9 @@ class Services:
         flow_id = record.flow_id
         info = await asyncio.to_thread(client_info, self.filestore, client_id, flow_id)
         if info is not None:
-            # Grouped: a burst of new clients' facts is stored in a few commits, not one each.
-            set_info = self.datastore.clients.set_info
-            await self.datastore.group.run(set_info, client_id, info, time.time())
+            # Folded: a burst of new clients' facts is one statement in one commit.
+            set_info = self.datastore.clients.set_info_many
+            await self.datastore.group.run_together(set_info, (client_id, info, time.time()))
         self.events.flow_changed(flow_id)
         if info is not None:
             # The OS is known now: hunts that target it may apply to this client.

@@ -53,6 +53,10 @@ MANAGER_INTERVAL_SECONDS = 2.0
 PUSH_BATCH = 250
 #: Batches of a hunt's start being stored or pushed at once.
 BATCHES_IN_FLIGHT = 4
+#: Seconds the running hunts read for one check-in serve the next ones. A hunt started or
+#: stopped here or on another frontend (bus notice) is seen at once; the age bounds what a
+#: lost notice costs, and the datastore refuses a hunt that stopped meanwhile anyway.
+RUNNING_READ_SECONDS = 1.0
 
 
 class HuntError(Exception):
@@ -88,6 +92,12 @@ class HuntManager:
         self._pushers: dict[str, asyncio.Task[None]] = {}
         self._templates: dict[str, Template] = {}
         self._lock = asyncio.Lock()
+        #: The running hunts as last read, and when (``_running_now``); ``_generation``
+        #: moves on whenever a hunt may have started or stopped, so a read begun before that
+        #: is not kept.
+        self._running_read: tuple[float, list[HuntRecord]] | None = None
+        self._running_reading: tuple[int, asyncio.Future[list[HuntRecord]]] | None = None
+        self._generation = 0
 
     @property
     def datastore(self) -> Any:
@@ -175,6 +185,7 @@ class HuntManager:
 
     async def _running(self, hunt: HuntRecord) -> None:
         """A hunt just became Running: push it to the connected clients it matches."""
+        self.hunts_changed()
         if hunt.schedule is None:
             self._start_pushing(hunt)
             # Every process pushes the hunt to the clients it holds.
@@ -229,6 +240,7 @@ class HuntManager:
         return hunt  # type: ignore[no-any-return]
 
     async def _set(self, hunt_id: str, state: str) -> None:
+        self.hunts_changed()
         hunt = await self._get(hunt_id)
         if not await asyncio.to_thread(self.datastore.hunts.set_state, hunt_id, state, time.time()):
             raise HuntError(f"{hunt_id} is {hunt.state} and cannot become {state}")
@@ -304,12 +316,46 @@ class HuntManager:
 
     async def started_elsewhere(self, hunt_id: str) -> None:
         """Another process started a hunt: push it to the clients this one holds."""
+        self.hunts_changed()
         hunt = await asyncio.to_thread(self.datastore.hunts.get, hunt_id)
         if hunt is not None and hunt.state == "Running" and hunt.schedule is None:
             self._start_pushing(hunt)
 
     def stopped_elsewhere(self, hunt_id: str) -> None:
+        self.hunts_changed()
         self._stop_pushing(hunt_id)
+
+    def hunts_changed(self) -> None:
+        """A hunt may have started or stopped: the next check-in reads the running ones."""
+        self._generation += 1
+        self._running_read = None
+
+    async def _running_now(self) -> list[HuntRecord]:
+        """The hunts that schedule clients now, read at most once a ``RUNNING_READ_SECONDS``
+        for the check-ins of a burst (each used to read them: two reads a new client); the
+        check-ins that come while it is read wait for that read."""
+        now = time.time()
+        cached = self._running_read
+        if cached is not None and time.monotonic() - cached[0] < RUNNING_READ_SECONDS:
+            return [hunt for hunt in cached[1] if hunt.expires > now]
+        reading = self._running_reading
+        if reading is None or reading[0] != self._generation:
+            task = asyncio.ensure_future(self._read_running())
+            reading = self._running_reading = (self._generation, task)
+        return await asyncio.shield(reading[1])
+
+    async def _read_running(self) -> list[HuntRecord]:
+        generation, read_at = self._generation, time.monotonic()
+        try:
+            running: list[HuntRecord] = await asyncio.to_thread(
+                self.datastore.hunts.running, time.time()
+            )
+        finally:
+            if self._running_reading is not None and self._running_reading[0] == generation:
+                self._running_reading = None
+        if generation == self._generation:  # no hunt started or stopped meanwhile
+            self._running_read = (read_at, running)
+        return running
 
     def _start_pushing(self, hunt: HuntRecord) -> None:
         self._stop_pushing(hunt.hunt_id)
@@ -409,7 +455,7 @@ class HuntManager:
 
     async def client_checked_in(self, client_id: str, seen_hunts: Iterable[str] = ()) -> None:
         """A client connected: schedule every running hunt it matches and does not have."""
-        running = await asyncio.to_thread(self.datastore.hunts.running, time.time())
+        running = await self._running_now()
         if not running:
             return
         have = set(seen_hunts) | await asyncio.to_thread(
@@ -442,6 +488,7 @@ class HuntManager:
         """Resume the hunts that were running (after a restart, or a bus outage that dropped
         their start: still at most once). One being pushed here already is left to go on:
         cancelled mid-batch, it could leave flows stored but never pushed."""
+        self.hunts_changed()
         for hunt in await asyncio.to_thread(self.datastore.hunts.running, time.time()):
             if hunt.schedule is None and hunt.hunt_id not in self._pushers:
                 self._start_pushing(hunt)  # resumes scheduling after a restart: at most once
@@ -475,6 +522,7 @@ class HuntManager:
                     self.datastore.hunts.set_state, hunt.hunt_id, "Stopped", now
                 ):
                     log.info("hunt %s expired", hunt.hunt_id)
+                self.hunts_changed()
                 self._stop_pushing(hunt.hunt_id)
             elif hunt.schedule is not None:
                 await self._maybe_iterate(hunt, now)
