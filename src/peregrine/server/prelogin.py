@@ -44,6 +44,8 @@ class AgentConnection(ServerConnection):
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.unauthenticated_budget: int | None = self.handshake_bytes
+        #: The agent sent something since the keepalive last looked (``protocol/keepalive.py``).
+        self.heard = False
         # A frontend holds tens of thousands of these for months; websockets gives each its
         # own LoggerAdapter (with a dict and a weak proxy) and an empty deque (760 bytes) of
         # drain waiters, which it only appends to, removes from and iterates: a list does.
@@ -59,6 +61,7 @@ class AgentConnection(ServerConnection):
         self.unauthenticated_budget = None
 
     def data_received(self, data: bytes) -> None:
+        self.heard = True
         budget = self.unauthenticated_budget
         if budget is not None:
             budget -= len(data)
