@@ -112,9 +112,12 @@ class ConnectionRegistry:
         return list(self._connections)
 
     def track(self, task: asyncio.Task[None]) -> None:
-        """Keep a background task (a connection's handler) until it finishes by itself."""
+        """Keep a connection's handler task until it ``untrack``s itself as it ends (so
+        ``shutdown`` can wait for it); no done-callback list per idle connection."""
         self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
+
+    def untrack(self, task: asyncio.Task[None]) -> None:
+        self._tasks.discard(task)
 
     async def send(self, client_id: str, payload: bytes) -> bool:
         """Push to the agent if it is connected here; False if it is not (it will get the
