@@ -10,11 +10,13 @@ and OpenSSL's session cache, each minus the same figure taken before the first c
 
 Stacks:
 
-* ``asyncio-websockets`` today's agent listener: websockets' asyncio server over asyncio's TLS
-  (``SSLProtocol``, two memory BIOs), configured as ``server/app.py`` does (shared TLS read
-  buffer, ``limited`` connections, no per-connection keepalive), a handler task per connection
+* ``asyncio-websockets`` the agent listener before the third round: websockets' asyncio server
+  over asyncio's TLS (``SSLProtocol``, two memory BIOs), configured as ``server/app.py`` does
+  (shared TLS read buffer, ``limited`` connections, no per-connection keepalive, the
+  handshake forgotten, idle on one future), a handler task per connection
 * ``sslsocket-websockets`` the same websockets server over asyncio's plain socket transport
   on a non-blocking ``SSLSocket`` (``server/tls_socket.py``): no ``SSLProtocol``, no BIOs
+  (today's agent listener)
 * ``asyncio-sansio`` websockets' Sans-I/O ``ServerProtocol`` driven by a plain
   ``asyncio.Protocol`` over asyncio's TLS, a handler task per connection
 * ``sslsocket-sansio`` a non-blocking ``SSLSocket`` read by the event loop (``add_reader``),
@@ -48,6 +50,7 @@ from typing import Any
 
 from websockets.asyncio.client import connect
 from websockets.asyncio.server import ServerConnection, serve
+from websockets.exceptions import ConnectionClosed
 from websockets.frames import Frame, Opcode
 from websockets.http11 import Request
 from websockets.server import ServerProtocol
@@ -276,13 +279,17 @@ async def start_stack(stack: str, ctx: ssl.SSLContext, held: list[Any]) -> int:
     if stack in ("asyncio-websockets", "sslsocket-websockets"):
 
         async def handler(ws: ServerConnection) -> None:
-            if ws.request is not None:
-                ws.request.headers.clear()
-            if ws.response is not None:
-                ws.response.headers.clear()
+            assert isinstance(ws, AgentConnection)
+            ws.forget_handshake()
             first = True
-            async for message in ws:
-                if first and isinstance(ws, AgentConnection):
+            while True:  # idle as AgentSession._serve is: on one future, not in recv()
+                while (arrival := ws.arrival()) is not None:
+                    await arrival
+                try:
+                    message = await ws.recv()
+                except ConnectionClosed:
+                    return
+                if first:
                     ws.logged_in()
                     first = False
                 await ws.send(message)

@@ -13,6 +13,8 @@ import pytest
 from peregrine.agent.outbox import START_HOLD_SECONDS
 from peregrine.config import ClientConfig, GeneratedConfig
 from peregrine.loadtest import Fleet, KeyStore, os_chooser
+from peregrine.protocol.keepalive import Keepalive
+from peregrine.server.app import Server
 from tests.server.harness import make_deployment, running_server, wait_until
 
 OSES = ("linux", "windows", "darwin")
@@ -319,3 +321,33 @@ def test_the_os_mix_is_spread_evenly() -> None:
     assert 90 <= [os_for(i) for i in range(200)].count("linux") <= 110
     with pytest.raises(ValueError, match="unknown OS"):
         os_chooser({"plan9": 1})
+
+
+def test_simulated_agents_ping_from_one_task_and_the_server_skips_its_pings(
+    tmp_path: Path,
+) -> None:
+    """Each simulated agent pings every ``ping_interval`` as the real one does (websockets'
+    keepalive), from the fleet's one keepalive task; the server, hearing them, sends none."""
+    deployment = make_deployment(tmp_path / "deploy")
+    interval, count = 0.3, 20
+
+    async def scenario() -> None:
+        server = Server(deployment.server)
+        server.connections.keepalive = Keepalive(2 * interval, 4 * interval, 0.05)
+        await server.start()
+        fleet = Fleet(fast(deployment), count, key_dir=tmp_path / "keys", ping_interval=interval)
+        try:
+            await fleet.start()
+            await fleet.wait_connected(count, timeout=60)
+            await wait_until(lambda: len(server.connections) == count, 30)
+            assert all(s.ws is not None and s.ws.keepalive_task is None for s in fleet.sims)
+            await asyncio.sleep(8 * interval)
+            assert fleet.keepalive is not None and fleet.keepalive.pings >= 5 * count
+            assert len(server.connections) == count  # every pong came back
+            assert server.connections.keepalive.skipped >= 2 * count
+            assert server.connections.keepalive.pings == 0
+        finally:
+            await fleet.stop()
+            await server.stop()
+
+    asyncio.run(scenario())

@@ -12,7 +12,8 @@ from collections.abc import Awaitable, Callable
 
 from websockets.asyncio.server import ServerConnection, serve
 
-from peregrine.server.connections import Keepalive
+from peregrine.protocol.keepalive import Keepalive
+from peregrine.server.prelogin import limited
 
 INTERVAL, TIMEOUT, TICK = 0.2, 0.4, 0.05
 
@@ -157,3 +158,79 @@ def test_a_released_connection_is_not_pinged() -> None:
     asyncio.run(scenario())
     assert client is not None and client.pings == [] and client.close_code is None
     assert len(keepalive) == 0
+
+
+async def pinging(client: RawClient, period: float, seconds: float) -> None:
+    """Send a ping every ``period`` for ``seconds``, as agents do (every 30 s)."""
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        client.send(0x9, b"agent")
+        await asyncio.sleep(period)
+
+
+async def with_agent_server(
+    keepalive: Keepalive, scenario: Callable[[int], Awaitable[None]]
+) -> None:
+    """A server of the agent listener's connections (``AgentConnection``: they note when
+    their peer was heard from), each held by ``keepalive``."""
+
+    async def handler(ws: ServerConnection) -> None:
+        keepalive.hold(ws)
+        try:
+            await ws.wait_closed()
+        finally:
+            keepalive.release(ws)
+
+    async with serve(
+        handler, "127.0.0.1", 0, ping_interval=None, close_timeout=1,
+        create_connection=limited(64 * 1024),
+    ) as server:  # fmt: skip
+        port = next(iter(server.sockets)).getsockname()[1]
+        await scenario(port)
+    await keepalive.stop()
+
+
+def test_an_agent_that_pings_is_not_pinged_and_is_pinged_again_once_it_stops() -> None:
+    keepalive = Keepalive(INTERVAL, TIMEOUT, TICK)
+    client: RawClient | None = None
+    stopped_pinging = 0.0
+
+    async def scenario(port: int) -> None:
+        nonlocal client, stopped_pinging
+        client = await RawClient.connect(port)
+        reading = asyncio.create_task(client.run(answer=True))
+        await pinging(client, INTERVAL / 3, INTERVAL * 5)
+        assert client.pings == []  # heard from every interval: never pinged
+        stopped_pinging = time.monotonic()
+        await asyncio.sleep(INTERVAL * 4)
+        assert not reading.done()  # answers the pings it now gets
+        await client.close()
+        await asyncio.wait_for(reading, 5)
+
+    asyncio.run(with_agent_server(keepalive, scenario))
+    assert client is not None and client.close_code is None
+    assert client.pings, "a silent agent must be pinged again"
+    # the first visit after it stopped may still count its last ping; the next one pings
+    assert client.pings[0] - stopped_pinging <= 2 * INTERVAL + 3 * TICK
+    assert keepalive.skipped >= 3
+
+
+def test_an_agent_that_stops_pinging_and_answering_is_closed_with_1011() -> None:
+    keepalive = Keepalive(INTERVAL, TIMEOUT, TICK)
+    client: RawClient | None = None
+
+    async def scenario(port: int) -> None:
+        nonlocal client
+        client = await RawClient.connect(port)
+        reading = asyncio.create_task(client.run(answer=False))
+        await pinging(client, INTERVAL / 3, INTERVAL * 3)
+        silent = time.monotonic()
+        await asyncio.wait_for(reading, 5)
+        closed = time.monotonic() - silent
+        assert closed <= 2 * INTERVAL + TIMEOUT + 4 * TICK
+        await client.close()
+
+    asyncio.run(with_agent_server(keepalive, scenario))
+    assert client is not None
+    assert len(client.pings) == 1
+    assert (client.close_code, client.close_reason) == (1011, "keepalive ping timeout")

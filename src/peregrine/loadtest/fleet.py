@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import math
 import random
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
@@ -19,6 +20,7 @@ from peregrine.loadtest import canned
 from peregrine.loadtest.keys import KeyStore
 from peregrine.loadtest.sim import SimAgent
 from peregrine.loadtest.stats import FleetStats
+from peregrine.protocol.keepalive import Keepalive
 
 _random = random.Random()  # noqa: S311 (jitter; own state, so the global generator stays seeded)
 
@@ -79,6 +81,14 @@ class Fleet:
         self.open_timeout = open_timeout
         self.ping_interval = ping_interval
         self.ping_timeout = ping_timeout
+        #: Pings every connection every ``ping_interval``, as the real agent's websockets does,
+        #: from one task for the fleet (a task and timers per connection cost the simulator
+        #: more CPU than the server it loads).
+        self.keepalive = (
+            Keepalive(ping_interval, ping_timeout or math.inf, tick=min(1.0, ping_interval / 10))
+            if ping_interval
+            else None
+        )
         #: Event rows each client sends per second for each event artifact assigned to it.
         self.events_per_second = max(0.0, events_per_second)
         self.boot_time = time.time() - 3600.0
@@ -190,6 +200,8 @@ class Fleet:
             await asyncio.gather(*pending, return_exceptions=True)
         for sim in self.sims:
             sim.cancel_flows()
+        if self.keepalive is not None:
+            await self.keepalive.stop()
         flows = [f.task for s in self.sims for f in s.flows.values() if f.task is not None]
         flows += [s.resender for s in self.sims if s.resender is not None]
         await asyncio.gather(*flows, return_exceptions=True)

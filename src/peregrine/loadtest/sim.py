@@ -227,61 +227,71 @@ class SimAgent:
             proxy=None,
             user_agent_header=None,
             open_timeout=fleet.open_timeout,
-            ping_interval=fleet.ping_interval,
-            ping_timeout=fleet.ping_timeout,
+            ping_interval=None,  # fleet.keepalive: one task for the fleet, not one each
             close_timeout=2,
             max_queue=4,
             **extra,
         ) as ws:
-            challenge = decode_from_server(await asyncio.wait_for(ws.recv(), fleet.open_timeout))
-            if not isinstance(challenge, Challenge):
-                raise ProtocolError(f"expected a challenge, got {type(challenge).__name__}")
-            identity = self.identity
-            client_id = identity.client_id
-            await ws.send(
-                encode(
-                    Hello(
-                        client_id=client_id,
-                        public_key=identity.public_key_bytes,
-                        signature=identity.sign(challenge.nonce + client_id.encode()),
-                        agent_version=f"{__version__}+sim",
-                        enrollment_secret=fleet.config.enrollment_secret,
-                        seen_hunts=list(self.seen_hunts),
-                    )
+            if fleet.keepalive is not None:
+                fleet.keepalive.hold(ws)
+            try:
+                return await self._login_and_serve(ws, started)
+            finally:
+                if fleet.keepalive is not None:
+                    fleet.keepalive.release(ws)
+
+    async def _login_and_serve(self, ws: ClientConnection, started: float) -> bool:
+        """The handshake, then answer the server until the connection ends."""
+        fleet = self.fleet
+        challenge = decode_from_server(await asyncio.wait_for(ws.recv(), fleet.open_timeout))
+        if not isinstance(challenge, Challenge):
+            raise ProtocolError(f"expected a challenge, got {type(challenge).__name__}")
+        identity = self.identity
+        client_id = identity.client_id
+        await ws.send(
+            encode(
+                Hello(
+                    client_id=client_id,
+                    public_key=identity.public_key_bytes,
+                    signature=identity.sign(challenge.nonce + client_id.encode()),
+                    agent_version=f"{__version__}+sim",
+                    enrollment_secret=fleet.config.enrollment_secret,
+                    seen_hunts=list(self.seen_hunts),
                 )
             )
-            reply = decode_from_server(await asyncio.wait_for(ws.recv(), fleet.open_timeout))
-            if isinstance(reply, Reidentify):
-                await self._reidentify(reply.reason)
-                return True
-            if isinstance(reply, Rejected):
-                raise SimRejected(reply.reason, reply.retry_after)
-            if not isinstance(reply, Welcome):
-                raise ProtocolError(f"expected welcome, got {type(reply).__name__}")
-            fleet.note_welcome(self, time.monotonic() - started, reply.enrolled)
-            if self._leaving():
-                return True
-            async with self._lock:  # resend what is owed, in order, before anything new
-                self.batches, owed = reply.flow_batches, list(self.unacked.values())
-                self._outgoing.clear()
-                for packed in pack_flow_messages(owed) if self.batches else owed:
-                    await ws.send(packed)
-                fleet.stats.messages_resent += len(owed)
-                self.ws = ws
-            fleet.stats.connected += 1
-            try:
-                if self._leaving():  # taken offline during the resend
-                    await ws.close(1000, "simulated client offline")
-                async for frame in ws:
-                    await self._handle(ws, decode_from_server(frame))
-            except ConnectionClosed:
-                if self.online and not fleet.stopping:
-                    fleet.stats.errors["connection_lost"] += 1
-            finally:
-                self.ws = None
-                fleet.stats.connected -= 1
-                self._stop_events()
+        )
+        reply = decode_from_server(await asyncio.wait_for(ws.recv(), fleet.open_timeout))
+        if isinstance(reply, Reidentify):
+            await self._reidentify(reply.reason)
             return True
+        if isinstance(reply, Rejected):
+            raise SimRejected(reply.reason, reply.retry_after)
+        if not isinstance(reply, Welcome):
+            raise ProtocolError(f"expected welcome, got {type(reply).__name__}")
+        fleet.note_welcome(self, time.monotonic() - started, reply.enrolled)
+        if self._leaving():
+            return True
+        async with self._lock:  # resend what is owed, in order, before anything new
+            self.batches, owed = reply.flow_batches, list(self.unacked.values())
+            self._outgoing.clear()
+            for packed in pack_flow_messages(owed) if self.batches else owed:
+                await ws.send(packed)
+            fleet.stats.messages_resent += len(owed)
+            self.ws = ws
+        fleet.stats.connected += 1
+        try:
+            if self._leaving():  # taken offline during the resend
+                await ws.close(1000, "simulated client offline")
+            async for frame in ws:
+                await self._handle(ws, decode_from_server(frame))
+        except ConnectionClosed:
+            if self.online and not fleet.stopping:
+                fleet.stats.errors["connection_lost"] += 1
+        finally:
+            self.ws = None
+            fleet.stats.connected -= 1
+            self._stop_events()
+        return True
 
     async def _reidentify(self, reason: str) -> None:
         """Another connection holds our id: make a new key, as a cloned machine's agent would."""

@@ -15,7 +15,7 @@ import contextlib
 import logging
 import ssl
 import time
-from collections.abc import Iterable, Mapping
+from collections.abc import Coroutine, Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -46,7 +46,7 @@ from peregrine.server.event_ingest import EventIngestor
 from peregrine.server.heap import HeapTrimmer
 from peregrine.server.ingest import Ingestor
 from peregrine.server.leader import Leader
-from peregrine.server.prelogin import limited
+from peregrine.server.prelogin import AgentConnection, limited
 from peregrine.server.presence import PRESENCE_KINDS, Presence
 from peregrine.server.readiness import HEALTH_PATHS, Readiness, answer_on_agent_port
 from peregrine.server.resync import Resync
@@ -247,24 +247,11 @@ class Server:
             return connection.respond(503, "shutting down\n")
         return None
 
-    async def _handle(self, ws: ServerConnection) -> None:
-        # websockets keeps the opening handshake's request and response for the connection's
-        # life; nothing reads their headers after it (3.5 KB an agent).
-        if ws.request is not None:
-            ws.request.headers.clear()
-        if ws.response is not None:
-            ws.response.headers.clear()
-        session = AgentSession(self, ws)
-        task = asyncio.current_task()
-        if task is not None:
-            self.connections.track(task)
-        self.connections.keepalive.hold(ws)
-        self.heap.note()
-        try:
-            await session.run()
-        finally:
-            self.connections.keepalive.release(ws)
-            self.heap.note()
+    def _handle(self, ws: ServerConnection) -> Coroutine[Any, Any, None]:
+        """websockets' handler: the session's own coroutine, no frame of ours per agent."""
+        if isinstance(ws, AgentConnection):
+            ws.forget_handshake()
+        return AgentSession(self, ws).run()
 
     # -- the services' Fleet (services/fleet.py) -----------------------------------------------
 

@@ -21,6 +21,7 @@ import logging
 import os
 import random
 import time
+from collections.abc import Sequence
 from typing import TYPE_CHECKING, cast
 
 from websockets.asyncio.server import ServerConnection
@@ -96,12 +97,15 @@ class AgentSession:
         self.server = server
         self.ws = ws
         self.client_id = ""
-        self.seen_hunts: list[str] = []
+        #: The hunts the agent says it has (from its hello until its check-in).
+        self.seen_hunts: Sequence[str] = ()
         #: This connection enrolled the client (until its check-in).
         self.enrolled = False
         peer = ws.remote_address
         self.address: str | None = str(peer[0]) if peer else None
-        self._send_lock = asyncio.Lock()
+        # Held while the welcome is sent (pushes wait for it: it must be the first message);
+        # None otherwise (websockets sends whole messages one after the other by itself).
+        self._send_lock: asyncio.Lock | None = None
         # Flow -> the first seq refused for want of space (see _store_flow_messages); made
         # when the filestore first fills up.
         self._held: dict[str, int] | None = None
@@ -115,7 +119,11 @@ class AgentSession:
     # -- the registry's Connection protocol ------------------------------------------------
 
     async def send(self, payload: bytes) -> None:
-        async with self._send_lock:
+        login = self._send_lock
+        if login is None:
+            await self.ws.send(payload)
+            return
+        async with login:
             await self.ws.send(payload)
 
     async def alive(self, timeout: float) -> bool:
@@ -139,55 +147,69 @@ class AgentSession:
     # -- lifecycle --------------------------------------------------------------------------
 
     async def run(self) -> None:
+        """The connection's life (websockets' handler task runs it, with no frame of ours
+        between): kept alive by the frontend's keepalive, tracked for its shutdown."""
+        server = self.server
+        task = asyncio.current_task()
+        if task is not None:
+            server.connections.track(task)
+        server.connections.keepalive.hold(self.ws)
+        server.heap.note()
         try:
-            if not await self._handshake():
+            try:
+                if not await self._handshake():
+                    return
+            except ConnectionClosed as exc:
+                server.connections.remove(self)  # it may have registered before the welcome
+                _log_closed(exc, self.address)
                 return
-        except ConnectionClosed as exc:
-            self.server.connections.remove(self)  # it may have registered before the welcome
-            _log_closed(exc, self.address)
-            return
-        except (ServerBusy, DatastoreUnavailable) as exc:
-            self.server.connections.remove(self)
-            if isinstance(exc, DatastoreUnavailable):
+            except (ServerBusy, DatastoreUnavailable) as exc:
+                server.connections.remove(self)
+                if isinstance(exc, DatastoreUnavailable):
+                    ERRORS.labels(kind="datastore_unavailable").inc()
+                log.warning("refused a login from %s: %s", self.address, exc)
+                await self.ws.close(TRY_AGAIN_LATER, str(exc)[:120])
+                return
+            except (TimeoutError, ProtocolError) as exc:
+                server.connections.remove(self)
+                ERRORS.labels(kind="agent_protocol").inc()
+                reason = str(exc) or "no login within the handshake time-out"
+                log.warning("handshake from %s failed: %s", self.address, reason)
+                await self.ws.close(POLICY_VIOLATION, reason[:120])
+                return
+            server.events.client_connected(self.client_id)
+            server.presence.online(self.client_id)
+            try:
+                await self.deliver_pending()
+                await server.services.client_connected(
+                    self.client_id, self.seen_hunts, enrolled=self.enrolled
+                )
+                self.seen_hunts = ()  # used once, at check-in
+                self.enrolled = False
+                await server.services.event_monitoring.push(self.client_id)
+                await self._serve()
+            except ConnectionClosed as exc:
+                _log_closed(exc, f"{self.client_id} ({self.address})")
+            except (ProtocolError, NotYourFlow) as exc:
+                ERRORS.labels(kind="agent_protocol").inc()
+                log.warning("closing %s (%s): %s", self.client_id, self.address, exc)
+                await self.ws.close(POLICY_VIOLATION, str(exc)[:120])
+            except DatastoreUnavailable as exc:
+                # Nothing unstored was acknowledged: the agent keeps it and sends it again.
                 ERRORS.labels(kind="datastore_unavailable").inc()
-            log.warning("refused a login from %s: %s", self.address, exc)
-            await self.ws.close(TRY_AGAIN_LATER, str(exc)[:120])
-            return
-        except (TimeoutError, ProtocolError) as exc:
-            self.server.connections.remove(self)
-            ERRORS.labels(kind="agent_protocol").inc()
-            reason = str(exc) or "no login within the handshake time-out"
-            log.warning("handshake from %s failed: %s", self.address, reason)
-            await self.ws.close(POLICY_VIOLATION, reason[:120])
-            return
-        self.server.events.client_connected(self.client_id)
-        self.server.presence.online(self.client_id)
-        try:
-            await self.deliver_pending()
-            await self.server.services.client_connected(
-                self.client_id, self.seen_hunts, enrolled=self.enrolled
-            )
-            self.seen_hunts = []  # used once, at check-in
-            self.enrolled = False
-            await self.server.services.event_monitoring.push(self.client_id)
-            await self._serve()
-        except ConnectionClosed as exc:
-            _log_closed(exc, f"{self.client_id} ({self.address})")
-        except (ProtocolError, NotYourFlow) as exc:
-            ERRORS.labels(kind="agent_protocol").inc()
-            log.warning("closing %s (%s): %s", self.client_id, self.address, exc)
-            await self.ws.close(POLICY_VIOLATION, str(exc)[:120])
-        except DatastoreUnavailable as exc:
-            # Nothing unstored was acknowledged: the agent keeps it and sends it again.
-            ERRORS.labels(kind="datastore_unavailable").inc()
-            log.warning("closing %s (%s): %s", self.client_id, self.address, exc)
-            await self.ws.close(TRY_AGAIN_LATER, "datastore unavailable; try again later")
+                log.warning("closing %s (%s): %s", self.client_id, self.address, exc)
+                await self.ws.close(TRY_AGAIN_LATER, "datastore unavailable; try again later")
+            finally:
+                server.connections.remove(self)
+                server.events.client_disconnected(self.client_id)
+                if self.client_id not in server.connections:  # not replaced by a reconnect
+                    server.presence.offline(self.client_id)
+                server.seen.note(self.client_id, time.time(), self.address)
         finally:
-            self.server.connections.remove(self)
-            self.server.events.client_disconnected(self.client_id)
-            if self.client_id not in self.server.connections:  # not replaced by a reconnect
-                self.server.presence.offline(self.client_id)
-            self.server.seen.note(self.client_id, time.time(), self.address)
+            server.connections.keepalive.release(self.ws)
+            server.heap.note()
+            if task is not None:
+                server.connections.untrack(task)
 
     async def _handshake(self) -> bool:
         """Log the agent in, holding one of the frontend's handshake slots throughout."""
@@ -248,7 +270,9 @@ class AgentSession:
                 )
             )
         finally:
-            self._send_lock.release()
+            login, self._send_lock = self._send_lock, None
+            if login is not None:
+                login.release()
         if enrolled:
             ENROLLMENTS.inc()
             log.info("enrolled %s from %s", client_id, self.address)
@@ -331,7 +355,8 @@ class AgentSession:
             self.client_id = client_id
             set_log_context(client_id=client_id)  # every later line of this connection
             # Pushes (send) wait until the welcome is out: it must be the first message.
-            await self._send_lock.acquire()
+            self._send_lock = login = asyncio.Lock()
+            await login.acquire()
             connections.add(self)  # before the welcome: a second comer now finds us
         return True
 
@@ -356,8 +381,12 @@ class AgentSession:
         """Store what the agent sends. The messages that arrived while the last ones were
         being stored are stored together (one file-thread trip, one piece of the group
         commit, one cumulative ack per flow), which is most of them once agents answer in
-        bursts. Waiting costs nothing per connection beyond websockets' own state."""
+        bursts. Waiting costs one future per connection beyond websockets' own state."""
+        ws = self.ws
         while True:
+            if isinstance(ws, AgentConnection):  # idle, it waits on one future, not recv()
+                while (arrival := ws.arrival()) is not None:
+                    await arrival  # bytes came (a ping, part of a frame) or the connection ended
             try:
                 frame = await self.ws.recv()
             except ConnectionClosedOK:
