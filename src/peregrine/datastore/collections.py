@@ -303,18 +303,31 @@ _SET_SOURCES = (
 
 def insert_flow(conn: Connection, record: FlowRecord, task: bytes | None) -> None:
     """Insert the flow and, given ``task``, its request, inside the caller's transaction."""
-    values = {_COLUMNS.get(name, name): getattr(record, name) for name in _RECORD_FIELDS}
-    conn.execute(_INSERT_FLOW, values)
-    if task is not None:
-        conn.execute(
-            _INSERT_TASK,
-            {
-                "flow_id": record.flow_id,
-                "client_id": record.client_id,
-                "payload": task,
-                "created": record.created,
-            },
-        )
+    insert_flows(conn, [(record, task)])
+
+
+def insert_flows(conn: Connection, items: Sequence[tuple[FlowRecord, bytes | None]]) -> None:
+    """``insert_flow`` for many flows: one ``executemany`` for the flows and one for their
+    tasks (a hunt's batch of clients), in the caller's transaction."""
+    if not items:
+        return
+    conn.execute(
+        _INSERT_FLOW,
+        [{_COLUMNS.get(name, name): getattr(record, name) for name in _RECORD_FIELDS}
+         for record, _task in items],
+    )  # fmt: skip
+    requests = [
+        {
+            "flow_id": record.flow_id,
+            "client_id": record.client_id,
+            "payload": task,
+            "created": record.created,
+        }
+        for record, task in items
+        if task is not None
+    ]
+    if requests:
+        conn.execute(_INSERT_TASK, requests)
 
 
 def _require_client(conn: Connection, client_id: str) -> None:
