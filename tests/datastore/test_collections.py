@@ -5,6 +5,7 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Callable
+from dataclasses import replace
 
 import pytest
 
@@ -210,6 +211,32 @@ def test_in_flight_lists_only_unfinished_collections(store: Datastore) -> None:
             store.collections.transition(f"F.{n:016x}", state, 10.0)
     in_flight = store.collections.in_flight()
     assert [f.state for f in in_flight] == [SCHEDULED, IN_PROGRESS, UNRESPONSIVE]
+
+
+def test_maybe_due_reads_only_flows_the_monitor_may_end(store: Datastore) -> None:
+    """The monitor's read at ``now`` = 1000: each rule's flow just due is read, the same flow
+    a few seconds short of it is not, and a final flow never is (both backends' arithmetic)."""
+    made = iter(range(100))
+
+    def add(state: str, created: float, **fields: float | None) -> str:
+        flow_id = f"F.{next(made):016x}"
+        record = flow(flow_id, created=created)
+        store.collections.create(replace(record, **{"timeout": None, **fields}))
+        if state != SCHEDULED:
+            store.collections.transition(flow_id, state, created)
+        return flow_id
+
+    expiring = add(SCHEDULED, 10.0, expires=999.0)
+    add(SCHEDULED, 10.0, expires=1005.0)
+    no_expiry = add(SCHEDULED, 500.0)  # created + default expiry (500 s)
+    add(SCHEDULED, 600.0)
+    timed_out = add(IN_PROGRESS, 300.0, timeout=600.0, progress_timeout=None)  # 300+600+30<1000
+    add(IN_PROGRESS, 400.0, timeout=600.0, progress_timeout=None)
+    quiet = add(UNRESPONSIVE, 800.0, progress_timeout=120.0)  # active at 800: 920 < 1000
+    add(IN_PROGRESS, 900.0, progress_timeout=120.0)
+    add(FINISHED, 10.0, timeout=1.0, expires=20.0, progress_timeout=1.0)
+    due = store.collections.maybe_due(1000.0, default_expiry=500.0, grace=30.0)
+    assert {record.flow_id for record in due} == {expiring, no_expiry, timed_out, quiet}
 
 
 def test_reads_do_not_wait_for_a_writer(store: Datastore) -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import itertools
 import threading
+import time
 from collections.abc import Callable
 from dataclasses import replace
 from typing import Any
@@ -33,6 +34,7 @@ from peregrine.datastore import (
     new_hunt_id,
     open_datastore,
 )
+from peregrine.datastore.collections import insert_flow
 from peregrine.datastore.database import Database
 from peregrine.datastore.hunts import ALLOWED_FROM
 from peregrine.datastore.migrate import alembic_config, head_revision
@@ -678,6 +680,65 @@ def test_schedule_many_writes_each_new_client_once(running: Datastore) -> None:
     # Again: nothing new, nothing doubled.
     assert running.hunts.schedule_many(HUNT, [(flow_for(c), b"t") for c in ids], 302.0) == []
     assert row_count(running, flows) == 6
+
+
+def test_schedule_many_schedules_a_client_named_twice_in_a_batch_once(
+    running: Datastore,
+) -> None:
+    ids = enroll(running, 3)
+    batch = [(flow_for(c), b"t") for c in [ids[2], ids[0], ids[2], ids[1], ids[0]]]
+    assert running.hunts.schedule_many(HUNT, batch, 300.0) == ids
+    assert row_count(running, flows) == 3
+    assert row_count(running, tasks) == 3
+    assert row_count(running, hunt_clients) == 3
+
+
+def test_schedule_many_rolls_back_when_another_frontend_takes_a_pair_meanwhile(
+    running: Datastore,
+) -> None:
+    """PostgreSQL: a pair inserted by a transaction not yet committed when the batch reads is
+    found only by the batch's insert, which waits for it; the batch then writes nothing."""
+    if running._db.backend != "postgresql":
+        pytest.skip("SQLite's one writer lock leaves no room between the read and the insert")
+    ids = enroll(running, 4)
+    other = running._db.engine.connect()
+    other_txn = other.begin()
+    rival_pid = other.exec_driver_sql("SELECT pg_backend_pid()").scalar_one()
+    rival = replace(flow_for(ids[2]), hunt_id=HUNT)
+    insert_flow(other, rival, b"rival")
+    other.execute(
+        hunt_clients.insert().values(
+            hunt_id=HUNT, client_id=ids[2], flow_id=rival.flow_id, scheduled=299.0
+        )
+    )
+    outcome: list[list[str] | None] = []
+    batch = threading.Thread(
+        target=lambda: outcome.append(
+            running.hunts.schedule_many(HUNT, [(flow_for(c), b"t") for c in ids], 300.0)
+        )
+    )
+    batch.start()
+    deadline = time.monotonic() + 10
+    while not _waiting_for(running, rival_pid) and time.monotonic() < deadline:
+        time.sleep(0.02)
+    other_txn.commit()
+    other.close()
+    batch.join(10)
+    assert outcome == [None]  # the caller decides these clients one by one
+    assert row_count(running, flows) == 1  # only the rival's
+    assert row_count(running, tasks) == 1
+    assert running.hunts.clients(HUNT)[0].flow_id == rival.flow_id
+
+
+def _waiting_for(store: Datastore, pid: int) -> bool:
+    """Whether a session waits for a lock that backend ``pid`` holds (only this test's: the
+    shared test server runs other tests meanwhile)."""
+    with store._db.read() as conn:
+        waiting = conn.exec_driver_sql(
+            "SELECT count(*) FROM pg_stat_activity WHERE %(pid)s = ANY(pg_blocking_pids(pid))",
+            {"pid": pid},
+        ).scalar_one()
+    return bool(waiting)
 
 
 def test_schedule_many_declines_what_it_cannot_decide_alone(datastore: Datastore) -> None:

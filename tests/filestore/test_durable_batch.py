@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import fcntl
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -75,6 +76,51 @@ def test_appends_are_visible_once_the_batch_commits(
     finally:
         again.close()
     assert numbers(store) == list(range(1201))
+
+
+def test_a_batch_syncs_the_parent_of_every_folder_it_made(
+    store: Filestore, batch_of: type[DurableBatch]
+) -> None:
+    """A new folder survives a power loss only once its parent is synced: the batch must know
+    every folder it made, whether made from the filestore's root or from a client's known
+    ``flows`` folder."""
+    flows = store.root / "clients" / CLIENT / "flows"
+    first = batch_of(store.root)
+    try:
+        store.append_rows(CLIENT, FLOW, "A", "s", 1, COLUMNS, rows(0, 1), first)
+        # The root's, clients', client's, flows' and flow's entries are new.
+        assert first._new_dirs == {
+            str(folder) for folder in (store.root, flows.parent.parent, flows.parent, flows)
+        } | {str(flows / FLOW)}
+        first.commit()
+    finally:
+        first.close()
+    second = batch_of(store.root)
+    try:
+        store.append_rows(CLIENT, OTHER_FLOW, "A", "s", 1, COLUMNS, rows(0, 1), second)
+        assert second._new_dirs == {str(flows), str(flows / OTHER_FLOW)}
+        second.commit()
+    finally:
+        second.close()
+    assert numbers(store) == [0]
+    assert numbers(store, OTHER_FLOW) == [0]
+
+
+def test_a_client_whose_folders_went_away_is_written_again(store: Filestore) -> None:
+    """The filestore remembers which clients have a ``flows`` folder; a client removed since
+    (by this process or another sharing the filestore) is written from the root again."""
+    store.append_rows(CLIENT, FLOW, "A", "s", 1, COLUMNS, rows(0, 1))
+    shutil.rmtree(store.root / "clients" / CLIENT)  # another frontend deleted the client
+    batch = store.batch()
+    try:
+        store.append_rows(CLIENT, OTHER_FLOW, "A", "s", 1, COLUMNS, rows(0, 3), batch)
+        batch.commit()
+    finally:
+        batch.close()
+    assert numbers(store, OTHER_FLOW) == [0, 1, 2]
+    store.remove_flows(CLIENT, [OTHER_FLOW])
+    store.append_logs(CLIENT, FLOW, 1, [{"message": "again"}])
+    assert store.read_logs(CLIENT, FLOW)[0]["message"] == "again"
 
 
 def test_a_batch_closed_without_commit_leaves_the_last_commit(store: Filestore) -> None:

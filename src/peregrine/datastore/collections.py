@@ -11,7 +11,18 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from sqlalchemy import Connection, Row, bindparam, delete, exists, select, update
+from sqlalchemy import (
+    Connection,
+    Row,
+    and_,
+    bindparam,
+    delete,
+    exists,
+    func,
+    or_,
+    select,
+    update,
+)
 from sqlalchemy.exc import IntegrityError
 
 from .database import Database
@@ -20,7 +31,9 @@ from .flow_runs import FlowStep, StepResult, apply_runs
 from .records import (
     ERROR,
     IN_FLIGHT_STATES,
+    IN_PROGRESS,
     SCHEDULED,
+    UNRESPONSIVE,
     FlowRecord,
 )
 from .schema import clients, flows, tasks
@@ -200,6 +213,36 @@ class CollectionStore:
         with self._db.read() as conn:
             return [_record(row) for row in conn.execute(query)]
 
+    def maybe_due(self, now: float, default_expiry: float, grace: float) -> list[FlowRecord]:
+        """Collections not final that the time-out monitor may have to end at ``now``, oldest
+        first: still Scheduled at their expiry (``created + default_expiry`` when they have
+        none), past ``timeout + grace`` since they began, or In progress or Unresponsive
+        ``progress_timeout`` after their last activity. A superset (a second's slack): the
+        monitor decides each. The rest of a hunt's thousands of flows in flight are
+        compared in the database, not read and built into records every pass."""
+        due = now + _DUE_SLACK
+        began = func.coalesce(flows.c.started, flows.c.created)
+        active = func.coalesce(flows.c.last_activity, flows.c.started, flows.c.created)
+        expires = func.coalesce(flows.c.expires, flows.c.created + default_expiry)
+        query = (
+            select(flows)
+            .where(
+                flows.c.state.in_(IN_FLIGHT_STATES),
+                or_(
+                    and_(flows.c.state == SCHEDULED, expires <= due),
+                    and_(flows.c.timeout.is_not(None), began + flows.c.timeout + grace <= due),
+                    and_(
+                        flows.c.state.in_((IN_PROGRESS, UNRESPONSIVE)),
+                        flows.c.progress_timeout.is_not(None),
+                        active + flows.c.progress_timeout <= due,
+                    ),
+                ),
+            )
+            .order_by(flows.c.created, flows.c.flow_id)
+        )
+        with self._db.read() as conn:
+            return [_record(row) for row in conn.execute(query)]
+
     def has_in_flight(self, client_id: str, creator: str) -> bool:
         """Whether the client has a collection by ``creator`` not yet in a final state."""
         query = select(
@@ -214,6 +257,8 @@ class CollectionStore:
 
 
 _RECORD_FIELDS = tuple(FlowRecord.__dataclass_fields__)
+#: Seconds ``maybe_due`` looks ahead, so rounding never hides a flow that is due.
+_DUE_SLACK = 1.0
 
 # The statements of the per-message path, built once: agents send thousands of messages a
 # second, and building a statement costs several times what executing it does.
@@ -283,16 +328,16 @@ def insert_flow(conn: Connection, record: FlowRecord, task: bytes | None) -> Non
     insert_flows(conn, [(record, task)])
 
 
-def insert_flows(conn: Connection, entries: Sequence[tuple[FlowRecord, bytes | None]]) -> None:
-    """Insert flows and their requests (those given), inside the caller's transaction: one
-    statement for the flows and one for the tasks, however many."""
+def insert_flows(conn: Connection, items: Sequence[tuple[FlowRecord, bytes | None]]) -> None:
+    """``insert_flow`` for many flows: one ``executemany`` for the flows and one for their
+    tasks (a hunt's batch of clients), in the caller's transaction."""
+    if not items:
+        return
     conn.execute(
         _INSERT_FLOW,
-        [
-            {_COLUMNS.get(name, name): getattr(record, name) for name in _RECORD_FIELDS}
-            for record, _ in entries
-        ],
-    )
+        [{_COLUMNS.get(name, name): getattr(record, name) for name in _RECORD_FIELDS}
+         for record, _task in items],
+    )  # fmt: skip
     requests = [
         {
             "flow_id": record.flow_id,
@@ -300,7 +345,7 @@ def insert_flows(conn: Connection, entries: Sequence[tuple[FlowRecord, bytes | N
             "payload": task,
             "created": record.created,
         }
-        for record, task in entries
+        for record, task in items
         if task is not None
     ]
     if requests:

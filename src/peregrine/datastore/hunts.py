@@ -36,7 +36,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.exc import IntegrityError
 
-from .collections import insert_flow
+from .collections import insert_flow, insert_flows
 from .database import Database
 from .errors import Conflict, NotFound
 from .records import (
@@ -285,12 +285,17 @@ class HuntStore:
         """Schedule a Running hunt without a ``client_limit`` on many clients in one
         transaction (a hunt's start: one commit per batch, not per client).
 
-        Returns the client ids scheduled (clients that already have the hunt, or are unknown,
-        are skipped). Returns None, with nothing written, when the hunt is not running or has a
-        limit, or when another frontend scheduled one of these clients meanwhile: the caller
-        then falls back to ``schedule_client`` one by one, which decides each exactly.
+        Returns the client ids scheduled, in client order (clients that already have the
+        hunt, are unknown, or come again later in the batch are skipped). Returns None, with
+        nothing written, when the hunt is not running or has a limit, or when another
+        frontend scheduled one of these clients meanwhile: the caller then falls back to
+        ``schedule_client`` one by one, which decides each exactly.
+
+        A few statements for the whole batch: which clients exist and which have the hunt
+        already (one read each), then the flows, their tasks and the (hunt, client) pairs as
+        one ``executemany`` each. The pairs are inserted only if absent and counted back, so a
+        pair another frontend took between the read and the insert rolls the batch back.
         """
-        done: builtins.list[str] = []
         try:
             with self._db.write() as conn:
                 hunt = conn.execute(
@@ -307,33 +312,36 @@ class HuntStore:
                     or hunt.client_limit is not None
                 ):
                     return None
-                pair = self._db.insert_ignore(hunt_clients).returning(hunt_clients.c.flow_id)
+                wanted = {flow.client_id for flow, _task in batch}
+                known = _present(conn, _KNOWN_CLIENTS, {}, wanted)
+                taken = _present(conn, _SCHEDULED_CLIENTS, {"b_hunt": hunt_id}, wanted)
                 # In client order: two frontends' batches then lock (hunt, client) keys in the
                 # same order, and one waits for the other instead of both deadlocking.
+                fresh: dict[str, tuple[FlowRecord, bytes]] = {}
                 for flow, task in sorted(batch, key=lambda item: item[0].client_id):
-                    record = replace(flow, hunt_id=hunt_id)
-                    client_id = record.client_id
-                    known = conn.execute(_KNOWN_CLIENT, {"b_client": client_id}).scalar()
-                    if not known or _scheduled(conn, hunt_id, client_id):
-                        continue
-                    insert_flow(conn, record, task)
-                    inserted = conn.execute(
-                        pair,
-                        {
-                            "hunt_id": hunt_id,
-                            "client_id": client_id,
-                            "flow_id": record.flow_id,
-                            "scheduled": now,
-                        },
-                    ).first()
-                    if inserted is None:
-                        raise _AlreadyScheduled
-                    done.append(client_id)
+                    client_id = flow.client_id
+                    if client_id in known and client_id not in taken and client_id not in fresh:
+                        fresh[client_id] = (replace(flow, hunt_id=hunt_id), task)
+                if not fresh:
+                    return []
+                insert_flows(conn, builtins.list(fresh.values()))
+                pairs = [
+                    {"hunt_id": hunt_id, "client_id": cid, "flow_id": f.flow_id, "scheduled": now}
+                    for cid, (f, _task) in fresh.items()
+                ]
+                inserted = conn.execute(
+                    self._db.insert_ignore(hunt_clients).returning(hunt_clients.c.client_id),
+                    pairs,
+                ).all()
+                if len(inserted) != len(pairs):
+                    # Another frontend's transaction took some of these pairs after the read
+                    # (PostgreSQL only): roll back the flows and tasks written above.
+                    raise _AlreadyScheduled
         except _AlreadyScheduled:
             return None
         except IntegrityError as exc:
             raise Conflict(f"a flow id in the batch already exists: {exc}") from exc
-        return done
+        return builtins.list(fresh)
 
     def is_scheduled(self, hunt_id: str, client_id: str) -> bool:
         """Whether the hunt was ever scheduled on the client."""
@@ -490,11 +498,31 @@ _SCHEDULED = select(
         hunt_clients.c.client_id == bindparam("b_client"),
     )
 )
-_KNOWN_CLIENT = select(exists().where(clients.c.client_id == bindparam("b_client")))
+_KNOWN_CLIENTS = select(clients.c.client_id).where(
+    clients.c.client_id.in_(bindparam("b_clients", expanding=True))
+)
+_SCHEDULED_CLIENTS = select(hunt_clients.c.client_id).where(
+    hunt_clients.c.hunt_id == bindparam("b_hunt"),
+    hunt_clients.c.client_id.in_(bindparam("b_clients", expanding=True)),
+)
+#: Client ids per ``IN`` list (SQLite allows 32,766 parameters; PostgreSQL more).
+_IN_CHUNK = 500
 
 
 def _scheduled(conn: Connection, hunt_id: str, client_id: str) -> bool:
     return bool(conn.execute(_SCHEDULED, {"b_hunt": hunt_id, "b_client": client_id}).scalar())
+
+
+def _present(
+    conn: Connection, query: Any, parameters: dict[str, Any], client_ids: set[str]
+) -> set[str]:
+    """Which of ``client_ids`` ``query`` finds, asked ``_IN_CHUNK`` ids at a time."""
+    ordered = sorted(client_ids)
+    found: set[str] = set()
+    for start in range(0, len(ordered), _IN_CHUNK):
+        chunk = ordered[start : start + _IN_CHUNK]
+        found.update(conn.execute(query, {**parameters, "b_clients": chunk}).scalars())
+    return found
 
 
 def _client_count(conn: Connection, hunt_id: str) -> int:

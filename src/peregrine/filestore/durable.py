@@ -78,7 +78,7 @@ class DurableBatch:
     root: Path
     use_syncfs: bool = field(default=_SYNCFS is not None)
     _pending: dict[Path, PendingCommit] = field(default_factory=dict)
-    _new_dirs: set[Path] = field(default_factory=set)
+    _new_dirs: set[str] = field(default_factory=set)
     _root_fd: int | None = None
     #: How many sync rounds this batch ran (two per commit with something pending).
     syncs: int = 0
@@ -96,9 +96,10 @@ class DurableBatch:
     def add(self, data_path: Path, commit: PendingCommit) -> None:
         self._pending[data_path] = commit
 
-    def created_dir(self, directory: Path) -> None:
-        """A folder made in this batch: its entry in its parent is synced with the batch."""
-        self._new_dirs.add(directory.parent)
+    def created_dir(self, directory: str | Path) -> None:
+        """A folder made in this batch: its entry in its parent is synced with the batch
+        (kept as text: a hunt's batch makes thousands, and hashing a ``Path`` costs more)."""
+        self._new_dirs.add(os.path.dirname(directory))  # noqa: PTH120 (see above)
 
     def commit(self) -> None:
         """Make everything written in the batch durable, then release its locks.
@@ -145,14 +146,14 @@ class DurableBatch:
             os.close(self._root_fd)
             self._root_fd = None
 
-    def _sync(self, pending: Any, new_dirs: set[Path], *, first: bool) -> None:
+    def _sync(self, pending: Any, new_dirs: set[str], *, first: bool) -> None:
         self.syncs += 1
         if self.use_syncfs and self._root_fd is not None:
             if _SYNCFS(self._root_fd) != 0:
                 errno = ctypes.get_errno()
                 raise OSError(errno, os.strerror(errno))
             return
-        folders = set(new_dirs)
+        folders = {Path(folder) for folder in new_dirs}
         for item in pending:
             folders.add(item.meta_path.parent)
             if first:

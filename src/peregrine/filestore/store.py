@@ -44,6 +44,8 @@ from .rowlog import (
 from .uploads import UploadRecord, make_dirs, place
 
 _SHA256_RE = re.compile(r"[0-9a-f]{64}")
+#: Clients remembered as having a ``flows`` folder (then forgotten all at once).
+KNOWN_CLIENTS = 200_000
 _HASH_BLOCK = 1024 * 1024
 _T = TypeVar("_T")
 
@@ -71,6 +73,9 @@ class Filestore:
         # Evidence: owner-only. Everything below inherits the protection of this folder.
         self.root.mkdir(parents=True, exist_ok=True, mode=0o700)
         self.root.chmod(0o700)
+        #: Clients whose ``flows`` folder was made or found here: where a new flow's folders
+        #: start (a hint: a client removed since costs one failed ``mkdir``).
+        self._clients_seen: set[str] = set()
 
     # -- space ----------------------------------------------------------------------------------
 
@@ -101,6 +106,17 @@ class Filestore:
     def _ensure(self, directory: Path, batch: DurableBatch | None = None) -> Path:
         make_dirs(self.root, directory, batch)
         return directory
+
+    def _ensure_in_flow(self, client_id: str, directory: Path, batch: DurableBatch | None) -> None:
+        """Make a folder of one of the client's flows, from the deepest folder known to
+        exist: the client's ``flows`` once one of its flows was written here, else
+        ``clients`` (a hunt's new flows: a ``mkdir`` per folder made, nothing more)."""
+        clients = self.root / "clients"
+        known = clients / client_id / "flows" if client_id in self._clients_seen else clients
+        make_dirs(self.root, directory, batch, known=known)
+        if len(self._clients_seen) >= KNOWN_CLIENTS:
+            self._clients_seen.clear()  # only a hint
+        self._clients_seen.add(client_id)
 
     def batch(self) -> DurableBatch:
         """A batch of appends made durable together by its ``commit()`` (two sync rounds for
@@ -148,7 +164,7 @@ class Filestore:
             known.extend(key for key in keys if key not in known)
             meta.update(artifact=artifact, source=source, columns=known)
 
-        self._ensure(log.data_path.parent, batch)
+        self._ensure_in_flow(client_id, log.data_path.parent, batch)
         return self._space_checked(lambda: log.append(seq, records, describe, batch))
 
     def read_rows(
@@ -202,7 +218,7 @@ class Filestore:
             if not isinstance(entry, dict):
                 raise ValueError(f"log entry {number} is not a mapping")
             records.append(tag_record({str(k): v for k, v in entry.items()}))
-        self._ensure(log.data_path.parent, batch)
+        self._ensure_in_flow(client_id, log.data_path.parent, batch)
         return self._space_checked(lambda: log.append(seq, records, batch=batch))
 
     def read_logs(
@@ -405,9 +421,13 @@ class Filestore:
         """Every finished upload of the flow, oldest first."""
         records_dir = self.flow_dir(client_id, flow_id) / "uploads.records"
         found: list[UploadRecord] = []
-        with contextlib.suppress(FileNotFoundError):
-            for path in records_dir.glob("*.json"):
-                record = self._record(path)
+        try:  # asked at every flow's end: most have no uploads, and no folder
+            names = os.listdir(records_dir)  # noqa: PTH208 (names, no Path per entry)
+        except FileNotFoundError:
+            return found
+        for name in names:
+            if name.endswith(".json"):
+                record = self._record(records_dir / name)
                 if record is not None:
                     found.append(record)
         return sorted(found, key=lambda r: (r.finished, r.upload_id))
@@ -433,6 +453,7 @@ class Filestore:
             directory = self.flow_dir(client_id, flow_id)
             freed += _tree_size(directory)
             shutil.rmtree(directory, ignore_errors=True)
+        self._clients_seen.discard(client_id)
         client_dir = self.root / "clients" / client_id
         for empty in (client_dir / "flows", client_dir):
             with contextlib.suppress(OSError):  # missing, or not empty: kept

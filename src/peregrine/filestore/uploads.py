@@ -76,9 +76,19 @@ def _free_name(directory: Path, name: str, want_dir: bool) -> str:
         candidate = with_suffix_number(name, number)
 
 
-def make_dirs(base: Path, target: Path, batch: DurableBatch | None = None) -> None:
+def make_dirs(
+    base: Path, target: Path, batch: DurableBatch | None = None, *, known: Path | None = None
+) -> None:
     """Create ``target`` (under ``base``, which exists) and fsync each new entry's parent so
-    the new folders survive a power loss (with a ``batch``: when the batch commits)."""
+    the new folders survive a power loss (with a ``batch``: when the batch commits).
+
+    ``known``: a folder between ``base`` and ``target`` believed to exist (the filestore
+    remembers its clients' folders). The levels below it are then made from it down, one
+    ``mkdir`` each, without first looking for where the tree ends: a hunt's new flow costs
+    the folders it makes and nothing more. Only a hint: if it is gone, ``target`` is made
+    from ``base``."""
+    if known is not None and _made_below(known, target, batch):
+        return
     if target.is_dir():
         return
     # Made from the target up (a mkdir is the check): a new flow's folders cost a call each
@@ -108,12 +118,30 @@ def make_dirs(base: Path, target: Path, batch: DurableBatch | None = None) -> No
         _made(directory, batch)
 
 
-def _made(directory: Path, batch: DurableBatch | None) -> None:
+def _made_below(known: Path, target: Path, batch: DurableBatch | None) -> bool:
+    """Make ``target``'s levels below ``known`` top down; False if ``known`` is gone. A level
+    that exists is taken as a folder: were it a file, the next ``mkdir`` or the caller's
+    ``open`` under it fails (NotADirectoryError). Plain strings and ``os``: a hunt's batch
+    makes thousands of folders, and ``Path`` objects cost more than the calls."""
+    current = os.fspath(known)
+    for part in target.relative_to(known).parts:
+        current = os.path.join(current, part)  # noqa: PTH118
+        try:
+            os.mkdir(current)  # noqa: PTH102
+        except FileExistsError:
+            continue
+        except FileNotFoundError:
+            return False
+        _made(current, batch)
+    return True
+
+
+def _made(directory: str | Path, batch: DurableBatch | None) -> None:
     """Make a new folder's entry in its parent durable (with a batch: when it commits)."""
     if batch is not None:
         batch.created_dir(directory)
     else:
-        fsync_dir(directory.parent)
+        fsync_dir(Path(directory).parent)
 
 
 def place(uploads_dir: Path, original_path: str) -> Path:

@@ -1,7 +1,9 @@
 """The active check of in-flight collections, so none stays "In progress" forever.
 
 Singleton work: it runs on the leader (in the embedded mode, the only process). Every few
-seconds it looks at every flow that is not final and ends the ones past their time-out
+seconds it reads the flows not final that may be due (``maybe_due``: the times are compared
+in the database, so a hunt's thousands of flows in flight are not read every pass) and ends
+the ones past their time-out
 (``timeout`` from creation, ``progress_timeout`` since the agent last sent anything), marks as
 Unresponsive those whose agent has gone, and cancels timed-out work on the agent if it is here.
 A collection that waited for its client past its ``expires`` without starting ends in Error
@@ -50,7 +52,12 @@ class FlowMonitor:
     async def check_once(self, now: float | None = None) -> list[str]:
         """One pass; returns the flows it changed."""
         now = now or time.time()
-        flows = await asyncio.to_thread(self.services.datastore.collections.in_flight)
+        flows = await asyncio.to_thread(
+            self.services.datastore.collections.maybe_due,
+            now,
+            self.services.collections.default_expiry,
+            GRACE_SECONDS,
+        )
         changed = []
         store = self.services.datastore.collections
         for flow in flows:
