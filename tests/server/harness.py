@@ -162,6 +162,15 @@ def server_process(deployment: GeneratedConfig, log: Path) -> Process:
     )
 
 
+def workers_process(deployment: GeneratedConfig, log: Path, workers: int = 2) -> Process:
+    """``peregrine server --workers N`` (not started), logging warnings and worse."""
+    return Process(
+        ["server", "--config", str(deployment.server_config_path), "--no-local-agent",
+         "--workers", str(workers), "--log-level", "WARNING"],
+        log,
+    )  # fmt: skip
+
+
 def agent_process(config: ClientConfig, path: Path, log: Path) -> Process:
     write_client_config(config, path)
     return Process(["agent", "--config", str(path)], log)

@@ -16,7 +16,7 @@ import pytest
 from peregrine.auth.accounts import Accounts
 from peregrine.datastore import open_datastore
 from peregrine.loadtest import Fleet
-from tests.server.harness import Process, make_deployment, port_open, wait_until
+from tests.server.harness import make_deployment, port_open, wait_until, workers_process
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(240)]  # waits add up to about 150 s
 CLIENTS = 12
@@ -24,11 +24,7 @@ CLIENTS = 12
 
 def test_a_forced_delete_disconnects_the_client_in_any_process(tmp_path: Path) -> None:
     deployment = make_deployment(tmp_path / "deploy")
-    server = Process(
-        ["server", "--config", str(deployment.server_config_path), "--no-local-agent",
-         "--workers", "2", "--log-level", "WARNING"],
-        tmp_path / "server.log",
-    )  # fmt: skip
+    server = workers_process(deployment, tmp_path / "server.log")
     server.start()
     cfg = deployment.server
     try:

@@ -15,7 +15,7 @@ import psutil
 import pytest
 
 from peregrine.loadtest import Fleet
-from tests.server.harness import Process, make_deployment, port_open, served, wait_until
+from tests.server.harness import make_deployment, port_open, served, wait_until, workers_process
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(420)]  # waits add up to about 330 s
 CLIENTS = 30
@@ -105,11 +105,7 @@ def test_connections_made_while_the_workers_start_are_spread_over_every_worker(
     would all stay on it. The supervisor listens for every worker before starting any."""
     deployment = make_deployment(tmp_path / "deploy")
     cfg = deployment.server
-    server = Process(
-        ["server", "--config", str(deployment.server_config_path), "--no-local-agent",
-         "--workers", "2", "--log-level", "WARNING"],
-        tmp_path / "server.log",
-    )  # fmt: skip
+    server = workers_process(deployment, tmp_path / "server.log")
     server.start()
     try:
         assert server.proc is not None
