@@ -14,6 +14,7 @@ from websockets.asyncio.client import connect
 from peregrine.agent.identity import load_or_create
 from peregrine.config import client_ssl_context
 from peregrine.protocol.messages import (
+    CancelCollection,
     Challenge,
     CollectionRequest,
     Hello,
@@ -147,5 +148,47 @@ def test_a_request_made_while_a_client_enrolls_is_delivered_with_its_interrogati
                 assert sorted(flows.values()) == ["analyst", INTERROGATOR]
                 assert {r.flow_id for r in requests} == set(flows)
                 assert made[0] in flows
+
+    asyncio.run(scenario())
+
+
+def test_a_cancel_from_another_frontend_while_a_client_enrolls_is_not_undone(
+    tmp_path: Path,
+) -> None:
+    """Another frontend cancels the new client's interrogation while it logs in here: the
+    cancel's bus notice finds no connection, and the check-in must then read the tasks (the
+    interrogation is gone) rather than send the one kept from the enrollment."""
+    deployment = make_deployment(tmp_path / "deploy")
+    identity = load_or_create(tmp_path / "raw" / "writeback.yaml")
+    client_id = identity.client_id
+
+    async def scenario() -> None:
+        async with running_server_with(deployment.server) as server:
+            enroll = server.services.enroll
+            cancelled: list[str] = []
+
+            async def enroll_then_cancel_elsewhere(
+                cid: str, key: bytes
+            ) -> tuple[bool, list[tuple[str, bytes]]]:
+                enrolled = await enroll(cid, key)
+                (flow,) = server.datastore.collections.list_for_client(cid)
+                # What the other frontend does: the datastore, then its notice on the bus.
+                server.datastore.tasks.cancel(flow.flow_id)
+                server.datastore.collections.transition(flow.flow_id, "Cancelled", 0.0, "test")
+                cancel = encode(CancelCollection(flow_id=flow.flow_id, reason="test"))
+                await server._on_notice({"kind": "send", "client_id": cid, "payload": cancel.hex()})
+                cancelled.append(flow.flow_id)
+                return enrolled
+
+            server.services.enroll = enroll_then_cancel_elsewhere  # type: ignore[method-assign]
+            async with RawAgent(deployment, identity) as agent:
+                assert agent.welcome.enrolled and agent.ws is not None
+                flow = await server.collect(client_id, [("Generic.System.Pslist", {})], "analyst")
+                async with asyncio.timeout(10):
+                    while not isinstance(
+                        first := decode_from_server(await agent.ws.recv()), CollectionRequest
+                    ):
+                        pass
+                assert first.flow_id == flow.flow_id, (first.flow_id, cancelled)
 
     asyncio.run(scenario())

@@ -178,12 +178,15 @@ def _supervise(
     # come for a worker while it (re)starts wait in its backlog. A worker that bound its own
     # would take the whole fleet reconnecting after a restart if it listened first (agents
     # keep their connection), and a dead one's queued connections would be reset.
+    agent_sockets: list[socket.socket] = []
     try:
-        agent_sockets = [
-            listening_socket(cfg.bind_address, cfg.port, LISTEN_BACKLOG, True, socket.socket)
-            for _ in range(workers)
-        ]
+        for _ in range(workers):
+            agent_sockets.append(
+                listening_socket(cfg.bind_address, cfg.port, LISTEN_BACKLOG, True, socket.socket)
+            )
     except OSError as exc:
+        for made in agent_sockets:
+            made.close()
         console.print(f"Error: cannot listen for agents: {exc.strerror or exc}", markup=False)
         raise typer.Exit(1) from None
 

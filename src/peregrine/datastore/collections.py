@@ -217,8 +217,10 @@ class CollectionStore:
         """Collections not final that the time-out monitor may have to end at ``now``, oldest
         first: still Scheduled at their expiry (``created + default_expiry`` when they have
         none), past ``timeout + grace`` since they began, or In progress or Unresponsive
-        ``progress_timeout`` after their last activity. A superset (a second's slack): the
-        monitor decides each. The rest of a hunt's thousands of flows in flight are
+        ``progress_timeout`` after their last activity. A superset: a second's slack, and flows
+        the monitor spares each pass (Unresponsive ones whose client stays offline, Scheduled
+        ones of an offline client past their time-out) are read again; the monitor decides
+        each. The rest of a hunt's thousands of flows in flight are
         compared in the database, not read and built into records every pass."""
         due = now + _DUE_SLACK
         began = func.coalesce(flows.c.started, flows.c.created)

@@ -40,8 +40,9 @@ class Keepalive:
     A websocket whose peer was heard from since the last visit (``heard``: agents ping every
     30 s themselves) is not pinged: it is alive, and the agent's own pings find a dead link
     from its side. Its flag is cleared, so a peer that falls silent is pinged at the next
-    visit and closed ``timeout`` later: at most ``2 * interval + timeout`` after it was last
-    heard from.
+    visit and closed at the first visit ``timeout`` or more after that ping: at most
+    ``2 * interval`` plus ``timeout`` rounded up to a multiple of ``interval`` after it was
+    last heard from (240 s with the server's 60 s and 120 s).
     """
 
     def __init__(self, interval: float, timeout: float, tick: float = 1.0) -> None:

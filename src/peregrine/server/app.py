@@ -317,9 +317,11 @@ class Server:
                 await session.deliver_pending()
             elif session is None:
                 self.connections.missed(client_id)
-        elif kind == "send" and client_id in self.connections:
+        elif kind == "send":
             payload = _cancel_only(notice.get("payload"))
-            if payload is not None:
+            if client_id not in self.connections:
+                self.connections.missed(client_id)  # a login's kept tasks are stale now
+            elif payload is not None:
                 await self.connections.send(client_id, payload)
         elif kind in PRESENCE_KINDS:
             await self.presence.on_notice(notice)

@@ -252,7 +252,9 @@ class AgentSession:
             if not await self._register(client_id):
                 return False
         # A request pushed before the registration went nowhere: then read what is pending.
-        if enrolled and not pushes.missed:
+        # With other frontends (a shared bus) their pushes arrive as notices, which can be
+        # lost; the tasks are read as every other login does, so none waits on the bus.
+        if enrolled and not pushes.missed and not self.server.bus.shared:
             self._tasks = tasks
         try:
             self.seen_hunts = list(hello.seen_hunts)

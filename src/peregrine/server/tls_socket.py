@@ -100,6 +100,7 @@ def tls_listener(
     context.sslsocket_class = NonBlockingTLSSocket
     if fileno is not None:
         listener = TLSListener(fileno=fileno)
+        listener.set_inheritable(False)  # the supervisor passed it; no child of ours needs it
         listener.setblocking(False)
     else:
         listener = listening_socket(host, port, backlog, reuse_port, TLSListener)

@@ -240,9 +240,13 @@ class HuntManager:
         return hunt  # type: ignore[no-any-return]
 
     async def _set(self, hunt_id: str, state: str) -> None:
-        self.hunts_changed()
         hunt = await self._get(hunt_id)
-        if not await asyncio.to_thread(self.datastore.hunts.set_state, hunt_id, state, time.time()):
+        changed = await asyncio.to_thread(
+            self.datastore.hunts.set_state, hunt_id, state, time.time()
+        )
+        # After the change: a read of the running hunts begun before it is not kept.
+        self.hunts_changed()
+        if not changed:
             raise HuntError(f"{hunt_id} is {hunt.state} and cannot become {state}")
 
     # -- scheduling ---------------------------------------------------------------------------
