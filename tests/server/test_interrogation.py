@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import sqlite3
 import threading
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 import msgspec
@@ -119,19 +120,14 @@ def test_a_request_made_while_a_client_enrolls_is_delivered_with_its_interrogati
 
     async def scenario() -> None:
         async with running_server_with(deployment.server) as server:
-            enroll = server.services.enroll
             made: list[str] = []
 
-            async def enroll_then_collect(
-                cid: str, key: bytes
-            ) -> tuple[bool, list[tuple[str, bytes]]]:
-                enrolled = await enroll(cid, key)
+            async def collect(cid: str) -> None:
                 # Enrolled, not yet registered: the push finds no connection.
                 flow = await server.collect(cid, [("Generic.System.Pslist", {})], "analyst")
                 made.append(flow.flow_id)
-                return enrolled
 
-            server.services.enroll = enroll_then_collect  # type: ignore[method-assign]
+            after_enrollment(server, collect)
             async with RawAgent(deployment, identity) as agent:
                 assert agent.welcome.enrolled
                 assert agent.ws is not None
@@ -164,13 +160,9 @@ def test_a_cancel_from_another_frontend_while_a_client_enrolls_is_not_undone(
 
     async def scenario() -> None:
         async with running_server_with(deployment.server) as server:
-            enroll = server.services.enroll
             cancelled: list[str] = []
 
-            async def enroll_then_cancel_elsewhere(
-                cid: str, key: bytes
-            ) -> tuple[bool, list[tuple[str, bytes]]]:
-                enrolled = await enroll(cid, key)
+            async def cancel_elsewhere(cid: str) -> None:
                 (flow,) = server.datastore.collections.list_for_client(cid)
                 # What the other frontend does: the datastore, then its notice on the bus.
                 server.datastore.tasks.cancel(flow.flow_id)
@@ -178,9 +170,8 @@ def test_a_cancel_from_another_frontend_while_a_client_enrolls_is_not_undone(
                 cancel = encode(CancelCollection(flow_id=flow.flow_id, reason="test"))
                 await server._on_notice({"kind": "send", "client_id": cid, "payload": cancel.hex()})
                 cancelled.append(flow.flow_id)
-                return enrolled
 
-            server.services.enroll = enroll_then_cancel_elsewhere  # type: ignore[method-assign]
+            after_enrollment(server, cancel_elsewhere)
             async with RawAgent(deployment, identity) as agent:
                 assert agent.welcome.enrolled and agent.ws is not None
                 flow = await server.collect(client_id, [("Generic.System.Pslist", {})], "analyst")
@@ -192,3 +183,16 @@ def test_a_cancel_from_another_frontend_while_a_client_enrolls_is_not_undone(
                 assert first.flow_id == flow.flow_id, (first.flow_id, cancelled)
 
     asyncio.run(scenario())
+
+
+def after_enrollment(server: Server, step: Callable[[str], Awaitable[None]]) -> None:
+    """Make ``server`` run ``step(client_id)`` after each enrollment, before the new client's
+    connection registers: the moment a push or a notice finds it connected nowhere."""
+    enroll = server.services.enroll
+
+    async def enroll_then_step(cid: str, key: bytes) -> tuple[bool, list[tuple[str, bytes]]]:
+        enrolled = await enroll(cid, key)
+        await step(cid)
+        return enrolled
+
+    server.services.enroll = enroll_then_step  # type: ignore[method-assign]
