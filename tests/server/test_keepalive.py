@@ -9,6 +9,7 @@ import os
 import struct
 import time
 from collections.abc import Awaitable, Callable
+from typing import Any
 
 from websockets.asyncio.server import ServerConnection, serve
 
@@ -75,7 +76,14 @@ class RawClient:
         await self.writer.wait_closed()
 
 
-async def with_server(keepalive: Keepalive, scenario: Callable[[int], Awaitable[None]]) -> None:
+async def with_server(
+    keepalive: Keepalive,
+    scenario: Callable[[int], Awaitable[None]],
+    create_connection: Any = None,
+) -> None:
+    """A websockets server whose connections ``keepalive`` holds, for ``scenario(port)``;
+    with ``create_connection`` (e.g. the agent listener's ``limited``), of that class."""
+
     async def handler(ws: ServerConnection) -> None:
         keepalive.hold(ws)
         try:
@@ -83,7 +91,10 @@ async def with_server(keepalive: Keepalive, scenario: Callable[[int], Awaitable[
         finally:
             keepalive.release(ws)
 
-    async with serve(handler, "127.0.0.1", 0, ping_interval=None, close_timeout=1) as server:
+    extra = {"create_connection": create_connection} if create_connection else {}
+    async with serve(
+        handler, "127.0.0.1", 0, ping_interval=None, close_timeout=1, **extra
+    ) as server:
         port = next(iter(server.sockets)).getsockname()[1]
         await scenario(port)
     await keepalive.stop()
@@ -173,21 +184,7 @@ async def with_agent_server(
 ) -> None:
     """A server of the agent listener's connections (``AgentConnection``: they note when
     their peer was heard from), each held by ``keepalive``."""
-
-    async def handler(ws: ServerConnection) -> None:
-        keepalive.hold(ws)
-        try:
-            await ws.wait_closed()
-        finally:
-            keepalive.release(ws)
-
-    async with serve(
-        handler, "127.0.0.1", 0, ping_interval=None, close_timeout=1,
-        create_connection=limited(64 * 1024),
-    ) as server:  # fmt: skip
-        port = next(iter(server.sockets)).getsockname()[1]
-        await scenario(port)
-    await keepalive.stop()
+    await with_server(keepalive, scenario, limited(64 * 1024))
 
 
 def test_an_agent_that_pings_is_not_pinged_and_is_pinged_again_once_it_stops() -> None:
