@@ -52,7 +52,7 @@ from peregrine.server.readiness import HEALTH_PATHS, Readiness, answer_on_agent_
 from peregrine.server.resync import Resync
 from peregrine.server.seen import SeenWriter
 from peregrine.server.session import AgentSession
-from peregrine.server.tls_socket import tls_listener
+from peregrine.server.tls_socket import close_listener, tls_listener
 from peregrine.services.app import Services
 from peregrine.services.collections import Limits
 from peregrine.services.event_monitoring import NOTICES as EVENT_NOTICES
@@ -202,7 +202,7 @@ class Server:
         if self.config.bus_url and drain.balancer_seconds > 0:
             await asyncio.sleep(min(drain.balancer_seconds, drain.timeout / 2))
         if self._listener is not None:
-            self._listener.close(close_connections=False)
+            await close_listener(self._listener)
         await self.connections.shutdown(
             timeout=max(1.0, drain.timeout - (time.monotonic() - started)),
             spread=drain.agents_seconds if self.config.bus_url else 0.0,

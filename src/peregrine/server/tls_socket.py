@@ -11,6 +11,7 @@ happens in the first reads, inside websockets' opening time-out (``open_timeout`
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import socket
 import ssl
@@ -106,6 +107,22 @@ def tls_listener(
         listener = listening_socket(host, port, backlog, reuse_port, TLSListener)
     listener.context = context
     return listener
+
+
+async def close_listener(server: Any) -> None:
+    """Close a listening ``server`` (websockets' or asyncio's) without leaking a connection it
+    has just accepted, and leave open the connections it made.
+
+    asyncio accepts in one step and makes the connection's transport in a task of the next; a
+    server closed in between fails that transport (``Server._attach`` asserts the server is
+    open) and leaves the accepted socket to the garbage collector. So accepting stops first,
+    those tasks run, and only then the server closes."""
+    loop = asyncio.get_running_loop()
+    for sock in server.sockets:
+        loop.remove_reader(sock.fileno())
+    for _ in range(2):  # one pass runs them; the second is margin
+        await asyncio.sleep(0)
+    server.close(close_connections=False)
 
 
 def listening_socket(
