@@ -132,3 +132,53 @@ def test_connections_made_while_the_workers_start_are_spread_over_every_worker(
                 sock.close()
     finally:
         server.stop()
+
+
+def test_connections_queued_for_a_worker_that_dies_are_taken_by_the_one_started_for_it(
+    tmp_path: Path,
+) -> None:
+    """A worker killed while connections wait in its backlog: they are not reset, they wait,
+    and the worker the supervisor starts in its place takes them. (The supervisor keeps each
+    worker's listening socket open; were it the dead worker's alone, the kernel would reset
+    everything queued on it.)"""
+    deployment = make_deployment(tmp_path / "deploy")
+    port = deployment.server.port
+    with served(
+        deployment, tmp_path / "server.log", "--workers", "2", "--log-level", "WARNING"
+    ) as (
+        server,
+        _,
+    ):
+        assert server.proc is not None
+        supervisor = psutil.Process(server.proc.pid)
+        victim, survivor = supervisor.children()
+
+        def peers(worker: psutil.Process) -> set[int]:
+            """The client ports of the agent connections ``worker`` has accepted."""
+            return {
+                c.raddr.port
+                for c in worker.net_connections("tcp")
+                if c.status == "ESTABLISHED" and c.laddr.port == port and c.raddr
+            }
+
+        victim.suspend()  # it accepts nothing: what the kernel gives its socket waits there
+        clients = [socket.create_connection(("127.0.0.1", port)) for _ in range(32)]
+        try:
+            ours = {sock.getsockname()[1] for sock in clients}
+            time.sleep(1.0)  # the survivor accepts its share at once
+            queued = ours - peers(survivor)
+            # Spread by a hash of the addresses: none for the victim is a 2 in 2**32 chance.
+            assert queued, "no connection waited for the stopped worker"
+            victim.kill()
+            victim.wait(10)
+            deadline = time.monotonic() + 60
+            while True:
+                successors = [p for p in supervisor.children() if p.pid != survivor.pid]
+                taken = set().union(*(peers(p) for p in successors)) if successors else set()
+                if queued <= taken:
+                    break
+                assert time.monotonic() < deadline, (queued, taken, server.output())
+                time.sleep(0.1)
+        finally:
+            for sock in clients:
+                sock.close()
