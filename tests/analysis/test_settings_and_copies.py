@@ -22,6 +22,7 @@ from tests.server.harness import (
     repository_with,
     running_agent,
     running_server_with,
+    wait_until,
 )
 
 NUMBERS = """\
@@ -65,7 +66,6 @@ def test_a_finished_collection_gets_its_parquet_copy_and_the_configured_row_limi
                 done = await server.wait_for_flow(flow.flow_id, ["Finished", "Error"], 60)
                 assert done.state == "Finished", done.error
                 engine = server.services.analysis
-                await asyncio.to_thread(engine.copies.wait)
                 stem = (
                     server.filestore.flow_dir(agent.client_id, flow.flow_id)
                     / "results"
@@ -73,8 +73,11 @@ def test_a_finished_collection_gets_its_parquet_copy_and_the_configured_row_limi
                 )
                 meta = read_json(stem.with_name(stem.name + ".meta"))
                 assert meta is not None
-                # Made at the flow's end: no query has read this result set yet.
-                assert current_copy(stem, int(meta["length"])) is not None
+                # Made at the flow's end: no query has read this result set yet. In the
+                # background: the copy is scheduled after the flow's end is stored, which is
+                # when wait_for_flow returns (it failed 1 run in 13 waiting on the copies'
+                # queue alone, before anything was in it).
+                await wait_until(lambda: current_copy(stem, int(meta["length"])), 30)
                 permissions = frozenset({"ANALYZE", "READ_RESULTS"})
                 sql = f"SELECT n FROM flow('{flow.flow_id}', 'Test.Numbers') ORDER BY n"
                 with engine.run(sql, permissions) as result:
