@@ -46,7 +46,8 @@ def compare(query: Any, pid: int) -> dict[str, Any]:
 
 @pytest.fixture
 def child(tmp_path: Path) -> Iterator[Any]:
-    """Start a process from a copy of ``sleep`` named ``name``; stopped after the test."""
+    """Start a process from a copy of ``sleep`` named ``name``, once it sleeps; stopped after
+    the test."""
     started: list[subprocess.Popen[bytes]] = []
 
     def start(name: str, *args: str) -> subprocess.Popen[bytes]:
@@ -54,7 +55,10 @@ def child(tmp_path: Path) -> Iterator[Any]:
         shutil.copy(SLEEP, program)
         proc = subprocess.Popen([str(program), "60", *args])
         started.append(proc)
-        _wait_until(lambda: psutil.Process(proc.pid).exe() == str(program))
+        # Sleeping, not only exec'd: on a busy machine it was still "running" towards its
+        # first sleep when read (one CI run).
+        process = psutil.Process(proc.pid)
+        _wait_until(lambda: process.exe() == str(program) and process.status() == "sleeping")
         return proc
 
     yield start
