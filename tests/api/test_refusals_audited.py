@@ -148,6 +148,22 @@ def test_token_revocations_refused_in_the_route_are_recorded(live: Live) -> None
     assert (entry.action, entry.target, entry.result) == ("token.revoke", unknown, "refused")
 
 
+def test_a_token_name_of_white_space_only_is_refused_and_recorded(live: Live) -> None:
+    """It passes the body's validation (one character or more) and the accounts refuse it:
+    a 400 that says why, recorded as refused (it was a 500, found by the API fuzz test)."""
+    for name in ("\t", " \x1c "):  # \x1c: white space to str.strip, not to a regex's \s
+        call = Call("POST", "/me/tokens", json={"name": name})
+        status, entry = send(live, call, token=live.tokens["reader"], **body(call))
+        assert status == 400, name
+        assert (entry.actor, entry.action, entry.result) == (
+            "reader-user",
+            "token.create",
+            "refused",
+        )
+        assert "token name" in (entry.reason or "")
+    assert all(t.name.strip() for t in live.server.accounts.list_tokens("reader-user"))
+
+
 def test_allowed_calls_are_recorded_once(live: Live, objects: Objects) -> None:
     """The middleware adds no record to a call its route recorded; a call no route records
     (checking an artifact, which changes nothing) is recorded by the middleware."""

@@ -239,10 +239,15 @@ async def make_token(
     """The token text is in this response only; Peregrine stores its hash."""
     if principal.name.startswith("local:"):
         raise HTTPException(400, "local principals cannot hold tokens")
-    issued = await asyncio.to_thread(
-        context(request).accounts.create_token, principal.name, body.name, body.expires_in
-    )
-    await Audit(request, principal).record(
+    audit = Audit(request, principal)
+    try:
+        issued = await asyncio.to_thread(
+            context(request).accounts.create_token, principal.name, body.name, body.expires_in
+        )
+    except AccountError as exc:  # a name of white space only, a user disabled meanwhile
+        await audit.record("token.create", result="refused", reason=str(exc))
+        raise HTTPException(400, str(exc)) from None
+    await audit.record(
         "token.create", target=issued.record.token_id, parameters={"token_name": body.name}
     )
     return IssuedToken(token=issued.token, **token_out(issued.record).model_dump())
