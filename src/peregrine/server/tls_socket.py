@@ -16,7 +16,10 @@ import contextlib
 import socket
 import ssl
 from collections.abc import Iterable
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
+
+if TYPE_CHECKING:  # the supervisor imports this module for listening_socket alone
+    from websockets.asyncio.server import Server as WebSocketServer
 
 _WOULD_BLOCK = (ssl.SSLWantReadError, ssl.SSLWantWriteError)
 _Socket = TypeVar("_Socket", bound=socket.socket)
@@ -109,9 +112,9 @@ def tls_listener(
     return listener
 
 
-async def close_listener(server: Any) -> None:
-    """Close a listening ``server`` (websockets' or asyncio's) without leaking a connection it
-    has just accepted, and leave open the connections it made.
+async def close_listener(server: WebSocketServer) -> None:
+    """Close websockets' listening ``server`` without leaking a connection it has just
+    accepted, and leave open the connections it made (``close_connections=False``).
 
     asyncio accepts in one step and makes the connection's transport in a task of the next; a
     server closed in between fails that transport (``Server._attach`` asserts the server is
